@@ -1,0 +1,128 @@
+"""The contract every model kind honours, and the training step they share.
+
+A kind supplies `encode` (image -> latent), `classify` (decoded latent ->
+logits), a `coder` from `tfvaeclf.entropy` and, optionally, `reconstruct`.
+Everything else — the forward pass that returns outputs and loss terms, the
+train/test steps, `compress`/`decompress` — is written once here, so
+evaluation, the codec and export work for every kind alike.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+__all__ = ["CompressiveClassifier", "BaseConfig"]
+
+
+@dataclasses.dataclass
+class BaseConfig:
+  """Fields every kind has; kinds extend it with their own."""
+  image_shape: tuple = (28, 28, 1)
+  num_classes: int = 10
+  entropy_model: str = "factorized"
+  lmbda: float = 1.0   # weight of the rate, in bits per pixel
+  gamma: float = 0.0   # weight of the reconstruction MSE (decoder only)
+
+
+class CompressiveClassifier(tf.keras.Model):
+  """Encoder -> quantized, range-coded latent -> classifier (-> decoder)."""
+
+  Config = BaseConfig
+  registered_name = None  # set by `registry.register`
+
+  def __init__(self, config):
+    super().__init__(name=self.registered_name)
+    self.config = config
+    self.num_pixels = float(config.image_shape[0] * config.image_shape[1])
+    self.coder = None  # set by the subclass
+    self._trackers = {name: tf.keras.metrics.Mean(name=name)
+                      for name in ("loss", "ce", "bpp", "mse")}
+    self._accuracy = tf.keras.metrics.SparseCategoricalAccuracy(
+        name="accuracy")
+
+  # -- what a kind provides -------------------------------------------------
+
+  def encode(self, images, training=False):
+    raise NotImplementedError
+
+  def classify(self, latent_hat, training=False):
+    raise NotImplementedError
+
+  @property
+  def has_decoder(self):
+    return False
+
+  def reconstruct(self, latent_hat, training=False):
+    raise NotImplementedError(f"Model {self.name!r} has no decoder.")
+
+  # -- shared ---------------------------------------------------------------
+
+  def call(self, images, training=False):
+    """Forward pass on float images in [0, 1]: outputs and rate terms."""
+    latent = self.encode(images, training=training)
+    latent_hat, bits = self.coder(latent, training=training)
+    outputs = {
+        "latent_hat": latent_hat,
+        "logits": self.classify(latent_hat, training=training),
+        "bits": bits,
+        "bpp": bits / self.num_pixels,
+    }
+    if self.has_decoder:
+      x_hat = self.reconstruct(latent_hat, training=training)
+      outputs["x_hat"] = x_hat
+      outputs["mse"] = tf.reduce_mean(
+          tf.math.squared_difference(images, x_hat), axis=(1, 2, 3))
+    return outputs
+
+  def loss_terms(self, outputs, labels):
+    """The objective: CE + lmbda * bpp (+ gamma * MSE), batch means."""
+    ce = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
+        labels, outputs["logits"], from_logits=True))
+    bpp = tf.reduce_mean(outputs["bpp"])
+    mse = tf.reduce_mean(outputs["mse"]) if "mse" in outputs else 0.
+    loss = ce + self.config.lmbda * bpp + self.config.gamma * mse
+    return {"loss": loss, "ce": ce, "bpp": bpp, "mse": mse}
+
+  def _update_metrics(self, terms, labels, logits):
+    for name, tracker in self._trackers.items():
+      tracker.update_state(terms[name])
+    self._accuracy.update_state(labels, logits)
+    return {m.name: m.result() for m in self.metrics}
+
+  def train_step(self, data):
+    images, labels = data
+    with tf.GradientTape() as tape:
+      outputs = self(images, training=True)
+      terms = self.loss_terms(outputs, labels)
+    variables = self.trainable_variables
+    gradients = tape.gradient(terms["loss"], variables)
+    self.optimizer.apply_gradients(zip(gradients, variables))
+    return self._update_metrics(terms, labels, outputs["logits"])
+
+  def test_step(self, data):
+    images, labels = data
+    outputs = self(images, training=False)
+    terms = self.loss_terms(outputs, labels)
+    return self._update_metrics(terms, labels, outputs["logits"])
+
+  @property
+  def metrics(self):
+    return [*self._trackers.values(), self._accuracy]
+
+  def build_from_config(self):
+    """Creates all variables with one dummy forward pass."""
+    self(tf.zeros((1, *self.config.image_shape)), training=False)
+
+  def compress(self, images):
+    """Float images -> (tuple of per-image string tensors, latent shape).
+
+    The latent shape is the spatial shape the decoder needs, as in
+    CompressAI's `compress() -> {strings, shape}`.
+    """
+    latent = self.encode(images, training=False)
+    strings = self.coder.compress(latent)
+    return strings, tf.shape(latent)[1:-1]
+
+  def decompress(self, strings, latent_shape):
+    """Strings from `compress` -> the quantized latent, bit for bit."""
+    return self.coder.decompress(strings, latent_shape)

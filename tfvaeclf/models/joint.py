@@ -1,0 +1,108 @@
+"""The joint VAE compressor-classifier (seed 000).
+
+A convolutional analysis transform maps the image to a small latent; the
+latent is quantized and range-coded under a learned prior; the classifier
+reads the quantized latent directly, so the server never rebuilds the image.
+An optional light synthesis transform reconstructs the image from the same
+latent when a person needs to look at it.
+
+Trained end to end on cross-entropy + lmbda * bpp (+ gamma * MSE).
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+from tfvaeclf import entropy
+from tfvaeclf.models import base
+from tfvaeclf.models.registry import register
+
+__all__ = ["JointConfig", "JointVAEClassifier"]
+
+
+@dataclasses.dataclass
+class JointConfig(base.BaseConfig):
+  filters: tuple = (32, 64)        # analysis conv widths, each stride 2
+  kernel_size: int = 5
+  latent_channels: int = 16        # the latent is a further stride-2 conv
+  classifier_units: tuple = (128,)
+  decoder: bool = False
+
+
+class AnalysisTransform(tf.keras.Sequential):
+  """Image -> latent: stride-2 convolutions, the last one linear."""
+
+  def __init__(self, filters, kernel_size, latent_channels):
+    super().__init__(name="analysis")
+    for width in filters:
+      self.add(tf.keras.layers.Conv2D(
+          width, kernel_size, strides=2, padding="same", activation="relu"))
+    self.add(tf.keras.layers.Conv2D(
+        latent_channels, 3, strides=2, padding="same", name="latent"))
+
+
+class SynthesisTransform(tf.keras.Sequential):
+  """Latent -> image: the analysis transform mirrored, cropped to size."""
+
+  def __init__(self, filters, kernel_size, image_shape):
+    super().__init__(name="synthesis")
+    for width in reversed(filters):
+      self.add(tf.keras.layers.Conv2DTranspose(
+          width, kernel_size, strides=2, padding="same", activation="relu"))
+    self.add(tf.keras.layers.Conv2DTranspose(
+        image_shape[-1], kernel_size, strides=2, padding="same",
+        activation="sigmoid"))
+    self._image_shape = tuple(image_shape)
+
+  def call(self, latent_hat, training=None):
+    x_hat = super().call(latent_hat, training=training)
+    height, width, _ = self._image_shape
+    return x_hat[:, :height, :width, :]
+
+
+class LatentClassifier(tf.keras.Sequential):
+  """Quantized latent -> class logits."""
+
+  def __init__(self, units, num_classes):
+    super().__init__(name="classifier")
+    self.add(tf.keras.layers.Flatten())
+    for width in units:
+      self.add(tf.keras.layers.Dense(width, activation="relu"))
+    self.add(tf.keras.layers.Dense(num_classes))
+
+
+@register("joint")
+class JointVAEClassifier(base.CompressiveClassifier):
+  """Seed 000's VAE-classifier: classify from the quantized latent."""
+
+  Config = JointConfig
+
+  def __init__(self, config):
+    if config.decoder and config.gamma <= 0:
+      raise ValueError("A decoder needs --gamma > 0 to be trained.")
+    super().__init__(config)
+    self.analysis = AnalysisTransform(
+        config.filters, config.kernel_size, config.latent_channels)
+    self.coder = entropy.build_coder(
+        config.entropy_model, config.latent_channels)
+    self.classifier = LatentClassifier(
+        config.classifier_units, config.num_classes)
+    self.synthesis = (
+        SynthesisTransform(config.filters, config.kernel_size,
+                           config.image_shape)
+        if config.decoder else None)
+
+  def encode(self, images, training=False):
+    return self.analysis(images, training=training)
+
+  def classify(self, latent_hat, training=False):
+    return self.classifier(latent_hat, training=training)
+
+  @property
+  def has_decoder(self):
+    return self.synthesis is not None
+
+  def reconstruct(self, latent_hat, training=False):
+    if self.synthesis is None:
+      return super().reconstruct(latent_hat, training)
+    return self.synthesis(latent_hat, training=training)
