@@ -62,11 +62,20 @@ class FactorizedCoder(tf.keras.layers.Layer):
     return latent_hat, bits
 
   def freeze(self):
-    """Fixes the prior into integer CDF tables for range coding."""
-    self._coding_model = tfc.ContinuousBatchedEntropyModel(
-        self.prior, coding_rank=self.coding_rank, compression=True,
-        range_coder_precision=self.range_coder_precision,
-        offset_heuristic=False)
+    """Fixes the prior into integer CDF tables for range coding.
+
+    The tables are computed in a graph: TFC's tail search is a loop that
+    takes many seconds when run eagerly.
+    """
+    @tf.function
+    def build_tables():
+      model = tfc.ContinuousBatchedEntropyModel(
+          self.prior, coding_rank=self.coding_rank, compression=True,
+          stateless=True, range_coder_precision=self.range_coder_precision,
+          offset_heuristic=False)
+      return {"cdf": model.cdf, "cdf_offset": model.cdf_offset}
+
+    self.load_tables({k: v.numpy() for k, v in build_tables().items()})
 
   def tables(self):
     """The frozen coding tables as numpy arrays (what gets shipped)."""

@@ -13,6 +13,12 @@ import tempfile
 __all__ = ["atomic_writer", "write_bytes", "write_json"]
 
 
+def _umask():
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 @contextlib.contextmanager
 def atomic_writer(path, mode="wb"):
   """Yields a file object; `path` appears only if the block succeeds."""
@@ -25,6 +31,7 @@ def atomic_writer(path, mode="wb"):
       yield f
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes files 0600
     os.replace(tmp_path, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):

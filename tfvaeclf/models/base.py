@@ -113,6 +113,12 @@ class CompressiveClassifier(tf.keras.Model):
     """Creates all variables with one dummy forward pass."""
     self(tf.zeros((1, *self.config.image_shape)), training=False)
 
+  @property
+  def latent_shape(self):
+    """Spatial shape of the latent of one image (what files must carry)."""
+    latent = self.encode(tf.zeros((1, *self.config.image_shape)))
+    return tuple(latent.shape[1:-1])
+
   def compress(self, images):
     """Float images -> (tuple of per-image string tensors, latent shape).
 

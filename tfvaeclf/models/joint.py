@@ -42,16 +42,21 @@ class AnalysisTransform(tf.keras.Sequential):
 
 
 class SynthesisTransform(tf.keras.Sequential):
-  """Latent -> image: the analysis transform mirrored, cropped to size."""
+  """Latent -> image: the analysis transform mirrored, cropped to size.
+
+  The output layer is linear: a sigmoid saturates at black on MNIST-like
+  data within a few steps and never recovers. Images are clipped to [0, 1]
+  only outside training.
+  """
 
   def __init__(self, filters, kernel_size, image_shape):
     super().__init__(name="synthesis")
     for width in reversed(filters):
       self.add(tf.keras.layers.Conv2DTranspose(
-          width, kernel_size, strides=2, padding="same", activation="relu"))
+          width, kernel_size, strides=2, padding="same", activation="elu"))
     self.add(tf.keras.layers.Conv2DTranspose(
         image_shape[-1], kernel_size, strides=2, padding="same",
-        activation="sigmoid"))
+        activation=None))
     self._image_shape = tuple(image_shape)
 
   def call(self, latent_hat, training=None):
@@ -61,13 +66,17 @@ class SynthesisTransform(tf.keras.Sequential):
 
 
 class LatentClassifier(tf.keras.Sequential):
-  """Quantized latent -> class logits."""
+  """Quantized latent -> class logits.
+
+  ELU, not ReLU: at initialization the latent rounds to exactly zero, and
+  ReLU's zero slope there would stop every gradient to the encoder.
+  """
 
   def __init__(self, units, num_classes):
     super().__init__(name="classifier")
     self.add(tf.keras.layers.Flatten())
     for width in units:
-      self.add(tf.keras.layers.Dense(width, activation="relu"))
+      self.add(tf.keras.layers.Dense(width, activation="elu"))
     self.add(tf.keras.layers.Dense(num_classes))
 
 
@@ -105,4 +114,5 @@ class JointVAEClassifier(base.CompressiveClassifier):
   def reconstruct(self, latent_hat, training=False):
     if self.synthesis is None:
       return super().reconstruct(latent_hat, training)
-    return self.synthesis(latent_hat, training=training)
+    x_hat = self.synthesis(latent_hat, training=training)
+    return x_hat if training else tf.clip_by_value(x_hat, 0., 1.)

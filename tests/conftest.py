@@ -1,0 +1,38 @@
+"""Shared fixtures: real MNIST, and one small model trained on it."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+from tfvaeclf import data  # noqa: E402
+
+# Small enough to train in seconds on 2 cores, real enough to classify.
+SMALL_JOINT = {"filters": (8, 16), "latent_channels": 8,
+               "classifier_units": (32,), "lmbda": 10.0}
+MNIST_ARGS = {"name": "mnist", "data_dir": None, "image_size": None,
+              "validation_size": 500, "seed": 0, "download": False}
+
+
+@pytest.fixture(scope="session")
+def mnist():
+  return data.load(**MNIST_ARGS)
+
+
+@pytest.fixture(scope="session")
+def trained_dir(mnist, tmp_path_factory):
+  """A joint model trained for one epoch on 3000 real MNIST digits."""
+  from tfvaeclf import models, train
+  directory = str(tmp_path_factory.mktemp("joint"))
+  config = models.get("joint").Config(**SMALL_JOINT)
+  train.run_training(directory, "joint", config, mnist, MNIST_ARGS,
+                     epochs=1, batch_size=64, learning_rate=3e-3, seed=0,
+                     train_subset=3000, verbose=0)
+  return directory
+
+
+@pytest.fixture(scope="session")
+def loaded(trained_dir):
+  from tfvaeclf import model_dir
+  return model_dir.load(trained_dir)

@@ -1,0 +1,160 @@
+"""The codec: files classify like the in-graph path; bad input ends cleanly."""
+
+import dataclasses
+import os
+
+from absl.testing import flagsaver
+import numpy as np
+import pytest
+from PIL import Image
+import tensorflow as tf
+
+from tfvaeclf import bitstream, cli, codec, data, model_dir
+
+
+@pytest.fixture(scope="module")
+def digits(mnist):
+  images, labels = next(iter(mnist.test.batch(12)))
+  return images.numpy(), labels.numpy()
+
+
+def _in_graph_predictions(loaded, images):
+  outputs = loaded.model(data.to_float(images), training=False)
+  return tf.argmax(outputs["logits"], -1).numpy()
+
+
+def test_file_classifies_exactly_like_the_in_graph_path(loaded, digits):
+  images, _ = digits
+  file_bytes = codec.compress_images(loaded, images)
+  np.testing.assert_array_equal(codec.classify_file(loaded, file_bytes),
+                                _in_graph_predictions(loaded, images))
+  np.testing.assert_array_equal(
+      codec.decode_latent(loaded, file_bytes).numpy(),
+      loaded.model(data.to_float(images), training=False)["latent_hat"])
+
+
+def test_model_dir_reloads_to_the_same_fingerprint(trained_dir, loaded):
+  again = model_dir.load(trained_dir)
+  assert again.fingerprint == loaded.fingerprint
+
+
+def _run(argv, capsys):
+  """Runs the codec CLI in-process; returns (exit code, stdout, stderr)."""
+  with flagsaver.flagsaver():
+    with pytest.raises(SystemExit) as exit_info:
+      cli.run(codec.main, argv=["codec", *argv])
+  out, err = capsys.readouterr()
+  return exit_info.value.code, out, err
+
+
+def _write_pngs(directory, images):
+  paths = []
+  for i, image in enumerate(images):
+    paths.append(os.path.join(directory, f"digit_{i}.png"))
+    data.write_png(paths[-1], image)
+  return paths
+
+
+def test_cli_compress_then_classify(trained_dir, loaded, digits, tmp_path,
+                                    capsys):
+  images, _ = digits
+  paths = _write_pngs(tmp_path, images)
+  output = str(tmp_path / "digits.tfvc")
+  code, _, err = _run(["compress", f"--model_dir={trained_dir}",
+                       f"--output={output}", *paths], capsys)
+  assert code in (0, None), err
+  code, out, _ = _run(["classify", f"--model_dir={trained_dir}", output],
+                      capsys)
+  assert code in (0, None)
+  names = loaded.config["class_names"]
+  expected = [names[i] for i in _in_graph_predictions(loaded, images)]
+  assert out.split() == expected
+
+
+@pytest.fixture(scope="module")
+def good_file(loaded, digits):
+  return codec.compress_images(loaded, digits[0][:3])
+
+
+def _bad_files(good_file):
+  corrupted = bytearray(good_file)
+  corrupted[-1] ^= 0x55
+  return {
+      "truncated": good_file[:-3],
+      "corrupted": bytes(corrupted),
+      "garbage": os.urandom(200),
+      "empty": b"",
+  }
+
+
+@pytest.mark.parametrize("kind", ["truncated", "corrupted", "garbage",
+                                  "empty"])
+def test_bad_files_end_in_one_line_and_exit_2(trained_dir, good_file, kind,
+                                              tmp_path, capsys):
+  path = tmp_path / f"{kind}.tfvc"
+  path.write_bytes(_bad_files(good_file)[kind])
+  code, out, err = _run(["classify", f"--model_dir={trained_dir}",
+                         str(path)], capsys)
+  assert code == 2
+  assert out == ""  # never a label for an invalid file
+  assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def _forged(file_bytes, **changes):
+  """The same file with header fields changed and a valid CRC."""
+  coded = bitstream.unpack(file_bytes)
+  return bitstream.pack(dataclasses.replace(coded, **changes))
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"fingerprint": bytes(8)}, "another model"),
+    ({"latent_shape": (5, 5)}, "latents of shape"),
+    ({"image_shape": (32, 32, 3)}, "images"),
+])
+def test_consistent_files_that_do_not_fit_the_model_are_refused(
+    trained_dir, loaded, good_file, tmp_path, capsys, changes, message):
+  if "fingerprint" not in changes:
+    changes["fingerprint"] = loaded.fingerprint
+  path = tmp_path / "forged.tfvc"
+  path.write_bytes(_forged(good_file, **changes))
+  code, out, err = _run(["classify", f"--model_dir={trained_dir}",
+                         str(path)], capsys)
+  assert (code, out) == (2, "")
+  assert message in err and err.count("\n") == 1
+
+
+def test_missing_streams_are_refused(loaded, good_file):
+  forged = _forged(good_file, strings=[])
+  with pytest.raises(bitstream.BitstreamError):
+    codec.classify_file(loaded, forged)
+
+
+@pytest.mark.parametrize("size,mode", [((32, 32), "L"), ((28, 28), "RGB")])
+def test_wrong_image_shape_is_refused(trained_dir, tmp_path, capsys, size,
+                                      mode):
+  path = tmp_path / "wrong.png"
+  Image.new(mode, size).save(path)
+  output = tmp_path / "out.tfvc"
+  code, _, err = _run(["compress", f"--model_dir={trained_dir}",
+                       f"--output={output}", str(path)], capsys)
+  assert code == 2 and err.count("\n") == 1 and "wrong.png" in err
+  assert not output.exists()  # nothing half-written
+
+
+def test_missing_inputs_and_usage_errors(trained_dir, tmp_path, capsys):
+  for argv in (["classify", f"--model_dir={trained_dir}",
+                str(tmp_path / "absent.tfvc")],
+               ["frobnicate", f"--model_dir={trained_dir}"],
+               ["compress", f"--model_dir={trained_dir}", "x.png"],
+               ["classify", f"--model_dir={tmp_path}", "x.tfvc"]):
+    code, out, err = _run(argv, capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, argv
+
+
+def test_decompress_needs_a_decoder(trained_dir, good_file, tmp_path,
+                                    capsys):
+  path = tmp_path / "digits.tfvc"
+  path.write_bytes(good_file)
+  code, _, err = _run(["decompress", f"--model_dir={trained_dir}",
+                       f"--output={tmp_path / 'x.png'}", str(path)], capsys)
+  assert code == 2 and "--decoder" in err

@@ -1,0 +1,187 @@
+"""Training, resuming, divergence, evaluation and the CLIs end to end."""
+
+import csv
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from absl import flags
+from absl.testing import flagsaver
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfvaeclf import cli, data, evaluate, model_dir, models, train
+from tests.conftest import MNIST_ARGS, SMALL_JOINT
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.flags")))
+
+
+def _python(*args, **kwargs):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, **kwargs)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_every_config_parses_into_a_model(path, mnist):
+  with flagsaver.flagsaver():
+    flags.FLAGS(["train", f"--flagfile={path}"])
+    config = train.model_config_from_flags(flags.FLAGS.model, mnist.info)
+    models.build(flags.FLAGS.model, config).build_from_config()
+
+
+def _history(directory):
+  with open(os.path.join(directory, "history.csv")) as f:
+    return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def _small(**overrides):
+  return models.get("joint").Config(**{**SMALL_JOINT, **overrides})
+
+
+def _train(directory, splits, epochs, config=None, subset=1000):
+  return train.run_training(
+      str(directory), "joint", config or _small(), splits, MNIST_ARGS,
+      epochs=epochs, batch_size=64, learning_rate=3e-3, seed=0,
+      train_subset=subset, verbose=0)
+
+
+def test_rerun_continues_where_it_stopped(mnist, tmp_path):
+  _train(tmp_path, mnist, epochs=1)
+  _train(tmp_path, mnist, epochs=2)
+  assert _history(tmp_path) == [0, 1]
+  assert os.path.basename(tf.train.latest_checkpoint(
+      str(tmp_path / "checkpoints"))) == "ckpt-2"
+
+
+def test_rerun_with_other_settings_is_refused(mnist, tmp_path):
+  _train(tmp_path, mnist, epochs=1)
+  with pytest.raises(cli.UserError, match="different model_config"):
+    _train(tmp_path, mnist, epochs=2, config=_small(latent_channels=4))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_epoch(mnist, tmp_path,
+                                                      monkeypatch):
+  _train(tmp_path, mnist, epochs=1)
+  good = model_dir.load(str(tmp_path)).fingerprint
+  original = models.get("joint").loss_terms
+
+  def poisoned(self, outputs, labels):
+    terms = original(self, outputs, labels)
+    return {**terms, "loss": terms["loss"] * np.nan}
+
+  monkeypatch.setattr(models.get("joint"), "loss_terms", poisoned)
+  with pytest.raises(train.TrainingDiverged, match="epoch 2, batch 1.*"
+                     "kept the checkpoint of epoch 1"):
+    _train(tmp_path, mnist, epochs=2)
+  assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith(
+      "ckpt-1")
+  assert model_dir.load(str(tmp_path)).fingerprint == good
+
+
+def test_decoder_model_reconstructs_from_the_file(mnist, tmp_path):
+  from tfvaeclf import codec
+  config = _small(decoder=True, gamma=100.0, lmbda=0.5)
+  _train(tmp_path, mnist, epochs=3, config=config, subset=2000)
+  loaded = model_dir.load(str(tmp_path))
+  images, _ = next(iter(mnist.test.batch(64)))
+  images = images.numpy()
+  reconstructed = codec.reconstruct_file(
+      loaded, codec.compress_images(loaded, images))
+  in_graph = loaded.model(data.to_float(images), training=False)["x_hat"]
+  np.testing.assert_array_equal(
+      reconstructed, np.round(in_graph.numpy() * 255).astype(np.uint8))
+
+  def psnr(guess):
+    mse = np.mean((guess / 255. - images / 255.) ** 2)
+    return 10 * np.log10(1 / mse)
+
+  mean_image = np.broadcast_to(images.mean(axis=0), images.shape)
+  assert psnr(reconstructed) > psnr(mean_image) + 1
+  results = evaluate.evaluate(loaded, mnist.test.take(64), progress=False)
+  assert results["psnr"] == pytest.approx(
+      psnr(in_graph.numpy() * 255), abs=0.5)
+
+
+def test_evaluate_counts_real_bytes(loaded, mnist):
+  results = evaluate.evaluate(loaded, mnist.test.take(300), batch_size=128,
+                              progress=False)
+  assert results["num_images"] == 300
+  assert results["agreement_with_in_graph"] == 1.0
+  assert results["accuracy"] > 0.5  # one short epoch; chance is 0.1
+  assert results["bpp"] == pytest.approx(
+      8 * results["bytes_per_image"] / 784)
+  # Real bytes cost the information content plus well under 2 bytes.
+  assert 0 < results["bytes_per_image"] - results[
+      "estimated_bytes_per_image"] < 2
+
+
+def test_end_to_end_cli_on_real_mnist(tmp_path, mnist):
+  """train -> evaluate -> codec compress -> codec classify, as processes."""
+  run = str(tmp_path / "run")
+  result = _python(
+      "tfvaeclf.train", "--flagfile=configs/mnist_joint.flags",
+      f"--model_dir={run}", "--epochs=1", "--train_subset=2000",
+      "--validation_size=500", "--filters=8,16", "--latent_channels=8")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "fingerprint" in result.stdout
+
+  result = _python("tfvaeclf.evaluate", f"--model_dir={run}",
+                   "--max_examples=200")
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(os.path.join(run, "eval.json")) as f:
+    report = json.load(f)
+  assert {"accuracy", "bpp", "bytes_per_image", "estimated_bpp"} <= set(
+      report)
+  assert report["agreement_with_in_graph"] == 1.0
+
+  images, _ = next(iter(mnist.test.batch(6)))
+  paths = []
+  for i, image in enumerate(images.numpy()):
+    paths.append(str(tmp_path / f"{i}.png"))
+    data.write_png(paths[-1], image)
+  coded = str(tmp_path / "six.tfvc")
+  result = _python("tfvaeclf.codec", "compress", f"--model_dir={run}",
+                   f"--output={coded}", *paths)
+  assert result.returncode == 0, result.stderr[-2000:]
+  result = _python("tfvaeclf.codec", "classify", f"--model_dir={run}", coded)
+  assert result.returncode == 0, result.stderr[-2000:]
+
+  loaded = model_dir.load(run)
+  logits = loaded.model(data.to_float(images), training=False)["logits"]
+  names = loaded.config["class_names"]
+  assert result.stdout.split() == [
+      names[i] for i in tf.argmax(logits, -1).numpy()]
+
+
+def test_kill_9_then_rerun_loses_no_finished_epoch(tmp_path):
+  run = str(tmp_path / "run")
+  args = ("tfvaeclf.train", "--flagfile=configs/mnist_joint.flags",
+          f"--model_dir={run}", "--epochs=3", "--train_subset=3000",
+          "--validation_size=500", "--filters=8,16", "--latent_channels=8")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  process = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO,
+                             env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  first = os.path.join(run, "checkpoints", "ckpt-1.index")
+  deadline = time.time() + 300
+  while not os.path.exists(first) and process.poll() is None:
+    assert time.time() < deadline, "no checkpoint after 300 s"
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert not os.path.exists(os.path.join(run, "model.json"))
+  done = int(tf.train.latest_checkpoint(
+      os.path.join(run, "checkpoints")).rsplit("-", 1)[1])
+
+  result = _python(*args, "--verbosity=0")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert f"Resuming {run} after epoch {done}" in result.stderr
+  assert _history(run) == [0, 1, 2]
+  model_dir.load(run)

@@ -1,0 +1,141 @@
+"""The model dir: everything evaluate, codec and export need, and nothing else.
+
+    config.json        model kind, its config, the dataset, its class names
+                       and the training flags
+    checkpoints/       per-epoch training checkpoints (model + optimizer)
+    coder_tables.npz   the frozen integer coding tables (written at the end)
+    model.json         fingerprint and the checkpoint the tables belong to
+    logs/, history.csv TensorBoard and per-epoch metrics
+
+A dir without `model.json` is a training run that has not finished; rerunning
+training resumes it.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfvaeclf import bitstream, fileio, models
+
+__all__ = ["ModelDirError", "LoadedModel", "write_config", "read_config",
+           "build_model", "training_checkpoint", "checkpoint_manager",
+           "finalize", "load"]
+
+CONFIG_FILE = "config.json"
+TABLES_FILE = "coder_tables.npz"
+SUMMARY_FILE = "model.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class ModelDirError(Exception):
+  """A model dir that is missing, unfinished or inconsistent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+  model: tf.keras.Model
+  fingerprint: bytes
+  config: dict  # the contents of config.json
+
+
+def write_config(model_dir, model_name, model_config, dataset, class_names,
+                 training):
+  fileio.write_json(os.path.join(model_dir, CONFIG_FILE), {
+      "model": model_name,
+      "model_config": dataclasses.asdict(model_config),
+      "dataset": dataset,
+      "class_names": list(class_names),
+      "training": training,
+  })
+
+
+def read_config(model_dir):
+  path = os.path.join(model_dir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise ModelDirError(
+        f"{model_dir} is not a tfvaeclf model dir (no {CONFIG_FILE}); "
+        "train one with: python -m tfvaeclf.train --model_dir=...")
+  with open(path) as f:
+    return json.load(f)
+
+
+def build_model(config):
+  """A model with all variables created, from the contents of config.json."""
+  model = models.build(config["model"], config["model_config"])
+  model.build_from_config()
+  return model
+
+
+def training_checkpoint(model, optimizer=None, epoch=None):
+  """The object graph saved every epoch; `model` alone restores for use."""
+  parts = {"model": model}
+  if optimizer is not None:
+    parts["optimizer"] = optimizer
+  if epoch is not None:
+    parts["epoch"] = epoch
+  return tf.train.Checkpoint(**parts)
+
+
+def checkpoint_manager(model_dir, checkpoint):
+  return tf.train.CheckpointManager(
+      checkpoint, os.path.join(model_dir, CHECKPOINT_DIR), max_to_keep=3)
+
+
+def _fingerprint(config, tables, model):
+  """8 bytes that change whenever the weights, tables or config do."""
+  digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+  for name in sorted(tables):
+    digest.update(name.encode())
+    digest.update(np.ascontiguousarray(tables[name]).tobytes())
+  for variable in model.weights:  # names vary per process; order does not
+    digest.update(str(variable.shape).encode())
+    digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
+  return digest.digest()[:bitstream.FINGERPRINT_BYTES]
+
+
+def finalize(model_dir, model, checkpoint_path):
+  """Freezes the coder, saves its tables and stamps the fingerprint."""
+  model.coder.freeze()
+  tables = model.coder.tables()
+  with fileio.atomic_writer(os.path.join(model_dir, TABLES_FILE)) as f:
+    np.savez(f, **tables)
+  fingerprint = _fingerprint(read_config(model_dir), tables, model)
+  fileio.write_json(os.path.join(model_dir, SUMMARY_FILE), {
+      "fingerprint": fingerprint.hex(),
+      "checkpoint": os.path.basename(checkpoint_path),
+  })
+  return fingerprint
+
+
+def load(model_dir):
+  """Rebuilds a finished model for inference; ModelDirError if it can't."""
+  config = read_config(model_dir)
+  summary_path = os.path.join(model_dir, SUMMARY_FILE)
+  if not os.path.exists(summary_path):
+    raise ModelDirError(
+        f"training in {model_dir} has not finished; rerun "
+        "python -m tfvaeclf.train with the same flags to resume it")
+  with open(summary_path) as f:
+    summary = json.load(f)
+  model = build_model(config)
+  checkpoint_path = os.path.join(
+      model_dir, CHECKPOINT_DIR, summary["checkpoint"])
+  try:
+    training_checkpoint(model).restore(checkpoint_path).expect_partial()
+    with np.load(os.path.join(model_dir, TABLES_FILE)) as npz:
+      tables = {name: npz[name] for name in npz.files}
+  except (tf.errors.OpError, OSError, ValueError) as e:
+    raise ModelDirError(
+        f"cannot read the model in {model_dir}: {str(e).splitlines()[0]}"
+    ) from None
+  model.coder.load_tables(tables)
+  fingerprint = _fingerprint(config, tables, model)
+  if fingerprint.hex() != summary["fingerprint"]:
+    raise ModelDirError(
+        f"{model_dir} is inconsistent: its weights or tables changed after "
+        "training (fingerprint mismatch)")
+  return LoadedModel(model, fingerprint, config)

@@ -1,0 +1,215 @@
+"""Trains a model kind on a dataset into a self-describing model dir.
+
+    python -m tfvaeclf.train --flagfile=configs/mnist_joint.flags \
+        --model_dir=runs/mnist_joint
+
+Checkpoints after every epoch; killed (even with kill -9) and rerun with the
+same flags, it resumes from the last finished epoch. A NaN loss stops the run
+with the last good checkpoint kept. At the end the entropy coder is frozen
+into integer tables and the dir is stamped with the model's fingerprint.
+"""
+
+from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+
+from absl import flags, logging
+import tensorflow as tf
+
+from tfvaeclf import data, entropy, fileio, models
+from tfvaeclf import model_dir as model_dir_lib
+
+__all__ = ["TrainingDiverged", "model_config_from_flags", "run_training"]
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("dataset", "mnist",
+                    f"One of {', '.join(data.DATASET_NAMES)} or folder:PATH.")
+flags.DEFINE_bool("download", False,
+                  "Let TFDS download the dataset when it is not prepared.")
+flags.DEFINE_integer("image_size", None, "Resize images to this size.")
+flags.DEFINE_integer("validation_size", 5000,
+                     "Examples carved from the end of train for validation.")
+flags.DEFINE_integer("train_subset", None,
+                     "Train on only the first N training examples.")
+flags.DEFINE_integer("epochs", 5, "Epochs to train in total.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_integer("seed", 0, "Seed for weights and data order.")
+
+flags.DEFINE_enum("model", "joint", models.names(), "The model kind.")
+flags.DEFINE_enum("entropy_model", "factorized", entropy.CODER_NAMES,
+                  "How the latent is priced and range-coded.")
+flags.DEFINE_float("lmbda", 1.0, "Weight of the rate (bits per pixel).")
+flags.DEFINE_float("gamma", 0.0, "Weight of the reconstruction MSE.")
+flags.DEFINE_list("filters", ["32", "64"], "Analysis conv widths.")
+flags.DEFINE_integer("kernel_size", 5, "Analysis conv kernel size.")
+flags.DEFINE_integer("latent_channels", 16, "Channels of the latent.")
+flags.DEFINE_list("classifier_units", ["128"],
+                  "Hidden widths of the latent classifier.")
+flags.DEFINE_bool("decoder", False,
+                  "Also train a light decoder that reconstructs the image.")
+
+
+class TrainingDiverged(Exception):
+  """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def model_config_from_flags(model_name, info, flag_values=FLAGS):
+  """The kind's config: dataset facts plus every field a flag sets."""
+  cls = models.get(model_name)
+  values = {"image_shape": tuple(info.image_shape),
+            "num_classes": info.num_classes}
+  for field in dataclasses.fields(cls.Config):
+    if field.name in values or field.name not in flag_values:
+      continue
+    value = flag_values[field.name].value
+    if isinstance(value, list):
+      value = tuple(int(v) for v in value)
+    values[field.name] = value
+  return cls.Config(**values)
+
+
+class _EpochRecorder(tf.keras.callbacks.Callback):
+  """Saves each finished epoch: its history.csv row, then its checkpoint.
+
+  A row whose checkpoint never landed (a kill in between) is dropped on
+  resume, so the history always matches the checkpoints. An epoch in which
+  the loss went non-finite is not saved at all.
+  """
+
+  def __init__(self, manager, epoch, history_path):
+    super().__init__()
+    self.manager, self.epoch, self.history_path = manager, epoch, history_path
+    self.diverged_at = None
+
+  def _rows(self):
+    if not os.path.exists(self.history_path):
+      return []
+    with open(self.history_path, newline="") as f:
+      return [row for row in csv.DictReader(f)
+              if int(row["epoch"]) < int(self.epoch.numpy())]
+
+  def on_train_batch_end(self, batch, logs=None):
+    if not math.isfinite(float(logs["loss"])):
+      self.diverged_at = (int(self.epoch.numpy()) + 1, batch + 1)
+      self.model.stop_training = True
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self.diverged_at is not None:
+      return
+    rows = self._rows() + [{"epoch": epoch, **{
+        key: f"{float(value):.6g}" for key, value in logs.items()}}]
+    with fileio.atomic_writer(self.history_path, "w") as f:
+      writer = csv.DictWriter(f, fieldnames=list(rows[-1]))
+      writer.writeheader()
+      writer.writerows(rows)
+    self.epoch.assign(epoch + 1)
+    self.manager.save(checkpoint_number=epoch + 1)
+
+
+def _check_same_run(directory, config):
+  """Refuses to resume a dir that was started with other settings."""
+  old = model_dir_lib.read_config(directory)
+  config = json.loads(json.dumps(config))  # tuples -> lists, as on disk
+  for key in ("model", "model_config", "dataset"):
+    if old[key] != config[key]:
+      raise cli.UserError(
+          f"{directory} was started with a different {key} "
+          f"({old[key]} vs {config[key]}); use a new --model_dir")
+
+
+def run_training(directory, model_name, model_config, splits, dataset, *,
+                 epochs, batch_size, learning_rate, seed, train_subset=None,
+                 verbose=1):
+  """Trains (or resumes) into `directory`; returns the model fingerprint.
+
+  `splits` come from `data.load(**dataset)`; `dataset` is recorded so that
+  evaluation can load the same data again.
+  """
+  tf.keras.utils.set_random_seed(seed)
+  model = models.build(model_name, model_config)
+  model.build_from_config()
+  optimizer = tf.keras.optimizers.Adam(learning_rate)
+  optimizer.build(model.trainable_variables)
+  model.compile(optimizer=optimizer)
+
+  epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+  checkpoint = model_dir_lib.training_checkpoint(model, optimizer, epoch)
+  manager = model_dir_lib.checkpoint_manager(directory, checkpoint)
+  if manager.latest_checkpoint:
+    _check_same_run(directory, {
+        "model": model_name, "model_config": dataclasses.asdict(model_config),
+        "dataset": dataset})
+    status = checkpoint.restore(manager.latest_checkpoint)
+    status.assert_existing_objects_matched()
+    logging.info("Resuming %s after epoch %d.", directory, int(epoch))
+  else:
+    model_dir_lib.write_config(
+        directory, model_name, model_config, dataset,
+        splits.info.class_names,
+        {"epochs": epochs, "batch_size": batch_size,
+         "learning_rate": learning_rate, "seed": seed,
+         "train_subset": train_subset, "data_source": splits.info.source})
+
+  initial_epoch = int(epoch.numpy())
+  if initial_epoch < epochs:
+    train = splits.train.take(train_subset) if train_subset else splits.train
+    recorder = _EpochRecorder(manager, epoch,
+                              os.path.join(directory, "history.csv"))
+    model.fit(
+        data.pipeline(train, batch_size, shuffle=True, seed=seed),
+        validation_data=data.pipeline(splits.validation, batch_size),
+        epochs=epochs, initial_epoch=initial_epoch, verbose=verbose,
+        callbacks=[
+            recorder,
+            tf.keras.callbacks.TensorBoard(os.path.join(directory, "logs")),
+        ])
+    if recorder.diverged_at is not None:
+      last = int(epoch.numpy())
+      raise TrainingDiverged(
+          "loss became NaN at epoch {}, batch {}; kept the checkpoint of "
+          "epoch {} in {}; lower --learning_rate or --lmbda and rerun".format(
+              *recorder.diverged_at, last, directory))
+  return model_dir_lib.finalize(directory, model, manager.latest_checkpoint)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS.model_dir:
+    raise cli.UserError("--model_dir is required")
+  dataset = {"name": FLAGS.dataset, "data_dir": FLAGS.data_dir,
+             "image_size": FLAGS.image_size,
+             "validation_size": FLAGS.validation_size,
+             "seed": FLAGS.seed, "download": FLAGS.download}
+  splits = data.load(**dataset)
+  try:
+    model_config = model_config_from_flags(FLAGS.model, splits.info)
+    models.build(FLAGS.model, model_config)  # validates the combination
+  except ValueError as e:
+    raise cli.UserError(str(e)) from None
+  try:
+    fingerprint = run_training(
+        FLAGS.model_dir, FLAGS.model, model_config, splits, dataset,
+        epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+        learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
+        train_subset=FLAGS.train_subset,
+        verbose=1 if sys.stdout.isatty() else 2)
+  except TrainingDiverged as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(3)
+  except KeyboardInterrupt:
+    print(f"interrupted; rerun the same command to resume from the last "
+          f"finished epoch in {FLAGS.model_dir}", file=sys.stderr)
+    sys.exit(130)
+  print(f"trained {FLAGS.model} into {FLAGS.model_dir} "
+        f"(fingerprint {fingerprint.hex()})")
+
+
+if __name__ == "__main__":
+  cli.run(main)
