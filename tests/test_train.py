@@ -45,17 +45,24 @@ def _small(**overrides):
   return models.get("joint").Config(**{**SMALL_JOINT, **overrides})
 
 
-def _train(directory, splits, epochs, config=None, subset=1000):
+def _train(directory, splits, epochs, config=None, subset=1000,
+           lr_schedule="constant"):
   return train.run_training(
       str(directory), "joint", config or _small(), splits, MNIST_ARGS,
       epochs=epochs, batch_size=64, learning_rate=3e-3, seed=0,
-      train_subset=subset, verbose=0)
+      train_subset=subset, lr_schedule=lr_schedule, verbose=0)
 
 
 def test_rerun_continues_where_it_stopped(mnist, tmp_path):
-  _train(tmp_path, mnist, epochs=1)
-  _train(tmp_path, mnist, epochs=2)
+  _train(tmp_path, mnist, epochs=1, lr_schedule="cosine")
+  _train(tmp_path, mnist, epochs=2, lr_schedule="cosine")
   assert _history(tmp_path) == [0, 1]
+  with open(tmp_path / "history.csv") as f:
+    rates = [float(row["lr"]) for row in csv.DictReader(f)]
+  # Cosine over the 2 epochs of the second run; the first run's single
+  # epoch used the full rate.
+  assert rates == pytest.approx([3e-3, 3e-3 * (0.02 + 0.98 * 0.5)],
+                                rel=1e-4)
   assert os.path.basename(tf.train.latest_checkpoint(
       str(tmp_path / "checkpoints"))) == "ckpt-2"
 

@@ -39,6 +39,8 @@ flags.DEFINE_integer("train_subset", None,
                      "Train on only the first N training examples.")
 flags.DEFINE_integer("epochs", 5, "Epochs to train in total.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine"],
+                  "cosine: decay per epoch to 2% of --learning_rate.")
 flags.DEFINE_integer("seed", 0, "Seed for weights and data order.")
 
 flags.DEFINE_enum("model", "joint", models.names(), "The model kind.")
@@ -112,6 +114,16 @@ class _EpochRecorder(tf.keras.callbacks.Callback):
     self.manager.save(checkpoint_number=epoch + 1)
 
 
+def _learning_rate_callback(schedule, learning_rate, epochs):
+  """Sets the rate at each epoch start, so a resumed run picks it up too."""
+  if schedule == "constant":
+    return []
+  floor = 0.02 * learning_rate
+  return [tf.keras.callbacks.LearningRateScheduler(
+      lambda epoch: floor + (learning_rate - floor) * 0.5 * (
+          1. + math.cos(math.pi * epoch / epochs)))]
+
+
 def _check_same_run(directory, config):
   """Refuses to resume a dir that was started with other settings."""
   old = model_dir_lib.read_config(directory)
@@ -125,7 +137,7 @@ def _check_same_run(directory, config):
 
 def run_training(directory, model_name, model_config, splits, dataset, *,
                  epochs, batch_size, learning_rate, seed, train_subset=None,
-                 verbose=1):
+                 lr_schedule="constant", verbose=1):
   """Trains (or resumes) into `directory`; returns the model fingerprint.
 
   `splits` come from `data.load(**dataset)`; `dataset` is recorded so that
@@ -153,7 +165,8 @@ def run_training(directory, model_name, model_config, splits, dataset, *,
         directory, model_name, model_config, dataset,
         splits.info.class_names,
         {"epochs": epochs, "batch_size": batch_size,
-         "learning_rate": learning_rate, "seed": seed,
+         "learning_rate": learning_rate, "lr_schedule": lr_schedule,
+         "seed": seed,
          "train_subset": train_subset, "data_source": splits.info.source})
 
   initial_epoch = int(epoch.numpy())
@@ -165,7 +178,8 @@ def run_training(directory, model_name, model_config, splits, dataset, *,
         data.pipeline(train, batch_size, shuffle=True, seed=seed),
         validation_data=data.pipeline(splits.validation, batch_size),
         epochs=epochs, initial_epoch=initial_epoch, verbose=verbose,
-        callbacks=[
+        callbacks=[  # the schedule first: it adds "lr" to the logs
+            *_learning_rate_callback(lr_schedule, learning_rate, epochs),
             recorder,
             tf.keras.callbacks.TensorBoard(os.path.join(directory, "logs")),
         ])
@@ -187,8 +201,8 @@ def main(argv):
              "image_size": FLAGS.image_size,
              "validation_size": FLAGS.validation_size,
              "seed": FLAGS.seed, "download": FLAGS.download}
-  splits = data.load(**dataset)
   try:
+    splits = data.load(**dataset)
     model_config = model_config_from_flags(FLAGS.model, splits.info)
     models.build(FLAGS.model, model_config)  # validates the combination
   except ValueError as e:
@@ -198,7 +212,7 @@ def main(argv):
         FLAGS.model_dir, FLAGS.model, model_config, splits, dataset,
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
         learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
-        train_subset=FLAGS.train_subset,
+        train_subset=FLAGS.train_subset, lr_schedule=FLAGS.lr_schedule,
         verbose=1 if sys.stdout.isatty() else 2)
   except TrainingDiverged as e:
     print(f"error: {e}", file=sys.stderr)

@@ -84,8 +84,8 @@ class CompressiveClassifier(tf.keras.Model):
     return {"loss": loss, "ce": ce, "bpp": bpp, "mse": mse}
 
   def _update_metrics(self, terms, labels, logits):
-    for name, tracker in self._trackers.items():
-      tracker.update_state(terms[name])
+    for tracker in self.metrics[:-1]:
+      tracker.update_state(terms[tracker.name])
     self._accuracy.update_state(labels, logits)
     return {m.name: m.result() for m in self.metrics}
 
@@ -107,7 +107,10 @@ class CompressiveClassifier(tf.keras.Model):
 
   @property
   def metrics(self):
-    return [*self._trackers.values(), self._accuracy]
+    """Loss terms (MSE only with a decoder), then accuracy last."""
+    terms = [t for name, t in self._trackers.items()
+             if name != "mse" or self.has_decoder]
+    return [*terms, self._accuracy]
 
   def build_from_config(self):
     """Creates all variables with one dummy forward pass."""
