@@ -1,0 +1,102 @@
+"""Layers Keras 2.14 lacks: a grouped transposed convolution.
+
+Keras 2.14's `Conv2D` takes `groups` (on CPU it runs the grouped convolution
+under XLA, which Keras arranges itself), but `Conv2DTranspose` does not, and
+TF's CPU kernel for the transposed convolution refuses a grouped filter
+("Gradients for grouped convolutions are not supported on CPU"). So the
+grouped transposed convolution here runs one ungrouped transposed
+convolution a group and concatenates them: plain ops that every device, the
+SavedModel and the TFLite converter handle.
+"""
+
+import tensorflow as tf
+
+__all__ = ["GroupedConv2DTranspose"]
+
+
+def _pair(value):
+  return (value, value) if isinstance(value, int) else tuple(value)
+
+
+@tf.keras.utils.register_keras_serializable(package="tfvaeclf")
+class GroupedConv2DTranspose(tf.keras.layers.Layer):
+  """`Conv2DTranspose` with `groups`: the transpose of a grouped `Conv2D`.
+
+  Input channels and filters are split into `groups` contiguous slices, and
+  slice i of the input alone makes slice i of the output. The kernel has
+  shape (kh, kw, filters // groups, input channels): `Conv2DTranspose`'s
+  (out, in) order, and the transpose of grouped `Conv2D`'s
+  (kh, kw, in // groups, filters). Group i uses the i-th slice of its last
+  axis. Output sizes follow `Conv2DTranspose` (no `output_padding`).
+  """
+
+  def __init__(self, filters, kernel_size, strides=1, padding="valid",
+               groups=1, activation=None, use_bias=True, **kwargs):
+    super().__init__(**kwargs)
+    self.filters = int(filters)
+    self.kernel_size = _pair(kernel_size)
+    self.strides = _pair(strides)
+    self.padding = padding.lower()
+    self.groups = int(groups)
+    self.activation = tf.keras.activations.get(activation)
+    self.use_bias = bool(use_bias)
+    if self.padding not in ("valid", "same"):
+      raise ValueError(f"padding must be 'valid' or 'same', not {padding!r}.")
+    if self.groups < 1 or self.filters % self.groups:
+      raise ValueError(f"filters={filters} is not divisible by "
+                       f"groups={groups}.")
+    self.input_spec = tf.keras.layers.InputSpec(ndim=4)
+
+  def build(self, input_shape):
+    channels = input_shape[-1]
+    if channels is None or channels % self.groups:
+      raise ValueError(f"Input channels ({channels}) are not divisible by "
+                       f"groups={self.groups}.")
+    self.input_spec = tf.keras.layers.InputSpec(ndim=4, axes={-1: channels})
+    self.kernel = self.add_weight(
+        "kernel", (*self.kernel_size, self.filters // self.groups, channels),
+        initializer="glorot_uniform")
+    self.bias = (self.add_weight("bias", (self.filters,), initializer="zeros")
+                 if self.use_bias else None)
+    super().build(input_shape)
+
+  def _length(self, length, axis):
+    """As Keras' `deconv_output_length`; works on ints and tensors."""
+    if length is None:
+      return None
+    kernel, stride = self.kernel_size[axis], self.strides[axis]
+    extra = max(kernel - stride, 0) if self.padding == "valid" else 0
+    return length * stride + extra
+
+  def compute_output_shape(self, input_shape):
+    batch, height, width, _ = tf.TensorShape(input_shape).as_list()
+    return tf.TensorShape((batch, self._length(height, 0),
+                           self._length(width, 1), self.filters))
+
+  def call(self, inputs):
+    batch, height, width = tf.unstack(tf.shape(inputs)[:3])
+    group_shape = tf.stack([batch, self._length(height, 0),
+                            self._length(width, 1),
+                            self.filters // self.groups])
+    outputs = tf.concat([
+        tf.nn.conv2d_transpose(group, kernel, group_shape, self.strides,
+                               self.padding.upper())
+        for group, kernel in zip(tf.split(inputs, self.groups, axis=-1),
+                                 tf.split(self.kernel, self.groups, axis=-1))
+    ], axis=-1)
+    outputs.set_shape(self.compute_output_shape(inputs.shape))
+    if self.use_bias:
+      outputs = tf.nn.bias_add(outputs, self.bias)
+    return self.activation(outputs)
+
+  def get_config(self):
+    return {
+        **super().get_config(),
+        "filters": self.filters,
+        "kernel_size": self.kernel_size,
+        "strides": self.strides,
+        "padding": self.padding,
+        "groups": self.groups,
+        "activation": tf.keras.activations.serialize(self.activation),
+        "use_bias": self.use_bias,
+    }
