@@ -53,14 +53,18 @@ def write_config(model_dir, model_name, model_config, dataset, class_names,
   })
 
 
-def read_config(model_dir):
-  path = os.path.join(model_dir, CONFIG_FILE)
+def _read_json(path, missing_message):
   if not os.path.exists(path):
-    raise ModelDirError(
-        f"{model_dir} is not a tfvaeclf model dir (no {CONFIG_FILE}); "
-        "train one with: python -m tfvaeclf.train --model_dir=...")
+    raise ModelDirError(missing_message)
   with open(path) as f:
     return json.load(f)
+
+
+def read_config(model_dir):
+  return _read_json(
+      os.path.join(model_dir, CONFIG_FILE),
+      f"{model_dir} is not a tfvaeclf model dir (no {CONFIG_FILE}); "
+      "train one with: python -m tfvaeclf.train --model_dir=...")
 
 
 def build_model(config):
@@ -114,13 +118,10 @@ def finalize(model_dir, model, checkpoint_path):
 def load(model_dir):
   """Rebuilds a finished model for inference; ModelDirError if it can't."""
   config = read_config(model_dir)
-  summary_path = os.path.join(model_dir, SUMMARY_FILE)
-  if not os.path.exists(summary_path):
-    raise ModelDirError(
-        f"training in {model_dir} has not finished; rerun "
-        "python -m tfvaeclf.train with the same flags to resume it")
-  with open(summary_path) as f:
-    summary = json.load(f)
+  summary = _read_json(
+      os.path.join(model_dir, SUMMARY_FILE),
+      f"training in {model_dir} has not finished; rerun "
+      "python -m tfvaeclf.train with the same flags to resume it")
   model = build_model(config)
   checkpoint_path = os.path.join(
       model_dir, CHECKPOINT_DIR, summary["checkpoint"])
