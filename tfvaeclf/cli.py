@@ -14,6 +14,7 @@ import sys  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from tfvaeclf import bitstream, data, model_dir  # noqa: E402
+from tfvaeclf.edge import bundle  # noqa: E402
 
 __all__ = ["UserError", "run", "USER_ERRORS"]
 
@@ -29,7 +30,8 @@ class UserError(Exception):
 
 
 USER_ERRORS = (UserError, bitstream.BitstreamError, data.ImageFileError,
-               data.DatasetUnavailableError, model_dir.ModelDirError)
+               data.DatasetUnavailableError, model_dir.ModelDirError,
+               bundle.BundleError)
 
 
 def run(main, argv=None):

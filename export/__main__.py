@@ -1,0 +1,41 @@
+"""python -m export --model_dir=DIR --out=BUNDLE [--calibration_examples=N]
+
+Exports a trained model dir as a deployment bundle (see `export`). Errors a
+user can cause end with one line on stderr and exit code 2.
+"""
+
+from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
+
+from absl import flags
+
+from tfvaeclf import model_dir as model_dir_lib
+
+from export import exporter
+
+__all__ = ["main"]
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", None, "The bundle dir to write (replaced whole "
+                    "if it holds a bundle).")
+flags.DEFINE_integer("calibration_examples", 500,
+                     "Training images that calibrate the int8 encoder.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS.model_dir or not FLAGS.out:
+    raise cli.UserError("usage: python -m export --model_dir=DIR "
+                        "--out=BUNDLE [--calibration_examples=N]")
+  if FLAGS.calibration_examples < 1:
+    raise cli.UserError("--calibration_examples must be at least 1")
+  loaded = model_dir_lib.load(FLAGS.model_dir)
+  calibration = exporter.calibration_images(
+      loaded.config, FLAGS.calibration_examples, FLAGS.data_dir)
+  exporter.export_bundle(loaded, FLAGS.out, calibration)
+  print(f"exported {FLAGS.model_dir} (fingerprint "
+        f"{loaded.fingerprint.hex()}) to {FLAGS.out}")
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,145 @@
+"""Writes a bundle from a loaded model dir, whole or not at all.
+
+Everything is written into a temporary dir beside BUNDLE and renamed into
+place at the end, so a failed export (a conversion error, a full disk,
+Ctrl-C) leaves no half-written bundle that a board could pick up.
+"""
+
+import contextlib
+from importlib import metadata
+import os
+import platform
+import secrets
+import shutil
+
+import numpy as np
+import tensorflow as tf
+
+from tfvaeclf import cli, data, entropy, fileio
+from tfvaeclf.edge import bundle
+
+from export import encoder, server
+
+__all__ = ["calibration_images", "export_bundle"]
+
+# The stream a factorized coder writes: the whole latent, table = channel.
+_LATENT = "latent"
+
+
+def _streams(model):
+  """What the edge codes and the server decodes, per stream of the coder."""
+  coder = model.coder
+  if not isinstance(coder, entropy.FactorizedCoder):
+    raise cli.UserError(
+        f"model {model.name}: export supports the factorized coder, not "
+        f"{type(coder).__name__}")
+  latent = model.encode(tf.zeros((1, *model.config.image_shape)))
+  tables = coder.tables()
+  stream = {"name": _LATENT, "tables": "channel",
+            "shape": [int(d) for d in latent.shape[1:]], "dtype": "int32"}
+  arrays = {"cdf": tables["cdf"], "cdf_offset": tables["cdf_offset"],
+            "coding_rank": np.int32(coder.coding_rank),
+            "precision": np.int32(coder.range_coder_precision),
+            "shape": np.array(stream["shape"], np.int32)}
+  return [stream], {f"{_LATENT}/{k}": v for k, v in arrays.items()}
+
+
+def calibration_images(config, count, data_dir=None):
+  """float32 (count, H, W, C): a seeded random sample of the training split.
+
+  Never downloads: the model's dataset must be where training found it.
+  """
+  args = dict(config["dataset"], download=False)
+  if data_dir:
+    args["data_dir"] = data_dir
+  train = data.load(**args).train
+  sample = train.shuffle(10_000, seed=0).take(count).map(lambda x, y: x)
+  images = np.stack(list(sample.as_numpy_iterator()))
+  return images.astype(np.float32) / np.float32(255)
+
+
+def _versions():
+  """What made the bundle: the server needs TensorFlow and TFC alike."""
+  packages = ("tfvaeclf", "tensorflow", "tensorflow-compression", "numpy")
+  return {"python": platform.python_version(),
+          **{name: metadata.version(name) for name in packages}}
+
+
+def _write(loaded, directory, calibration):
+  """Writes every file of the bundle into `directory`, the manifest last."""
+  model = loaded.model
+  streams, tables = _streams(model)
+  stream_names = [s["name"] for s in streams]
+
+  def encode_streams(images):
+    return {_LATENT: model.encode(images, training=False)}
+
+  edge = {}
+  for name, images in ((bundle.ENCODER, None),
+                       (bundle.ENCODER_INT8, calibration)):
+    flatbuffer = encoder.convert(
+        encode_streams, model.config.image_shape, images)
+    fileio.write_bytes(os.path.join(directory, name), flatbuffer)
+    edge[name] = encoder.describe(flatbuffer)
+  with fileio.atomic_writer(os.path.join(directory, bundle.TABLES)) as f:
+    np.savez(f, **tables)
+  signatures = server.save(
+      model, stream_names, os.path.join(directory, bundle.SERVER_DIR))
+  fileio.write_json(os.path.join(directory, bundle.MANIFEST), {
+      "format": bundle.FORMAT,
+      "format_version": bundle.FORMAT_VERSION,
+      "model": {"name": loaded.config["model"],
+                "fingerprint": loaded.fingerprint.hex(),
+                "dataset": loaded.config["dataset"]["name"],
+                "class_names": loaded.config["class_names"]},
+      "image_shape": list(model.config.image_shape),
+      "image_dtype": "uint8",
+      "latent_shape": list(model.latent_shape),
+      "streams": streams,
+      "edge": {"encoders": edge, "calibration_examples": len(calibration)},
+      "server": {"signatures": signatures,
+                 "load": "import tensorflow_compression, then "
+                         "tf.saved_model.load(BUNDLE/server)"},
+      "versions": _versions(),
+      "files": bundle.file_digests(directory),
+  })
+
+
+def _replace(staging, out):
+  """Renames `staging` to `out`, swapping out an older bundle there."""
+  if not os.path.exists(out):
+    os.rename(staging, out)
+    return
+  old = f"{staging}.old"
+  os.rename(out, old)
+  try:
+    os.rename(staging, out)
+  except BaseException:
+    os.rename(old, out)
+    raise
+  shutil.rmtree(old)
+
+
+def export_bundle(loaded, out, calibration):
+  """Exports `loaded` (a model_dir.LoadedModel) to the bundle dir `out`.
+
+  calibration: float32 images in [0, 1] for the int8 encoder (see
+  `calibration_images`). An existing bundle at `out` is replaced; any
+  other existing path is refused.
+  """
+  out = os.path.abspath(out)
+  if os.path.exists(out) and not os.path.isfile(
+      os.path.join(out, bundle.MANIFEST)):
+    raise cli.UserError(f"{out} exists and is not a bundle; choose another "
+                        "--out or remove it")
+  parent, name = os.path.split(out)
+  os.makedirs(parent, exist_ok=True)
+  staging = os.path.join(parent, f".{name}.{secrets.token_hex(4)}.tmp")
+  os.mkdir(staging)
+  try:
+    _write(loaded, staging, calibration)
+    _replace(staging, out)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      shutil.rmtree(staging)
+    raise

@@ -1,0 +1,142 @@
+"""The deployment bundle: its layout, and the manifest checks every loader runs.
+
+    BUNDLE/manifest.json               what the bundle is; sha256 + size of
+                                       every other file
+    BUNDLE/edge/encoder.tflite         float32 encoder: images -> latents
+    BUNDLE/edge/encoder_int8.tflite    the same, full-integer
+    BUNDLE/edge/tables.npz             frozen range-coding tables, per stream
+    BUNDLE/server/                     SavedModel: strings -> probabilities
+
+`python -m export` writes it; the edge runtime and the server load it. Both
+sides check the files they use against the manifest before using them, so a
+board never codes with tables, or an encoder, that the server's model does
+not match. A board needs only `manifest.json` and `edge/`.
+
+Each latent stream of the model's coder is one entry of the manifest's
+"streams" list and one `NAME/...` group of arrays in tables.npz: its `cdf`
+and `cdf_offset` (TFC's lookup format), `coding_rank`, `precision` and the
+per-image `shape` of the values it codes. A stream's "tables" kind says how
+values pick their table: "channel" (table = channel, the factorized coder).
+numpy only: this module runs on the board.
+"""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from tfvaeclf.edge import range_coder
+
+__all__ = ["BundleError", "FORMAT", "FORMAT_VERSION", "MANIFEST",
+           "EDGE_DIR", "SERVER_DIR", "ENCODER", "ENCODER_INT8", "TABLES",
+           "ENCODER_INPUT", "file_digests", "read_manifest", "read_tables"]
+
+FORMAT = "tfvaeclf-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+EDGE_DIR = "edge"
+SERVER_DIR = "server"
+ENCODER = f"{EDGE_DIR}/encoder.tflite"
+ENCODER_INT8 = f"{EDGE_DIR}/encoder_int8.tflite"
+TABLES = f"{EDGE_DIR}/tables.npz"
+# The encoders' signature: `serving_default(images) -> {stream name: latent}`.
+ENCODER_INPUT = "images"
+_CHUNK = 1 << 20
+_REQUIRED = ("model", "image_shape", "latent_shape", "streams", "files")
+
+
+class BundleError(Exception):
+  """A bundle that is missing, altered, or made for another model."""
+
+
+def _sha256(path):
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(_CHUNK), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def file_digests(bundle_dir):
+  """{relative path: {"sha256", "size"}} of every file but the manifest."""
+  digests = {}
+  for root, _, names in os.walk(bundle_dir):
+    for name in names:
+      path = os.path.join(root, name)
+      relative = os.path.relpath(path, bundle_dir).replace(os.sep, "/")
+      if relative != MANIFEST:
+        digests[relative] = {"sha256": _sha256(path),
+                             "size": os.path.getsize(path)}
+  return dict(sorted(digests.items()))
+
+
+def _load_json(bundle_dir):
+  path = os.path.join(bundle_dir, MANIFEST)
+  try:
+    with open(path) as f:
+      manifest = json.load(f)
+  except FileNotFoundError:
+    raise BundleError(
+        f"{bundle_dir} is not a tfvaeclf bundle (no {MANIFEST}); make one "
+        "with: python -m export --model_dir=DIR --out=BUNDLE") from None
+  except (OSError, ValueError) as e:
+    reason = " ".join(str(e).split())
+    raise BundleError(f"{path} is unreadable ({reason})") from None
+  if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    raise BundleError(f"{path} is not a {FORMAT} manifest")
+  if manifest.get("format_version") != FORMAT_VERSION:
+    raise BundleError(
+        f"{path} has format version {manifest.get('format_version')}, this "
+        f"tfvaeclf reads {FORMAT_VERSION}: export the bundle again")
+  missing = [key for key in _REQUIRED if key not in manifest]
+  if missing:
+    raise BundleError(f"{path} lacks {', '.join(missing)}")
+  return manifest
+
+
+def read_manifest(bundle_dir, part, expected_fingerprint=None):
+  """The manifest, once the files under `part` ("edge"/"server") match it.
+
+  `expected_fingerprint` (8 bytes) refuses a bundle of another model.
+  Raises BundleError with a one-line reason.
+  """
+  manifest = _load_json(bundle_dir)
+  fingerprint = manifest["model"]["fingerprint"]
+  if (expected_fingerprint is not None
+      and fingerprint != expected_fingerprint.hex()):
+    raise BundleError(
+        f"{bundle_dir} was exported from another model (fingerprint "
+        f"{fingerprint}, expected {expected_fingerprint.hex()})")
+  files = {name: entry for name, entry in manifest["files"].items()
+           if name.startswith(part + "/")}
+  if not files:
+    raise BundleError(f"{bundle_dir}: the manifest lists no {part}/ files")
+  for name, entry in files.items():
+    path = os.path.join(bundle_dir, *name.split("/"))
+    if not os.path.isfile(path):
+      raise BundleError(f"{bundle_dir} is incomplete: {name} is missing")
+    if (os.path.getsize(path) != entry["size"]
+        or _sha256(path) != entry["sha256"]):
+      raise BundleError(
+          f"{bundle_dir}: {name} does not match the manifest (sha256 or "
+          "size differs); the bundle was altered or damaged")
+  return manifest
+
+
+def read_tables(bundle_dir, manifest):
+  """{stream name: (CdfTables, coding_rank)} from a checked bundle."""
+  with np.load(os.path.join(bundle_dir, TABLES), allow_pickle=False) as npz:
+    arrays = {name: npz[name] for name in npz.files}
+  tables = {}
+  for stream in manifest["streams"]:
+    name = stream["name"]
+    if stream["tables"] != "channel":
+      raise BundleError(
+          f"{bundle_dir}: stream {name!r} uses {stream['tables']!r} tables, "
+          "which this tfvaeclf cannot code; update tfvaeclf")
+    tables[name] = (
+        range_coder.CdfTables(arrays[f"{name}/cdf"],
+                              arrays[f"{name}/cdf_offset"]),
+        int(arrays[f"{name}/coding_rank"]))
+  return tables

@@ -1,0 +1,128 @@
+"""Images -> range-coded strings on the board, without TensorFlow.
+
+The TFLite encoder gives each image's latent as floats (dequantized here
+when the int8 encoder gives integers); it is rounded half to even, as
+TensorFlow's `round` does, and range-coded with the bundle's frozen tables
+by `range_coder`, byte for byte what TFC's ops write. The strings go into
+the same file (`tfvaeclf.bitstream`) that `python -m tfvaeclf.codec` reads.
+"""
+
+import os
+
+import numpy as np
+
+from tfvaeclf import bitstream
+from tfvaeclf.edge import bundle, range_coder
+from tfvaeclf.edge.interpreter import load_interpreter
+
+__all__ = ["EdgeEncoder"]
+
+def _quantization(detail):
+  params = detail["quantization_parameters"]
+  return np.float32(params["scales"][0]), np.float32(params["zero_points"][0])
+
+
+def _pixel_table(detail):
+  """The encoder's input for each pixel value 0..255: a lookup table.
+
+  Floats in [0, 1] for a float input; quantized with the input's scale
+  and zero point for an integer one. Looking pixels up costs one `take`
+  per image, where arithmetic on every pixel costs far more at batch 1.
+  """
+  pixels = np.arange(256, dtype=np.float32) / np.float32(255)
+  if detail["dtype"] == np.float32:
+    return pixels
+  scale, zero_point = _quantization(detail)
+  limits = np.iinfo(detail["dtype"])
+  quantized = np.rint(pixels / scale + zero_point)
+  return np.clip(quantized, limits.min, limits.max).astype(detail["dtype"])
+
+
+def _rounding(detail):
+  """raw output -> int64 latent values, rounded half to even like TF.
+
+  An integer output is dequantized (`(q - zero_point) * scale`) first,
+  through a table of its 256 possible values.
+  """
+  if detail["dtype"] == np.float32:
+    return range_coder.quantize
+  scale, zero_point = _quantization(detail)
+  lowest = int(np.iinfo(detail["dtype"]).min)
+  raw = np.arange(lowest, lowest + 256).astype(np.float32)
+  table = range_coder.quantize((raw - zero_point) * scale)
+  return lambda values: table[values.astype(np.int64) - lowest]
+
+
+class EdgeEncoder:
+  """A bundle's encoder and coding tables, checked against its manifest.
+
+  Args:
+    bundle_dir: a bundle from `python -m export` (only `manifest.json` and
+      `edge/` are needed).
+    int8: use the full-integer encoder instead of the float32 one.
+    expected_fingerprint: 8 bytes; refuse a bundle of another model.
+    num_threads: interpreter threads (None: the runtime's default).
+
+  Raises:
+    BundleError: the bundle is missing, altered or of another model.
+  """
+
+  def __init__(self, bundle_dir, int8=False, expected_fingerprint=None,
+               num_threads=None):
+    manifest = bundle.read_manifest(bundle_dir, bundle.EDGE_DIR,
+                                    expected_fingerprint)
+    self.manifest = manifest
+    self.fingerprint = bytes.fromhex(manifest["model"]["fingerprint"])
+    self.image_shape = tuple(manifest["image_shape"])
+    self.latent_shape = tuple(manifest["latent_shape"])
+    self._streams = bundle.read_tables(bundle_dir, manifest)
+    model_file = bundle.ENCODER_INT8 if int8 else bundle.ENCODER
+    self._interpreter, self.runtime = load_interpreter(
+        os.path.join(bundle_dir, *model_file.split("/")), num_threads)
+    # Tensors are found by the names in the signature, then used directly:
+    # the signature runner reallocates on every call.
+    runner = self._interpreter.get_signature_runner()
+    image_input = runner.get_input_details()[bundle.ENCODER_INPUT]
+    self._input_index = image_input["index"]
+    self._pixels = _pixel_table(image_input)
+    outputs = runner.get_output_details()
+    self._outputs = {name: (outputs[name]["index"], _rounding(outputs[name]))
+                     for name in self._streams}
+    self._batch_size = None
+    self._stream_shapes = {stream["name"]: tuple(stream["shape"])
+                           for stream in manifest["streams"]}
+
+  def latents(self, images):
+    """uint8 images (N, H, W, C) -> {stream: int64 quantized values}."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
+      raise ValueError(f"images must be uint8 (N, {self.image_shape}), got "
+                       f"{images.dtype} {images.shape}")
+    if not len(images):  # TFLite can't allocate an empty batch
+      return {name: np.zeros((0, *shape), np.int64)
+              for name, shape in self._stream_shapes.items()}
+    interpreter = self._interpreter
+    if len(images) != self._batch_size:
+      interpreter.resize_tensor_input(self._input_index, images.shape)
+      interpreter.allocate_tensors()
+      self._batch_size = len(images)
+    interpreter.set_tensor(self._input_index, self._pixels[images])
+    interpreter.invoke()
+    return {name: rounding(interpreter.get_tensor(index))
+            for name, (index, rounding) in self._outputs.items()}
+
+  def code(self, latents):
+    """{stream: values} -> per stream, one range-coded string per image."""
+    return [range_coder.encode_channel(latents[name], tables,
+                                       coding_rank=coding_rank)
+            for name, (tables, coding_rank) in self._streams.items()]
+
+  def encode(self, images):
+    """uint8 images -> strings[stream][image], as the model's `compress`."""
+    return self.code(self.latents(images))
+
+  def encode_file(self, images):
+    """uint8 images -> the bytes of a tfvaeclf file for the server."""
+    return bitstream.pack(bitstream.CodedImages(
+        fingerprint=self.fingerprint, image_shape=self.image_shape,
+        latent_shape=self.latent_shape, strings=self.encode(images)))

@@ -1,0 +1,32 @@
+"""Which TFLite interpreter runs the edge encoder.
+
+A board installs a runtime package (`pip install tfvaeclf[edge]` brings
+ai-edge-litert); the old tflite-runtime works too. Where neither is
+installed, TensorFlow's own `tf.lite` is used, and only then is TensorFlow
+imported, so a board without it never loads it.
+"""
+
+import importlib
+
+__all__ = ["RUNTIMES", "load_interpreter"]
+
+# Module of each runtime, first found wins; TensorFlow is the last resort.
+RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+
+
+def _interpreter_class():
+  """(Interpreter class, name of the module that provides it)."""
+  for module_name in RUNTIMES:
+    try:
+      return importlib.import_module(module_name).Interpreter, module_name
+    except ImportError:
+      continue
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.lite.Interpreter, "tensorflow.lite"
+
+
+def load_interpreter(model_path, num_threads=None):
+  """(Interpreter of the .tflite file, the runtime module's name)."""
+  interpreter_class, runtime = _interpreter_class()
+  return interpreter_class(model_path=model_path,
+                           num_threads=num_threads), runtime

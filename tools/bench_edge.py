@@ -1,0 +1,132 @@
+"""Edge encode time per image, against Pillow JPEG; prints a Markdown table.
+
+    python tools/bench_edge.py --bundle=BUNDLE [--images=1000]
+
+Codes test images of the bundle's dataset one at a time (batch 1) on one
+core (the process is pinned to a CPU and the interpreter gets 1 thread):
+the TFLite encoder (with rounding), the range coder, and both together, for
+the float32 and the int8 encoder; then Pillow's JPEG encoder on the same
+images, and the bundle's file sizes. Times are CPU time (what one
+dedicated core would spend), the best of `--repeats` passes over the
+images: robust on a machine shared with other jobs. Targets (issue 6):
+<= 0.5 ms per image in total; int8 encoder <= 100 KB for the default MNIST
+model.
+"""
+
+import argparse
+import io
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from tfvaeclf.edge import EdgeEncoder, bundle  # noqa: E402
+
+TARGET_MS = 0.5
+TARGET_INT8_KB = 100
+
+
+def _test_images(dataset, count):
+  """uint8 test images of the bundle's dataset (TensorFlow loads them)."""
+  from tfvaeclf import data  # pylint: disable=g-import-not-at-top
+  images, _ = next(iter(data.load(dataset).test.batch(count)))
+  return images.numpy()
+
+
+def _ms_per_image(code_one, images, repeats):
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.process_time()
+    for image in images:
+      code_one(image)
+    best = min(best, time.process_time() - start)
+  return 1e3 * best / len(images)
+
+
+def _edge_rows(bundle_dir, images, repeats):
+  """(label, encoder ms, coder ms, total ms, bytes per image) per encoder."""
+  rows = []
+  for int8 in (False, True):
+    edge = EdgeEncoder(bundle_dir, int8=int8, num_threads=1)
+    singles = [image[np.newaxis] for image in images]
+    latents = [edge.latents(image) for image in singles]
+    strings = [edge.code(latent) for latent in latents]
+    size = np.mean([sum(len(s[0]) for s in per) for per in strings])
+    rows.append((
+        f"edge, {'int8' if int8 else 'float32'} encoder ({edge.runtime})",
+        _ms_per_image(edge.latents, singles, repeats),
+        _ms_per_image(edge.code, latents, repeats),
+        _ms_per_image(edge.encode, singles, repeats), size))
+  return rows
+
+
+def _jpeg_rows(images, qualities, repeats):
+  pictures = [Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1
+                              else image) for image in images]
+  rows = []
+  for quality in qualities:
+    def encode(picture):
+      buffer = io.BytesIO()
+      picture.save(buffer, format="JPEG", quality=quality)
+      return buffer.getvalue()
+
+    size = np.mean([len(encode(p)) for p in pictures])
+    ms = _ms_per_image(encode, pictures, repeats)
+    rows.append((f"Pillow JPEG, quality {quality}", None, None, ms, size))
+  return rows
+
+
+def _fmt(ms):
+  return "" if ms is None else f"{ms:.3f}"
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--bundle", required=True)
+  parser.add_argument("--images", type=int, default=1000)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--jpeg_qualities", default="50,75,90")
+  args = parser.parse_args()
+  os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+  manifest = bundle.read_manifest(args.bundle, bundle.EDGE_DIR)
+  images = _test_images(manifest["model"]["dataset"], args.images)
+  qualities = [int(q) for q in args.jpeg_qualities.split(",")]
+  rows = (_edge_rows(args.bundle, images, args.repeats)
+          + _jpeg_rows(images, qualities, args.repeats))
+
+  shape = "x".join(str(d) for d in manifest["image_shape"])
+  print(f"{manifest['model']['name']} {manifest['model']['fingerprint']}: "
+        f"{len(images)} {shape} test images, batch 1, one core, CPU ms "
+        f"per image (best of {args.repeats})\n")
+  print("| coder | encoder ms | range coder ms | total ms | bytes/image |")
+  print("|---|---|---|---|---|")
+  for label, encoder_ms, coder_ms, total_ms, size in rows:
+    print(f"| {label} | {_fmt(encoder_ms)} | {_fmt(coder_ms)} | "
+          f"{_fmt(total_ms)} | {size:.1f} |")
+
+  files = manifest["files"]
+  server_kb = sum(e["size"] for name, e in files.items()
+                  if name.startswith(bundle.SERVER_DIR + "/")) / 1e3
+  print("\n| bundle file | KB |\n|---|---|")
+  for name in (bundle.ENCODER, bundle.ENCODER_INT8, bundle.TABLES):
+    print(f"| {name} | {files[name]['size'] / 1e3:.1f} |")
+  print(f"| {bundle.SERVER_DIR}/ (SavedModel) | {server_kb:.1f} |")
+
+  slowest = max(total for _, _, _, total, _ in rows[:2])
+  int8_kb = files[bundle.ENCODER_INT8]["size"] / 1e3
+  print(f"\ntargets: edge total <= {TARGET_MS} ms/image: "
+        f"{'met' if slowest <= TARGET_MS else 'MISSED'} ({slowest:.3f}); "
+        f"int8 encoder <= {TARGET_INT8_KB} KB: "
+        f"{'met' if int8_kb <= TARGET_INT8_KB else 'MISSED'} "
+        f"({int8_kb:.1f} KB)")
+
+
+if __name__ == "__main__":
+  main()
