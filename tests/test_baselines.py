@@ -1,0 +1,122 @@
+"""Classical-codec baselines: real round trips, and payload counting."""
+
+import csv
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from tfvaeclf import baselines
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CIFAR_DIR = os.path.join(REPO, "tests", "data", "cifar10")
+
+
+@pytest.fixture(scope="module")
+def digits(mnist):
+  return np.stack([x for x, _ in mnist.test.take(3).as_numpy_iterator()])
+
+
+@pytest.fixture(scope="module")
+def photos():
+  names = sorted(os.listdir(CIFAR_DIR))[:2]
+  return np.stack([np.asarray(Image.open(os.path.join(CIFAR_DIR, n)))
+                   for n in names])
+
+
+@pytest.mark.parametrize("name", sorted(baselines.CODECS))
+def test_quality_sweep_trades_bytes_for_fidelity(name, digits, photos):
+  codec = baselines.CODECS[name]
+  for images in (digits, photos):
+    low = baselines.measure(codec, images, codec.qualities[0])
+    high = baselines.measure(codec, images, codec.qualities[-1])
+    assert low["bytes_per_image"] < high["bytes_per_image"]
+    assert low["payload_bytes_per_image"] < high["payload_bytes_per_image"]
+    assert 12 < low["psnr"] < high["psnr"]
+    for row in (low, high):
+      assert 0 < row["payload_bytes_per_image"] < row["bytes_per_image"]
+      assert row["bpp"] == pytest.approx(
+          8 * row["bytes_per_image"] / (images.shape[1] * images.shape[2]))
+
+
+@pytest.mark.parametrize("name", sorted(baselines.CODECS))
+def test_decoded_images_have_the_input_shape(name, digits, photos):
+  codec = baselines.CODECS[name]
+  for images in (digits[:1], photos[:1]):
+    files, decoded = baselines.code_images(codec, images, codec.qualities[3])
+    assert decoded.shape == images.shape and decoded.dtype == np.uint8
+    assert all(isinstance(f, bytes) and f for f in files)
+
+
+def test_jpeg_payload_is_the_scan_data_only():
+  segment = lambda marker, body: (b"\xff" + bytes([marker]) +
+                                  struct.pack(">H", len(body) + 2) + body)
+  scan = b"\x12\xff\x00\x34\xff\xd3\x56"  # a stuffed byte and a restart
+  jpeg = (b"\xff\xd8" + segment(0xDB, bytes(65)) + segment(0xC4, bytes(30))
+          + segment(0xDA, bytes(8)) + scan + b"\xff\xd9")
+  assert baselines._jpeg_payload(jpeg) == len(scan)
+
+
+def test_webp_payload_drops_container_and_frame_header():
+  vp8 = bytes(10) + bytes(range(40))
+  webp = (b"RIFF" + struct.pack("<I", 4 + 8 + len(vp8)) + b"WEBP" +
+          b"VP8 " + struct.pack("<I", len(vp8)) + vp8)
+  assert baselines._webp_payload(webp) == 40
+
+
+def test_hevc_payload_counts_only_slices():
+  nal = lambda kind, body: b"\x00\x00\x00\x01" + bytes(
+      [kind << 1, 1]) + body
+  stream = (nal(32, bytes(20)) + nal(33, bytes(30)) + nal(34, bytes(5)) +
+            nal(39, bytes(2000)) + nal(19, bytes(77)) + nal(1, bytes(9)))
+  assert baselines._hevc_payload(stream) == 77 + 9
+
+
+def test_av1_payload_counts_only_picture_obus():
+  obu = lambda kind, body: bytes([kind << 3 | 2, len(body)]) + body
+  stream = obu(2, b"") + obu(1, bytes(12)) + obu(6, bytes(40)) + obu(
+      5, bytes(7))
+  assert baselines._av1_payload(stream) == 40
+
+
+def test_j2k_payload_counts_tile_part_data():
+  tile_data = bytes(50)
+  tile_header = b"\xff\x90" + struct.pack(">HHIBB", 10, 0, 0, 0, 1)
+  sot_length = len(tile_header) + 2 + len(tile_data)
+  tile_header = b"\xff\x90" + struct.pack(">HHIBB", 10, 0, sot_length, 0, 1)
+  stream = (b"\xff\x4f" + b"\xff\x51" + bytes(39) + tile_header +
+            b"\xff\x93" + tile_data + b"\xff\xd9")
+  assert baselines._j2k_payload(stream) == 50
+
+
+def test_missing_ffmpeg_is_one_line(monkeypatch, digits):
+  monkeypatch.setattr(baselines.shutil, "which", lambda name: None)
+  with pytest.raises(baselines.BaselineUnavailableError,
+                     match="apt-get install ffmpeg"):
+    baselines.code_images(baselines.CODECS["hevc"], digits[:1], 30)
+
+
+def test_rate_table_tool_writes_rows_that_match_the_files(tmp_path, digits):
+  out = tmp_path / "rates.csv"
+  result = subprocess.run(
+      [sys.executable, "tools/baselines.py", "--codecs=jpeg,webp",
+       "--max_examples=3", f"--out={out}"], cwd=REPO, capture_output=True,
+      text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(out) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == len(baselines.CODECS["jpeg"].qualities) + len(
+      baselines.CODECS["webp"].qualities)
+  # The bytes a row reports are the bytes of the files the codec writes.
+  for row in rows:
+    codec = baselines.CODECS[row["codec"]]
+    files, _ = baselines.code_images(codec, digits, int(row["quality"]))
+    for i, data in enumerate(files):
+      (tmp_path / f"{i}.bin").write_bytes(data)
+    on_disk = np.mean([os.path.getsize(tmp_path / f"{i}.bin")
+                       for i in range(len(files))])
+    assert float(row["bytes_per_image"]) == pytest.approx(on_disk)

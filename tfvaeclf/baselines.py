@@ -1,0 +1,257 @@
+"""Classical image codecs, the baselines a learned codec must beat.
+
+JPEG and WebP through Pillow; HEVC intra (libx265), AV1 (libaom) and
+JPEG 2000 (OpenJPEG) through ffmpeg. Every coded image is counted two ways:
+
+* whole: the file a sender would transmit, every byte;
+* payload: the entropy-coded data alone. Containers, parameter sets, tables,
+  encoder SEI messages and marker segments are left out. On a 28x28 digit
+  those fixed costs are most of the file, and a fair comparison must show
+  both figures.
+
+What "payload" is for each format:
+  jpeg      the scan data after each SOS header, up to the next marker
+  webp      the VP8 frame data less its 10-byte frame header (VP8L: 5)
+  hevc      VCL NAL units less their 2-byte NAL headers (no VPS/SPS/PPS/SEI)
+  av1       payloads of frame, frame-header and tile-group OBUs (no sequence
+            header, temporal delimiter or metadata OBUs; no OBU headers)
+  jpeg2000  tile-part data after each SOD marker (no main or tile headers)
+"""
+
+import dataclasses
+import io
+import shutil
+import struct
+import subprocess
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["BaselineUnavailableError", "Codec", "CODECS", "code_images",
+           "measure", "psnr"]
+
+
+class BaselineUnavailableError(Exception):
+  """A codec whose encoder is not installed; one line saying how to get it."""
+
+
+# --- payload parsers --------------------------------------------------------
+
+
+def _jpeg_payload(data):
+  """Bytes of entropy-coded scan data (stuffed bytes and RSTs included)."""
+  total, pos = 0, 2  # after SOI
+  while pos + 4 <= len(data):
+    if data[pos] != 0xFF:
+      raise ValueError("not a JPEG marker segment")
+    marker = data[pos + 1]
+    if marker == 0xD9:  # EOI
+      break
+    (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+    pos += 2 + length
+    if marker == 0xDA:  # SOS: scan data runs to the next real marker
+      start = pos
+      while pos + 1 < len(data) and not (
+          data[pos] == 0xFF and data[pos + 1] not in (0x00, *range(0xD0,
+                                                                   0xD8))):
+        pos += 1
+      total += pos - start
+  return total
+
+
+def _webp_payload(data):
+  if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+    raise ValueError("not a WebP file")
+  pos = 12
+  while pos + 8 <= len(data):
+    kind, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+    if kind == b"VP8 ":
+      return size - 10
+    if kind == b"VP8L":
+      return size - 5
+    pos += 8 + size + (size & 1)
+  raise ValueError("WebP file without image data")
+
+
+def _annexb_nal_units(data):
+  """NAL units of an Annex B stream (start codes removed)."""
+  starts = []
+  i = 0
+  while True:
+    i = data.find(b"\x00\x00\x01", i)
+    if i < 0:
+      break
+    starts.append(i + 3)
+    i += 3
+  ends = [s - 3 - (1 if s >= 4 and data[s - 4] == 0 else 0)
+          for s in starts[1:]] + [len(data)]
+  return [data[s:e] for s, e in zip(starts, ends)]
+
+
+def _hevc_payload(data):
+  return sum(len(nal) - 2 for nal in _annexb_nal_units(data)
+             if (nal[0] >> 1) & 0x3F < 32)  # VCL NAL unit types are 0..31
+
+
+def _leb128(data, pos):
+  value = shift = 0
+  while True:
+    byte = data[pos]
+    pos += 1
+    value |= (byte & 0x7F) << shift
+    if not byte & 0x80:
+      return value, pos
+    shift += 7
+
+
+_AV1_PICTURE_OBUS = (3, 4, 6)  # frame header, tile group, frame
+
+
+def _av1_payload(data):
+  total, pos = 0, 0
+  while pos < len(data):
+    header = data[pos]
+    kind, has_extension, has_size = (header >> 3) & 0xF, header & 4, header & 2
+    pos += 2 if has_extension else 1
+    if not has_size:
+      raise ValueError("AV1 OBU without a size field")
+    size, pos = _leb128(data, pos)
+    if kind in _AV1_PICTURE_OBUS:
+      total += size
+    pos += size
+  return total
+
+
+def _j2k_payload(data):
+  total, pos = 0, data.find(b"\xff\x90")  # first SOT
+  while pos >= 0 and data[pos:pos + 2] == b"\xff\x90":
+    (tile_part_length,) = struct.unpack(">I", data[pos + 6:pos + 10])
+    sod = data.find(b"\xff\x93", pos)
+    end = (pos + tile_part_length if tile_part_length
+           else data.rfind(b"\xff\xd9"))
+    total += end - (sod + 2)
+    pos = end
+  return total
+
+
+# --- codecs -----------------------------------------------------------------
+
+
+def _pillow_encoder(format_name):
+  def encode(image, quality):
+    buffer = io.BytesIO()
+    Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image
+                    ).save(buffer, format=format_name, quality=int(quality))
+    return buffer.getvalue()
+  return encode
+
+
+def _pillow_decode(data, shape):
+  image = np.asarray(Image.open(io.BytesIO(data)).convert(
+      "L" if shape[-1] == 1 else "RGB"))
+  return image.reshape(shape)
+
+
+def _ffmpeg(args, stdin):
+  if shutil.which("ffmpeg") is None:
+    raise BaselineUnavailableError(
+        "ffmpeg is not installed; apt-get install ffmpeg (tools/setup.sh "
+        "does it)")
+  result = subprocess.run(
+      ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", *args],
+      input=stdin, capture_output=True, check=False)
+  if result.returncode != 0:
+    raise RuntimeError(f"ffmpeg {' '.join(args)}: "
+                       f"{result.stderr.decode(errors='replace').strip()}")
+  return result.stdout
+
+
+def _pixel_format(shape):
+  return "gray" if shape[-1] == 1 else "rgb24"
+
+
+def _ffmpeg_encoder(output_format, codec_args):
+  """An encoder fed with a PNG on stdin, writing the raw stream to stdout."""
+  def encode(image, quality):
+    png = io.BytesIO()
+    Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image
+                    ).save(png, format="PNG")
+    args = [arg.format(quality=quality) for arg in codec_args]
+    return _ffmpeg(["-f", "png_pipe", "-i", "pipe:0", *args,
+                    "-frames:v", "1", "-f", output_format, "pipe:1"],
+                   png.getvalue())
+  return encode
+
+
+def _ffmpeg_decoder(input_format):
+  def decode(data, shape):
+    raw = _ffmpeg(["-f", input_format, "-i", "pipe:0", "-f", "rawvideo",
+                   "-pix_fmt", _pixel_format(shape), "pipe:1"], data)
+    return np.frombuffer(raw, np.uint8).reshape(shape)
+  return decode
+
+
+@dataclasses.dataclass(frozen=True)
+class Codec:
+  """One classical codec and the quality sweep it is measured over."""
+  name: str
+  qualities: tuple  # from lowest to highest quality
+  encode: callable  # (uint8 HxWxC image, quality) -> file bytes
+  decode: callable  # (file bytes, shape) -> uint8 HxWxC image
+  payload_bytes: callable  # file bytes -> entropy-coded bytes
+
+
+# Qualities: Pillow's 1..95 scale; x265 and libaom CRF (lower is better);
+# OpenJPEG's compression ratio / 2 (ffmpeg's -compression_level).
+CODECS = {
+    "jpeg": Codec("jpeg", (5, 10, 20, 35, 50, 75, 90),
+                  _pillow_encoder("JPEG"), _pillow_decode, _jpeg_payload),
+    "webp": Codec("webp", (0, 5, 10, 25, 50, 75, 90),
+                  _pillow_encoder("WEBP"), _pillow_decode, _webp_payload),
+    "hevc": Codec(
+        "hevc", (51, 45, 40, 35, 30, 25, 20),
+        _ffmpeg_encoder("hevc", [
+            "-c:v", "libx265", "-preset", "medium",
+            "-x265-params", "log-level=none:keyint=1:crf={quality}"]),
+        _ffmpeg_decoder("hevc"), _hevc_payload),
+    "av1": Codec(
+        "av1", (63, 55, 50, 45, 40, 30, 20),
+        _ffmpeg_encoder("obu", ["-c:v", "libaom-av1", "-cpu-used", "6",
+                                "-crf", "{quality}"]),
+        _ffmpeg_decoder("obu"), _av1_payload),
+    "jpeg2000": Codec(
+        "jpeg2000", (40, 20, 10, 5, 3, 2, 1),
+        _ffmpeg_encoder("image2pipe", [
+            "-c:v", "libopenjpeg", "-format", "j2k", "-irreversible", "1",
+            "-numresolution", "3", "-compression_level", "{quality}"]),
+        _ffmpeg_decoder("j2k_pipe"), _j2k_payload),
+}
+
+
+def code_images(codec, images, quality):
+  """Codes each uint8 image alone: (list of file bytes, decoded images)."""
+  files = [codec.encode(image, quality) for image in images]
+  decoded = np.stack([codec.decode(data, image.shape)
+                      for data, image in zip(files, images)])
+  return files, decoded
+
+
+def psnr(images, decoded):
+  """Mean PSNR in dB over images (8-bit peak)."""
+  mse = np.mean((images.astype(np.float64) - decoded) ** 2,
+                axis=tuple(range(1, images.ndim)))
+  return float(np.mean(10 * np.log10(255. ** 2 / np.maximum(mse, 1e-10))))
+
+
+def measure(codec, images, quality):
+  """One row of the rate table: bytes both ways, bits per pixel, PSNR."""
+  files, decoded = code_images(codec, images, quality)
+  pixels = images.shape[1] * images.shape[2]
+  whole = np.mean([len(f) for f in files])
+  payload = np.mean([codec.payload_bytes(f) for f in files])
+  return {"codec": codec.name, "quality": quality,
+          "bytes_per_image": float(whole),
+          "payload_bytes_per_image": float(payload),
+          "bpp": 8 * float(whole) / pixels,
+          "payload_bpp": 8 * float(payload) / pixels,
+          "psnr": psnr(images, decoded)}
