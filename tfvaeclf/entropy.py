@@ -12,16 +12,34 @@ latent with additive uniform noise (a differentiable upper bound on the rate).
 `freeze()` then turns the prior into integer CDF tables; those tables are the
 artifact that is saved (`tables()`/`load_tables()`) and shipped, so encoder
 and decoder can never disagree by recomputing them.
+
+The conditional coders (hyperprior, channel context) code a hyper-latent `z`
+with a `FactorizedCoder` and the latent `y` with a logistic whose location
+`mu` and scale come from `z` (and from the channel slices decoded before).
+`y` is quantized to `round(y - mu) + mu`: the residual is what the range
+coder sees, so `mu` must be reproduced bit for bit on both sides, which it is
+because the decoder runs the same layers on the same integers.
 """
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_compression as tfc
 
-__all__ = ["FactorizedCoder", "build_coder", "CODER_NAMES"]
+__all__ = ["FactorizedCoder", "HyperpriorCoder", "ChannelContextCoder",
+           "build_coder", "CODER_NAMES"]
 
 
-class FactorizedCoder(tf.keras.layers.Layer):
+class _Coder(tf.keras.layers.Layer):
+  """What every coder shares: coding needs frozen tables."""
+
+  def _require_frozen(self):
+    if not self.frozen:
+      raise RuntimeError(
+          "The coder has no coding tables yet: call freeze() after training "
+          "or load_tables() from a model dir.")
+
+
+class FactorizedCoder(_Coder):
   """One learned `NoisyDeepFactorized` density per latent channel.
 
   The latent of one image (all `coding_rank` innermost axes) becomes one
@@ -102,19 +120,211 @@ class FactorizedCoder(tf.keras.layers.Layer):
     (latent_strings,) = strings
     return self._coding_model.decompress(latent_strings, spatial_shape)
 
-  def _require_frozen(self):
-    if not self.frozen:
-      raise RuntimeError(
-          "The coder has no coding tables yet: call freeze() after training "
-          "or load_tables() from a model dir.")
+
+class ChannelContextCoder(_Coder):
+  """Hyperprior with a channel-wise autoregressive context (Minnen & Singh).
+
+  `y` is split into `num_slices` groups of channels; each slice's location
+  and scale index are predicted from the hyper features and the slices
+  decoded before it. Decoding loops over slices, not pixels, so it stays
+  fast. The hyper-latent `z` is a stride-2 convolution of `y`: its spatial
+  shape is `ceil(latent shape / 2)`, and the hyper-synthesis output is
+  cropped back to the latent's.
+
+  Two strings per image: `z`, then every slice of `y` in one string. The
+  range coder's handle is passed from slice to slice, so the decoder resumes
+  mid-string after predicting the next slice's parameters; a string per
+  slice would pay the coder's final bytes once per slice.
+  """
+
+  def __init__(self, channels, num_slices=4, hyper_channels=None,
+               num_scales=64, scale_bounds=(.11, 256.),
+               range_coder_precision=16, **kwargs):
+    super().__init__(**kwargs)
+    self.channels = int(channels)
+    if not 1 <= num_slices <= self.channels:
+      raise ValueError(
+          f"num_slices must be in [1, {self.channels}], got {num_slices}")
+    self.slice_sizes = [len(s) for s in np.array_split(
+        np.arange(self.channels), num_slices)]
+    self.coding_rank = 3
+    self.range_coder_precision = int(range_coder_precision)
+    hyper_channels = hyper_channels or max(4, self.channels // 2)
+    self.hyper_analysis = tf.keras.Sequential([
+        tf.keras.layers.Conv2D(self.channels, 3, padding="same",
+                               activation="relu"),
+        tf.keras.layers.Conv2D(hyper_channels, 3, strides=2, padding="same"),
+    ], name="hyper_analysis")
+    self.hyper_coder = FactorizedCoder(hyper_channels, name="hyper_coder")
+    self.hyper_synthesis = tf.keras.Sequential([
+        tf.keras.layers.Conv2DTranspose(self.channels, 3, strides=2,
+                                        padding="same", activation="relu"),
+        tf.keras.layers.Conv2D(self.channels, 3, padding="same"),
+    ], name="hyper_synthesis")
+    # Per slice: (hyper features, decoded slices) -> (loc, scale index).
+    self.slice_transforms = [
+        tf.keras.Sequential([
+            tf.keras.layers.Conv2D(self.channels, 3, padding="same",
+                                   activation="relu"),
+            tf.keras.layers.Conv2D(2 * size, 1),
+        ], name=f"slice_{k}")
+        for k, size in enumerate(self.slice_sizes)]
+    self.num_scales = int(num_scales)
+    low, high = (float(np.log(b)) for b in scale_bounds)
+    step = (high - low) / (self.num_scales - 1)
+    self._scale_fn = lambda index: tf.exp(low + step * index)
+    self._training_model = self._indexed_model(compression=False)
+    self._cdf = self._cdf_offset = None
+
+  def _indexed_model(self, **kwargs):
+    # Logistic, not normal: its log-probability is a far smaller graph, and
+    # tracing the training step is most of a short run's time.
+    return tfc.LocationScaleIndexedEntropyModel(
+        tfc.NoisyLogistic, self.num_scales, self._scale_fn,
+        coding_rank=self.coding_rank, **kwargs)
+
+  @property
+  def num_streams(self):
+    """Strings per image: the hyper-latent, then the latent."""
+    return 2
+
+  @property
+  def frozen(self):
+    return self._cdf is not None
+
+  def call(self, latent, training=False):
+    """Returns `(latent_hat, bits)`, as `FactorizedCoder.call`.
+
+    `latent_hat` is `round(y - mu) + mu`, what `decompress` returns, with a
+    straight-through gradient; `bits` is bits(z) + bits(y | z).
+    """
+    z_hat, z_bits = self.hyper_coder(self.hyper_analysis(latent),
+                                     training=training)
+    slices = tf.split(latent, self.slice_sizes, axis=-1)
+    latent_hat, loc, index = self._decode_slices(
+        z_hat, tf.shape(latent)[1:3],
+        lambda k, loc, index: tfc.round_st(slices[k], loc), training)
+    # One call for all slices: a prior per slice makes a graph so large
+    # that tracing the training step takes tens of seconds.
+    _, y_bits = self._training_model(latent, index, loc=loc,
+                                     training=training)
+    return latent_hat, z_bits + y_bits
+
+  def _decode_slices(self, z_hat, spatial_shape, code_slice, training=False):
+    """The slice loop that training, encoder and decoder share.
+
+    `code_slice(k, loc, index)` codes slice `k` and returns it quantized.
+    Outside training the scale index is an integer, as the tables need.
+    Returns the quantized latent, its locations and its scale indexes.
+    """
+    features = self.hyper_synthesis(z_hat, training=training)
+    features = features[:, :spatial_shape[0], :spatial_shape[1], :]
+    decoded, locs, indexes = [], [], []
+    for k, transform in enumerate(self.slice_transforms):
+      params = transform(tf.concat([features, *decoded], -1),
+                         training=training)
+      loc, index = tf.split(params, 2, axis=-1)
+      if not training:
+        index = tf.clip_by_value(tf.round(index), 0., self.num_scales - 1.)
+      decoded.append(code_slice(k, loc, index))
+      locs.append(loc)
+      indexes.append(index)
+    return tf.concat(decoded, -1), tf.concat(locs, -1), tf.concat(indexes, -1)
+
+  def freeze(self):
+    """Freezes the hyper prior and the logistic tables, in graphs."""
+    self.hyper_coder.freeze()
+
+    @tf.function
+    def build_tables():
+      model = self._indexed_model(
+          compression=True, stateless=True,
+          range_coder_precision=self.range_coder_precision)
+      return model.cdf, model.cdf_offset
+
+    self._cdf, self._cdf_offset = build_tables()
+
+  def tables(self):
+    """Flat-keyed numpy tables, as `np.savez` stores them."""
+    self._require_frozen()
+    hyper = self.hyper_coder.tables()
+    return {"hyper/cdf": hyper["cdf"], "hyper/cdf_offset": hyper["cdf_offset"],
+            "latent/cdf": self._cdf.numpy(),
+            "latent/cdf_offset": self._cdf_offset.numpy()}
+
+  def load_tables(self, tables):
+    self.hyper_coder.load_tables(
+        {k: tables[f"hyper/{k}"] for k in ("cdf", "cdf_offset")})
+    self._cdf = tf.constant(np.asarray(tables["latent/cdf"]), tf.int32)
+    self._cdf_offset = tf.constant(
+        np.asarray(tables["latent/cdf_offset"]), tf.int32)
+
+  def compress(self, latent):
+    """Latent (batch, H, W, channels) -> (z strings, y strings)."""
+    self._require_frozen()
+    z = self.hyper_analysis(latent)
+    (z_strings,) = self.hyper_coder.compress(z)
+    slices = tf.split(latent, self.slice_sizes, axis=-1)
+    handle = tfc.create_range_encoder(tf.shape(latent)[:1], self._cdf)
+
+    def code_slice(k, loc, index):
+      nonlocal handle
+      index = tf.cast(index, tf.int32)
+      symbols = tf.cast(tf.round(slices[k] - loc), tf.int32)
+      handle = tfc.entropy_encode_index(
+          handle, index, symbols - tf.gather(self._cdf_offset, index))
+      return tf.cast(symbols, latent.dtype) + loc
+
+    self._decode_slices(tf.round(z), tf.shape(latent)[1:3], code_slice)
+    return z_strings, tfc.entropy_encode_finalize(handle)
+
+  def decompress(self, strings, spatial_shape):
+    """Inverse of `compress`: returns `round(y - mu) + mu`."""
+    self._require_frozen()
+    z_strings, y_strings = strings
+    spatial_shape = tf.cast(spatial_shape, tf.int32)
+    z_hat = self.hyper_coder.decompress((z_strings,), (spatial_shape + 1) // 2)
+    handle = tfc.create_range_decoder(y_strings, self._cdf)
+
+    def code_slice(k, loc, index):
+      nonlocal handle
+      index = tf.cast(index, tf.int32)
+      shape = tf.concat([spatial_shape, [self.slice_sizes[k]]], 0)
+      handle, symbols = tfc.entropy_decode_index(
+          handle, index, shape, tf.int32)
+      symbols += tf.gather(self._cdf_offset, index)
+      return tf.cast(symbols, loc.dtype) + loc
+
+    latent_hat, _, _ = self._decode_slices(z_hat, spatial_shape, code_slice)
+    complete = tfc.entropy_decode_finalize(handle)
+    with tf.control_dependencies([tf.debugging.assert_equal(
+        complete, True, message="latent string does not decode")]):
+      return tf.identity(latent_hat)
 
 
-CODER_NAMES = ("factorized",)
+class HyperpriorCoder(ChannelContextCoder):
+  """Scale-and-mean hyperprior (Ballé et al. 2018, Minnen et al. 2018).
+
+  The one-slice case of the channel-context coder: every channel's location
+  and scale come from the hyper-latent alone.
+  """
+
+  def __init__(self, channels, **kwargs):
+    super().__init__(channels, num_slices=1, **kwargs)
+
+
+CODER_NAMES = ("factorized", "hyperprior", "context")
 
 
 def build_coder(name, channels, coding_rank=3):
   """The coder called `name` (the `--entropy_model` flag)."""
   if name == "factorized":
     return FactorizedCoder(channels, coding_rank=coding_rank)
-  raise ValueError(
-      f"Unknown entropy model {name!r}; choose one of {', '.join(CODER_NAMES)}.")
+  if name in ("hyperprior", "context") and coding_rank != 3:
+    raise ValueError(f"The {name} coder codes 2-D latents (coding_rank 3).")
+  if name == "hyperprior":
+    return HyperpriorCoder(channels)
+  if name == "context":
+    return ChannelContextCoder(channels)
+  raise ValueError(f"Unknown entropy model {name!r}; choose one of "
+                   f"{', '.join(CODER_NAMES)}.")

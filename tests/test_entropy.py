@@ -1,0 +1,156 @@
+"""The conditional coders: bit-exact round trips, tables, rate, end to end."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfvaeclf import (bitstream, cli, codec, data, entropy, model_dir,
+                      models, train)
+from tests.conftest import MNIST_ARGS, SMALL_JOINT
+
+CONDITIONAL = ("hyperprior", "context")
+CHANNELS = 8
+
+
+def _latent(shape, seed=0, spread=6.):
+  """A latent spanning many symbols, with a few far outliers (escapes)."""
+  latent = tf.random.stateless_normal(
+      (5, *shape, CHANNELS), seed=(seed, 2)) * spread
+  return latent + tf.random.stateless_normal(
+      latent.shape, seed=(seed, 3)) * 0.3
+
+
+@pytest.fixture(scope="module", params=CONDITIONAL)
+def frozen(request):
+  """A coder with all layers built and its tables frozen (once per kind)."""
+  coder = entropy.build_coder(request.param, CHANNELS)
+  coder(_latent((4, 4)))
+  coder.freeze()
+  return coder
+
+
+def test_context_coder_slices_the_channels():
+  assert entropy.ChannelContextCoder(10, num_slices=4).slice_sizes == [
+      3, 3, 2, 2]
+  assert entropy.HyperpriorCoder(10).slice_sizes == [10]
+  with pytest.raises(ValueError, match="num_slices"):
+    entropy.ChannelContextCoder(4, num_slices=5)
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (7, 7), (3, 6)])
+def test_decompress_returns_what_the_classifier_saw(frozen, shape):
+  latent = _latent(shape)
+  latent_hat, _ = frozen(latent, training=False)
+  strings = frozen.compress(latent)
+  assert len(strings) == frozen.num_streams == 2
+  assert all(s.shape == (5,) for s in strings)
+  decoded = frozen.decompress(strings, shape)
+  np.testing.assert_array_equal(decoded.numpy(), latent_hat.numpy())
+  assert np.any(decoded.numpy() != np.round(decoded.numpy()))  # mu is used
+
+
+def test_hyper_latent_shape_is_half_the_latent_rounded_up(frozen):
+  assert frozen.hyper_analysis(_latent((7, 4))).shape[1:3] == (4, 2)
+
+
+def test_training_call_is_straight_through_and_noisy(frozen):
+  latent = _latent((4, 4))
+  with tf.GradientTape() as tape:
+    tape.watch(latent)
+    latent_hat, bits = frozen(latent, training=True)
+    loss = tf.reduce_sum(latent_hat) + tf.reduce_sum(bits)
+  grads = tape.gradient(loss, [latent, *frozen.trainable_variables])
+  assert all(g is not None for g in grads)
+  assert bits.shape == (5,)
+
+
+def test_tables_reload_into_a_fresh_coder(frozen):
+  latent = _latent((7, 7), seed=1)
+  strings = frozen.compress(latent)
+  tables = frozen.tables()
+  assert set(tables) == {"hyper/cdf", "hyper/cdf_offset", "latent/cdf",
+                         "latent/cdf_offset"}
+  fresh = type(frozen)(CHANNELS)
+  fresh(latent)
+  for mine, theirs in zip(fresh.trainable_weights, frozen.trainable_weights):
+    mine.assign(theirs)
+  fresh.load_tables(tables)
+  np.testing.assert_array_equal(fresh.decompress(strings, (7, 7)).numpy(),
+                                frozen.decompress(strings, (7, 7)).numpy())
+  for again, string in zip(fresh.compress(latent), strings):
+    np.testing.assert_array_equal(again.numpy(), string.numpy())
+
+
+def test_compress_and_decompress_trace_into_tf_functions(frozen):
+  latent = _latent((5, 3))
+  strings = tf.function(frozen.compress)(latent)
+  decoded = tf.function(frozen.decompress)(strings, tf.constant([5, 3]))
+  np.testing.assert_array_equal(decoded.numpy(),
+                                frozen(latent, training=False)[0].numpy())
+
+
+def test_estimated_rate_tracks_actual_bytes():
+  """With scales matched to the latent, coding costs its information."""
+  coder = entropy.ChannelContextCoder(CHANNELS, num_slices=2)
+  latent = _latent((7, 7), seed=2, spread=4.)
+  coder(latent)
+  index = np.log(4. / .11) / (np.log(256. / .11) / 63)
+  for transform in coder.slice_transforms:
+    kernel, bias = transform.layers[-1].weights
+    kernel.assign(tf.zeros_like(kernel))
+    half = bias.shape[0] // 2
+    bias.assign(np.r_[np.zeros(half), np.full(half, index)])
+  coder.freeze()
+  strings = coder.compress(latent)
+  actual_bits = 8 * sum(tf.strings.length(s).numpy() for s in strings)
+  _, estimated_bits = coder(latent, training=False)
+  assert np.all(np.abs(actual_bits - estimated_bits.numpy()) < 8 * 4)
+
+
+def test_coding_before_freezing_is_refused():
+  with pytest.raises(RuntimeError, match="freeze"):
+    entropy.HyperpriorCoder(4).compress(tf.zeros((1, 2, 2, 4)))
+
+
+def test_conditional_coders_need_2d_latents():
+  with pytest.raises(ValueError, match="coding_rank 3"):
+    entropy.build_coder("context", 4, coding_rank=2)
+
+
+@pytest.fixture(scope="module", params=CONDITIONAL)
+def trained(request, mnist, tmp_path_factory):
+  """A small joint model with this coder, one epoch on 500 MNIST digits."""
+  directory = str(tmp_path_factory.mktemp(request.param))
+  config = models.get("joint").Config(
+      **{**SMALL_JOINT, "entropy_model": request.param})
+  train.run_training(directory, "joint", config, mnist, MNIST_ARGS,
+                     epochs=1, batch_size=64, learning_rate=3e-3, seed=0,
+                     train_subset=500, verbose=0)
+  return model_dir.load(directory)
+
+
+def test_joint_model_round_trips_through_the_file(trained, mnist):
+  images, _ = next(iter(mnist.test.batch(32)))
+  images = images.numpy()
+  file_bytes = codec.compress_images(trained, images)
+  coded = bitstream.unpack(file_bytes, trained.fingerprint)
+  assert len(coded.strings) == 2 and coded.num_images == 32
+  outputs = trained.model(data.to_float(images), training=False)
+  np.testing.assert_array_equal(
+      codec.decode_latent(trained, file_bytes).numpy(),
+      outputs["latent_hat"].numpy())
+  np.testing.assert_array_equal(codec.classify_file(trained, file_bytes),
+                                tf.argmax(outputs["logits"], -1).numpy())
+  actual_bits = 8 * np.sum([[len(s) for s in stream]
+                            for stream in coded.strings], axis=0)
+  # Two strings, each within a few bytes of its information content.
+  assert np.all(np.abs(actual_bits - outputs["bits"].numpy()) < 8 * 5)
+
+
+def test_export_refuses_conditional_coders_in_one_line(trained, tmp_path):
+  from export import exporter
+  out = tmp_path / "bundle"
+  with pytest.raises(cli.UserError,
+                     match="supports the factorized coder, not"):
+    exporter.export_bundle(trained, str(out), calibration=None)
+  assert not list(tmp_path.iterdir())  # no bundle, no staging dir left
