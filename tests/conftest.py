@@ -20,16 +20,20 @@ def mnist():
   return data.load(**MNIST_ARGS)
 
 
+def train_small_joint(directory, splits, train_subset, **overrides):
+  """One epoch of the small joint model on real MNIST; returns the dir."""
+  from tfvaeclf import models, train
+  config = models.get("joint").Config(**{**SMALL_JOINT, **overrides})
+  train.run_training(str(directory), "joint", config, splits, MNIST_ARGS,
+                     epochs=1, batch_size=64, learning_rate=3e-3, seed=0,
+                     train_subset=train_subset, verbose=0)
+  return str(directory)
+
+
 @pytest.fixture(scope="session")
 def trained_dir(mnist, tmp_path_factory):
   """A joint model trained for one epoch on 3000 real MNIST digits."""
-  from tfvaeclf import models, train
-  directory = str(tmp_path_factory.mktemp("joint"))
-  config = models.get("joint").Config(**SMALL_JOINT)
-  train.run_training(directory, "joint", config, mnist, MNIST_ARGS,
-                     epochs=1, batch_size=64, learning_rate=3e-3, seed=0,
-                     train_subset=3000, verbose=0)
-  return directory
+  return train_small_joint(tmp_path_factory.mktemp("joint"), mnist, 3000)
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 import tensorflow as tf
 
-from tfvaeclf import bitstream, cli, codec, data, model_dir, models, train
+from tfvaeclf import bitstream, cli, codec, data, model_dir
 from tfvaeclf.edge import BundleError, EdgeEncoder, interpreter
 
 import export
 from export import server
-from tests.conftest import MNIST_ARGS, SMALL_JOINT
+from tests.conftest import train_small_joint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IMAGES = 10000  # the whole test split
@@ -60,12 +60,8 @@ def good_dir(mnist, tmp_path_factory):
   that int8 rounding flips few decisions and 0.5 points over the whole
   test split is many times the noise.
   """
-  directory = str(tmp_path_factory.mktemp("good_joint"))
-  config = models.get("joint").Config(**{**SMALL_JOINT, "lmbda": 1.0})
-  train.run_training(directory, "joint", config, mnist, MNIST_ARGS,
-                     epochs=1, batch_size=64, learning_rate=3e-3, seed=0,
-                     train_subset=20000, verbose=0)
-  return directory
+  return train_small_joint(tmp_path_factory.mktemp("good_joint"), mnist,
+                           20000, lmbda=1.0)
 
 
 @pytest.fixture(scope="module")
