@@ -54,8 +54,7 @@ def calibration_images(config, count, data_dir=None):
     args["data_dir"] = data_dir
   train = data.load(**args).train
   sample = train.shuffle(10_000, seed=0).take(count).map(lambda x, y: x)
-  images = np.stack(list(sample.as_numpy_iterator()))
-  return images.astype(np.float32) / np.float32(255)
+  return data.to_float(np.stack(list(sample.as_numpy_iterator()))).numpy()
 
 
 def _versions():
