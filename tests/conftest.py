@@ -20,6 +20,18 @@ def mnist():
   return data.load(**MNIST_ARGS)
 
 
+def run_cli(main, argv, capsys):
+  """Runs an entry point's `main` in-process through `cli.run`, as the
+  shell would: returns (exit code, stdout, stderr)."""
+  from absl.testing import flagsaver
+  from tfvaeclf import cli
+  with flagsaver.flagsaver():
+    with pytest.raises(SystemExit) as exit_info:
+      cli.run(main, argv=["prog", *argv])
+  out, err = capsys.readouterr()
+  return exit_info.value.code, out, err
+
+
 def train_small_joint(directory, splits, train_subset, **overrides):
   """One epoch of the small joint model on real MNIST; returns the dir."""
   from tfvaeclf import models, train

@@ -3,13 +3,13 @@
 import dataclasses
 import os
 
-from absl.testing import flagsaver
 import numpy as np
 import pytest
 from PIL import Image
 import tensorflow as tf
 
-from tfvaeclf import bitstream, cli, codec, data, model_dir
+from tfvaeclf import bitstream, codec, data, model_dir
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +39,7 @@ def test_model_dir_reloads_to_the_same_fingerprint(trained_dir, loaded):
 
 
 def _run(argv, capsys):
-  """Runs the codec CLI in-process; returns (exit code, stdout, stderr)."""
-  with flagsaver.flagsaver():
-    with pytest.raises(SystemExit) as exit_info:
-      cli.run(codec.main, argv=["codec", *argv])
-  out, err = capsys.readouterr()
-  return exit_info.value.code, out, err
+  return run_cli(codec.main, argv, capsys)
 
 
 def _write_pngs(directory, images):

@@ -18,19 +18,14 @@ import export
 from export import __main__ as export_main
 from export import encoder as export_encoder
 from export import server
-from tests.conftest import SMALL_JOINT
+from tests.conftest import SMALL_JOINT, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EDGE_FILES = [bundle.ENCODER, bundle.ENCODER_INT8, bundle.TABLES]
 
 
 def _export_cli(argv, capsys):
-  """Runs `python -m export` in-process: (exit code, stdout, stderr)."""
-  with flagsaver.flagsaver():
-    with pytest.raises(SystemExit) as exit_info:
-      cli.run(export_main.main, argv=["export", *argv])
-  out, err = capsys.readouterr()
-  return exit_info.value.code, out, err
+  return run_cli(export_main.main, argv, capsys)
 
 
 @pytest.fixture(scope="module")
