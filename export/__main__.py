@@ -15,8 +15,6 @@ from export import exporter
 __all__ = ["main"]
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out", None, "The bundle dir to write (replaced whole "
-                    "if it holds a bundle).")
 flags.DEFINE_integer("calibration_examples", 500,
                      "Training images that calibrate the int8 encoder.")
 

@@ -30,6 +30,14 @@ def test_long_strings_use_multibyte_lengths():
   assert bitstream.unpack(bitstream.pack(coded)) == coded
 
 
+@pytest.mark.parametrize("num_streams,seed", [(1, 0), (2, 1), (2, 2)])
+def test_file_size_is_the_size_of_a_one_image_file(num_streams, seed):
+  coded = _coded(num_images=1, num_streams=num_streams, seed=seed)
+  lengths = [len(stream[0]) for stream in coded.strings]
+  assert bitstream.file_size(len(coded.latent_shape), lengths) == len(
+      bitstream.pack(coded))
+
+
 def test_header_is_small():
   data = bitstream.pack(_coded(num_images=1))
   payload = len(_coded(num_images=1).strings[0][0])

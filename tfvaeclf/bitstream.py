@@ -20,7 +20,7 @@ import dataclasses
 import struct
 import zlib
 
-__all__ = ["BitstreamError", "CodedImages", "MAGIC", "FORMAT_VERSION",
+__all__ = ["BitstreamError", "CodedImages", "MAGIC", "FORMAT_VERSION", "file_size",
            "pack", "unpack"]
 
 MAGIC = b"TFVC"
@@ -81,6 +81,16 @@ class _Reader:
       shift += 7
       if shift > 35:
         raise BitstreamError("corrupted length field")
+
+
+def file_size(latent_rank, string_lengths):
+  """Bytes of the file `pack` writes for ONE image with these strings.
+
+  What a sender pays to send that image alone: the rate to set against a
+  classical codec's whole file.
+  """
+  header = 25 + 2 * latent_rank + _CRC.size
+  return header + sum(len(_leb128(n)) + n for n in string_lengths)
 
 
 def pack(coded):

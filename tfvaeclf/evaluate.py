@@ -4,7 +4,8 @@
 
 Every image is range-coded to bytes, decoded back and classified from the
 decoded latent, exactly as a server would; the rate is counted from those
-bytes. The model's own rate estimate (the information content under its
+bytes (the range-coded strings; `file_*` adds what a file holding that one
+image also carries: header, checksum and length prefixes). The model's own rate estimate (the information content under its
 prior) is reported beside it, and so is how often the classification from
 the bitstream agrees with the in-graph test path (it must always).
 """
@@ -19,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from tfvaeclf import data, fileio, model_dir as model_dir_lib
+from tfvaeclf import bitstream, data, fileio, model_dir as model_dir_lib
 
 __all__ = ["evaluate", "format_table"]
 
@@ -49,6 +50,7 @@ def evaluate(loaded, dataset, batch_size=256, progress=True):
   decompress(*compress(first_images[:1]))  # trace before timing
 
   totals = {"correct": 0, "agree": 0, "ce": 0., "bytes": 0, "est_bits": 0.,
+            "file_bytes": 0,
             "encode_s": 0., "decode_s": 0., "psnr": 0., "n": 0}
   for images, labels in tqdm.tqdm(batches, desc="evaluate", unit="batch",
                                   disable=not progress):
@@ -71,6 +73,9 @@ def evaluate(loaded, dataset, batch_size=256, progress=True):
         tf.keras.losses.sparse_categorical_crossentropy(
             labels, logits, from_logits=True)))
     totals["bytes"] += sum(len(s) for stream in strings for s in stream)
+    totals["file_bytes"] += sum(
+        bitstream.file_size(len(latent_shape), [len(s) for s in image])
+        for image in zip(*strings))
     totals["est_bits"] += float(tf.reduce_sum(reference["bits"]))
     totals["encode_s"] += encoded - start
     totals["decode_s"] += decoded - encoded
@@ -86,6 +91,8 @@ def evaluate(loaded, dataset, batch_size=256, progress=True):
       "cross_entropy": totals["ce"] / n,
       "bytes_per_image": totals["bytes"] / n,
       "bpp": 8. * totals["bytes"] / n / pixels,
+      "file_bytes_per_image": totals["file_bytes"] / n,
+      "file_bpp": 8. * totals["file_bytes"] / n / pixels,
       "estimated_bytes_per_image": totals["est_bits"] / 8. / n,
       "estimated_bpp": totals["est_bits"] / n / pixels,
       "agreement_with_in_graph": totals["agree"] / n,

@@ -26,7 +26,6 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist", "Dataset whose test images to code.")
 flags.DEFINE_integer("max_examples", 200, "Test images to code.")
 flags.DEFINE_list("codecs", list(baselines.CODECS), "Codecs to measure.")
-flags.DEFINE_string("out", None, "CSV file to write.")
 
 
 def main(argv):
