@@ -1,0 +1,294 @@
+"""The rate-accuracy report, from hand-made model dirs and rate tables."""
+
+import csv
+import json
+import math
+import os
+
+from PIL import Image
+import pytest
+
+from tfvaeclf import report
+from tests.conftest import run_cli
+
+# Hand-made: (dataset, accuracy, bpp, bytes per image, psnr).
+RUNS = {
+    "alpha": ("mnist", 0.98, 0.1, 9.8, None),
+    "beta": ("mnist", 0.95, 0.05, 4.9, 21.5),
+    "gamma": ("fashion_mnist", 0.87, 0.12, 11.76, None),
+}
+# codec, quality, bpp, payload bpp, accuracy, psnr (784-pixel images).
+# c1 crosses 98% between its 2nd and 3rd quality; c2 never gets there;
+# c3 is already there at its lowest quality.
+BASELINE_ROWS = [
+    ("c1", 10, 1., .5, .90, 20.), ("c1", 50, 2., 1., .97, 25.),
+    ("c1", 90, 4., 2., .99, 30.),
+    ("c2", 1, 1., .8, .50, 18.), ("c2", 2, 3., 2.4, .60, 22.),
+    ("c3", 7, 3., 1.5, .99, 35.), ("c3", 9, 6., 3., .995, 40.),
+]
+COLUMNS = ["codec", "quality", "bytes_per_image", "payload_bytes_per_image",
+           "bpp", "payload_bpp", "psnr"]
+
+
+def write_run(directory, dataset, accuracy, bpp, size, psnr, evaluated=True):
+  os.makedirs(directory)
+  config = {"model": "joint", "dataset": {"name": dataset, "seed": 0},
+            "model_config": {"entropy_model": "factorized", "lmbda": 0.7}}
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    json.dump(config, f)
+  if evaluated:
+    results = {"accuracy": accuracy, "bpp": bpp, "bytes_per_image": size,
+               "estimated_bpp": bpp * 0.97, "cross_entropy": 0.1,
+               "num_images": 100}
+    if psnr is not None:
+      results["psnr"] = psnr
+    with open(os.path.join(directory, "eval.json"), "w") as f:
+      json.dump(results, f)
+  return str(directory)
+
+
+def write_baselines(path, with_accuracy=True, dataset_column=None):
+  columns = COLUMNS + (["accuracy"] if with_accuracy else [])
+  columns += ["dataset"] if dataset_column else []
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(columns)
+    for codec, quality, bpp, payload_bpp, accuracy, psnr in BASELINE_ROWS:
+      row = [codec, quality, bpp * 98, payload_bpp * 98, bpp, payload_bpp,
+             psnr] + ([accuracy] if with_accuracy else [])
+      writer.writerow(row + ([dataset_column] if dataset_column else []))
+  return str(path)
+
+
+@pytest.fixture
+def runs(tmp_path):
+  root = tmp_path / "runs"
+  for name, values in RUNS.items():
+    write_run(root / name, *values)
+  write_run(root / "unevaluated", "mnist", 0, 0, 0, None, evaluated=False)
+  os.makedirs(root / "alpha" / "logs")  # not a model dir: ignored
+  return str(root)
+
+
+@pytest.fixture
+def rates(tmp_path):
+  return write_baselines(tmp_path / "baselines_mnist.csv")
+
+
+def report_cli(argv, capsys):
+  return run_cli(report.main, argv, capsys)
+
+
+def test_writes_exactly_the_expected_points(runs, rates, tmp_path, capsys):
+  out = tmp_path / "out"
+  code, stdout, stderr = report_cli(
+      [f"--runs={runs}", f"--baselines={rates}", f"--out={out}"], capsys)
+  assert code in (0, None)
+  with open(out / "points.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert [tuple(r) for r in rows] == [report.FIELDS] * len(rows)
+  keys = [(r["dataset"], r["kind"], r["name"], r["setting"]) for r in rows]
+  assert keys == [
+      ("fashion_mnist", "model", "gamma", "joint, factorized, λ=0.7"),
+      ("mnist", "model", "alpha", "joint, factorized, λ=0.7"),
+      ("mnist", "model", "beta", "joint, factorized, λ=0.7"),
+      *[("mnist", "codec", c, str(q)) for c, q, *_ in BASELINE_ROWS]]
+  alpha, beta = rows[1], rows[2]
+  assert float(alpha["bpp"]) == float(alpha["payload_bpp"]) == 0.1
+  assert float(alpha["bytes_per_image"]) == 9.8
+  assert float(alpha["payload_bytes_per_image"]) == 9.8
+  assert float(alpha["accuracy"]) == 0.98
+  assert alpha["psnr"] == "" and float(beta["psnr"]) == 21.5
+  for row, (_, _, bpp, payload_bpp, accuracy, psnr) in zip(rows[3:],
+                                                           BASELINE_ROWS):
+    assert float(row["bpp"]) == bpp
+    assert float(row["payload_bpp"]) == payload_bpp
+    assert float(row["bytes_per_image"]) == pytest.approx(bpp * 98)
+    assert float(row["payload_bytes_per_image"]) == pytest.approx(
+        payload_bpp * 98)
+    assert float(row["accuracy"]) == accuracy
+    assert float(row["psnr"]) == psnr
+    assert row["finetuned_accuracy"] == ""
+
+  with open(out / "points.json") as f:
+    points = json.load(f)
+  assert len(points) == len(rows)
+  for point, row in zip(points, rows):
+    assert set(point) == set(report.FIELDS)
+    for key, value in point.items():
+      assert ("" if value is None else str(value)) == row[key]
+
+  # The skipped dir is one line on stderr; the summary goes to stdout.
+  skipped = [line for line in stderr.splitlines() if "skipping" in line]
+  assert len(skipped) == 1 and "unevaluated" in skipped[0]
+  assert "no eval.json" in skipped[0]
+  assert "| c1 |" in stdout
+
+
+def assert_png(path, min_size=(600, 400)):
+  with open(path, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  with Image.open(path) as image:
+    image.verify()
+  with Image.open(path) as image:
+    assert image.size[0] >= min_size[0] and image.size[1] >= min_size[1]
+    assert image.size[0] <= 3000 and image.size[1] <= 3000
+
+
+def test_writes_the_plots(runs, rates, tmp_path, capsys):
+  out = tmp_path / "out"
+  code, _, _ = report_cli([f"--runs={runs}", f"--baselines={rates}",
+                           f"--out={out}", "--reference=mnist:0.992"],
+                          capsys)
+  assert code in (0, None)
+  for name in ("accuracy_mnist.png", "accuracy_fashion_mnist.png",
+               "psnr_mnist.png"):
+    assert_png(out / name)
+  # Fashion-MNIST has neither codecs nor a model with PSNR here.
+  assert not os.path.exists(out / "psnr_fashion_mnist.png")
+
+
+def test_matched_rate_interpolates_along_the_sweep(rates):
+  points = report.load_baselines(rates)
+  sweeps = report._codec_sweeps(points)
+  # 98% lies halfway (in accuracy) between 2 and 4 bpp: the log-scale
+  # midpoint, sqrt(2 * 4).
+  assert report.matched_rate(sweeps["c1"], 0.98) == pytest.approx(
+      math.sqrt(8))
+  assert report.matched_rate(sweeps["c1"], 0.98, "payload_bpp") == (
+      pytest.approx(math.sqrt(2)))
+  assert report.matched_rate(sweeps["c2"], 0.98) is None
+  assert report.matched_rate(sweeps["c3"], 0.98) == 3.
+  assert report.matched_rate(sweeps["c1"], 0.90) == 1.  # at a sweep point
+
+
+def test_matched_rate_takes_the_smallest_crossing_and_skips_gaps():
+  point = lambda bpp, accuracy: report.Point(  # noqa: E731
+      "d", "codec", "c", "q", bpp, bpp, bpp, bpp, accuracy)
+  # Not monotone: reaches 0.8 first at 2 bpp, dips, reaches it again.
+  sweep = [point(1, .6), point(2, .8), point(4, .7), point(8, .9)]
+  assert report.matched_rate(sweep, .8) == 2.
+  # Unmeasured qualities are left out of the curve.
+  sweep = [point(1, .6), point(2, None), point(4, 1.)]
+  assert report.matched_rate(sweep, .8) == pytest.approx(
+      math.exp(math.log(1) + 0.5 * math.log(4)))
+  assert report.matched_rate([point(1, None)], .8) is None
+
+
+def test_summary_table(runs, rates, tmp_path, capsys):
+  out = tmp_path / "out"
+  report_cli([f"--runs={runs}", f"--baselines={rates}", f"--out={out}"],
+             capsys)
+  summary = (out / "summary.md").read_text()
+  assert "Best model: alpha (joint, factorized, λ=0.7), 98.00%" in summary
+  # Model bpp 0.1: c1 needs sqrt(8) = 2.83 bpp whole, sqrt(2) payload.
+  assert "| c1 | 2.83 | 28.3x | 1.41 | 14.1x |" in summary
+  assert "| c2 | not reached | – | not reached | – |" in summary
+  assert "| c3 | 3 | 30.0x | 1.5 | 15.0x |" in summary
+  assert "### fashion_mnist" in summary
+
+
+def test_finetuned_accuracy_and_dataset_column(runs, tmp_path, capsys):
+  path = tmp_path / "rates.csv"  # no dataset in the name: the column says
+  write_baselines(path, dataset_column="mnist")
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  for row in rows:
+    row["finetuned_accuracy"] = min(1., float(row["accuracy"]) + 0.01)
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  out = tmp_path / "out"
+  code, _, _ = report_cli([f"--runs={runs}", f"--baselines={path}",
+                           f"--out={out}"], capsys)
+  assert code in (0, None)
+  with open(out / "points.json") as f:
+    codecs = [p for p in json.load(f) if p["kind"] == "codec"]
+  assert [p["finetuned_accuracy"] for p in codecs] == [
+      pytest.approx(min(1., a + 0.01)) for *_, a, _ in BASELINE_ROWS]
+  summary = (out / "summary.md").read_text()
+  assert "| c1 | as trained | 2.83 |" in summary
+  assert "| c1 | fine-tuned on decoded images |" in summary
+  assert_png(out / "accuracy_mnist.png")
+
+
+def test_rate_only_baselines_and_dataset_prefix(runs, tmp_path, capsys):
+  path = write_baselines(tmp_path / "rates.csv", with_accuracy=False)
+  out = tmp_path / "out"
+  code, _, _ = report_cli([f"--runs={runs}",
+                           f"--baselines=fashion_mnist:{path}",
+                           f"--out={out}"], capsys)
+  assert code in (0, None)
+  with open(out / "points.json") as f:
+    codecs = [p for p in json.load(f) if p["kind"] == "codec"]
+  assert len(codecs) == len(BASELINE_ROWS)
+  assert {p["dataset"] for p in codecs} == {"fashion_mnist"}
+  assert all(p["accuracy"] is None for p in codecs)
+  assert all(p["psnr"] is not None for p in codecs)
+  summary = (out / "summary.md").read_text()
+  assert "no accuracy column: rates only" in summary
+  assert_png(out / "accuracy_fashion_mnist.png")
+  assert_png(out / "psnr_fashion_mnist.png")
+
+
+def test_single_model_dir_and_reference_forms(runs, rates, tmp_path,
+                                              capsys):
+  out = tmp_path / "out"
+  code, _, _ = report_cli([f"--runs={os.path.join(runs, 'alpha')}",
+                           f"--baselines={rates}", f"--out={out}",
+                           "--reference=mnist:99.2%",
+                           "--reference=fashion_mnist:0.9,cifar10:0.8"],
+                          capsys)
+  assert code in (0, None)
+  with open(out / "points.json") as f:
+    assert [p["name"] for p in json.load(f) if p["kind"] == "model"] == [
+        "alpha"]
+  assert report.parse_references(["mnist:99.2%", "a:0.5,b:1"]) == {
+      "mnist": pytest.approx(0.992), "a": 0.5, "b": 1.}
+
+
+def test_a_tiny_baselines_file_name_gives_the_dataset(tmp_path):
+  path = write_baselines(tmp_path / "baselines_cifar10.csv")
+  assert {p.dataset for p in report.load_baselines(path)} == {"cifar10"}
+
+
+@pytest.mark.parametrize("case", [
+    "missing_runs", "not_a_run_dir", "missing_csv", "not_baselines",
+    "bad_number", "no_dataset", "nothing_evaluated", "bad_reference",
+    "no_out", "bad_eval_json"])
+def test_user_errors_are_one_line_exit_2(case, runs, rates, tmp_path,
+                                         capsys):
+  out = f"--out={tmp_path / 'out'}"
+  empty = tmp_path / "empty"
+  os.makedirs(empty)
+  junk = tmp_path / "junk.csv"
+  junk.write_text("a,b\n1,2\n")
+  bad = tmp_path / "baselines_mnist_bad.csv"
+  bad.write_text(open(rates).read().replace(",2.0,", ",two,", 1))
+  unevaluated = tmp_path / "only_unevaluated"
+  write_run(unevaluated / "x", "mnist", 0, 0, 0, None, evaluated=False)
+  broken = tmp_path / "broken"
+  write_run(broken, "mnist", .9, .1, 9.8, None)
+  (broken / "eval.json").write_text("{not json")
+  argv = {
+      "missing_runs": [f"--runs={tmp_path / 'nope'}", out],
+      "not_a_run_dir": [f"--runs={empty}", out],
+      "missing_csv": [f"--baselines={tmp_path / 'baselines_none.csv'}",
+                      out],
+      "not_baselines": [f"--baselines=mnist:{junk}", out],
+      "bad_number": [f"--baselines={bad}", out],
+      "no_dataset": [f"--baselines={write_baselines(tmp_path / 'r.csv')}",
+                     out],
+      "nothing_evaluated": [f"--runs={unevaluated}", out],
+      "bad_reference": [f"--runs={runs}", "--reference=mnist:99.2", out],
+      "no_out": [f"--runs={runs}"],
+      "bad_eval_json": [f"--runs={broken}", out],
+  }[case]
+  code, stdout, stderr = report_cli(argv, capsys)
+  assert code == 2
+  errors = [line for line in stderr.splitlines() if line.startswith("error")]
+  assert len(errors) == 1 and stderr.rstrip().endswith(errors[0])
+  # Only the skip note may come before the error line.
+  assert all("skipping" in line for line in stderr.splitlines()[:-1])
+  assert not os.path.exists(tmp_path / "out" / "points.csv")

@@ -1,0 +1,512 @@
+"""Rate-accuracy report: trained models against the classical codecs.
+
+    python -m tfvaeclf.report --runs=runs --baselines=runs/baselines_mnist.csv \
+        --reference=mnist:0.992 --out=report
+
+Reads evaluated model dirs (`config.json` and `eval.json`; a parent dir such
+as `runs/` stands for every model dir in it) and the rate tables written by
+`tools/baselines.py`. Writes into `--out`:
+
+* `points.csv` and `points.json`: one row per point (a model, or a codec at
+  one quality) with its dataset, rates both ways, accuracy and PSNR;
+* `accuracy_<dataset>.png`: test accuracy against bits per pixel;
+* `psnr_<dataset>.png`: PSNR against bits per pixel, where PSNR exists;
+* `summary.md`: per dataset, the rate each codec needs to match the best
+  model's accuracy (also printed).
+
+How rates are counted. A codec is counted two ways (see tfvaeclf/baselines.py):
+the whole file, and the entropy-coded payload alone. So is a model: its
+payload is the range-coded strings (`bytes_per_image` of eval.json), its
+whole file the size of a tfvaeclf file holding that one image
+(`file_bytes_per_image`: the strings plus header, checksum and length
+prefixes; see tfvaeclf/bitstream.py). An eval.json written before
+`file_bytes_per_image` existed gives its payload for both.
+
+Accuracies are fractions in the files and percentages in the plots. The
+`accuracy` (and `finetuned_accuracy`) columns of a baselines CSV are
+optional: without them the codecs get rate-only rows and no accuracy curve.
+A CSV's dataset comes from its `dataset` column, else from the
+`DATASET:PATH.csv` form of `--baselines`, else from a file name
+`baselines_<dataset>.csv`.
+"""
+
+from tfvaeclf import cli  # first: one-line errors, exit code 2
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import re
+import sys
+
+from absl import flags
+from matplotlib import ticker
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from tfvaeclf import fileio
+
+__all__ = ["Point", "load_runs", "load_baselines", "parse_references",
+           "matched_rate", "best_model", "summary_markdown", "write_report"]
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("runs", [], "Model dirs, or dirs of model dirs (runs/).")
+flags.DEFINE_list("baselines", [],
+                  "Rate tables from tools/baselines.py: PATH.csv or "
+                  "DATASET:PATH.csv.")
+flags.DEFINE_multi_string(
+    "reference", [], "DATASET:ACCURACY of the uncompressed classifier, as a "
+    "fraction (0.992) or a percentage (99.2%); repeatable or a list.")
+
+KINDS = ("model", "codec")
+FIELDS = ("dataset", "kind", "name", "setting", "bpp", "payload_bpp",
+          "bytes_per_image", "payload_bytes_per_image", "accuracy",
+          "finetuned_accuracy", "psnr")
+# The two ways of counting a rate, as the field holding it and a label.
+COUNTINGS = (("bpp", "whole file"), ("payload_bpp", "payload only"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  """One model, or one codec at one quality. Accuracies are fractions."""
+  dataset: str
+  kind: str  # "model" or "codec"
+  name: str  # the run dir's name, or the codec's
+  setting: str  # model kind, entropy model and λ; or the codec's quality
+  bpp: float  # whole file
+  payload_bpp: float
+  bytes_per_image: float
+  payload_bytes_per_image: float
+  accuracy: float = None
+  finetuned_accuracy: float = None  # classifier fine-tuned on decoded images
+  psnr: float = None
+
+
+# --- reading ----------------------------------------------------------------
+
+
+def _read_json(path):
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise cli.UserError(f"{path}: cannot read it ({e})") from None
+
+
+def _model_setting(config):
+  model_config = config.get("model_config", {})
+  parts = [str(config.get("model", "model"))]
+  if "entropy_model" in model_config:
+    parts.append(str(model_config["entropy_model"]))
+  if "lmbda" in model_config:
+    parts.append(f"λ={model_config['lmbda']:g}")
+  return ", ".join(parts)
+
+
+def load_run(directory):
+  """The point of one evaluated model dir."""
+  config = _read_json(os.path.join(directory, "config.json"))
+  eval_path = os.path.join(directory, "eval.json")
+  results = _read_json(eval_path)
+  try:
+    dataset = config["dataset"]["name"]
+    payload_bpp = float(results["bpp"])
+    payload_size = float(results["bytes_per_image"])
+    bpp = float(results.get("file_bpp", payload_bpp))
+    size = float(results.get("file_bytes_per_image", payload_size))
+    accuracy = float(results["accuracy"])
+  except (KeyError, TypeError, ValueError) as e:
+    raise cli.UserError(f"{directory}: config.json or eval.json lacks "
+                        f"{e}") from None
+  psnr = results.get("psnr")
+  name = os.path.basename(os.path.normpath(os.path.abspath(directory)))
+  return Point(dataset, "model", name, _model_setting(config), bpp,
+               payload_bpp, size, payload_size, accuracy,
+               psnr=None if psnr is None else float(psnr))
+
+
+def _model_dirs(path):
+  if not os.path.isdir(path):
+    raise cli.UserError(f"{path}: no such directory")
+  if os.path.exists(os.path.join(path, "config.json")):
+    return [path]
+  found = sorted(os.path.join(path, name) for name in os.listdir(path)
+                 if os.path.isfile(os.path.join(path, name, "config.json")))
+  if not found:
+    raise cli.UserError(f"{path}: neither a model dir (no config.json) nor "
+                        "a dir of model dirs")
+  return found
+
+
+def load_runs(paths, note=None):
+  """Points of every evaluated model dir in `paths` (model dirs or their
+  parents); `note(line)` hears of each dir skipped for want of eval.json."""
+  note = note or (lambda line: print(line, file=sys.stderr))
+  points = []
+  for path in paths:
+    for directory in _model_dirs(path):
+      if not os.path.exists(os.path.join(directory, "eval.json")):
+        note(f"skipping {directory}: no eval.json (python -m "
+             f"tfvaeclf.evaluate --model_dir={directory} makes it)")
+        continue
+      points.append(load_run(directory))
+  return points
+
+
+_REQUIRED_COLUMNS = ("codec", "quality", "bytes_per_image",
+                     "payload_bytes_per_image", "bpp", "payload_bpp")
+
+
+def _split_spec(spec):
+  """`PATH` or `DATASET:PATH` -> (path, dataset or None)."""
+  if os.path.exists(spec) or ":" not in spec:
+    path, dataset = spec, None
+  else:
+    dataset, path = spec.rsplit(":", 1)
+  if dataset is None:
+    match = re.fullmatch(r"baselines_(.+)\.csv", os.path.basename(path))
+    dataset = match.group(1) if match else None
+  return path, dataset
+
+
+def _number(row, column, where, optional=False):
+  value = (row.get(column) or "").strip()
+  if not value and optional:
+    return None
+  try:
+    return float(value)
+  except ValueError:
+    raise cli.UserError(f"{where}: {column} is {value!r}, not a "
+                        "number") from None
+
+
+def load_baselines(spec):
+  """Points of one baselines CSV, `PATH` or `DATASET:PATH`."""
+  path, dataset = _split_spec(spec)
+  try:
+    with open(path, newline="", encoding="utf-8") as f:
+      reader = csv.DictReader(f)
+      columns = reader.fieldnames or []
+      rows = list(reader)
+  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    raise cli.UserError(f"{path}: cannot read it as CSV ({e})") from None
+  missing = [c for c in _REQUIRED_COLUMNS if c not in columns]
+  if missing:
+    raise cli.UserError(f"{path}: not a baselines table (no column "
+                        f"{', '.join(missing)})")
+  points = []
+  for line, row in enumerate(rows, start=2):
+    where = f"{path}, line {line}"
+    row_dataset = (row.get("dataset") or "").strip() or dataset
+    if not row_dataset:
+      raise cli.UserError(
+          f"{path}: which dataset? Add a dataset column, name the file "
+          f"baselines_DATASET.csv or pass --baselines=DATASET:{path}")
+    numbers = {c: _number(row, c, where) for c in _REQUIRED_COLUMNS[2:]}
+    optional = {c: _number(row, c, where, optional=True)
+                for c in ("accuracy", "finetuned_accuracy", "psnr")}
+    points.append(Point(row_dataset, "codec", row["codec"].strip(),
+                        row["quality"].strip(), **numbers, **optional))
+  return points
+
+
+def parse_references(values):
+  """["mnist:0.992", "cifar10:91%,..."] -> {dataset: accuracy fraction}."""
+  references = {}
+  for item in (v.strip() for value in values for v in value.split(",")):
+    if not item:
+      continue
+    dataset, _, accuracy = item.rpartition(":")
+    percent = accuracy.endswith("%")
+    try:
+      fraction = float(accuracy.rstrip("%")) / (100. if percent else 1.)
+    except ValueError:
+      fraction = None
+    if not dataset or fraction is None or not 0. < fraction <= 1.:
+      raise cli.UserError(
+          f"--reference={item}: expected DATASET:ACCURACY, the accuracy a "
+          "fraction (0.992) or a percentage (99.2%)")
+    references[dataset] = fraction
+  return references
+
+
+# --- matched rate -----------------------------------------------------------
+
+
+def best_model(points):
+  """The most accurate model point (the cheaper one on a tie), or None."""
+  models = [p for p in points if p.kind == "model" and p.accuracy is not None]
+  return min(models, key=lambda p: (-p.accuracy, p.bpp), default=None)
+
+
+def matched_rate(sweep, target, rate="bpp", accuracy="accuracy"):
+  """The smallest rate at which a codec's quality sweep reaches `target`.
+
+  `sweep` is one codec's points in the order of its quality sweep. Between
+  two neighbouring qualities the accuracy is interpolated linearly against
+  log rate, the straight segment the log-scale plot draws; the sweep is not
+  extrapolated beyond its ends. Returns None if it never reaches `target`.
+  """
+  curve = [(getattr(p, rate), getattr(p, accuracy)) for p in sweep
+           if getattr(p, accuracy) is not None]
+  reached = [r for r, a in curve if a >= target]
+  for (r0, a0), (r1, a1) in zip(curve, curve[1:]):
+    if min(a0, a1) < target <= max(a0, a1):
+      t = (target - a0) / (a1 - a0)
+      reached.append(math.exp(math.log(r0) + t * (math.log(r1) -
+                                                   math.log(r0))))
+  return min(reached, default=None)
+
+
+def _codec_sweeps(points):
+  """{codec name: its points in sweep order} for one dataset's points."""
+  sweeps = {}
+  for p in points:
+    if p.kind == "codec":
+      sweeps.setdefault(p.name, []).append(p)
+  return sweeps
+
+
+def _accuracy_kinds(points):
+  kinds = [("accuracy", "as trained")]
+  if any(p.finetuned_accuracy is not None for p in points):
+    kinds.append(("finetuned_accuracy", "fine-tuned on decoded images"))
+  return kinds
+
+
+def summary_markdown(dataset, points):
+  """The matched-rate table of one dataset's points, as Markdown."""
+  best = best_model(points)
+  lines = [f"### {dataset}", ""]
+  sweeps = _codec_sweeps(points)
+  if best is None:
+    return "\n".join(lines + ["No evaluated model: nothing to match.", ""])
+  lines += [f"Best model: {best.name} ({best.setting}), "
+            f"{100 * best.accuracy:.2f}% test accuracy at {best.bpp:.4g} "
+            f"bpp ({best.bytes_per_image:.2f} bytes/image).", ""]
+  if not sweeps:
+    return "\n".join(lines + ["No codec baselines for this dataset.", ""])
+  if not any(p.accuracy is not None for p in points if p.kind == "codec"):
+    return "\n".join(lines + [
+        "The codec baselines have no accuracy column: rates only, no "
+        "matched-rate comparison.", ""])
+  kinds = _accuracy_kinds(points)
+  target = f"{100 * best.accuracy:.2f}%"
+  header = ["codec"] + (["classifier"] if len(kinds) > 1 else [])
+  for _, counting in COUNTINGS:
+    header += [f"bpp to reach {target} ({counting})", "x model bpp"]
+  lines += ["| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header)]
+  for name, sweep in sweeps.items():
+    for accuracy, classifier in kinds:
+      cells = [name] + ([classifier] if len(kinds) > 1 else [])
+      for rate, _ in COUNTINGS:
+        bpp = matched_rate(sweep, best.accuracy, rate, accuracy)
+        if bpp is None:
+          measured = any(getattr(p, accuracy) is not None for p in sweep)
+          cells += ["not reached" if measured else "no accuracy", "–"]
+        else:
+          model_bpp = getattr(best, rate)
+          cells += [f"{bpp:.3g}",
+                    f"{bpp / model_bpp:.1f}x" if model_bpp > 0 else "–"]
+      lines.append("| " + " | ".join(cells) + " |")
+  lines += ["", "A codec's rate is interpolated along its quality sweep "
+            "(accuracy linear in log bpp). The model's rate counts its "
+            "range-coded bytes only: a tfvaeclf file adds a fixed header "
+            "per file and a length byte per string.", ""]
+  return "\n".join(lines)
+
+
+# --- plots ------------------------------------------------------------------
+
+_MODEL_MARKERS = ("*", "D", "P", "X", "s", "^", "v", "p")
+
+
+def _codec_colors(points):
+  names = sorted({p.name for p in points if p.kind == "codec"})
+  palette = [f"C{i}" for i in range(10)]
+  return {name: palette[i % 10] for i, name in enumerate(names)}
+
+
+def _new_axes(title, ylabel):
+  figure = Figure(figsize=(10, 5.6), dpi=110, layout="constrained")
+  axes = figure.add_subplot()
+  axes.set_xscale("log")
+  axes.margins(x=0.08, y=0.08)
+  axes.set_xlabel("bits per pixel (log scale)")
+  axes.set_ylabel(ylabel)
+  axes.set_title(title)
+  axes.grid(True, which="major", alpha=0.4)
+  axes.grid(True, which="minor", alpha=0.15)
+  return figure, axes
+
+
+def _draw_models(axes, models, value):
+  handles = []
+  for i, p in enumerate(models):
+    marker = _MODEL_MARKERS[i % len(_MODEL_MARKERS)]
+    (handle,) = axes.plot([p.bpp], [value(p)], marker=marker, color="black",
+                          markersize=11 if marker == "*" else 8,
+                          linestyle="none", label=f"{p.name} ({p.setting})")
+    axes.annotate(p.name, (p.bpp, value(p)), textcoords="offset points",
+                  xytext=(7, -12 if i % 2 else 6), fontsize=9)
+    handles.append(handle)
+  return handles
+
+
+def _draw_codecs(axes, points, colors, scale, kinds):
+  """Codec curves; returns the legend handles that explain them."""
+  drawn = set()
+  for name, sweep in _codec_sweeps(points).items():
+    for field, marker in zip((k for k, _ in kinds), ("o", "^")):
+      for (rate, _), style in zip(COUNTINGS, ("-", "--")):
+        curve = [(getattr(p, rate), scale * getattr(p, field)) for p in sweep
+                 if getattr(p, field) is not None]
+        if not curve:
+          continue
+        xs, ys = zip(*curve)
+        axes.plot(xs, ys, linestyle=style, marker=marker, markersize=4,
+                  color=colors[name], alpha=0.9 if style == "-" else 0.7)
+        drawn.add((name, field, rate))
+  names = sorted({name for name, _, _ in drawn})
+  handles = [Line2D([], [], color=colors[n], linewidth=3, label=n)
+             for n in names]
+  if drawn:
+    handles += [Line2D([], [], color="gray", linestyle=style,
+                       label=f"codec, {counting}")
+                for (rate, counting), style in zip(COUNTINGS, ("-", "--"))
+                if any(r == rate for _, _, r in drawn)]
+  if len({field for _, field, _ in drawn}) > 1:
+    handles += [Line2D([], [], color="gray", marker=marker,
+                       linestyle="none", label=f"codec, classifier {label}")
+                for (_, label), marker in zip(kinds, ("o", "^"))]
+  return handles
+
+
+def _save(figure, path):
+  for axes in figure.axes:  # at least a decade of rate, ticks at 1, 2, 5
+    low, high = axes.get_xlim()
+    if high < 10 * low:
+      middle = math.sqrt(low * high)
+      axes.set_xlim(middle / math.sqrt(10), middle * math.sqrt(10))
+    axes.xaxis.set_major_locator(ticker.LogLocator(subs=(1., 2., 5.)))
+    axes.xaxis.set_major_formatter(
+        ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axes.xaxis.set_minor_formatter(ticker.NullFormatter())
+  with fileio.atomic_writer(path, "wb") as f:
+    figure.savefig(f, format="png")
+
+
+def plot_accuracy(dataset, points, reference, colors, path):
+  figure, axes = _new_axes(
+      f"{dataset}: test accuracy against rate, learned models and classical "
+      "codecs", "test accuracy (%)")
+  models = [p for p in points if p.kind == "model"]
+  handles = _draw_models(axes, models, lambda p: 100 * p.accuracy)
+  handles += _draw_codecs(axes, points, colors, 100,
+                          _accuracy_kinds(points))
+  if reference is not None:
+    handles.append(axes.axhline(
+        100 * reference, color="dimgray", linestyle=":", linewidth=1.5,
+        label=f"uncompressed classifier ({100 * reference:.2f}%)"))
+  if any(p.kind == "codec" for p in points) and not any(
+      p.accuracy is not None for p in points if p.kind == "codec"):
+    axes.text(0.99, 0.02, "codec baselines: no accuracy measured "
+              "(rates only, in points.csv)", transform=axes.transAxes,
+              ha="right", va="bottom", fontsize=9, color="dimgray")
+  low, high = axes.get_ylim()
+  axes.set_ylim(low, min(high, 100.5))  # no room above 100%
+  axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1),
+              fontsize=9, title="black: learned models", title_fontsize=9)
+  _save(figure, path)
+
+
+def plot_psnr(dataset, points, colors, path):
+  figure, axes = _new_axes(
+      f"{dataset}: reconstruction PSNR against rate", "PSNR (dB)")
+  models = [p for p in points if p.kind == "model" and p.psnr is not None]
+  handles = _draw_models(axes, models, lambda p: p.psnr)
+  handles += _draw_codecs(axes, points, colors, 1., [("psnr", "")])
+  if not models:
+    axes.text(0.99, 0.02, "no learned model here has a decoder: "
+              "no model PSNR", transform=axes.transAxes, ha="right",
+              va="bottom", fontsize=9, color="dimgray")
+  axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1),
+              fontsize=9)
+  _save(figure, path)
+
+
+# --- writing ----------------------------------------------------------------
+
+
+def _file_name(dataset):
+  return re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset).strip("_") or "dataset"
+
+
+def write_points(points, out):
+  rows = [dataclasses.asdict(p) for p in points]
+  with fileio.atomic_writer(os.path.join(out, "points.csv"), "w") as f:
+    writer = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()}
+                     for row in rows)
+  fileio.write_json(os.path.join(out, "points.json"), rows)
+
+
+def _by_dataset(points):
+  order = {kind: i for i, kind in enumerate(KINDS)}
+  datasets = {}
+  for p in sorted(points, key=lambda p: (p.dataset, order[p.kind])):
+    datasets.setdefault(p.dataset, []).append(p)  # stable: sweeps stay put
+  return datasets
+
+
+def write_report(points, references, out, note=None):
+  """Writes points, plots and summary into `out`; returns the summary."""
+  note = note or (lambda line: print(line, file=sys.stderr))
+  datasets = _by_dataset(points)
+  for dataset in sorted(set(references) - set(datasets)):
+    note(f"--reference for {dataset}: no points of that dataset")
+  write_points([p for ps in datasets.values() for p in ps], out)
+  colors = _codec_colors(points)
+  summaries = []
+  for dataset, ds_points in datasets.items():
+    if not any(p.kind == "model" for p in ds_points):
+      note(f"{dataset}: codec baselines but no evaluated model")
+    name = _file_name(dataset)
+    if any(p.accuracy is not None for p in ds_points):
+      plot_accuracy(dataset, ds_points, references.get(dataset), colors,
+                    os.path.join(out, f"accuracy_{name}.png"))
+    if any(p.psnr is not None for p in ds_points):
+      plot_psnr(dataset, ds_points, colors,
+                os.path.join(out, f"psnr_{name}.png"))
+    summaries.append(summary_markdown(dataset, ds_points))
+  summary = "## Rate needed to match the best model's accuracy\n\n" + (
+      "\n".join(summaries))
+  with fileio.atomic_writer(os.path.join(out, "summary.md"), "w") as f:
+    f.write(summary)
+  return summary
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS.out or not (FLAGS.runs or FLAGS.baselines):
+    raise cli.UserError(
+        "usage: python -m tfvaeclf.report --runs=DIR[,DIR...] "
+        "--baselines=[DATASET:]CSV[,...] --out=DIR [--reference=DATASET:ACC]")
+  references = parse_references(FLAGS.reference)
+  points = load_runs(FLAGS.runs)
+  for spec in FLAGS.baselines:
+    points += load_baselines(spec)
+  if not points:
+    raise cli.UserError("nothing to report: no evaluated model dir and no "
+                        "baseline rows")
+  print(write_report(points, references, FLAGS.out))
+  print(f"wrote {FLAGS.out}: points.csv, points.json, summary.md and plots",
+        file=sys.stderr)
+
+
+if __name__ == "__main__":
+  cli.run(main)
