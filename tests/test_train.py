@@ -1,6 +1,7 @@
 """Training, resuming, divergence, evaluation and the CLIs end to end."""
 
 import csv
+import dataclasses
 import glob
 import json
 import os
@@ -19,7 +20,9 @@ from tfvaeclf import cli, data, evaluate, model_dir, models, train
 from tests.conftest import MNIST_ARGS, SMALL_JOINT
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.flags")))
+# Training configs; search configs (*_search.flags) are test_search's.
+CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*.flags"))
+                 if not p.endswith("_search.flags"))
 
 
 def _python(*args, **kwargs):
@@ -31,9 +34,15 @@ def _python(*args, **kwargs):
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_every_config_parses_into_a_model(path, mnist):
   with flagsaver.flagsaver():
-    flags.FLAGS(["train", f"--flagfile={path}"])
-    config = train.model_config_from_flags(flags.FLAGS.model, mnist.info)
-    models.build(flags.FLAGS.model, config).build_from_config()
+    FLAGS = flags.FLAGS
+    FLAGS(["train", f"--flagfile={path}"])
+    height, width, channels = (32, 32, 3) if FLAGS.dataset == "cifar10" else (
+        mnist.info.image_shape)
+    size = FLAGS.image_size
+    info = dataclasses.replace(mnist.info, image_shape=(
+        size or height, size or width, channels))
+    config = train.model_config_from_flags(FLAGS.model, info)
+    models.build(FLAGS.model, config).build_from_config()
 
 
 def _history(directory):

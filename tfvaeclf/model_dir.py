@@ -23,7 +23,7 @@ from tfvaeclf import bitstream, fileio, models
 
 __all__ = ["ModelDirError", "LoadedModel", "write_config", "read_config",
            "build_model", "training_checkpoint", "checkpoint_manager",
-           "finalize", "load"]
+           "finalize", "load", "restore_pretrained"]
 
 CONFIG_FILE = "config.json"
 TABLES_FILE = "coder_tables.npz"
@@ -95,9 +95,14 @@ def _fingerprint(config, tables, model):
   for name in sorted(tables):
     digest.update(name.encode())
     digest.update(np.ascontiguousarray(tables[name]).tobytes())
-  for variable in model.weights:  # names vary per process; order does not
-    digest.update(str(variable.shape).encode())
-    digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
+  # Names vary per process, and the order moves when parts are frozen
+  # (Keras lists trainable weights first), so each weight is hashed alone
+  # and the hashes are taken in sorted order.
+  for weight_digest in sorted(
+      hashlib.sha256(str(w.shape).encode() +
+                     np.ascontiguousarray(w.numpy()).tobytes()).digest()
+      for w in model.weights):
+    digest.update(weight_digest)
   return digest.digest()[:bitstream.FINGERPRINT_BYTES]
 
 
@@ -140,3 +145,29 @@ def load(model_dir):
         f"{model_dir} is inconsistent: its weights or tables changed after "
         "training (fingerprint mismatch)")
   return LoadedModel(model, fingerprint, config)
+
+
+def restore_pretrained(model, source_dir):
+  """Loads `model.PRETRAINED_PARTS` from the finished model in `source_dir`.
+
+  The parts are matched by name in the source's final checkpoint, so the
+  rest of the model (a new classifier head, say) may differ freely; the
+  parts must have the same shapes. Returns the source's fingerprint (hex).
+  """
+  source = load(source_dir)  # checks that the dir is finished and intact
+  if source.config["model"] != model.registered_name:
+    raise ModelDirError(
+        f"{source_dir} holds a {source.config['model']} model; "
+        f"--freeze_encoder_from needs a {model.registered_name} one")
+  summary = _read_json(os.path.join(source_dir, SUMMARY_FILE), "")
+  parts = tf.train.Checkpoint(**{
+      name: getattr(model, name) for name in model.PRETRAINED_PARTS})
+  try:
+    training_checkpoint(parts).restore(os.path.join(
+        source_dir, CHECKPOINT_DIR, summary["checkpoint"])
+    ).expect_partial().assert_existing_objects_matched()
+  except (AssertionError, ValueError) as e:
+    raise ModelDirError(
+        f"the encoder in {source_dir} does not fit this model (train with "
+        f"the same encoder settings): {str(e).splitlines()[0]}") from None
+  return source.fingerprint.hex()

@@ -17,11 +17,13 @@ import json
 import math
 import os
 import sys
+import time
 
 from absl import flags, logging
 import tensorflow as tf
 
 from tfvaeclf import data, entropy, fileio, models
+from tfvaeclf.models import vae
 from tfvaeclf import model_dir as model_dir_lib
 
 __all__ = ["TrainingDiverged", "model_config_from_flags", "run_training"]
@@ -46,17 +48,34 @@ flags.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine"],
 flags.DEFINE_integer("seed", 0, "Seed for weights and data order.")
 
 flags.DEFINE_enum("model", "joint", models.names(), "The model kind.")
-flags.DEFINE_enum("entropy_model", "factorized", entropy.CODER_NAMES,
+flags.DEFINE_string(
+    "freeze_encoder_from", None,
+    "A finished model dir of the same kind: its encoder (and coder; a VAE's "
+    "decoder too) is loaded and kept fixed while the rest trains.")
+
+# Model settings. A flag left unset keeps the kind's own default; a flag the
+# kind has no field for is ignored.
+flags.DEFINE_enum("entropy_model", None, entropy.CODER_NAMES,
                   "How the latent is priced and range-coded.")
-flags.DEFINE_float("lmbda", 1.0, "Weight of the rate (bits per pixel).")
-flags.DEFINE_float("gamma", 0.0, "Weight of the reconstruction MSE.")
-flags.DEFINE_list("filters", ["32", "64"], "Analysis conv widths.")
-flags.DEFINE_integer("kernel_size", 5, "Analysis conv kernel size.")
-flags.DEFINE_integer("latent_channels", 16, "Channels of the latent.")
-flags.DEFINE_list("classifier_units", ["128"],
-                  "Hidden widths of the latent classifier.")
-flags.DEFINE_bool("decoder", False,
-                  "Also train a light decoder that reconstructs the image.")
+flags.DEFINE_float("lmbda", None, "Weight of the rate.")
+flags.DEFINE_float("gamma", None, "joint: weight of the reconstruction MSE.")
+flags.DEFINE_list("filters", None, "Conv widths of the encoder.")
+flags.DEFINE_integer("kernel_size", None, "Conv kernel size of the encoder.")
+flags.DEFINE_integer("latent_channels", None, "joint: channels of the latent.")
+flags.DEFINE_list("classifier_units", None,
+                  "joint: hidden widths of the latent classifier.")
+flags.DEFINE_bool("decoder", None,
+                  "joint: also train a light decoder for reconstructions.")
+flags.DEFINE_float("beta", None, "VAEs: weight of the KL divergence.")
+flags.DEFINE_float("quantization_step", None,
+                   "VAEs: the coded latent is round(mean / step).")
+flags.DEFINE_enum("classifier", None, vae.CLASSIFIER_HEADS,
+                  "VAEs: the latent classifier head.")
+flags.DEFINE_integer("latent_dim", None, "beta_vae: latent dimensions.")
+flags.DEFINE_bool("extra_conv", None,
+                  "beta_vae: the seed's extra 3x3 stride-1 layer.")
+flags.DEFINE_enum("version", None, ["v1", "v2"],
+                  "grouped_vae: the seed's table.")
 
 
 class TrainingDiverged(Exception):
@@ -69,7 +88,8 @@ def model_config_from_flags(model_name, info, flag_values=FLAGS):
   values = {"image_shape": tuple(info.image_shape),
             "num_classes": info.num_classes}
   for field in dataclasses.fields(cls.Config):
-    if field.name in values or field.name not in flag_values:
+    if (field.name in values or field.name not in flag_values
+        or flag_values[field.name].value is None):
       continue
     value = flag_values[field.name].value
     if isinstance(value, list):
@@ -98,6 +118,9 @@ class _EpochRecorder(tf.keras.callbacks.Callback):
       return [row for row in csv.DictReader(f)
               if int(row["epoch"]) < int(self.epoch.numpy())]
 
+  def on_epoch_begin(self, epoch, logs=None):
+    self.started = time.perf_counter()
+
   def on_train_batch_end(self, batch, logs=None):
     if not math.isfinite(float(logs["loss"])):
       self.diverged_at = (int(self.epoch.numpy()) + 1, batch + 1)
@@ -107,7 +130,8 @@ class _EpochRecorder(tf.keras.callbacks.Callback):
     if self.diverged_at is not None:
       return
     rows = self._rows() + [{"epoch": epoch, **{
-        key: f"{float(value):.6g}" for key, value in logs.items()}}]
+        key: f"{float(value):.6g}" for key, value in logs.items()},
+        "seconds": f"{time.perf_counter() - self.started:.1f}"}]
     with fileio.atomic_writer(self.history_path, "w") as f:
       writer = csv.DictWriter(f, fieldnames=list(rows[-1]))
       writer.writeheader()
@@ -139,15 +163,24 @@ def _check_same_run(directory, config):
 
 def run_training(directory, model_name, model_config, splits, dataset, *,
                  epochs, batch_size, learning_rate, seed, train_subset=None,
-                 lr_schedule="constant", augment="none", verbose=1):
+                 lr_schedule="constant", augment="none", pretrained_dir=None,
+                 verbose=1):
   """Trains (or resumes) into `directory`; returns the model fingerprint.
 
   `splits` come from `data.load(**dataset)`; `dataset` is recorded so that
-  evaluation can load the same data again.
+  evaluation can load the same data again. With `pretrained_dir`, the
+  model's `PRETRAINED_PARTS` come from that finished model dir and stay
+  fixed.
   """
   tf.keras.utils.set_random_seed(seed)
   model = models.build(model_name, model_config)
   model.build_from_config()
+  pretrained = None
+  if pretrained_dir:
+    pretrained = {"dir": os.path.abspath(pretrained_dir),
+                  "fingerprint": model_dir_lib.restore_pretrained(
+                      model, pretrained_dir)}
+    model.freeze_pretrained()
   optimizer = tf.keras.optimizers.Adam(learning_rate)
   optimizer.build(model.trainable_variables)
   model.compile(optimizer=optimizer)
@@ -169,7 +202,8 @@ def run_training(directory, model_name, model_config, splits, dataset, *,
         {"epochs": epochs, "batch_size": batch_size,
          "learning_rate": learning_rate, "lr_schedule": lr_schedule,
          "augment": augment, "seed": seed,
-         "train_subset": train_subset, "data_source": splits.info.source})
+         "train_subset": train_subset, "data_source": splits.info.source,
+         "pretrained": pretrained})
 
   initial_epoch = int(epoch.numpy())
   if initial_epoch < epochs:
@@ -216,7 +250,8 @@ def main(argv):
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
         learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
         train_subset=FLAGS.train_subset, lr_schedule=FLAGS.lr_schedule,
-        augment=FLAGS.augment, verbose=1 if sys.stdout.isatty() else 2)
+        augment=FLAGS.augment, pretrained_dir=FLAGS.freeze_encoder_from,
+        verbose=1 if sys.stdout.isatty() else 2)
   except TrainingDiverged as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3)

@@ -8,6 +8,7 @@ it back to an image.
 """
 
 from tfvaeclf.models.registry import build, get, names, register
-from tfvaeclf.models import joint  # noqa: F401  (registers "joint")
+# Importing a kind's module registers it.
+from tfvaeclf.models import beta_vae, grouped_vae, joint  # noqa: F401
 
 __all__ = ["build", "get", "names", "register"]

@@ -5,6 +5,11 @@ logits), a `coder` from `tfvaeclf.entropy` and, optionally, `reconstruct`.
 Everything else — the forward pass that returns outputs and loss terms, the
 train/test steps, `compress`/`decompress` — is written once here, so
 evaluation, the codec and export work for every kind alike.
+
+A kind also names its `PRETRAINED_PARTS`: the sub-models a second training
+stage takes from a finished model dir and keeps fixed (`--freeze_encoder_from`,
+see `model_dir.restore_pretrained`), e.g. a classifier retrained on a frozen
+encoder.
 """
 
 import dataclasses
@@ -29,6 +34,10 @@ class CompressiveClassifier(tf.keras.Model):
 
   Config = BaseConfig
   registered_name = None  # set by `registry.register`
+  # Attribute names of what a second stage keeps fixed; the coder always.
+  PRETRAINED_PARTS = ("coder",)
+  # Every loss term any configuration of the kind reports, for its trackers.
+  METRIC_NAMES = ("loss", "ce", "bpp", "mse")
 
   def __init__(self, config):
     super().__init__(name=self.registered_name)
@@ -36,7 +45,7 @@ class CompressiveClassifier(tf.keras.Model):
     self.num_pixels = float(config.image_shape[0] * config.image_shape[1])
     self.coder = None  # set by the subclass
     self._trackers = {name: tf.keras.metrics.Mean(name=name)
-                      for name in ("loss", "ce", "bpp", "mse")}
+                      for name in self.METRIC_NAMES}
     self._accuracy = tf.keras.metrics.SparseCategoricalAccuracy(
         name="accuracy")
 
@@ -105,12 +114,20 @@ class CompressiveClassifier(tf.keras.Model):
     terms = self.loss_terms(outputs, labels)
     return self._update_metrics(terms, labels, outputs["logits"])
 
+  def loss_term_names(self):
+    """The terms `loss_terms` returns for this configuration."""
+    return ("loss", "ce", "bpp", *(("mse",) if self.has_decoder else ()))
+
   @property
   def metrics(self):
-    """Loss terms (MSE only with a decoder), then accuracy last."""
-    terms = [t for name, t in self._trackers.items()
-             if name != "mse" or self.has_decoder]
-    return [*terms, self._accuracy]
+    """Loss terms, then accuracy last."""
+    return [*(self._trackers[name] for name in self.loss_term_names()),
+            self._accuracy]
+
+  def freeze_pretrained(self):
+    """Stops training `PRETRAINED_PARTS` (batch norm in them, too)."""
+    for name in self.PRETRAINED_PARTS:
+      getattr(self, name).trainable = False
 
   def build_from_config(self):
     """Creates all variables with one dummy forward pass."""

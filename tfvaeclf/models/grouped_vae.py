@@ -9,7 +9,13 @@ transposed convolutions.
 
 Each version is one table of encoder rows; the decoder is derived from it,
 so V1 and V2 share every line of code. Output shapes and parameter counts
-are exactly the seed's Tables 1-4 (136,827 and 24,075 parameters).
+are exactly the seed's Tables 1-4 (136,827 and 24,075 parameters) for
+32x32x3 images; with one channel only the first and last rows shrink.
+
+Registered as the model kind `grouped_vae` (`--version=v1|v2`): a VAE
+compressor trained as the seed says (noise before the heads, a sample in
+training, the quantized mean coded at test; see `vae.VariationalClassifier`),
+with a latent classifier riding along that never touches the compressor.
 """
 
 import dataclasses
@@ -17,8 +23,11 @@ import dataclasses
 import tensorflow as tf
 
 from tfvaeclf.layers import GroupedConv2DTranspose
+from tfvaeclf.models import vae
+from tfvaeclf.models.registry import register
 
-__all__ = ["Row", "TABLES", "GroupedEncoder", "GroupedDecoder", "grouped_vae"]
+__all__ = ["Row", "TABLES", "GroupedEncoder", "GroupedDecoder", "grouped_vae",
+           "GroupedVAEConfig", "GroupedVAECompressor"]
 
 # Between rows. ELU, not ReLU: a V1 group sees only 3 channels, and a group
 # whose ReLUs all die would silence its whole subtree of the hierarchy.
@@ -140,3 +149,28 @@ def grouped_vae(version, image_channels=3, noise=True):
   rows = TABLES[version]
   return (GroupedEncoder(rows, noise=noise),
           GroupedDecoder(rows, image_channels=image_channels))
+
+
+@dataclasses.dataclass
+class GroupedVAEConfig(vae.VAEConfig):
+  image_shape: tuple = (32, 32, 3)
+  version: str = "v1"
+  beta: float = 1.   # a plain VAE: the seed adds no KL weight
+
+
+@register("grouped_vae")
+class GroupedVAECompressor(vae.VariationalClassifier):
+  """Seed 002's grouped-convolution VAE as a codec with a latent classifier."""
+
+  Config = GroupedVAEConfig
+
+  def __init__(self, config):
+    if tuple(config.image_shape[:2]) != (32, 32):
+      raise ValueError(
+          f"grouped_vae's tables are for 32x32 images, not "
+          f"{config.image_shape[0]}x{config.image_shape[1]}; "
+          "pass --image_size=32")
+    super().__init__(config)
+    self.encoder, self.decoder = grouped_vae(
+        config.version, image_channels=config.image_shape[-1])
+    self._finish_init(self.encoder.latent_channels)

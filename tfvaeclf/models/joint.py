@@ -85,6 +85,7 @@ class JointVAEClassifier(base.CompressiveClassifier):
   """Seed 000's VAE-classifier: classify from the quantized latent."""
 
   Config = JointConfig
+  PRETRAINED_PARTS = ("analysis", "coder")
 
   def __init__(self, config):
     if config.decoder and config.gamma <= 0:

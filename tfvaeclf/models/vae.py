@@ -1,0 +1,163 @@
+"""What the VAE kinds (seed 002's grouped VAE, seed 003's β-VAE) share.
+
+A VAE encoder gives the mean and log-variance of a Gaussian posterior. In
+training the decoder reads a sample of it and the loss is the β-VAE's:
+reconstruction (Bernoulli, summed over pixels) + β·KL(posterior || N(0, I)).
+What is coded is the mean, divided by `quantization_step` and rounded by the
+kind's coder; the classifier and, at test time, the decoder read that
+decoded mean times the step, exactly what a file reproduces.
+
+The VAE is trained for reconstruction, not for the task: the classifier's
+gradient stops at the latent (seed 003 trains classifiers on a pretrained,
+frozen VAE), and the rate shapes the encoder only as much as `lmbda` says.
+`lmbda=0` gives a pure β-VAE whose prior is fitted to it after the fact, in
+the same step. A second stage (`--freeze_encoder_from`) then trains a new
+classifier head on the frozen VAE.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+from tfvaeclf import entropy
+from tfvaeclf.models import base
+
+__all__ = ["VAEConfig", "VariationalClassifier", "LatentMLP",
+           "CLASSIFIER_HEADS", "gaussian_kl", "scale_gradient"]
+
+
+@dataclasses.dataclass
+class VAEConfig(base.BaseConfig):
+  lmbda: float = 0.      # weight of the rate (bits per image) on the encoder
+  beta: float = 3.       # KL weight: 1 is a plain VAE, 0 an autoencoder
+  quantization_step: float = 0.1  # the coded mean is round(mean / step)
+  classifier: str = "mlp2"
+
+
+def gaussian_kl(mean, log_variance):
+  """KL(N(mean, exp(log_variance)) || N(0, 1)) in nats, summed per example."""
+  return .5 * tf.reduce_sum(
+      tf.square(mean) + tf.exp(log_variance) - 1. - log_variance,
+      axis=tuple(range(1, mean.shape.rank)))
+
+
+def scale_gradient(x, factor):
+  """`x` forward; its gradient multiplied by `factor` backward."""
+  return factor * x + (1. - factor) * tf.stop_gradient(x)
+
+
+class LatentMLP(tf.keras.Sequential):
+  """Decoded latent -> class logits: seed 003's classifier heads.
+
+  mlp2: two dense layers, 15 then the classes (ReLU between).
+  selu5: five dense layers with batch norm between them and SELU on each
+  hidden output; the seed gives no widths, these halve from 256.
+  """
+
+  def __init__(self, head, num_classes):
+    super().__init__(name="classifier")
+    self.add(tf.keras.layers.Flatten())
+    if head == "mlp2":
+      self.add(tf.keras.layers.Dense(15, activation="relu"))
+    else:
+      for width in (256, 128, 64, 32):
+        self.add(tf.keras.layers.Dense(width, activation="selu"))
+        self.add(tf.keras.layers.BatchNormalization())
+    self.add(tf.keras.layers.Dense(num_classes))
+
+
+CLASSIFIER_HEADS = ("mlp2", "selu5")
+
+
+class VariationalClassifier(base.CompressiveClassifier):
+  """A VAE whose coded mean is classified; kinds supply the transforms.
+
+  A subclass sets `self.encoder` (images -> (mean, log-variance), each
+  (batch, *spatial, channels)) and `self.decoder` (latent -> pixel logits)
+  and calls `_finish_init(latent_channels)`.
+  """
+
+  Config = VAEConfig
+  PRETRAINED_PARTS = ("encoder", "decoder", "coder")
+  METRIC_NAMES = ("loss", "ce", "bpp", "recon", "kl", "mse")
+
+  def __init__(self, config):
+    if config.classifier not in CLASSIFIER_HEADS:
+      raise ValueError(f"Unknown classifier {config.classifier!r}; choose "
+                       f"from {', '.join(CLASSIFIER_HEADS)}.")
+    if config.quantization_step <= 0:
+      raise ValueError("--quantization_step must be positive.")
+    super().__init__(config)
+    self.encoder = self.decoder = None
+
+  def _finish_init(self, latent_channels):
+    self.coder = entropy.build_coder(self.config.entropy_model,
+                                     latent_channels)
+    self.classifier = LatentMLP(self.config.classifier,
+                                self.config.num_classes)
+
+  @property
+  def has_decoder(self):
+    return True
+
+  def loss_term_names(self):
+    return self.METRIC_NAMES
+
+  def encode(self, images, training=False):
+    """The coded latent: the posterior mean in quantization steps."""
+    mean, _ = self.encoder(images, training=training)
+    return mean / self.config.quantization_step
+
+  def classify(self, latent_hat, training=False):
+    return self.classifier(latent_hat * self.config.quantization_step,
+                           training=training)
+
+  def _pixel_logits(self, latent, training):
+    return self.decoder(latent, training=training)
+
+  def reconstruct(self, latent_hat, training=False):
+    return tf.sigmoid(self._pixel_logits(
+        latent_hat * self.config.quantization_step, training))
+
+  def call(self, images, training=False):
+    """Outputs and loss terms; the decoder reads a sample in training."""
+    mean, log_variance = self.encoder(images, training=training)
+    step = self.config.quantization_step
+    latent_hat, bits = self.coder(
+        scale_gradient(mean / step, self.config.lmbda), training=training)
+    if training:
+      sample = mean + tf.exp(.5 * log_variance) * tf.random.normal(
+          tf.shape(mean))
+    else:
+      sample = tf.stop_gradient(latent_hat) * step
+    pixel_logits = self._pixel_logits(sample, training)
+    x_hat = tf.sigmoid(pixel_logits)
+    image_axes = (1, 2, 3)
+    return {
+        "latent_hat": latent_hat,
+        "logits": self.classify(tf.stop_gradient(latent_hat),
+                                training=training),
+        "bits": bits,
+        "bpp": bits / self.num_pixels,
+        "x_hat": x_hat,
+        "mse": tf.reduce_mean(tf.math.squared_difference(images, x_hat),
+                              axis=image_axes),
+        "recon": tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(
+            labels=images, logits=pixel_logits), axis=image_axes),
+        "kl": gaussian_kl(mean, log_variance),
+    }
+
+  def loss_terms(self, outputs, labels):
+    """recon + β·KL (nats per image) + bits per image + CE, batch means.
+
+    The rate enters with weight 1: its gradient reaches the encoder scaled
+    by `lmbda` (see `call`) and trains the prior in full. CE reaches only
+    the classifier.
+    """
+    ce = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
+        labels, outputs["logits"], from_logits=True))
+    terms = {name: tf.reduce_mean(outputs[name])
+             for name in ("bpp", "recon", "kl", "mse")}
+    loss = (terms["recon"] + self.config.beta * terms["kl"] + ce
+            + terms["bpp"] * self.num_pixels)
+    return {"loss": loss, "ce": ce, **terms}
