@@ -1,0 +1,566 @@
+"""Searches a model kind's training flags with keras-tuner (issue 7).
+
+    python -m tfvaeclf.search --flagfile=configs/mnist_joint_search.flags \
+        --search_dir=runs/mnist_joint_search
+
+The flagfile holds the flags of `tfvaeclf.train`, which every trial shares,
+and the search: a `--grid=NAME:V1,V2,...` per hyperparameter (a training
+flag of the model kind, or `conv_layers`), `--tuner=grid|hyperband|random`,
+`--max_trials` and `--objective=accuracy|budget|lagrangian`.
+
+Each trial is an ordinary training run into SEARCH_DIR/trials/<trial id>/,
+a model dir that `tfvaeclf.evaluate` reads like any other. A trial is scored
+from the last epoch of its history.csv: `val_accuracy`, and `val_bpp`, the
+rate the model's own prior estimates on the validation split (not counted
+from real bitstreams; evaluate a trial dir for those).
+
+Killed and rerun with the same flags, the search carries on: finished trials
+are not repeated, and the trial that was running resumes from its last
+finished epoch. A rerun with other search flags is refused.
+
+    search.json   the flags the search was started with
+    tuner/        keras-tuner's oracle state and trial records
+    trials/ID/    one model dir per trial
+    trials.csv    every trial: hyperparameters, metrics, seconds, status
+    best.flags    the best trial as a flagfile for tfvaeclf.train
+
+Distributed: start the same command once with KERASTUNER_TUNER_ID=chief
+(it serves the oracle at KERASTUNER_ORACLE_IP:KERASTUNER_ORACLE_PORT and
+writes the table at the end) and once per worker with its own
+KERASTUNER_TUNER_ID; every worker trains its trials into the shared
+SEARCH_DIR.
+"""
+
+from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
+
+import copy
+import csv
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+from absl import flags
+import keras_tuner as kt
+import tensorflow as tf
+
+from tfvaeclf import data, fileio, models, train
+
+__all__ = ["CONV_LAYERS", "TUNERS", "OBJECTIVES", "apply_conv_layers",
+           "objective_score", "parse_grid", "trial_flags", "build_oracle",
+           "TrainingTuner", "training_flag_names"]
+
+FLAGS = flags.FLAGS
+
+TUNERS = ("grid", "hyperband", "random")
+OBJECTIVES = ("accuracy", "budget", "lagrangian")
+
+flags.DEFINE_string("search_dir", None,
+                    "Where the search keeps its state, trials and results.")
+flags.DEFINE_multi_string(
+    "grid", [], "NAME:V1,V2,...: a hyperparameter and its values (repeat "
+    "the flag). NAME is a training flag of the model kind, or conv_layers.")
+flags.DEFINE_string("tuner", "grid", f"One of {', '.join(TUNERS)}.")
+flags.DEFINE_integer("max_trials", None,
+                     "At most this many trials (grid: default every point; "
+                     "random: default 10; hyperband: its own schedule).")
+flags.DEFINE_string(
+    "objective", "accuracy",
+    "accuracy; budget: accuracy at val_bpp <= --max_bpp; lagrangian: "
+    "accuracy - --tradeoff * val_bpp.")
+flags.DEFINE_float("max_bpp", None,
+                   "The rate budget of --objective=budget, bits per pixel.")
+flags.DEFINE_float("tradeoff", 0.1,
+                   "Accuracy (0..1) worth one bit per pixel, for "
+                   "--objective=lagrangian.")
+flags.DEFINE_integer("hyperband_factor", 3,
+                     "Hyperband keeps 1/factor of the trials each round; "
+                     "--epochs is its most epochs per trial.")
+
+# Training settings a trial may vary, besides the fields of the kind's config.
+TRAINING_HPARAMS = ("batch_size", "learning_rate", "lr_schedule", "augment",
+                    "epochs", "seed")
+# Flags that say where data lives, not what a search is.
+_LOCATION_FLAGS = ("data_dir", "download")
+
+
+def _repeat_last(widths, n):
+  """n widths: the first n, or all with the last one repeated."""
+  widths = list(widths)
+  return widths[:n] + widths[-1:] * (n - len(widths))
+
+
+# `conv_layers=n`, the number of analysis conv layers, per model kind:
+# kind -> (the config field and flag it sets, how n maps its base value).
+# A kind whose transform depth is set another way adds itself here.
+CONV_LAYERS = {"joint": ("filters", _repeat_last),
+               "beta_vae": ("filters", _repeat_last)}
+
+
+def apply_conv_layers(model_name, flag_values, n):
+  """Sets the kind's depth flag in `flag_values` to `n` conv layers.
+
+  The base value is the flag's, or the kind's default when it is unset.
+  """
+  name, mapping = CONV_LAYERS[model_name]
+  base = flag_values[name].value
+  if base is None:
+    base = next(f.default for f in
+                dataclasses.fields(models.get(model_name).Config)
+                if f.name == name)
+  flag_values[name].value = mapping(base, n)
+
+
+def objective_score(objective, val_accuracy, val_bpp, max_bpp=None,
+                    tradeoff=0.):
+  """The number the tuner maximizes, from a trial's last validation epoch.
+
+  accuracy:   val_accuracy.
+  budget:     val_accuracy when val_bpp <= max_bpp; otherwise
+              -val_bpp / max_bpp, which is below -1 and so below every trial
+              within budget, and ranks trials over it by how far over.
+  lagrangian: val_accuracy - tradeoff * val_bpp.
+  """
+  if objective == "accuracy":
+    return val_accuracy
+  if objective == "budget":
+    return val_accuracy if val_bpp <= max_bpp else -val_bpp / max_bpp
+  if objective == "lagrangian":
+    return val_accuracy - tradeoff * val_bpp
+  raise ValueError(f"Unknown objective {objective!r}.")
+
+
+def _searchable(model_name, flag_values):
+  fields = {f.name for f in dataclasses.fields(models.get(model_name).Config)}
+  names = {n for n in fields | set(TRAINING_HPARAMS) if n in flag_values}
+  if model_name in CONV_LAYERS:
+    names.add("conv_layers")
+  return sorted(names)
+
+
+def _parse_value(name, text, flag_values):
+  if name == "conv_layers":
+    if not text.isdigit() or int(text) < 1:
+      raise ValueError("conv_layers must be a whole number >= 1")
+    return int(text)
+  return flag_values[name].parser.parse(text)
+
+
+def parse_grid(specs, model_name, flag_values=FLAGS):
+  """`--grid` specs -> the keras-tuner search space, one Choice a name."""
+  allowed = _searchable(model_name, flag_values)
+  space = kt.HyperParameters()
+  for spec in specs:
+    name, colon, text = (part.strip() for part in spec.partition(":"))
+    if not colon or not name or not text:
+      raise cli.UserError(f"--grid={spec}: expected NAME:VALUE,VALUE,..., "
+                          "e.g. --grid=kernel_size:3,4,5")
+    if name not in allowed:
+      raise cli.UserError(
+          f"--grid={spec}: {name} is not a hyperparameter of model "
+          f"{model_name}; choose from {', '.join(allowed)}")
+    if name in flag_values and isinstance(flag_values[name].parser,
+                                          flags.BaseListParser):
+      raise cli.UserError(f"--grid={spec}: list flags cannot be searched "
+                          "(search the depth with conv_layers)")
+    if name in space.values:
+      raise cli.UserError(f"--grid={spec}: {name} is given twice")
+    try:
+      values = [_parse_value(name, v.strip(), flag_values)
+                for v in text.split(",")]
+    except ValueError as e:
+      raise cli.UserError(f"--grid={spec}: {e}") from None
+    if len(set(values)) != len(values):
+      raise cli.UserError(f"--grid={spec}: a value is repeated")
+    space.Choice(name, values)
+  if not space.space:
+    raise cli.UserError("nothing to search: give --grid=NAME:VALUES")
+  return space
+
+
+def trial_flags(model_name, values, flag_values=FLAGS):
+  """A copy of `flag_values` with one trial's hyperparameter values set.
+
+  `values` are flag names, `conv_layers`, and Hyperband's `tuner/...`
+  entries, of which `tuner/epochs` sets the epochs to train to.
+  """
+  result = copy.deepcopy(flag_values)
+  for name, value in values.items():
+    if name == "conv_layers":
+      apply_conv_layers(model_name, result, value)
+    elif name == "tuner/epochs":
+      result["epochs"].value = value
+    elif not name.startswith("tuner/"):
+      result[name].value = value
+  return result
+
+
+def training_flag_names(model_name, flag_values=FLAGS):
+  """The flags a `tfvaeclf.train` run reads, in a stable order."""
+  names = [f.name for f in flag_values.get_flags_for_module(train)]
+  names += ["batch_size", "data_dir"]
+  names += [f.name for f in dataclasses.fields(models.get(model_name).Config)
+            if f.name in flag_values]
+  return list(dict.fromkeys(names))
+
+
+def _dataset(flag_values):
+  """The `data.load` arguments, as `tfvaeclf.train` records them."""
+  return {"name": flag_values.dataset, "data_dir": flag_values.data_dir,
+          "image_size": flag_values.image_size,
+          "validation_size": flag_values.validation_size,
+          "seed": flag_values.seed, "download": flag_values.download}
+
+
+def build_oracle(tuner, space, *, max_trials=None, max_epochs=1, factor=3,
+                 seed=0):
+  """The keras-tuner oracle for `--tuner`; it maximizes the metric "score"."""
+  options = dict(
+      objective=kt.Objective("score", direction="max"),
+      hyperparameters=space, allow_new_entries=False, tune_new_entries=False,
+      seed=seed + 1,  # keras-tuner takes seed 0 for "no seed"
+      # A failed trial (NaN loss, an invalid combination) is recorded in the
+      # table and the search goes on.
+      max_consecutive_failed_trials=sys.maxsize)
+  oracle = _oracle(tuner, options, max_trials, max_epochs, factor)
+  oracle.verbose = 0  # the tuner prints a line per trial instead
+  return oracle
+
+
+def _oracle(tuner, options, max_trials, max_epochs, factor):
+  if tuner == "grid":
+    grid_size = math.prod(
+        len(hp.values) for hp in options["hyperparameters"].space)
+    return kt.oracles.GridSearchOracle(
+        max_trials=min(max_trials or grid_size, grid_size), **options)
+  if tuner == "random":
+    return kt.oracles.RandomSearchOracle(max_trials=max_trials or 10,
+                                         **options)
+  if tuner == "hyperband":
+    oracle = kt.oracles.HyperbandOracle(max_epochs=max_epochs, factor=factor,
+                                        **options)
+    oracle.max_trials = max_trials
+    return oracle
+  raise cli.UserError(f"unknown --tuner={tuner}; choose one of "
+                      f"{', '.join(TUNERS)}")
+
+
+def _training_kwargs(settings):
+  """The `train.run_training` settings, as `tfvaeclf.train` passes them."""
+  kwargs = dict(
+      epochs=settings.epochs, batch_size=settings.batch_size,
+      learning_rate=settings.learning_rate, seed=settings.seed,
+      train_subset=settings.train_subset, lr_schedule=settings.lr_schedule,
+      augment=settings.augment)
+  if "freeze_encoder_from" in settings and settings.freeze_encoder_from:
+    kwargs["pretrained_dir"] = settings.freeze_encoder_from
+  return kwargs
+
+
+def _history(model_dir):
+  with open(os.path.join(model_dir, "history.csv"), newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def _start_from(parent_dir, directory):
+  """Hyperband: a trial that trains an earlier one further starts from it."""
+  if os.path.isdir(os.path.join(directory, "checkpoints")):
+    return  # this trial itself is being resumed
+  partial = directory + ".partial"
+  shutil.rmtree(partial, ignore_errors=True)
+  shutil.copytree(parent_dir, partial,
+                  ignore=shutil.ignore_patterns("logs", "eval*.json"))
+  shutil.rmtree(directory, ignore_errors=True)
+  os.replace(partial, directory)
+
+
+def _describe(values):
+  return " ".join(f"{name}={value}" for name, value in values.items()
+                  if name == "tuner/epochs" or not name.startswith("tuner/"))
+
+
+class TrainingTuner(kt.Tuner):
+  """Runs each trial as `train.run_training` into SEARCH_DIR/trials/ID.
+
+  Every process of a distributed search builds one; keras-tuner hands its
+  trials out (through the chief's oracle when there is one).
+  """
+
+  def __init__(self, oracle, search_dir, model_name, flag_values, *,
+               objective, max_bpp=None, tradeoff=0., splits=None):
+    """`splits`, if given, are those of `flag_values`' dataset, loaded."""
+    self.search_dir = search_dir
+    self.model_name = model_name
+    self.flag_values = flag_values
+    self.objective = objective
+    self.max_bpp, self.tradeoff = max_bpp, tradeoff
+    self._splits = {}
+    if splits is not None:
+      self._splits[json.dumps(_dataset(flag_values), sort_keys=True)] = splits
+    super().__init__(oracle, directory=search_dir, project_name="tuner",
+                     overwrite=False)
+
+  def trial_dir(self, trial_id):
+    return os.path.join(self.search_dir, "trials", str(trial_id))
+
+  def _load(self, dataset):
+    key = json.dumps(dataset, sort_keys=True)
+    if key not in self._splits:
+      self._splits[key] = data.load(**dataset)
+    return self._splits[key]
+
+  def run_trial(self, trial, *args, **kwargs):
+    try:
+      return self._train(trial)
+    except kt.errors.FailedTrialError:
+      raise
+    except Exception as e:  # keras-tuner would swallow it; stop instead
+      raise kt.errors.FatalError(
+          f"trial {trial.trial_id}: {type(e).__name__}: {e}") from e
+
+  def _train(self, trial):
+    tf.keras.backend.clear_session()  # one process trains many models
+    values = trial.hyperparameters.values
+    settings = trial_flags(self.model_name, values, self.flag_values)
+    directory = self.trial_dir(trial.trial_id)
+    if "tuner/trial_id" in values:
+      _start_from(self.trial_dir(values["tuner/trial_id"]), directory)
+    dataset = _dataset(settings)
+    splits = self._load(dataset)
+    try:
+      config = train.model_config_from_flags(self.model_name, splits.info,
+                                             settings)
+      models.build(self.model_name, config)  # validates the combination
+    except ValueError as e:
+      raise kt.errors.FailedTrialError(str(e)) from None
+    start = time.monotonic()
+    try:
+      train.run_training(
+          directory, self.model_name, config, splits, dataset,
+          **_training_kwargs(settings),
+          verbose=2 if sys.stdout.isatty() else 0)
+    except train.TrainingDiverged as e:
+      raise kt.errors.FailedTrialError(str(e)) from None
+    rows = _history(directory)
+    last, epochs = rows[-1], len(rows)
+    if "seconds" in last:  # every epoch's, also those of an earlier run
+      seconds = sum(float(row["seconds"]) for row in rows)
+    else:
+      seconds = time.monotonic() - start
+    accuracy, bpp = float(last["val_accuracy"]), float(last["val_bpp"])
+    return {"score": objective_score(self.objective, accuracy, bpp,
+                                     self.max_bpp, self.tradeoff),
+            "val_accuracy": accuracy, "val_bpp": bpp,
+            "train_seconds": seconds, "epochs": epochs}
+
+  def on_search_begin(self):
+    if not self._is_worker():
+      self.save()  # so that a kill in the first trial still resumes
+
+  def on_trial_begin(self, trial):
+    print(f"trial {trial.trial_id}: {_describe(trial.hyperparameters.values)}"
+          f" -> {self.trial_dir(trial.trial_id)}", flush=True)
+
+  def on_trial_end(self, trial):
+    super().on_trial_end(trial)
+    trial = self.oracle.get_trial(trial.trial_id)
+    row = _row(trial, [])
+    if row["status"] == "completed":
+      print(f"trial {trial.trial_id}: val_accuracy {row['val_accuracy']:.4f}"
+            f", val_bpp {row['val_bpp']:.4f}, score {row['score']:.4f}, "
+            f"{row['train_seconds']:.0f} s", flush=True)
+    else:
+      reason = (trial.message or "").strip().splitlines()
+      print(f"trial {trial.trial_id}: {row['status']}"
+            f"{': ' + reason[-1] if reason else ''}", flush=True)
+
+  def _get_tuner_fname(self):
+    # A standalone search and the chief share one state file, so that a
+    # search can be resumed alone after it was started distributed.
+    if self._is_worker():
+      return super()._get_tuner_fname()
+    return os.path.join(str(self.project_dir), "tuner.json")
+
+
+def _row(trial, names):
+  def metric(name):
+    if trial.metrics.exists(name):
+      return trial.metrics.get_last_value(name)
+    return None
+  values = trial.hyperparameters.values
+  epochs = metric("epochs")
+  return {"trial": trial.trial_id,
+          **{name: values.get(name) for name in names},
+          "epochs": None if epochs is None else int(epochs),
+          "val_accuracy": metric("val_accuracy"),
+          "val_bpp": metric("val_bpp"), "score": metric("score"),
+          "train_seconds": metric("train_seconds"),
+          "status": str(trial.status).lower()}
+
+
+def trial_table(oracle):
+  """One row per trial, in trial order."""
+  names = [hp.name for hp in oracle.get_space().space]
+  return [_row(trial, names)
+          for _, trial in sorted(oracle.trials.items())]
+
+
+def _shown(value):
+  if value is None:
+    return ""
+  if isinstance(value, float):
+    return f"{value:.6g}"
+  return str(value)
+
+
+def format_table(rows):
+  columns = list(rows[0])
+  cells = [columns] + [[_shown(row[c]) for c in columns] for row in rows]
+  widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+  return "\n".join("  ".join(cell.ljust(width) for cell, width in
+                             zip(line, widths)).rstrip() for line in cells)
+
+
+def write_table(path, rows):
+  with fileio.atomic_writer(path, "w") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows({k: _shown(v) for k, v in row.items()} for row in rows)
+
+
+def write_best_flags(path, model_name, trial, header, flag_values=FLAGS):
+  """The best trial as a flagfile that `tfvaeclf.train` takes as it is."""
+  settings = trial_flags(model_name, trial.hyperparameters.values,
+                         flag_values)
+  lines = [f"# {line}" for line in header]
+  lines += [settings[name].serialize()
+            for name in training_flag_names(model_name, flag_values)]
+  with fileio.atomic_writer(path, "w") as f:
+    f.write("\n".join(line for line in lines if line) + "\n")
+
+
+def _search_flags(model_name):
+  """What makes a search the same search when it is rerun."""
+  return json.loads(json.dumps({
+      "grid": FLAGS.grid, "tuner": FLAGS.tuner,
+      "max_trials": FLAGS.max_trials, "objective": FLAGS.objective,
+      "max_bpp": FLAGS.max_bpp, "tradeoff": FLAGS.tradeoff,
+      "hyperband_factor": FLAGS.hyperband_factor,
+      "training": {name: FLAGS[name].serialize()
+                   for name in training_flag_names(model_name)
+                   if name not in _LOCATION_FLAGS}}))
+
+
+def _check_same_search(search_dir, search_flags):
+  """Refuses to resume a search dir that was started with other flags."""
+  path = os.path.join(search_dir, "search.json")
+  if not os.path.exists(path):
+    fileio.write_json(path, search_flags)
+    return
+  with open(path) as f:
+    old = json.load(f)
+  changed = [key for key in sorted(set(old) | set(search_flags))
+             if key != "training" and old.get(key) != search_flags.get(key)]
+  old_training, training = old.get("training", {}), search_flags["training"]
+  changed += [key for key in sorted(set(old_training) | set(training))
+              if old_training.get(key) != training.get(key)]
+  if changed:
+    raise cli.UserError(
+        f"{search_dir} holds a search started with other flags "
+        f"({', '.join(changed)}); rerun it with its own flags to resume it, "
+        "or use a new --search_dir")
+
+
+def _role():
+  """"chief", "worker" or None, from keras-tuner's environment variables."""
+  if "KERASTUNER_ORACLE_IP" not in os.environ:
+    return None
+  return ("chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "")
+          else "worker")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS.search_dir:
+    raise cli.UserError("--search_dir is required")
+  if FLAGS.tuner not in TUNERS:
+    raise cli.UserError(f"unknown --tuner={FLAGS.tuner}; choose one of "
+                        f"{', '.join(TUNERS)}")
+  if FLAGS.objective not in OBJECTIVES:
+    raise cli.UserError(f"unknown --objective={FLAGS.objective}; choose one "
+                        f"of {', '.join(OBJECTIVES)}")
+  if FLAGS.objective == "budget" and not (FLAGS.max_bpp or 0) > 0:
+    raise cli.UserError("--objective=budget needs --max_bpp > 0")
+  if FLAGS.tuner == "hyperband" and "epochs" in [
+      spec.partition(":")[0].strip() for spec in FLAGS.grid]:
+    raise cli.UserError("hyperband sets the epochs itself (up to --epochs); "
+                        "remove --grid=epochs:...")
+  model_name = FLAGS.model
+  space = parse_grid(FLAGS.grid, model_name)
+  role = _role()
+  search_dir = FLAGS.search_dir
+
+  splits = None
+  if role != "chief":  # the chief only serves the oracle
+    try:
+      splits = data.load(**_dataset(FLAGS))
+      models.build(model_name, train.model_config_from_flags(
+          model_name, splits.info))
+    except ValueError as e:
+      raise cli.UserError(str(e)) from None
+  _check_same_search(search_dir, _search_flags(model_name))
+
+  oracle = build_oracle(FLAGS.tuner, space, max_trials=FLAGS.max_trials,
+                        max_epochs=FLAGS.epochs,
+                        factor=FLAGS.hyperband_factor, seed=FLAGS.seed)
+  tuner = TrainingTuner(oracle, search_dir, model_name, FLAGS,
+                        objective=FLAGS.objective, max_bpp=FLAGS.max_bpp,
+                        tradeoff=FLAGS.tradeoff, splits=splits)
+  if role == "chief":
+    print(f"chief: serving the oracle on {os.environ['KERASTUNER_ORACLE_IP']}"
+          f":{os.environ['KERASTUNER_ORACLE_PORT']} for {search_dir}",
+          flush=True)
+  try:
+    tuner.search(verbose=0)
+  except kt.errors.FatalError as e:
+    if isinstance(e.__cause__, cli.USER_ERRORS):
+      raise e.__cause__ from None
+    raise
+  except KeyboardInterrupt:
+    print(f"interrupted; rerun the same command to resume the search in "
+          f"{search_dir}", file=sys.stderr)
+    sys.exit(130)
+  if role == "worker":
+    print(f"worker {os.environ['KERASTUNER_TUNER_ID']}: no trials left; the "
+          "chief writes the table", flush=True)
+    return
+
+  rows = trial_table(tuner.oracle)
+  if not rows:
+    print("no trials were run")
+    return
+  print(format_table(rows))
+  write_table(os.path.join(search_dir, "trials.csv"), rows)
+  best = [trial for trial in tuner.oracle.get_best_trials(1)
+          if trial.status == "COMPLETED"]
+  if not best:
+    print(f"no trial completed; wrote {search_dir}/trials.csv")
+    return
+  best = best[0]
+  row = _row(best, [])
+  path = os.path.join(search_dir, "best.flags")
+  write_best_flags(path, model_name, best, [
+      f"The best trial ({best.trial_id}) of the search in {search_dir}, "
+      f"--objective={FLAGS.objective}:",
+      f"val_accuracy {row['val_accuracy']:.4f}, val_bpp {row['val_bpp']:.4f}"
+      f" (the model's estimate), {_describe(best.hyperparameters.values)}"])
+  print(f"best: trial {best.trial_id} ({_describe(best.hyperparameters.values)}"
+        f", score {best.score:.4f}); wrote {search_dir}/trials.csv and {path}")
+
+
+if __name__ == "__main__":
+  cli.run(main)
