@@ -135,6 +135,25 @@ def assert_png(path, min_size=(600, 400)):
     assert image.size[0] <= 3000 and image.size[1] <= 3000
 
 
+def test_a_models_whole_file_rate_is_its_one_image_file(tmp_path, capsys):
+  """eval.json's file_* figures are the whole file; the strings the payload."""
+  run = write_run(tmp_path / "runs" / "delta", "mnist", .98, .1, 9.8, None)
+  with open(os.path.join(run, "eval.json")) as f:
+    results = json.load(f)
+  results.update(file_bytes_per_image=43.8, file_bpp=43.8 * 8 / 784)
+  with open(os.path.join(run, "eval.json"), "w") as f:
+    json.dump(results, f)
+  out = tmp_path / "out"
+  code, _, _ = report_cli([f"--runs={run}", f"--out={out}"], capsys)
+  assert code in (0, None)
+  with open(out / "points.csv", newline="") as f:
+    (row,) = list(csv.DictReader(f))
+  assert float(row["bytes_per_image"]) == 43.8
+  assert float(row["payload_bytes_per_image"]) == 9.8
+  assert float(row["bpp"]) == pytest.approx(43.8 * 8 / 784)
+  assert float(row["payload_bpp"]) == 0.1
+
+
 def test_writes_the_plots(runs, rates, tmp_path, capsys):
   out = tmp_path / "out"
   code, _, _ = report_cli([f"--runs={runs}", f"--baselines={rates}",
