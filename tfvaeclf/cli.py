@@ -22,7 +22,8 @@ __all__ = ["UserError", "run", "USER_ERRORS"]
 flags.DEFINE_string("model_dir", None, "The model dir to write or read.")
 flags.DEFINE_string("data_dir", None,
                     "Where datasets live (TFDS data dir and offline copies).")
-flags.DEFINE_integer("batch_size", 64, "Images per batch.")
+flags.DEFINE_integer("batch_size", 64,
+                     "Images per batch (per replica under --strategy).")
 flags.DEFINE_string("out", None, "The file or dir to write.")
 
 

@@ -7,6 +7,11 @@ Checkpoints after every epoch; killed (even with kill -9) and rerun with the
 same flags, it resumes from the last finished epoch. A NaN loss stops the run
 with the last good checkpoint kept. At the end the entropy coder is frozen
 into integer tables and the dir is stamped with the model's fingerprint.
+
+`--strategy=mirrored` trains on every local GPU, `--strategy=multi_worker`
+on every machine named in TF_CONFIG (see `tfvaeclf.distribute`).
+`--batch_size` is per replica: a step takes batch_size x replicas images,
+so a flagfile means the same work per device under any strategy.
 """
 
 from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
@@ -16,13 +21,14 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
 from absl import flags, logging
 import tensorflow as tf
 
-from tfvaeclf import data, entropy, fileio, models
+from tfvaeclf import data, distribute, entropy, fileio, models
 from tfvaeclf.models import vae
 from tfvaeclf import model_dir as model_dir_lib
 
@@ -46,6 +52,11 @@ flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 flags.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine"],
                   "cosine: decay per epoch to 2% of --learning_rate.")
 flags.DEFINE_integer("seed", 0, "Seed for weights and data order.")
+flags.DEFINE_enum(
+    "strategy", "default", distribute.STRATEGIES,
+    "default: one device; mirrored: every local GPU; multi_worker: every "
+    "worker in the TF_CONFIG environment variable. --batch_size is per "
+    "replica: each step takes batch_size x replicas images.")
 
 flags.DEFINE_enum("model", "joint", models.names(), "The model kind.")
 flags.DEFINE_string(
@@ -107,6 +118,7 @@ class _EpochRecorder(tf.keras.callbacks.Callback):
   """
 
   def __init__(self, manager, epoch, history_path):
+    """`history_path` None: a non-chief worker, which only checkpoints."""
     super().__init__()
     self.manager, self.epoch, self.history_path = manager, epoch, history_path
     self.diverged_at = None
@@ -129,13 +141,14 @@ class _EpochRecorder(tf.keras.callbacks.Callback):
   def on_epoch_end(self, epoch, logs=None):
     if self.diverged_at is not None:
       return
-    rows = self._rows() + [{"epoch": epoch, **{
-        key: f"{float(value):.6g}" for key, value in logs.items()},
-        "seconds": f"{time.perf_counter() - self.started:.1f}"}]
-    with fileio.atomic_writer(self.history_path, "w") as f:
-      writer = csv.DictWriter(f, fieldnames=list(rows[-1]))
-      writer.writeheader()
-      writer.writerows(rows)
+    if self.history_path:
+      rows = self._rows() + [{"epoch": epoch, **{
+          key: f"{float(value):.6g}" for key, value in logs.items()},
+          "seconds": f"{time.perf_counter() - self.started:.1f}"}]
+      with fileio.atomic_writer(self.history_path, "w") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[-1]))
+        writer.writeheader()
+        writer.writerows(rows)
     self.epoch.assign(epoch + 1)
     self.manager.save(checkpoint_number=epoch + 1)
 
@@ -164,60 +177,98 @@ def _check_same_run(directory, config):
 def run_training(directory, model_name, model_config, splits, dataset, *,
                  epochs, batch_size, learning_rate, seed, train_subset=None,
                  lr_schedule="constant", augment="none", pretrained_dir=None,
-                 verbose=1):
+                 strategy=None, verbose=1):
   """Trains (or resumes) into `directory`; returns the model fingerprint.
 
   `splits` come from `data.load(**dataset)`; `dataset` is recorded so that
   evaluation can load the same data again. With `pretrained_dir`, the
   model's `PRETRAINED_PARTS` come from that finished model dir and stay
   fixed.
-  """
-  tf.keras.utils.set_random_seed(seed)
-  model = models.build(model_name, model_config)
-  model.build_from_config()
-  pretrained = None
-  if pretrained_dir:
-    pretrained = {"dir": os.path.abspath(pretrained_dir),
-                  "fingerprint": model_dir_lib.restore_pretrained(
-                      model, pretrained_dir)}
-    model.freeze_pretrained()
-  optimizer = tf.keras.optimizers.Adam(learning_rate)
-  optimizer.build(model.trainable_variables)
-  model.compile(optimizer=optimizer)
 
-  epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-  checkpoint = model_dir_lib.training_checkpoint(model, optimizer, epoch)
-  manager = model_dir_lib.checkpoint_manager(directory, checkpoint)
-  if manager.latest_checkpoint:
-    _check_same_run(directory, {
-        "model": model_name, "model_config": dataclasses.asdict(model_config),
-        "dataset": dataset})
-    status = checkpoint.restore(manager.latest_checkpoint)
-    status.assert_existing_objects_matched()
-    logging.info("Resuming %s after epoch %d.", directory, int(epoch))
-  else:
-    model_dir_lib.write_config(
-        directory, model_name, model_config, dataset,
-        splits.info.class_names,
-        {"epochs": epochs, "batch_size": batch_size,
-         "learning_rate": learning_rate, "lr_schedule": lr_schedule,
-         "augment": augment, "seed": seed,
-         "train_subset": train_subset, "data_source": splits.info.source,
-         "pretrained": pretrained})
+  `strategy` (default: the current one, usually none) is what the model,
+  optimizer and checkpoint are created under; `batch_size` is per replica,
+  so a step takes `batch_size * strategy.num_replicas_in_sync` images. On a
+  multi-worker cluster every worker calls this with the same arguments
+  (`directory` shared); only the chief writes it, the others return None.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  chief = distribute.is_chief(strategy)
+  # Workers must checkpoint too (saving is collective), where nobody reads.
+  scratch = None if chief else distribute.scratch_dir(strategy)
+  try:
+    return _train(directory, model_name, model_config, splits, dataset,
+                  epochs=epochs, batch_size=batch_size,
+                  learning_rate=learning_rate, seed=seed,
+                  train_subset=train_subset, lr_schedule=lr_schedule,
+                  augment=augment, pretrained_dir=pretrained_dir,
+                  strategy=strategy, scratch=scratch, verbose=verbose)
+  finally:
+    if scratch:
+      shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(directory, model_name, model_config, splits, dataset, *, epochs,
+           batch_size, learning_rate, seed, train_subset, lr_schedule,
+           augment, pretrained_dir, strategy, scratch, verbose):
+  """`run_training`; a non-chief worker writes only into `scratch`."""
+  tf.keras.utils.set_random_seed(seed)
+  with strategy.scope():  # every variable, so that each is distributed
+    model = models.build(model_name, model_config)
+    model.build_from_config()
+    pretrained = None
+    if pretrained_dir:
+      pretrained = {"dir": os.path.abspath(pretrained_dir),
+                    "fingerprint": model_dir_lib.restore_pretrained(
+                        model, pretrained_dir)}
+      model.freeze_pretrained()
+    optimizer = tf.keras.optimizers.Adam(learning_rate)
+    optimizer.build(model.trainable_variables)
+    model.compile(optimizer=optimizer)
+
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    checkpoint = model_dir_lib.training_checkpoint(model, optimizer, epoch)
+    manager = model_dir_lib.checkpoint_manager(scratch or directory,
+                                               checkpoint)
+    # Every worker resumes from the chief's checkpoints.
+    latest = tf.train.latest_checkpoint(
+        os.path.join(directory, model_dir_lib.CHECKPOINT_DIR))
+    if latest:
+      _check_same_run(directory, {
+          "model": model_name,
+          "model_config": dataclasses.asdict(model_config),
+          "dataset": dataset})
+      status = checkpoint.restore(latest)
+      status.assert_existing_objects_matched()
+      logging.info("Resuming %s after epoch %d.", directory,
+                   int(epoch.numpy()))
+    elif not scratch:
+      model_dir_lib.write_config(
+          directory, model_name, model_config, dataset,
+          splits.info.class_names,
+          {"epochs": epochs, "batch_size": batch_size,
+           "replicas": strategy.num_replicas_in_sync,
+           "learning_rate": learning_rate, "lr_schedule": lr_schedule,
+           "augment": augment, "seed": seed,
+           "train_subset": train_subset, "data_source": splits.info.source,
+           "pretrained": pretrained})
 
   initial_epoch = int(epoch.numpy())
   if initial_epoch < epochs:
     train = splits.train.take(train_subset) if train_subset else splits.train
-    recorder = _EpochRecorder(manager, epoch,
-                              os.path.join(directory, "history.csv"))
+    global_batch = batch_size * strategy.num_replicas_in_sync
+    recorder = _EpochRecorder(
+        manager, epoch,
+        None if scratch else os.path.join(directory, "history.csv"))
     model.fit(
-        data.pipeline(train, batch_size, shuffle=True, seed=seed,
-                      augment=augment),
-        validation_data=data.pipeline(splits.validation, batch_size),
+        distribute.shard_by_data(data.pipeline(
+            train, global_batch, shuffle=True, seed=seed, augment=augment)),
+        validation_data=distribute.shard_by_data(
+            data.pipeline(splits.validation, global_batch)),
         epochs=epochs, initial_epoch=initial_epoch, verbose=verbose,
         callbacks=[  # the schedule first: it adds "lr" to the logs
             *_learning_rate_callback(lr_schedule, learning_rate, epochs),
             recorder,
+            # Keras sends a non-chief's summaries to a temporary dir.
             tf.keras.callbacks.TensorBoard(os.path.join(directory, "logs")),
         ])
     if recorder.diverged_at is not None:
@@ -226,7 +277,15 @@ def run_training(directory, model_name, model_config, splits, dataset, *,
           "loss became NaN at epoch {}, batch {}; kept the checkpoint of "
           "epoch {} in {}; lower --learning_rate or --lmbda and rerun".format(
               *recorder.diverged_at, last, directory))
-  return model_dir_lib.finalize(directory, model, manager.latest_checkpoint)
+  if scratch:
+    return None
+  # Frozen and stamped: a plain copy restored from the last checkpoint, as
+  # `model_dir.load` will rebuild it. (Reading a multi-worker model's
+  # variables would wait for the workers, which are gone by now.)
+  final = model_dir_lib.build_model(model_dir_lib.read_config(directory))
+  model_dir_lib.training_checkpoint(final).restore(
+      manager.latest_checkpoint).expect_partial()
+  return model_dir_lib.finalize(directory, final, manager.latest_checkpoint)
 
 
 def main(argv):
@@ -234,6 +293,10 @@ def main(argv):
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.model_dir:
     raise cli.UserError("--model_dir is required")
+  try:  # first: the runtime must not have started yet
+    strategy = distribute.make_strategy(FLAGS.strategy)
+  except distribute.ClusterConfigError as e:
+    raise cli.UserError(str(e)) from None
   dataset = {"name": FLAGS.dataset, "data_dir": FLAGS.data_dir,
              "image_size": FLAGS.image_size,
              "validation_size": FLAGS.validation_size,
@@ -251,7 +314,7 @@ def main(argv):
         learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
         train_subset=FLAGS.train_subset, lr_schedule=FLAGS.lr_schedule,
         augment=FLAGS.augment, pretrained_dir=FLAGS.freeze_encoder_from,
-        verbose=1 if sys.stdout.isatty() else 2)
+        strategy=strategy, verbose=1 if sys.stdout.isatty() else 2)
   except TrainingDiverged as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3)
@@ -259,8 +322,12 @@ def main(argv):
     print(f"interrupted; rerun the same command to resume from the last "
           f"finished epoch in {FLAGS.model_dir}", file=sys.stderr)
     sys.exit(130)
-  print(f"trained {FLAGS.model} into {FLAGS.model_dir} "
-        f"(fingerprint {fingerprint.hex()})")
+  if fingerprint is None:
+    print(f"trained {FLAGS.model} as a worker; the chief wrote "
+          f"{FLAGS.model_dir}")
+  else:
+    print(f"trained {FLAGS.model} into {FLAGS.model_dir} "
+          f"(fingerprint {fingerprint.hex()})")
 
 
 if __name__ == "__main__":

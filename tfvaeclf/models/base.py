@@ -103,8 +103,12 @@ class CompressiveClassifier(tf.keras.Model):
     with tf.GradientTape() as tape:
       outputs = self(images, training=True)
       terms = self.loss_terms(outputs, labels)
+      # Under a tf.distribute strategy apply_gradients sums the replicas'
+      # gradients (Keras scales only compiled losses), so each replica
+      # contributes its share of the global batch's mean.
+      share = terms["loss"] / self.distribute_strategy.num_replicas_in_sync
     variables = self.trainable_variables
-    gradients = tape.gradient(terms["loss"], variables)
+    gradients = tape.gradient(share, variables)
     self.optimizer.apply_gradients(zip(gradients, variables))
     return self._update_metrics(terms, labels, outputs["logits"])
 
