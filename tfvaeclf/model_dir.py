@@ -9,6 +9,11 @@
 
 A dir without `model.json` is a training run that has not finished; rerunning
 training resumes it.
+
+An uncompressed classifier (the `classifier` kind, whose `coder` is None)
+has no tables. `load` returns it only when asked (`allow_uncompressed`):
+everything that codes images (the codec, export) needs a coder, and so
+refuses such a dir in one line without checking for it.
 """
 
 import dataclasses
@@ -23,7 +28,7 @@ from tfvaeclf import bitstream, fileio, models
 
 __all__ = ["ModelDirError", "LoadedModel", "write_config", "read_config",
            "build_model", "training_checkpoint", "checkpoint_manager",
-           "finalize", "load", "restore_pretrained"]
+           "finalize", "load", "load_classifier", "restore_pretrained"]
 
 CONFIG_FILE = "config.json"
 TABLES_FILE = "coder_tables.npz"
@@ -68,8 +73,16 @@ def read_config(model_dir):
 
 
 def build_model(config):
-  """A model with all variables created, from the contents of config.json."""
-  model = models.build(config["model"], config["model_config"])
+  """A model with all variables created, from the contents of config.json.
+
+  Fields that only initialize training (a kind's `INITIALIZER_FIELDS`, such
+  as a weights file) are left unset: the checkpoint holds the weights.
+  """
+  cls = models.get(config["model"])
+  model_config = dict(config["model_config"])
+  for name in getattr(cls, "INITIALIZER_FIELDS", ()):
+    model_config.pop(name, None)
+  model = models.build(config["model"], model_config)
   model.build_from_config()
   return model
 
@@ -107,11 +120,14 @@ def _fingerprint(config, tables, model):
 
 
 def finalize(model_dir, model, checkpoint_path):
-  """Freezes the coder, saves its tables and stamps the fingerprint."""
-  model.coder.freeze()
-  tables = model.coder.tables()
-  with fileio.atomic_writer(os.path.join(model_dir, TABLES_FILE)) as f:
-    np.savez(f, **tables)
+  """Freezes the coder, saves its tables and stamps the fingerprint (of the
+  config and weights alone, for a model without a coder)."""
+  tables = {}
+  if model.coder is not None:
+    model.coder.freeze()
+    tables = model.coder.tables()
+    with fileio.atomic_writer(os.path.join(model_dir, TABLES_FILE)) as f:
+      np.savez(f, **tables)
   fingerprint = _fingerprint(read_config(model_dir), tables, model)
   fileio.write_json(os.path.join(model_dir, SUMMARY_FILE), {
       "fingerprint": fingerprint.hex(),
@@ -120,31 +136,56 @@ def finalize(model_dir, model, checkpoint_path):
   return fingerprint
 
 
-def load(model_dir):
-  """Rebuilds a finished model for inference; ModelDirError if it can't."""
+def load(model_dir, allow_uncompressed=False):
+  """Rebuilds a finished model for inference; ModelDirError if it can't.
+
+  A model without a coder (an uncompressed classifier) is refused unless
+  `allow_uncompressed`: the caller must not need `compress`/`decompress`.
+  """
   config = read_config(model_dir)
   summary = _read_json(
       os.path.join(model_dir, SUMMARY_FILE),
       f"training in {model_dir} has not finished; rerun "
       "python -m tfvaeclf.train with the same flags to resume it")
   model = build_model(config)
+  if model.coder is None and not allow_uncompressed:
+    raise ModelDirError(
+        f"{model_dir} holds an uncompressed {config['model']} model: it has "
+        "no coder, so it cannot compress images, be exported or lend an "
+        "encoder; python -m tfvaeclf.evaluate and tools/baselines.py "
+        "--classifier_dir read it")
   checkpoint_path = os.path.join(
       model_dir, CHECKPOINT_DIR, summary["checkpoint"])
+  tables = {}
   try:
     training_checkpoint(model).restore(checkpoint_path).expect_partial()
-    with np.load(os.path.join(model_dir, TABLES_FILE)) as npz:
-      tables = {name: npz[name] for name in npz.files}
+    if model.coder is not None:
+      with np.load(os.path.join(model_dir, TABLES_FILE)) as npz:
+        tables = {name: npz[name] for name in npz.files}
   except (tf.errors.OpError, OSError, ValueError) as e:
     raise ModelDirError(
         f"cannot read the model in {model_dir}: {str(e).splitlines()[0]}"
     ) from None
-  model.coder.load_tables(tables)
+  if model.coder is not None:
+    model.coder.load_tables(tables)
   fingerprint = _fingerprint(config, tables, model)
   if fingerprint.hex() != summary["fingerprint"]:
     raise ModelDirError(
         f"{model_dir} is inconsistent: its weights or tables changed after "
         "training (fingerprint mismatch)")
   return LoadedModel(model, fingerprint, config)
+
+
+def load_classifier(model_dir):
+  """A finished uncompressed classifier (the `classifier` kind): the
+  reference for codecs' decoded images, or a frozen pretrained classifier.
+  ModelDirError if the dir holds another kind."""
+  loaded = load(model_dir, allow_uncompressed=True)
+  if loaded.model.coder is not None:
+    raise ModelDirError(
+        f"{model_dir} holds a {loaded.config['model']} model, not an "
+        "uncompressed classifier (train one with --model=classifier)")
+  return loaded
 
 
 def restore_pretrained(model, source_dir):

@@ -87,6 +87,9 @@ flags.DEFINE_bool("extra_conv", None,
                   "beta_vae: the seed's extra 3x3 stride-1 layer.")
 flags.DEFINE_enum("version", None, ["v1", "v2"],
                   "grouped_vae: the seed's table.")
+flags.DEFINE_string("backbone", None, "classifier: small_resnet or resnet50.")
+flags.DEFINE_string("backbone_weights", None,
+                    "classifier: a Keras .h5 weights file for the backbone.")
 
 
 class TrainingDiverged(Exception):

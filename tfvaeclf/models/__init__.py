@@ -4,11 +4,13 @@ Every kind subclasses `base.CompressiveClassifier` and so honours one
 contract: `call` returns a dict of outputs and loss terms, `compress(images)`
 returns `(strings, latent_shape)`, `decompress` inverts it, `classify` maps a
 decoded latent to logits and, when the kind has a decoder, `reconstruct` maps
-it back to an image.
+it back to an image. The exception is `classifier`, the uncompressed
+reference: it has no coder (`coder is None`) and classifies images.
 """
 
 from tfvaeclf.models.registry import build, get, names, register
 # Importing a kind's module registers it.
-from tfvaeclf.models import beta_vae, grouped_vae, joint  # noqa: F401
+from tfvaeclf.models import (  # noqa: F401
+    beta_vae, classifier, grouped_vae, joint)
 
 __all__ = ["build", "get", "names", "register"]
