@@ -112,6 +112,8 @@ def test_rate_table_tool_writes_rows_that_match_the_files(tmp_path, digits):
     rows = list(csv.DictReader(f))
   assert len(rows) == len(baselines.CODECS["jpeg"].qualities) + len(
       baselines.CODECS["webp"].qualities)
+  assert all(row["dataset"] == "mnist" for row in rows)
+  assert "accuracy" not in rows[0]  # no --classifier_dir
   # The bytes a row reports are the bytes of the files the codec writes.
   for row in rows:
     codec = baselines.CODECS[row["codec"]]
@@ -121,3 +123,54 @@ def test_rate_table_tool_writes_rows_that_match_the_files(tmp_path, digits):
     on_disk = np.mean([os.path.getsize(tmp_path / f"{i}.bin")
                        for i in range(len(files))])
     assert float(row["bytes_per_image"]) == pytest.approx(on_disk)
+
+
+def test_measure_scores_the_images_it_decoded(digits):
+  seen = []
+  def score(decoded):
+    seen.append(decoded)
+    return {"accuracy": 0.5}
+  codec = baselines.CODECS["jpeg"]
+  row = baselines.measure(codec, digits, 5, score=score)
+  assert row["accuracy"] == 0.5
+  (decoded,) = seen
+  assert decoded.shape == digits.shape and decoded.dtype == np.uint8
+  assert row["psnr"] == pytest.approx(baselines.psnr(digits, decoded))
+
+
+def _run_tool(*args):
+  return subprocess.run(
+      [sys.executable, "tools/baselines.py", *args], cwd=REPO,
+      capture_output=True, text=True,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+def test_classifier_accuracy_on_decoded_images(tmp_path, classifier_dir):
+  out = tmp_path / "accuracy.csv"
+  result = _run_tool(
+      "--codecs=jpeg", "--qualities=5,90", "--max_examples=64",
+      f"--classifier_dir={classifier_dir}", "--finetune_epochs=1",
+      "--finetune_examples=128", f"--out={out}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "uncoded test images" in result.stdout
+  with open(out) as f:
+    low, high = list(csv.DictReader(f))
+  assert (low["quality"], high["quality"]) == ("5", "90")
+  for row in (low, high):
+    assert row["dataset"] == "mnist"  # the classifier's
+    for column in ("accuracy", "finetuned_accuracy"):
+      value = float(row[column])
+      assert 0. <= value <= 1.
+      assert value * 64 == pytest.approx(round(value * 64))  # of 64 images
+  # The ~80% classifier reads near-clean digits; heavy JPEG costs accuracy.
+  assert float(high["accuracy"]) > 0.6
+  assert float(high["accuracy"]) >= float(low["accuracy"]) - 0.05
+
+
+def test_classifier_of_another_dataset_is_one_line(tmp_path, classifier_dir):
+  result = _run_tool("--dataset=fashion_mnist", "--codecs=jpeg",
+                     f"--classifier_dir={classifier_dir}",
+                     f"--out={tmp_path / 'x.csv'}")
+  assert result.returncode == 2
+  assert result.stderr.count("\n") == 1 and "trained on mnist" in result.stderr
+  assert not (tmp_path / "x.csv").exists()

@@ -3,10 +3,24 @@
     python tools/baselines.py --dataset=mnist --max_examples=200 \
         --codecs=jpeg,webp,hevc,av1,jpeg2000 --out=runs/baselines_mnist.csv
 
-One row per codec and quality: bytes per image (whole file and payload
-only, see tfvaeclf/baselines.py), bits per pixel both ways, and PSNR.
-ffmpeg codecs start two processes per image (~0.2 s): keep
---max_examples modest.
+One row per codec and quality: the dataset, bytes per image (whole file and
+payload only, see tfvaeclf/baselines.py), bits per pixel both ways, and
+PSNR.
+
+With --classifier_dir (a model dir of the `classifier` kind, trained on the
+same dataset, which then defaults to the classifier's), each row also has
+`accuracy`: the fraction of the decoded test images that classifier gets
+right. With --finetune_epochs=N, also `finetuned_accuracy`: a copy of the
+classifier trained N more epochs on --finetune_examples training images
+coded at that quality (coded once, kept in memory), scored on the same
+decoded test images. tfvaeclf.report reads both columns.
+
+Cost: ffmpeg codecs (hevc, av1, jpeg2000) start two processes per image,
+~0.2 s each, so every setting costs ~0.2 s per test image and, when
+fine-tuning, ~0.2 s per training image too: 2000 training images are ~7
+minutes a setting. Keep --max_examples and --finetune_examples modest for
+them, or pick a few --qualities; Pillow's JPEG and WebP take well under a
+millisecond an image.
 """
 
 import csv
@@ -16,41 +30,153 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from absl import app, flags  # noqa: E402
+from tfvaeclf import cli  # noqa: E402  first: quiets TensorFlow's logs
+
+from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 import tqdm  # noqa: E402
 
-from tfvaeclf import baselines, cli, data, fileio  # noqa: E402
+from tfvaeclf import baselines, data, fileio  # noqa: E402
+from tfvaeclf import model_dir as model_dir_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", "mnist", "Dataset whose test images to code.")
+flags.DEFINE_string("dataset", "mnist",
+                    "Dataset whose test images to code (default with "
+                    "--classifier_dir: the classifier's).")
 flags.DEFINE_integer("max_examples", 200, "Test images to code.")
 flags.DEFINE_list("codecs", list(baselines.CODECS), "Codecs to measure.")
+flags.DEFINE_list("qualities", None,
+                  "Measure only these qualities, for every codec (default: "
+                  "each codec's sweep, see tfvaeclf/baselines.py).")
+flags.DEFINE_string("classifier_dir", None,
+                    "A `classifier` model dir: adds its accuracy on the "
+                    "decoded test images.")
+flags.DEFINE_integer("finetune_epochs", 0,
+                     "With --classifier_dir: also fine-tune a copy on "
+                     "training images coded at each quality, this long.")
+flags.DEFINE_integer("finetune_examples", 2000,
+                     "Training images to code and fine-tune on.")
+flags.DEFINE_float("finetune_learning_rate", 1e-4,
+                   "Adam learning rate of the fine-tuning.")
+
+
+def _images_and_labels(dataset, count):
+  pairs = list(dataset.take(count).as_numpy_iterator())
+  return (np.stack([x for x, _ in pairs]),
+          np.array([y for _, y in pairs], np.int64))
+
+
+def accuracy(model, images, labels, batch_size=256):
+  """The fraction of uint8 `images` that `model.classify` gets right."""
+  correct = 0
+  for start in range(0, len(images), batch_size):
+    logits = model.classify(data.to_float(images[start:start + batch_size]),
+                            training=False)
+    correct += int(np.sum(np.argmax(logits, -1) ==
+                          labels[start:start + batch_size]))
+  return correct / len(images)
+
+
+def finetune(loaded, images, labels, *, epochs, batch_size, learning_rate,
+             seed=0):
+  """A copy of the classifier in `loaded` trained `epochs` more epochs on
+  uint8 `images`, with the augmentation it was trained with."""
+  tf.keras.utils.set_random_seed(seed)
+  model = model_dir_lib.build_model(loaded.config)
+  model.set_weights(loaded.model.get_weights())
+  model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
+  train = tf.data.Dataset.from_tensor_slices((images, labels))
+  model.fit(data.pipeline(
+      train, batch_size, shuffle=True, seed=seed,
+      augment=loaded.config["training"].get("augment", "none")),
+      epochs=epochs, verbose=0)
+  return model
+
+
+def _load_data():
+  """(dataset name, splits, the loaded classifier or None)."""
+  if not FLAGS.classifier_dir:
+    return FLAGS.dataset, data.load(FLAGS.dataset,
+                                    data_dir=FLAGS.data_dir), None
+  args = dict(model_dir_lib.read_config(FLAGS.classifier_dir)["dataset"],
+              download=False)
+  if FLAGS["dataset"].present and FLAGS.dataset != args["name"]:
+    raise cli.UserError(
+        f"--dataset={FLAGS.dataset}, but the classifier in "
+        f"{FLAGS.classifier_dir} was trained on {args['name']}")
+  loaded = model_dir_lib.load_classifier(FLAGS.classifier_dir)
+  if FLAGS.data_dir:
+    args["data_dir"] = FLAGS.data_dir
+  return args["name"], data.load(**args), loaded
+
+
+def _scorer(loaded, codec, quality, test_labels, train):
+  """`score(decoded test images)` for one setting: accuracy, and the
+  fine-tuned copy's accuracy when `train` (images, labels) is given."""
+  def score(decoded):
+    columns = {"accuracy": accuracy(loaded.model, decoded, test_labels)}
+    if train is not None:
+      _, coded = baselines.code_images(codec, train[0], quality,
+                                       progress=True)
+      tuned = finetune(loaded, coded, train[1],
+                       epochs=FLAGS.finetune_epochs,
+                       batch_size=FLAGS.batch_size,
+                       learning_rate=FLAGS.finetune_learning_rate)
+      columns["finetuned_accuracy"] = accuracy(tuned, decoded, test_labels)
+    return columns
+  return score if loaded else None
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS.out:
+    raise cli.UserError("--out is required")
   unknown = set(FLAGS.codecs) - set(baselines.CODECS)
   if unknown:
     raise cli.UserError(f"unknown codecs {sorted(unknown)}; choose from "
                         f"{', '.join(baselines.CODECS)}")
-  splits = data.load(FLAGS.dataset, data_dir=FLAGS.data_dir)
-  images = np.stack([x for x, _ in splits.test.take(
-      FLAGS.max_examples).as_numpy_iterator()])
-  work = [(name, q) for name in FLAGS.codecs
-          for q in baselines.CODECS[name].qualities]
-  rows = [baselines.measure(baselines.CODECS[name], images, quality)
-          for name, quality in tqdm.tqdm(work, desc="codecs", unit="setting")]
+  if FLAGS.finetune_epochs and not FLAGS.classifier_dir:
+    raise cli.UserError("--finetune_epochs needs --classifier_dir")
+  try:
+    qualities = FLAGS.qualities and [int(q) for q in FLAGS.qualities]
+  except ValueError:
+    raise cli.UserError(f"--qualities must be integers, not "
+                        f"{','.join(FLAGS.qualities)}") from None
+  name, splits, loaded = _load_data()
+  images, labels = _images_and_labels(splits.test, FLAGS.max_examples)
+  train = None
+  if loaded:
+    print(f"{name}: the classifier gets "
+          f"{accuracy(loaded.model, images, labels):.2%} of the "
+          f"{len(images)} uncoded test images (report.py --reference)")
+    if FLAGS.finetune_epochs > 0:
+      train = _images_and_labels(splits.train, FLAGS.finetune_examples)
+  work = [(codec, q) for codec in FLAGS.codecs
+          for q in qualities or baselines.CODECS[codec].qualities]
+  rows = []
+  for codec_name, quality in tqdm.tqdm(work, desc="codecs", unit="setting"):
+    codec = baselines.CODECS[codec_name]
+    rows.append({"dataset": name, **baselines.measure(
+        codec, images, quality,
+        score=_scorer(loaded, codec, quality, labels, train),
+        progress=True)})
   with fileio.atomic_writer(FLAGS.out, "w") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
   for row in rows:
+    accuracies = "".join(
+        f"  {label} {row[key]:6.2%}"
+        for key, label in (("accuracy", "accuracy"),
+                           ("finetuned_accuracy", "fine-tuned"))
+        if key in row)
     print(f"{row['codec']:<9} q={row['quality']:<3} "
           f"{row['bytes_per_image']:8.1f} B  payload "
-          f"{row['payload_bytes_per_image']:7.1f} B  {row['psnr']:5.1f} dB")
+          f"{row['payload_bytes_per_image']:7.1f} B  {row['psnr']:5.1f} dB"
+          f"{accuracies}")
 
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("out")
   cli.run(main)
