@@ -267,6 +267,29 @@ def test_single_model_dir_and_reference_forms(runs, rates, tmp_path,
       "mnist": pytest.approx(0.992), "a": 0.5, "b": 1.}
 
 
+def test_an_uncompressed_classifier_run_is_the_reference_line(
+    runs, tmp_path, capsys, monkeypatch):
+  reference = write_run(tmp_path / "clean", "mnist", .991, 8., 784., None)
+  with open(os.path.join(reference, "eval.json")) as f:
+    results = json.load(f)
+  with open(os.path.join(reference, "eval.json"), "w") as f:
+    json.dump({**results, "uncompressed": True}, f)
+  seen = {}
+  write_report = report.write_report
+  monkeypatch.setattr(report, "write_report", lambda points, refs, out: (
+      seen.update(refs=refs, names=[p.name for p in points]),
+      write_report(points, refs, out))[1])
+  code, _, _ = report_cli([f"--runs={runs},{reference}",
+                           f"--out={tmp_path / 'out'}"], capsys)
+  assert code in (0, None)
+  assert seen["refs"] == {"mnist": .991}
+  assert "clean" not in seen["names"] and "alpha" in seen["names"]
+  code, _, _ = report_cli([f"--runs={reference},{runs}",
+                           "--reference=mnist:0.5",
+                           f"--out={tmp_path / 'out2'}"], capsys)
+  assert seen["refs"] == {"mnist": .5}  # --reference wins
+
+
 def test_a_tiny_baselines_file_name_gives_the_dataset(tmp_path):
   path = write_baselines(tmp_path / "baselines_cifar10.csv")
   assert {p.dataset for p in report.load_baselines(path)} == {"cifar10"}

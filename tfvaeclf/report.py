@@ -121,7 +121,8 @@ def load_run(directory):
                         f"{e}") from None
   psnr = results.get("psnr")
   name = os.path.basename(os.path.normpath(os.path.abspath(directory)))
-  return Point(dataset, "model", name, _model_setting(config), bpp,
+  kind = "uncompressed" if results.get("uncompressed") else "model"
+  return Point(dataset, kind, name, _model_setting(config), bpp,
                payload_bpp, size, payload_size, accuracy,
                psnr=None if psnr is None else float(psnr))
 
@@ -497,7 +498,14 @@ def main(argv):
         "usage: python -m tfvaeclf.report --runs=DIR[,DIR...] "
         "--baselines=[DATASET:]CSV[,...] --out=DIR [--reference=DATASET:ACC]")
   references = parse_references(FLAGS.reference)
-  points = load_runs(FLAGS.runs)
+  points = []
+  # An evaluated uncompressed classifier (--model=classifier) is the
+  # reference line of its dataset, unless --reference says otherwise.
+  for point in load_runs(FLAGS.runs):
+    if point.kind == "uncompressed":
+      references.setdefault(point.dataset, point.accuracy)
+    else:
+      points.append(point)
   for spec in FLAGS.baselines:
     points += load_baselines(spec)
   if not points:
