@@ -284,8 +284,10 @@ def summary_markdown(dataset, points):
   if best is None:
     return "\n".join(lines + ["No evaluated model: nothing to match.", ""])
   lines += [f"Best model: {best.name} ({best.setting}), "
-            f"{100 * best.accuracy:.2f}% test accuracy at {best.bpp:.4g} "
-            f"bpp ({best.bytes_per_image:.2f} bytes/image).", ""]
+            f"{100 * best.accuracy:.2f}% test accuracy at "
+            f"{best.payload_bytes_per_image:.2f} bytes/image payload "
+            f"({best.payload_bpp:.4g} bpp), {best.bytes_per_image:.2f} as a "
+            f"one-image file ({best.bpp:.4g} bpp).", ""]
   if not sweeps:
     return "\n".join(lines + ["No codec baselines for this dataset.", ""])
   if not any(p.accuracy is not None for p in points if p.kind == "codec"):
@@ -313,9 +315,9 @@ def summary_markdown(dataset, points):
                     f"{bpp / model_bpp:.1f}x" if model_bpp > 0 else "–"]
       lines.append("| " + " | ".join(cells) + " |")
   lines += ["", "A codec's rate is interpolated along its quality sweep "
-            "(accuracy linear in log bpp). The model's rate counts its "
-            "range-coded bytes only: a tfvaeclf file adds a fixed header "
-            "per file and a length byte per string.", ""]
+            "(accuracy linear in log bpp) and divided by the model's rate "
+            "counted the same way: whole file against a one-image tfvaeclf "
+            "file, payload against the range-coded bytes.", ""]
   return "\n".join(lines)
 
 
