@@ -346,15 +346,29 @@ def _new_axes(title, ylabel):
 
 
 def _draw_models(axes, models, value):
+  """Each model filled at its whole-file rate, hollow at its payload rate,
+  joined by a thin line, as the codecs' solid and dashed curves are."""
   handles = []
   for i, p in enumerate(models):
     marker = _MODEL_MARKERS[i % len(_MODEL_MARKERS)]
+    size = 11 if marker == "*" else 8
     (handle,) = axes.plot([p.bpp], [value(p)], marker=marker, color="black",
-                          markersize=11 if marker == "*" else 8,
-                          linestyle="none", label=f"{p.name} ({p.setting})")
-    axes.annotate(p.name, (p.bpp, value(p)), textcoords="offset points",
+                          markersize=size, linestyle="none",
+                          label=f"{p.name} ({p.setting})")
+    if p.payload_bpp != p.bpp:
+      axes.plot([p.payload_bpp, p.bpp], [value(p)] * 2, color="black",
+                linewidth=0.6, linestyle=":")
+      axes.plot([p.payload_bpp], [value(p)], marker=marker, color="black",
+                markerfacecolor="none", markersize=size, linestyle="none")
+    axes.annotate(p.name, (p.payload_bpp, value(p)),
+                  textcoords="offset points",
                   xytext=(7, -12 if i % 2 else 6), fontsize=9)
     handles.append(handle)
+  if any(p.payload_bpp != p.bpp for p in models):
+    handles += [Line2D([], [], color="black", marker="o", linestyle="none",
+                       markerfacecolor=face, label=f"model, {counting}")
+                for face, counting in (("black", "one-image file"),
+                                       ("none", "payload only"))]
   return handles
 
 
