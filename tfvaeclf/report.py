@@ -339,7 +339,7 @@ def _new_axes(title, ylabel):
   axes.margins(x=0.08, y=0.08)
   axes.set_xlabel("bits per pixel (log scale)")
   axes.set_ylabel(ylabel)
-  axes.set_title(title)
+  figure.suptitle(title)  # over the legend too: long titles fit
   axes.grid(True, which="major", alpha=0.4)
   axes.grid(True, which="minor", alpha=0.15)
   return figure, axes
