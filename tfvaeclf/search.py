@@ -207,14 +207,6 @@ def training_flag_names(model_name, flag_values=FLAGS):
   return list(dict.fromkeys(names))
 
 
-def _dataset(flag_values):
-  """The `data.load` arguments, as `tfvaeclf.train` records them."""
-  return {"name": flag_values.dataset, "data_dir": flag_values.data_dir,
-          "image_size": flag_values.image_size,
-          "validation_size": flag_values.validation_size,
-          "seed": flag_values.seed, "download": flag_values.download}
-
-
 def build_oracle(tuner, space, *, max_trials=None, max_epochs=1, factor=3,
                  seed=0):
   """The keras-tuner oracle for `--tuner`; it maximizes the metric "score"."""
@@ -246,18 +238,6 @@ def _oracle(tuner, options, max_trials, max_epochs, factor):
     return oracle
   raise cli.UserError(f"unknown --tuner={tuner}; choose one of "
                       f"{', '.join(TUNERS)}")
-
-
-def _training_kwargs(settings):
-  """The `train.run_training` settings, as `tfvaeclf.train` passes them."""
-  kwargs = dict(
-      epochs=settings.epochs, batch_size=settings.batch_size,
-      learning_rate=settings.learning_rate, seed=settings.seed,
-      train_subset=settings.train_subset, lr_schedule=settings.lr_schedule,
-      augment=settings.augment)
-  if "freeze_encoder_from" in settings and settings.freeze_encoder_from:
-    kwargs["pretrained_dir"] = settings.freeze_encoder_from
-  return kwargs
 
 
 def _history(model_dir):
@@ -299,7 +279,8 @@ class TrainingTuner(kt.Tuner):
     self.max_bpp, self.tradeoff = max_bpp, tradeoff
     self._splits = {}
     if splits is not None:
-      self._splits[json.dumps(_dataset(flag_values), sort_keys=True)] = splits
+      key = json.dumps(train.dataset_from_flags(flag_values), sort_keys=True)
+      self._splits[key] = splits
     super().__init__(oracle, directory=search_dir, project_name="tuner",
                      overwrite=False)
 
@@ -328,7 +309,7 @@ class TrainingTuner(kt.Tuner):
     directory = self.trial_dir(trial.trial_id)
     if "tuner/trial_id" in values:
       _start_from(self.trial_dir(values["tuner/trial_id"]), directory)
-    dataset = _dataset(settings)
+    dataset = train.dataset_from_flags(settings)
     splits = self._load(dataset)
     try:
       config = train.model_config_from_flags(self.model_name, splits.info,
@@ -340,7 +321,7 @@ class TrainingTuner(kt.Tuner):
     try:
       train.run_training(
           directory, self.model_name, config, splits, dataset,
-          **_training_kwargs(settings),
+          **train.training_kwargs_from_flags(settings),
           verbose=2 if sys.stdout.isatty() else 0)
     except train.TrainingDiverged as e:
       raise kt.errors.FailedTrialError(str(e)) from None
@@ -507,7 +488,7 @@ def main(argv):
   splits = None
   if role != "chief":  # the chief only serves the oracle
     try:
-      splits = data.load(**_dataset(FLAGS))
+      splits = data.load(**train.dataset_from_flags(FLAGS))
       models.build(model_name, train.model_config_from_flags(
           model_name, splits.info))
     except ValueError as e:

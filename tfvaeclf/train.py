@@ -32,7 +32,8 @@ from tfvaeclf import data, distribute, entropy, fileio, models
 from tfvaeclf.models import vae
 from tfvaeclf import model_dir as model_dir_lib
 
-__all__ = ["TrainingDiverged", "model_config_from_flags", "run_training"]
+__all__ = ["TrainingDiverged", "dataset_from_flags", "model_config_from_flags",
+           "run_training", "training_kwargs_from_flags"]
 
 FLAGS = flags.FLAGS
 
@@ -291,6 +292,24 @@ def _train(directory, model_name, model_config, splits, dataset, *, epochs,
   return model_dir_lib.finalize(directory, final, manager.latest_checkpoint)
 
 
+def dataset_from_flags(flag_values=FLAGS):
+  """The `data.load` arguments the flags give, as a model dir records them."""
+  return {"name": flag_values.dataset, "data_dir": flag_values.data_dir,
+          "image_size": flag_values.image_size,
+          "validation_size": flag_values.validation_size,
+          "seed": flag_values.seed, "download": flag_values.download}
+
+
+def training_kwargs_from_flags(flag_values=FLAGS):
+  """The `run_training` settings the flags give."""
+  return dict(
+      epochs=flag_values.epochs, batch_size=flag_values.batch_size,
+      learning_rate=flag_values.learning_rate, seed=flag_values.seed,
+      train_subset=flag_values.train_subset,
+      lr_schedule=flag_values.lr_schedule, augment=flag_values.augment,
+      pretrained_dir=flag_values.freeze_encoder_from)
+
+
 def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -300,10 +319,7 @@ def main(argv):
     strategy = distribute.make_strategy(FLAGS.strategy)
   except distribute.ClusterConfigError as e:
     raise cli.UserError(str(e)) from None
-  dataset = {"name": FLAGS.dataset, "data_dir": FLAGS.data_dir,
-             "image_size": FLAGS.image_size,
-             "validation_size": FLAGS.validation_size,
-             "seed": FLAGS.seed, "download": FLAGS.download}
+  dataset = dataset_from_flags()
   try:
     splits = data.load(**dataset)
     model_config = model_config_from_flags(FLAGS.model, splits.info)
@@ -313,11 +329,8 @@ def main(argv):
   try:
     fingerprint = run_training(
         FLAGS.model_dir, FLAGS.model, model_config, splits, dataset,
-        epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-        learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
-        train_subset=FLAGS.train_subset, lr_schedule=FLAGS.lr_schedule,
-        augment=FLAGS.augment, pretrained_dir=FLAGS.freeze_encoder_from,
-        strategy=strategy, verbose=1 if sys.stdout.isatty() else 2)
+        **training_kwargs_from_flags(), strategy=strategy,
+        verbose=1 if sys.stdout.isatty() else 2)
   except TrainingDiverged as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3)
