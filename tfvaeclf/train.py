@@ -29,7 +29,7 @@ from absl import flags, logging
 import tensorflow as tf
 
 from tfvaeclf import data, distribute, entropy, fileio, models
-from tfvaeclf.models import vae
+from tfvaeclf.models import split, vae
 from tfvaeclf import model_dir as model_dir_lib
 
 __all__ = ["TrainingDiverged", "dataset_from_flags", "model_config_from_flags",
@@ -88,9 +88,29 @@ flags.DEFINE_bool("extra_conv", None,
                   "beta_vae: the seed's extra 3x3 stride-1 layer.")
 flags.DEFINE_enum("version", None, ["v1", "v2"],
                   "grouped_vae: the seed's table.")
-flags.DEFINE_string("backbone", None, "classifier: small_resnet or resnet50.")
+flags.DEFINE_string("backbone", None,
+                    "classifier and kinds built on one: small_resnet or "
+                    "resnet50.")
 flags.DEFINE_string("backbone_weights", None,
-                    "classifier: a Keras .h5 weights file for the backbone.")
+                    "classifier, split: a Keras .h5 weights file for the "
+                    "backbone.")
+flags.DEFINE_string(
+    "backbone_from", None,
+    "rdc, split: a finished classifier model dir whose backbone is copied "
+    "and kept frozen (match --backbone and --backbone_widths to it).")
+flags.DEFINE_list("backbone_widths", None,
+                  "rdc, split: stage widths of a small_resnet backbone.")
+flags.DEFINE_string("split_point", None,
+                    "split: where the backbone is cut, S1, S2 or S3 (see "
+                    "--list_split_points).")
+flags.DEFINE_integer("compress_factor", None,
+                     "split: latent channels = feature channels // this.")
+flags.DEFINE_enum("bottleneck_mode", None, split.MODES,
+                  "split: train on the labels, or without them on the "
+                  "uncut network's predictions.")
+flags.DEFINE_bool("list_split_points", False,
+                  "Print the split points of --backbone, their layers and "
+                  "feature shapes for --dataset's images, then exit.")
 
 
 class TrainingDiverged(Exception):
@@ -313,6 +333,13 @@ def training_kwargs_from_flags(flag_values=FLAGS):
 def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if FLAGS.list_split_points:  # lists, trains nothing: no --model_dir
+    try:
+      info = data.load(**dataset_from_flags()).info
+      print(split.split_point_table(model_config_from_flags("split", info)))
+    except ValueError as e:
+      raise cli.UserError(str(e)) from None
+    return
   if not FLAGS.model_dir:
     raise cli.UserError("--model_dir is required")
   try:  # first: the runtime must not have started yet

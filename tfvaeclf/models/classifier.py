@@ -30,7 +30,7 @@ from tfvaeclf import backbones
 from tfvaeclf.models import base
 from tfvaeclf.models.registry import register
 
-__all__ = ["ClassifierConfig", "ImageClassifier"]
+__all__ = ["ClassifierConfig", "ImageClassifier", "pretrained_backbone"]
 
 
 @dataclasses.dataclass
@@ -83,3 +83,40 @@ class ImageClassifier(base.CompressiveClassifier):
 
   def decompress(self, strings, latent_shape):
     raise NotImplementedError(f"{self.name} is uncompressed: no coder")
+
+
+def pretrained_backbone(name, widths, image_shape, num_classes,
+                        source_dir=None, weights=None):
+  """A frozen backbone for kinds built on a trained classifier.
+
+  The universal RDC kind judges reconstructions with it; the split kind
+  cuts it in two. `source_dir` is a finished `classifier` model dir whose
+  backbone weights are copied: its backbone, widths, image shape and
+  classes must be these, or ValueError says in one line which differ.
+  `weights` is a Keras .h5 file instead (ImageNet's, for ResNet-50).
+  Neither: random weights, as a model rebuilt from its own dir has before
+  its checkpoint is restored.
+  """
+  from tfvaeclf import model_dir  # a model dir holds models: import late
+  options = {"widths": tuple(widths)} if name == "small_resnet" else {}
+  backbone = backbones.build(name, image_shape, num_classes, weights=weights,
+                             **options)
+  if source_dir:
+    try:
+      source = model_dir.load_classifier(source_dir)
+    except model_dir.ModelDirError as e:
+      raise ValueError(str(e)) from None
+    have = source.config["model_config"]
+    want = {"backbone": name, "image_shape": list(image_shape),
+            "num_classes": num_classes}
+    if name == "small_resnet":
+      want["filters"] = list(widths)
+    different = [f"{key} {have[key]} (not {value})"
+                 for key, value in want.items() if have[key] != value]
+    if different:
+      raise ValueError(f"the classifier in {source_dir} has "
+                       f"{', '.join(different)}; set the backbone flags "
+                       "to match it")
+    backbone.set_weights(source.model.backbone.get_weights())
+  backbone.trainable = False
+  return backbone

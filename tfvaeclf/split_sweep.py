@@ -1,0 +1,268 @@
+"""Trains and evaluates every point of a split kind's rate configuration.
+
+    python -m tfvaeclf.split_sweep \
+        --flagfile=configs/fashion_mnist_split.flags \
+        --rate_config=configs/small_resnet_rates.json \
+        --modes=supervised,unsupervised --out=runs/split_sweep \
+        [--split_points=S1] [--max_examples=N]
+
+Seed 004 gives, for each split point, a list of bottleneck configurations
+along its rate-accuracy curve (its dict.yaml). A rate configuration is that
+list for one backbone, as JSON:
+
+    {"backbone": "small_resnet",
+     "split_points": {"S1": [{"compress_factor": 8, "lmbda": 0.5}, ...],
+                      "S2": [...], ...}}
+
+Every point, in every `--modes`, is trained with the flagfile's settings
+(`--model=split` is implied; the point sets `--split_point`,
+`--compress_factor`, `--lmbda` and `--bottleneck_mode`) into a model dir of
+its own under `--out`, then evaluated on the real bitstreams of the test
+split (`tfvaeclf.sweep`). A point evaluated before is only read back, and
+an unfinished one resumes, so a killed sweep rerun repeats nothing.
+
+Written into `--out`: `points.csv` (one row a point: split point, mode,
+compress factor, lmbda, accuracy, bytes per image as payload and as a
+one-image file, bpp, the model dir), `uncut.json` (the uncut backbone on
+the same test images: the `--backbone_from` classifier, or the backbone
+with its `--backbone_weights`) and `accuracy_vs_bytes.png`.
+"""
+
+from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
+
+import json
+import os
+import sys
+
+from absl import flags
+from matplotlib.figure import Figure
+
+from tfvaeclf import backbones, evaluate, fileio, models, sweep, train
+from tfvaeclf import model_dir as model_dir_lib
+from tfvaeclf.models import split
+
+__all__ = ["read_rate_config", "sweep_points", "uncut_accuracy",
+           "plot_points"]
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("rate_config", None,
+                    "JSON: for each split point, a list of {compress_factor, "
+                    "lmbda} points (see configs/*_rates.json).")
+flags.DEFINE_list("modes", ["supervised"],
+                  f"Bottleneck modes to train each point in: "
+                  f"{', '.join(split.MODES)}.")
+flags.DEFINE_list("split_points", None,
+                  "Only these split points of --rate_config (default: all).")
+
+MODEL = "split"
+UNCUT_FILE = "uncut.json"
+POINT_KEYS = ("compress_factor", "lmbda")
+
+
+def _invalid(path, what):
+  return cli.UserError(f"rate config {path}: {what}")
+
+
+def _check_point(path, name, i, point):
+  where = f"point {i + 1} of {name}"
+  if not isinstance(point, dict) or set(point) != set(POINT_KEYS):
+    raise _invalid(path, f"{where} must be an object with exactly "
+                   f"{' and '.join(POINT_KEYS)}")
+  factor, lmbda = point["compress_factor"], point["lmbda"]
+  if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+    raise _invalid(path, f"{where}: compress_factor must be a positive "
+                   f"integer, not {factor!r}")
+  if (isinstance(lmbda, bool) or not isinstance(lmbda, (int, float))
+      or lmbda < 0):
+    raise _invalid(path, f"{where}: lmbda must be a number >= 0, not "
+                   f"{lmbda!r}")
+  return int(factor), float(lmbda)
+
+
+def read_rate_config(path, backbone):
+  """{split point: [(compress_factor, lmbda), ...]} from the JSON file at
+  `path`, which must be for `backbone`; cli.UserError in one line if not."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      config = json.load(f)
+  except OSError as e:
+    raise _invalid(path, f"cannot read it ({e.strerror})") from None
+  except ValueError as e:
+    raise _invalid(path, f"not JSON ({e})") from None
+  if (not isinstance(config, dict)
+      or set(config) != {"backbone", "split_points"}
+      or not isinstance(config["split_points"], dict)):
+    raise _invalid(path, 'must be {"backbone": NAME, "split_points": '
+                   '{POINT: [{"compress_factor": F, "lmbda": L}, ...]}}')
+  if config["backbone"] != backbone:
+    raise _invalid(path, f"it is for {config['backbone']}, the flags cut "
+                   f"{backbone} (set --backbone)")
+  if not config["split_points"]:
+    raise _invalid(path, "it names no split point")
+  try:
+    known = backbones.split_points(backbone)
+  except ValueError as e:
+    raise cli.UserError(str(e)) from None
+  points = {}
+  for name, entries in config["split_points"].items():
+    if name not in known:
+      raise _invalid(path, f"{backbone} has no split point {name!r} "
+                     f"(choose from {', '.join(known)})")
+    if not isinstance(entries, list) or not entries:
+      raise _invalid(path, f"{name} must hold a non-empty list of points")
+    points[name] = [_check_point(path, name, i, point)
+                    for i, point in enumerate(entries)]
+  return points
+
+
+def sweep_points(rate_config, split_points, modes):
+  """[(split point, mode, compress_factor, lmbda)] to train, in order."""
+  unknown = sorted(set(split_points) - set(rate_config))
+  if unknown:
+    raise cli.UserError(f"--split_points {', '.join(unknown)}: not in the "
+                        f"rate config (it has {', '.join(rate_config)})")
+  bad_modes = sorted(set(modes) - set(split.MODES))
+  if bad_modes or not modes:
+    raise cli.UserError(f"--modes must name some of {', '.join(split.MODES)}"
+                        f", not {','.join(modes)!r}")
+  return [(point, mode, factor, lmbda)
+          for point in split_points for mode in modes
+          for factor, lmbda in rate_config[point]]
+
+
+def _uncut_classifier(config):
+  """The uncut network the split models start from, as a loaded classifier
+  kind, or None when the backbone has random weights."""
+  if config.backbone_from:
+    return model_dir_lib.load_classifier(config.backbone_from)
+  if not config.backbone_weights:
+    return None
+  model = models.build("classifier", {
+      "image_shape": config.image_shape, "num_classes": config.num_classes,
+      "backbone": config.backbone, "filters": config.backbone_widths,
+      "backbone_weights": config.backbone_weights})
+  return model_dir_lib.LoadedModel(model, b"", {})
+
+
+def uncut_accuracy(config, test, max_examples, out):
+  """Test accuracy of the uncut backbone on `test` (its first
+  `max_examples`), kept in `out/uncut.json` and read back from there while
+  the backbone and the examples are the same; None without weights."""
+  key = {"backbone": config.backbone,
+         "backbone_from": config.backbone_from and os.path.abspath(
+             config.backbone_from),
+         "backbone_weights": config.backbone_weights and os.path.abspath(
+             config.backbone_weights),
+         "max_examples": max_examples}
+  path = os.path.join(out, UNCUT_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      cached = json.load(f)
+    if cached["key"] == key:
+      return cached["results"]["accuracy"]
+  loaded = _uncut_classifier(config)
+  if loaded is None:
+    return None
+  results = evaluate.evaluate(loaded, test, FLAGS.batch_size, progress=False)
+  fileio.write_json(path, {"key": key, "results": results})
+  return results["accuracy"]
+
+
+def _point_dir(out, point, mode, factor, lmbda):
+  return os.path.join(out, f"{point}_{mode}_cf{factor}_lmbda{lmbda:g}")
+
+
+def plot_points(rows, uncut, title, path):
+  """Accuracy against payload bytes per image: a curve per split point and
+  mode, the uncut backbone as a horizontal line."""
+  figure = Figure(figsize=(9, 5.4), dpi=110, layout="constrained")
+  axes = figure.add_subplot()
+  curves = {}
+  for row in rows:
+    curves.setdefault((row["split_point"], row["mode"]), []).append(row)
+  points = sorted({point for point, _ in curves})
+  for (point, mode), curve in sorted(curves.items()):
+    curve.sort(key=lambda row: row["bytes_per_image"])
+    axes.plot([row["bytes_per_image"] for row in curve],
+              [100 * row["accuracy"] for row in curve],
+              color=f"C{points.index(point) % 10}",
+              linestyle="-" if mode == "supervised" else "--",
+              marker="o" if mode == "supervised" else "s",
+              label=f"{point}, {mode}")
+  if uncut is not None:
+    axes.axhline(100 * uncut, color="dimgray", linestyle=":", linewidth=1.5,
+                 label=f"uncut backbone ({100 * uncut:.2f}%)")
+  axes.set_xlabel("bytes per image (range-coded payload)")
+  axes.set_ylabel("test accuracy (%)")
+  axes.set_title(title)
+  axes.grid(True, alpha=0.4)
+  axes.legend(fontsize=9)
+  with fileio.atomic_writer(path, "wb") as f:
+    figure.savefig(f, format="png")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS.rate_config or not FLAGS.out:
+    raise cli.UserError(
+        "usage: python -m tfvaeclf.split_sweep --flagfile=FLAGS "
+        "--rate_config=RATES.json --out=DIR [--modes=supervised,"
+        "unsupervised] [--split_points=S1,...] [--max_examples=N]")
+  backbone = FLAGS.backbone or split.SplitConfig.backbone
+  rate_config = read_rate_config(FLAGS.rate_config, backbone)
+  todo = sweep_points(rate_config, FLAGS.split_points or list(rate_config),
+                      FLAGS.modes)
+  cache = {}
+  try:
+    splits = sweep.load_splits(train.dataset_from_flags(), cache)
+    config = train.model_config_from_flags(MODEL, splits.info)
+  except ValueError as e:
+    raise cli.UserError(str(e)) from None
+  test = splits.test.take(FLAGS.max_examples) if FLAGS.max_examples else (
+      splits.test)
+  uncut = uncut_accuracy(config, test, FLAGS.max_examples, FLAGS.out)
+  if uncut is not None:
+    print(f"uncut {backbone}: {100 * uncut:.2f}% test accuracy", flush=True)
+  rows, failed = [], []
+  for i, (point, mode, factor, lmbda) in enumerate(todo, start=1):
+    directory = _point_dir(FLAGS.out, point, mode, factor, lmbda)
+    done = os.path.exists(os.path.join(directory, sweep.EVAL_FILE))
+    print(f"[{i}/{len(todo)}] {point} {mode} compress_factor={factor} "
+          f"lmbda={lmbda:g}: {'done before' if done else 'training'}",
+          flush=True)
+    settings = sweep.flags_with({
+        "split_point": point, "bottleneck_mode": mode,
+        "compress_factor": factor, "lmbda": lmbda}, FLAGS)
+    try:
+      results = sweep.train_and_evaluate(
+          directory, MODEL, settings, max_examples=FLAGS.max_examples,
+          splits_cache=cache)
+    except ValueError as e:
+      raise cli.UserError(f"{point} {mode}: {e}") from None
+    except train.TrainingDiverged as e:
+      print(f"  skipped: {e}", file=sys.stderr, flush=True)
+      failed.append(directory)
+      continue
+    rows.append({"split_point": point, "mode": mode,
+                 "compress_factor": factor, "lmbda": lmbda,
+                 "accuracy": results["accuracy"],
+                 "bytes_per_image": results["bytes_per_image"],
+                 "file_bytes_per_image": results["file_bytes_per_image"],
+                 "bpp": results["bpp"], "dir": directory})
+    print(f"  {100 * results['accuracy']:.2f}% at "
+          f"{results['bytes_per_image']:.2f} bytes per image", flush=True)
+  sweep.write_csv(os.path.join(FLAGS.out, "points.csv"), rows)
+  plot_points(rows, uncut,
+              f"{splits.info.name}: split {backbone}, accuracy against rate",
+              os.path.join(FLAGS.out, "accuracy_vs_bytes.png"))
+  print(f"wrote {len(rows)} points to {FLAGS.out}/points.csv and "
+        "accuracy_vs_bytes.png")
+  if failed:
+    print(f"error: {len(failed)} points diverged: {', '.join(failed)}",
+          file=sys.stderr)
+    sys.exit(3)
+
+
+if __name__ == "__main__":
+  cli.run(main)
