@@ -3,15 +3,18 @@
 Layout (integers little-endian):
 
     magic        4 bytes  b"TFVC"
-    version      u8       FORMAT_VERSION
+    version      u8       1, or 2 (FORMAT_VERSION) with a dither seed
     fingerprint  8 bytes  identifies the model (weights and coding tables)
     image_shape  3 x u16  H, W, C of the images that were coded
     latent_rank  u8, then latent_rank x u16: the spatial latent shape
     num_images   u32
     num_streams  u8       strings per image (1, or 2 with a hyper-latent)
+    dither_seed  u32      version 2 only: the seed of the shared dither of
+                          a universally quantized latent (`tfvaeclf.dither`)
     crc32        u32      of every byte of the file except these four
     payload      per image, per stream: LEB128 length, then the string
 
+Version 1 (no dither) is what every other kind writes; readers take both.
 A file is checked whole before anything is decoded, so a truncated, corrupted
 or foreign file is refused with one line instead of yielding a wrong label.
 """
@@ -20,13 +23,15 @@ import dataclasses
 import struct
 import zlib
 
-__all__ = ["BitstreamError", "CodedImages", "MAGIC", "FORMAT_VERSION", "file_size",
-           "pack", "unpack"]
+__all__ = ["BitstreamError", "CodedImages", "MAGIC", "FORMAT_VERSION",
+           "file_size", "pack", "unpack"]
 
 MAGIC = b"TFVC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest; it adds the dither seed to version 1
+_VERSIONS = (1, FORMAT_VERSION)
 FINGERPRINT_BYTES = 8
 _CRC = struct.Struct("<I")
+_SEED = struct.Struct("<I")
 
 
 class BitstreamError(ValueError):
@@ -40,6 +45,7 @@ class CodedImages:
   image_shape: tuple
   latent_shape: tuple
   strings: list  # strings[stream][image] -> bytes
+  dither_seed: int = None  # set for a dithered coder's latents only
 
   @property
   def num_images(self):
@@ -83,13 +89,13 @@ class _Reader:
         raise BitstreamError("corrupted length field")
 
 
-def file_size(latent_rank, string_lengths):
+def file_size(latent_rank, string_lengths, dithered=False):
   """Bytes of the file `pack` writes for ONE image with these strings.
 
   What a sender pays to send that image alone: the rate to set against a
   classical codec's whole file.
   """
-  header = 25 + 2 * latent_rank + _CRC.size
+  header = 25 + 2 * latent_rank + _CRC.size + (_SEED.size if dithered else 0)
   return header + sum(len(_leb128(n)) + n for n in string_lengths)
 
 
@@ -100,12 +106,15 @@ def pack(coded):
   num_streams = len(coded.strings)
   if any(len(s) != coded.num_images for s in coded.strings):
     raise ValueError("every stream needs one string per image")
+  dithered = coded.dither_seed is not None
   header = b"".join([
-      MAGIC, struct.pack("<B", FORMAT_VERSION), coded.fingerprint,
+      MAGIC, struct.pack("<B", FORMAT_VERSION if dithered else 1),
+      coded.fingerprint,
       struct.pack("<3H", *coded.image_shape),
       struct.pack(f"<B{len(coded.latent_shape)}H", len(coded.latent_shape),
                   *coded.latent_shape),
       struct.pack("<IB", coded.num_images, num_streams),
+      _SEED.pack(coded.dither_seed) if dithered else b"",
   ])
   payload = b"".join(
       _leb128(len(coded.strings[stream][image])) +
@@ -121,14 +130,16 @@ def unpack(data, expected_fingerprint=None):
   if reader.take(len(MAGIC)) != MAGIC:
     raise BitstreamError("not a tfvaeclf file (bad magic)")
   (version,) = reader.unpack("B")
-  if version != FORMAT_VERSION:
-    raise BitstreamError(
-        f"unsupported format version {version} (this reads {FORMAT_VERSION})")
+  if version not in _VERSIONS:
+    raise BitstreamError(f"unsupported format version {version} (this "
+                         f"reads {' and '.join(map(str, _VERSIONS))})")
   fingerprint = reader.take(FINGERPRINT_BYTES)
   image_shape = reader.unpack("3H")
   (rank,) = reader.unpack("B")
   latent_shape = reader.unpack(f"{rank}H")
   num_images, num_streams = reader.unpack("IB")
+  (dither_seed,) = (reader.unpack("I") if version == FORMAT_VERSION
+                    else (None,))
   header_end = reader.pos
   (crc,) = reader.unpack("I")
   if zlib.crc32(reader.data[reader.pos:],
@@ -145,4 +156,4 @@ def unpack(data, expected_fingerprint=None):
   if reader.pos != len(reader.data):
     raise BitstreamError("trailing bytes after the payload")
   return CodedImages(fingerprint, tuple(image_shape), tuple(latent_shape),
-                     strings)
+                     strings, dither_seed)

@@ -20,12 +20,17 @@ import tensorflow as tf
 from tfvaeclf import bitstream, data, fileio, model_dir as model_dir_lib
 
 __all__ = ["compress_images", "decode_latent", "classify_file",
-           "reconstruct_file"]
+           "reconstruct_file", "dither_seed"]
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", None,
                     "compress: the file to write; decompress: the PNG path "
                     "(several images are written as NAME_0.png, NAME_1.png…).")
+
+
+def dither_seed(model):
+  """The seed a model's files carry: its dithered coder's, else None."""
+  return getattr(model.coder, "seed", None)
 
 
 def compress_images(loaded, images):
@@ -36,7 +41,8 @@ def compress_images(loaded, images):
       fingerprint=loaded.fingerprint,
       image_shape=tuple(model.config.image_shape),
       latent_shape=tuple(int(d) for d in latent_shape.numpy()),
-      strings=[list(s.numpy()) for s in strings]))
+      strings=[list(s.numpy()) for s in strings],
+      dither_seed=dither_seed(model)))
 
 
 def decode_latent(loaded, file_bytes):
@@ -55,10 +61,17 @@ def decode_latent(loaded, file_bytes):
     raise bitstream.BitstreamError(
         f"file has {len(coded.strings)} streams per image, the model "
         f"{model.coder.num_streams}")
+  if (coded.dither_seed is None) != (dither_seed(model) is None):
+    raise bitstream.BitstreamError(
+        "file and model disagree on dithered quantization (a dither seed "
+        "in one, not in the other)")
+  # The receiver draws the dither from the file's seed, not its own.
+  options = ({} if coded.dither_seed is None
+             else {"seed": tf.constant(coded.dither_seed, tf.int64)})
   try:
     return model.decompress(
         [tf.constant(s, tf.string) for s in coded.strings],
-        coded.latent_shape)
+        coded.latent_shape, **options)
   except (tf.errors.InvalidArgumentError, ValueError) as e:
     raise bitstream.BitstreamError(
         f"payload does not decode: {str(e).splitlines()[0]}") from None

@@ -25,7 +25,8 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from tfvaeclf import bitstream, data, fileio, model_dir as model_dir_lib
+from tfvaeclf import bitstream, codec, data, fileio
+from tfvaeclf import model_dir as model_dir_lib
 
 __all__ = ["evaluate", "format_table"]
 
@@ -36,9 +37,12 @@ flags.DEFINE_integer("max_examples", None,
                      "Evaluate only the first N examples of the split.")
 
 
-def _psnr(images, x_hat):
-  mse = tf.reduce_mean(tf.math.squared_difference(images, x_hat),
-                       axis=(1, 2, 3))
+def _mse(images, x_hat):
+  return tf.reduce_mean(tf.math.squared_difference(images, x_hat),
+                        axis=(1, 2, 3))
+
+
+def _psnr(mse):
   return 10. * tf.math.log(1. / tf.maximum(mse, 1e-10)) / tf.math.log(10.)
 
 
@@ -86,10 +90,11 @@ def evaluate(loaded, dataset, batch_size=256, progress=True):
   batches = data.pipeline(dataset, batch_size)
   first_images, _ = next(iter(batches))
   decompress(*compress(first_images[:1]))  # trace before timing
+  dithered = codec.dither_seed(model) is not None
 
   totals = {"correct": 0, "agree": 0, "ce": 0., "bytes": 0, "est_bits": 0.,
             "file_bytes": 0,
-            "encode_s": 0., "decode_s": 0., "psnr": 0., "n": 0}
+            "encode_s": 0., "decode_s": 0., "psnr": 0., "mse": 0., "n": 0}
   for images, labels in tqdm.tqdm(batches, desc="evaluate", unit="batch",
                                   disable=not progress):
     start = time.perf_counter()
@@ -112,14 +117,16 @@ def evaluate(loaded, dataset, batch_size=256, progress=True):
             labels, logits, from_logits=True)))
     totals["bytes"] += sum(len(s) for stream in strings for s in stream)
     totals["file_bytes"] += sum(
-        bitstream.file_size(len(latent_shape), [len(s) for s in image])
+        bitstream.file_size(len(latent_shape), [len(s) for s in image],
+                            dithered=dithered)
         for image in zip(*strings))
     totals["est_bits"] += float(tf.reduce_sum(reference["bits"]))
     totals["encode_s"] += encoded - start
     totals["decode_s"] += decoded - encoded
     if model.has_decoder:
-      totals["psnr"] += float(tf.reduce_sum(
-          _psnr(images, model.reconstruct(latent_hat))))
+      mse = _mse(images, model.reconstruct(latent_hat))
+      totals["mse"] += float(tf.reduce_sum(mse))
+      totals["psnr"] += float(tf.reduce_sum(_psnr(mse)))
 
   n = totals["n"]
   pixels = model.num_pixels
@@ -139,6 +146,11 @@ def evaluate(loaded, dataset, batch_size=256, progress=True):
   }
   if model.has_decoder:
     results["psnr"] = totals["psnr"] / n
+    results["mse"] = totals["mse"] / n
+  fixed_bits = getattr(model.coder, "fixed_bits", None)
+  if fixed_bits is not None:  # a fixed-rate quantizer's R = dim * log2(L)
+    results["fixed_bits_per_image"] = fixed_bits
+    results["fixed_bpp"] = fixed_bits / pixels
   return results
 
 

@@ -83,11 +83,18 @@ flags.DEFINE_float("quantization_step", None,
                    "VAEs: the coded latent is round(mean / step).")
 flags.DEFINE_enum("classifier", None, vae.CLASSIFIER_HEADS,
                   "VAEs: the latent classifier head.")
-flags.DEFINE_integer("latent_dim", None, "beta_vae: latent dimensions.")
+flags.DEFINE_integer("latent_dim", None, "beta_vae, rdc: latent dimensions.")
 flags.DEFINE_bool("extra_conv", None,
                   "beta_vae: the seed's extra 3x3 stride-1 layer.")
 flags.DEFINE_enum("version", None, ["v1", "v2"],
                   "grouped_vae: the seed's table.")
+flags.DEFINE_float("lambda_cls", None,
+                   "rdc: weight of the frozen classifier's cross-entropy "
+                   "against the MSE.")
+flags.DEFINE_integer("levels", None,
+                     "rdc: quantization levels per latent entry (L).")
+flags.DEFINE_integer("dither_seed", None,
+                     "rdc: seed of the shared dither its files carry.")
 flags.DEFINE_string("backbone", None,
                     "classifier and kinds built on one: small_resnet or "
                     "resnet50.")

@@ -11,6 +11,6 @@ reference: it has no coder (`coder is None`) and classifies images.
 from tfvaeclf.models.registry import build, get, names, register
 # Importing a kind's module registers it.
 from tfvaeclf.models import (  # noqa: F401
-    beta_vae, classifier, grouped_vae, joint, split)
+    beta_vae, classifier, grouped_vae, joint, rdc, split)
 
 __all__ = ["build", "get", "names", "register"]

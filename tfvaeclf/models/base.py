@@ -143,16 +143,17 @@ class CompressiveClassifier(tf.keras.Model):
     latent = self.encode(tf.zeros((1, *self.config.image_shape)))
     return tuple(latent.shape[1:-1])
 
-  def compress(self, images):
+  def compress(self, images, **coder_options):
     """Float images -> (tuple of per-image string tensors, latent shape).
 
     The latent shape is the spatial shape the decoder needs, as in
-    CompressAI's `compress() -> {strings, shape}`.
+    CompressAI's `compress() -> {strings, shape}`. `coder_options` go to
+    the coder (a dithered coder's `seed`).
     """
     latent = self.encode(images, training=False)
-    strings = self.coder.compress(latent)
+    strings = self.coder.compress(latent, **coder_options)
     return strings, tf.shape(latent)[1:-1]
 
-  def decompress(self, strings, latent_shape):
+  def decompress(self, strings, latent_shape, **coder_options):
     """Strings from `compress` -> the quantized latent, bit for bit."""
-    return self.coder.decompress(strings, latent_shape)
+    return self.coder.decompress(strings, latent_shape, **coder_options)
