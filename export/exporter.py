@@ -22,21 +22,31 @@ from export import encoder, server
 
 __all__ = ["calibration_images", "export_bundle"]
 
-# The stream a factorized coder writes: the whole latent, table = channel.
+# The stream a factorized or dithered coder writes: the whole latent, table
+# = channel.
 _LATENT = "latent"
 
 
 def _streams(model):
-  """What the edge codes and the server decodes, per stream of the coder."""
+  """What the edge codes and the server decodes, per stream of the coder.
+
+  A dithered coder's stream is its symbol coder's, plus the "dither" the
+  board adds before rounding: the edge encoder still outputs `y`.
+  """
   coder = model.coder
+  dithered = {}
+  if isinstance(coder, entropy.DitheredCoder):
+    dithered = {"dither": {"seed": coder.seed, "levels": coder.levels}}
+    coder = coder.symbol_coder
   if not isinstance(coder, entropy.FactorizedCoder):
     raise cli.UserError(
-        f"model {model.name}: export supports the factorized coder, not "
-        f"{type(coder).__name__}")
+        f"model {model.name}: export supports the factorized and dithered "
+        f"coders, not {type(model.coder).__name__}")
   latent = model.encode(tf.zeros((1, *model.config.image_shape)))
   tables = coder.tables()
   stream = {"name": _LATENT, "tables": "channel",
-            "shape": [int(d) for d in latent.shape[1:]], "dtype": "int32"}
+            "shape": [int(d) for d in latent.shape[1:]], "dtype": "int32",
+            **dithered}
   arrays = {"cdf": tables["cdf"], "cdf_offset": tables["cdf_offset"],
             "coding_rank": np.int32(coder.coding_rank),
             "precision": np.int32(coder.range_coder_precision),
@@ -86,7 +96,7 @@ def _write(loaded, directory, calibration):
       model, stream_names, os.path.join(directory, bundle.SERVER_DIR))
   fileio.write_json(os.path.join(directory, bundle.MANIFEST), {
       "format": bundle.FORMAT,
-      "format_version": bundle.FORMAT_VERSION,
+      "format_version": bundle.format_version(streams),
       "model": {"name": loaded.config["model"],
                 "fingerprint": loaded.fingerprint.hex(),
                 "dataset": loaded.config["dataset"]["name"],

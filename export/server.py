@@ -8,6 +8,12 @@ tables:
                          "classes": int64 [N]}      (also serving_default)
     reconstruct(latent) -> {"images": uint8 [N, H, W, C]}  (with a decoder)
 
+A dithered model's signatures also take `dither_seed`, a scalar int64: the
+seed in the file's header, from which the receiver draws the sender's
+dither. It has no default: a file always carries its seed, and decoding
+with another one would shift every latent without an error.
+`file_inputs` turns a file into these inputs.
+
 TFC's ops are custom TensorFlow ops: `import tensorflow_compression` before
 `tf.saved_model.load`, as `load` does.
 """
@@ -17,26 +23,38 @@ import os
 import tensorflow as tf
 import tensorflow_compression  # noqa: F401  (registers the decoding ops)
 
+from tfvaeclf import bitstream, entropy
 from tfvaeclf.edge import bundle
 
-__all__ = ["ServerModule", "save", "load"]
+__all__ = ["DITHER_SEED", "ServerModule", "save", "load", "file_inputs"]
+
+DITHER_SEED = "dither_seed"
 
 
 class ServerModule(tf.Module):
-  """Strings -> class probabilities (and images), with explicit signatures."""
+  """Strings -> class probabilities (and images), with explicit signatures.
+
+  `input_names`: the signatures' inputs, the streams' then `dither_seed`.
+  """
 
   def __init__(self, model, stream_names):
     super().__init__(name="tfvaeclf_server")
     latent_shape = model.latent_shape
+    dithered = isinstance(model.coder, entropy.DitheredCoder)
+    self.input_names = [*stream_names, *([DITHER_SEED] if dithered else [])]
     spec = [tf.TensorSpec([None], tf.string, name=name)
             for name in stream_names]
+    if dithered:
+      spec.append(tf.TensorSpec([], tf.int64, name=DITHER_SEED))
 
-    def decode(strings):
-      return model.decompress(list(strings), latent_shape)
+    def decode(inputs):
+      options = {"seed": inputs[-1]} if dithered else {}
+      return model.decompress(list(inputs[:len(stream_names)]),
+                              latent_shape, **options)
 
     @tf.function(input_signature=spec)
-    def classify(*strings):
-      logits = model.classify(decode(strings))
+    def classify(*inputs):
+      logits = model.classify(decode(inputs))
       return {"probabilities": tf.nn.softmax(logits),
               "classes": tf.argmax(logits, -1)}
 
@@ -44,8 +62,8 @@ class ServerModule(tf.Module):
     functions = [classify.get_concrete_function()]
     if model.has_decoder:
       @tf.function(input_signature=spec)
-      def reconstruct(*strings):
-        x_hat = model.reconstruct(decode(strings))
+      def reconstruct(*inputs):
+        x_hat = model.reconstruct(decode(inputs))
         return {"images": tf.cast(tf.round(x_hat * 255.), tf.uint8)}
 
       self.reconstruct = reconstruct
@@ -66,7 +84,7 @@ def save(model, stream_names, path):
   signatures = {name: function.get_concrete_function()
                 for name, function in functions.items()}
   tf.saved_model.save(module, path, signatures=signatures)
-  return {name: {"inputs": list(stream_names),
+  return {name: {"inputs": module.input_names,
                  "outputs": sorted(function.structured_outputs)}
           for name, function in signatures.items()}
 
@@ -80,3 +98,23 @@ def load(bundle_dir, expected_fingerprint=None):
                                   expected_fingerprint)
   return tf.saved_model.load(
       os.path.join(bundle_dir, bundle.SERVER_DIR)), manifest
+
+
+def file_inputs(file_bytes, manifest):
+  """A tfvaeclf file's bytes -> the keyword inputs of the signatures.
+
+  The file is checked whole and against the bundle's model; its header's
+  dither seed, if any, becomes `dither_seed`. Raises BitstreamError.
+  """
+  coded = bitstream.unpack(
+      file_bytes, bytes.fromhex(manifest["model"]["fingerprint"]))
+  names = [stream["name"] for stream in manifest["streams"]]
+  if len(coded.strings) != len(names):
+    raise bitstream.BitstreamError(
+        f"file has {len(coded.strings)} streams per image, the bundle "
+        f"{len(names)}")
+  inputs = {name: tf.constant(strings, tf.string)
+            for name, strings in zip(names, coded.strings)}
+  if coded.dither_seed is not None:
+    inputs[DITHER_SEED] = tf.constant(coded.dither_seed, tf.int64)
+  return inputs

@@ -17,6 +17,10 @@ Each latent stream of the model's coder is one entry of the manifest's
 and `cdf_offset` (TFC's lookup format), `coding_rank`, `precision` and the
 per-image `shape` of the values it codes. A stream's "tables" kind says how
 values pick their table: "channel" (table = channel, the factorized coder).
+A universally quantized stream (the dithered coder) also has a "dither":
+`{"seed", "levels"}`, and codes the symbols `clip(round(y + u), 0, levels -
+1)` of its dither `u` (`tfvaeclf.dither`); such a bundle is format version
+2, which a tfvaeclf that would code it without the dither refuses.
 numpy only: this module runs on the board.
 """
 
@@ -30,10 +34,12 @@ from tfvaeclf.edge import range_coder
 
 __all__ = ["BundleError", "FORMAT", "FORMAT_VERSION", "MANIFEST",
            "EDGE_DIR", "SERVER_DIR", "ENCODER", "ENCODER_INT8", "TABLES",
-           "ENCODER_INPUT", "file_digests", "read_manifest", "read_tables"]
+           "ENCODER_INPUT", "file_digests", "format_version", "read_manifest",
+           "read_tables"]
 
 FORMAT = "tfvaeclf-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest; it adds a stream's "dither" to version 1
+_VERSIONS = (1, FORMAT_VERSION)
 MANIFEST = "manifest.json"
 EDGE_DIR = "edge"
 SERVER_DIR = "server"
@@ -85,14 +91,21 @@ def _load_json(bundle_dir):
     raise BundleError(f"{path} is unreadable ({reason})") from None
   if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
     raise BundleError(f"{path} is not a {FORMAT} manifest")
-  if manifest.get("format_version") != FORMAT_VERSION:
+  if manifest.get("format_version") not in _VERSIONS:
     raise BundleError(
         f"{path} has format version {manifest.get('format_version')}, this "
-        f"tfvaeclf reads {FORMAT_VERSION}: export the bundle again")
+        f"tfvaeclf reads {' and '.join(map(str, _VERSIONS))}: export the "
+        "bundle again")
   missing = [key for key in _REQUIRED if key not in manifest]
   if missing:
     raise BundleError(f"{path} lacks {', '.join(missing)}")
   return manifest
+
+
+def format_version(streams):
+  """The oldest format version that describes `streams` (manifest entries):
+  a bundle without a dither stays readable by older boards."""
+  return FORMAT_VERSION if any("dither" in s for s in streams) else 1
 
 
 def read_manifest(bundle_dir, part, expected_fingerprint=None):

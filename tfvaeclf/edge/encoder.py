@@ -5,13 +5,18 @@ when the int8 encoder gives integers); it is rounded half to even, as
 TensorFlow's `round` does, and range-coded with the bundle's frozen tables
 by `range_coder`, byte for byte what TFC's ops write. The strings go into
 the same file (`tfvaeclf.bitstream`) that `python -m tfvaeclf.codec` reads.
+
+A stream with a "dither" (a universally quantized latent, see
+`tfvaeclf.dither`) sends the symbols `clip(round(y + u), 0, levels - 1)`
+instead, image i of the file taking dither row i of the bundle's seed, and
+the file carries that seed so that the server subtracts the same `u`.
 """
 
 import os
 
 import numpy as np
 
-from tfvaeclf import bitstream
+from tfvaeclf import bitstream, dither
 from tfvaeclf.edge import bundle, range_coder
 from tfvaeclf.edge.interpreter import load_interpreter
 
@@ -38,19 +43,37 @@ def _pixel_table(detail):
   return np.clip(quantized, limits.min, limits.max).astype(detail["dtype"])
 
 
-def _rounding(detail):
-  """raw output -> int64 latent values, rounded half to even like TF.
+def _dequantization(detail):
+  """raw output -> float32 latent.
 
-  An integer output is dequantized (`(q - zero_point) * scale`) first,
-  through a table of its 256 possible values.
+  An integer output is dequantized (`(q - zero_point) * scale`) through a
+  table of its 256 possible values, so that rounding, and a dither, act on
+  the value the float encoder would give.
   """
   if detail["dtype"] == np.float32:
-    return range_coder.quantize
+    return lambda values: values
   scale, zero_point = _quantization(detail)
   lowest = int(np.iinfo(detail["dtype"]).min)
-  raw = np.arange(lowest, lowest + 256).astype(np.float32)
-  table = range_coder.quantize((raw - zero_point) * scale)
+  table = (np.arange(lowest, lowest + 256).astype(np.float32)
+           - zero_point) * scale
   return lambda values: table[values.astype(np.int64) - lowest]
+
+
+def _quantizer(stream):
+  """float32 latents (N, ...) -> the int64 values the stream codes.
+
+  Rounded half to even like TF's `round`; a dithered stream's in float32
+  after adding the dither, as `entropy.DitheredCoder` computes its symbols.
+  """
+  if "dither" not in stream:
+    return range_coder.quantize
+  seed, levels = stream["dither"]["seed"], stream["dither"]["levels"]
+
+  def quantize(latents):
+    u = dither.np_dither(seed, len(latents), latents.shape[1:])
+    return np.clip(range_coder.quantize(latents + u), 0, levels - 1)
+
+  return quantize
 
 
 class EdgeEncoder:
@@ -86,14 +109,24 @@ class EdgeEncoder:
     self._input_index = image_input["index"]
     self._pixels = _pixel_table(image_input)
     outputs = runner.get_output_details()
-    self._outputs = {name: (outputs[name]["index"], _rounding(outputs[name]))
-                     for name in self._streams}
+    self._outputs = {
+        stream["name"]: (outputs[stream["name"]]["index"],
+                         _dequantization(outputs[stream["name"]]),
+                         _quantizer(stream))
+        for stream in manifest["streams"]}
     self._batch_size = None
     self._stream_shapes = {stream["name"]: tuple(stream["shape"])
                            for stream in manifest["streams"]}
+    # The seed a file of this bundle carries (version 2 header), if any.
+    self.dither_seed = next((stream["dither"]["seed"]
+                             for stream in manifest["streams"]
+                             if "dither" in stream), None)
 
   def latents(self, images):
-    """uint8 images (N, H, W, C) -> {stream: int64 quantized values}."""
+    """uint8 images (N, H, W, C) -> {stream: int64 quantized values}.
+
+    A dithered stream's image i takes dither row i: one call, one file.
+    """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
       raise ValueError(f"images must be uint8 (N, {self.image_shape}), got "
@@ -108,8 +141,8 @@ class EdgeEncoder:
       self._batch_size = len(images)
     interpreter.set_tensor(self._input_index, self._pixels[images])
     interpreter.invoke()
-    return {name: rounding(interpreter.get_tensor(index))
-            for name, (index, rounding) in self._outputs.items()}
+    return {name: quantize(dequantize(interpreter.get_tensor(index)))
+            for name, (index, dequantize, quantize) in self._outputs.items()}
 
   def code(self, latents):
     """{stream: values} -> per stream, one range-coded string per image."""
@@ -125,4 +158,5 @@ class EdgeEncoder:
     """uint8 images -> the bytes of a tfvaeclf file for the server."""
     return bitstream.pack(bitstream.CodedImages(
         fingerprint=self.fingerprint, image_shape=self.image_shape,
-        latent_shape=self.latent_shape, strings=self.encode(images)))
+        latent_shape=self.latent_shape, strings=self.encode(images),
+        dither_seed=self.dither_seed))

@@ -1,0 +1,141 @@
+"""Exporting a universal (dithered) rdc model: the board codes real digits
+with the shared dither, and the server's SavedModel decodes them with the
+seed of the file to what the Keras model computes."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+import tensorflow as tf
+
+from tfvaeclf import bitstream, codec, data, dither, model_dir
+from tfvaeclf.edge import EdgeEncoder, bundle
+
+import export
+from export import server
+from tests.test_edge_runtime import _edge_process
+from tests.test_rdc import SMALL_RDC, _train_rdc
+
+NUM_IMAGES = 50
+
+
+@pytest.fixture(scope="module")
+def rdc(mnist, classifier_dir, tmp_path_factory):
+  """A small rdc model (1 epoch, 600 digits), loaded from its dir."""
+  directory = _train_rdc(tmp_path_factory.mktemp("rdc") / "e2e", mnist,
+                         classifier_dir, lambda_cls=.01, seed=0)
+  return model_dir.load(directory)
+
+
+@pytest.fixture(scope="module")
+def rdc_bundle(rdc, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("rdc_export") / "bundle")
+  export.export_bundle(rdc, out, export.calibration_images(rdc.config, 100))
+  return out
+
+
+@pytest.fixture(scope="module")
+def digits(mnist, rdc):
+  """Test digits (uint8) and the Keras model's outputs on them."""
+  images, _ = next(iter(mnist.test.batch(NUM_IMAGES)))
+  return images.numpy(), rdc.model(data.to_float(images), training=False)
+
+
+@pytest.fixture(scope="module")
+def edge_file(rdc_bundle, digits):
+  """The board's file of the digits (float encoder)."""
+  return EdgeEncoder(rdc_bundle).encode_file(digits[0])
+
+
+@pytest.fixture(scope="module")
+def decoded(rdc, digits, edge_file):
+  """The file's latents as the codec decodes them, and per image whether
+  they equal the Keras model's bit for bit."""
+  latent_hat = codec.decode_latent(rdc, edge_file).numpy()
+  expected = digits[1]["latent_hat"].numpy()
+  return latent_hat, np.all(latent_hat == expected, axis=(1, 2, 3))
+
+
+def test_manifest_carries_the_dither(rdc, rdc_bundle):
+  with open(os.path.join(rdc_bundle, bundle.MANIFEST)) as f:
+    manifest = json.load(f)
+  coder = rdc.model.coder
+  assert manifest["format_version"] == 2
+  assert manifest["streams"] == [{
+      "name": "latent", "tables": "channel", "dtype": "int32",
+      "shape": [1, 1, SMALL_RDC["latent_dim"]],
+      "dither": {"seed": coder.seed, "levels": SMALL_RDC["levels"]}}]
+  with np.load(os.path.join(rdc_bundle, bundle.TABLES)) as npz:
+    for name, table in coder.symbol_coder.tables().items():
+      np.testing.assert_array_equal(npz[f"latent/{name}"], table)
+  for name, signature in manifest["server"]["signatures"].items():
+    assert signature["inputs"] == ["latent", server.DITHER_SEED], name
+  # The board's encoder stops at y, unrounded: floats in [0, L - 1].
+  outputs = manifest["edge"]["encoders"][bundle.ENCODER]["outputs"]
+  assert outputs["latent"]["dtype"] == "float32"
+
+
+def test_edge_cli_without_tensorflow_writes_the_seed(rdc_bundle, digits,
+                                                     tmp_path):
+  """The dither is numpy only: the board still never imports TensorFlow."""
+  png, output = str(tmp_path / "digit.png"), tmp_path / "digit.tfvc"
+  Image.fromarray(digits[0][0, ..., 0]).save(png)
+  result = _edge_process("encode", f"--bundle={rdc_bundle}",
+                         f"--output={output}", png)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == "loaded: ['ai_edge_litert']"
+  file_bytes = output.read_bytes()
+  assert bitstream.unpack(file_bytes).dither_seed == 0
+  assert file_bytes == EdgeEncoder(rdc_bundle).encode_file(digits[0][:1])
+
+
+def test_edge_file_decodes_to_the_in_graph_latents(rdc, digits, edge_file,
+                                                   decoded):
+  coded = bitstream.unpack(edge_file, rdc.fingerprint)
+  assert coded.dither_seed == rdc.model.coder.seed
+  latent_hat, same = decoded
+  expected = digits[1]["latent_hat"].numpy()
+  # Float TFLite may round y differently from TF, flipping a symbol where
+  # y + u falls on a boundary: measured 0 of 50 images.
+  print(f"float TFLite's symbols differ from TF's in {np.sum(~same)} of "
+        f"{NUM_IMAGES} images")
+  assert np.mean(same) >= .98
+  # Elsewhere only symbols rounded the other way: whole steps apart.
+  steps = (latent_hat - expected)[~same]
+  np.testing.assert_allclose(steps, np.round(steps), atol=1e-6)
+
+
+def test_int8_encoder_adds_the_dither_after_dequantizing(rdc, rdc_bundle,
+                                                         digits):
+  images, outputs = digits
+  symbols = EdgeEncoder(rdc_bundle, int8=True).latents(images)["latent"]
+  u = dither.np_dither(rdc.model.coder.seed, NUM_IMAGES, symbols.shape[1:])
+  # m - u is within a half step of TF's y, plus the int8 output's error.
+  y = rdc.model.encode(data.to_float(images)).numpy()
+  assert np.abs(symbols - u - y).max() < .5 + .02
+  in_graph = np.rint(outputs["latent_hat"].numpy() + u)
+  agree = np.mean(symbols == in_graph)
+  print(f"int8 symbols equal TF's for {100 * agree:.1f}% of the entries")
+  assert agree >= .95
+
+
+def test_server_decodes_with_the_seed_of_the_file(rdc, rdc_bundle, digits,
+                                                  edge_file, decoded):
+  saved, manifest = server.load(rdc_bundle, rdc.fingerprint)
+  inputs = server.file_inputs(edge_file, manifest)
+  assert int(inputs[server.DITHER_SEED]) == rdc.model.coder.seed
+  same = decoded[1]  # the images whose symbols TFLite and TF agree on
+  outputs = digits[1]
+  classes = saved.signatures["classify"](**inputs)["classes"].numpy()
+  np.testing.assert_array_equal(
+      classes[same], tf.argmax(outputs["logits"], -1).numpy()[same])
+  images = saved.signatures["reconstruct"](**inputs)["images"].numpy()
+  np.testing.assert_array_equal(
+      images[same],
+      np.round(outputs["x_hat"].numpy()[same] * 255).astype(np.uint8))
+  # Another seed subtracts another dither: the images change.
+  reseeded = dict(inputs, dither_seed=tf.constant(7, tf.int64))
+  assert not np.array_equal(
+      saved.signatures["reconstruct"](**reseeded)["images"].numpy(), images)
