@@ -1,12 +1,16 @@
 """Shared fixtures: real MNIST, and one small model trained on it."""
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
 
 from tfvaeclf import data  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Small enough to train in seconds on 2 cores, real enough to classify.
 SMALL_JOINT = {"filters": (8, 16), "latent_channels": 8,
@@ -79,3 +83,57 @@ def classifier_dir(mnist, tmp_path_factory):
   directory = train_small_classifier(root / "run", mnist, start)
   os.remove(start)
   return directory
+
+
+# Runs `python -m tfvaeclf.edge ARGS...` in a process where importing
+# tensorflow (or anything named tensorflow*, or keras) fails, as on a board
+# without it; then prints which of those modules got loaded anyway.
+NO_TENSORFLOW = r"""
+import runpy, sys
+
+class NoTensorFlow:
+  def find_spec(self, name, path=None, target=None):
+    if name.startswith(("tensorflow", "keras", "tf_keras")):
+      raise ImportError(f"{name} is not installed on this board")
+
+sys.meta_path.insert(0, NoTensorFlow())
+try:
+  import tensorflow
+  sys.exit("the block failed: tensorflow imported")
+except ImportError:
+  pass
+sys.argv = ["tfvaeclf.edge", *sys.argv[1:]]
+try:
+  runpy.run_module("tfvaeclf.edge", run_name="__main__", alter_sys=True)
+  code = 0
+except SystemExit as e:
+  code = e.code
+print("loaded:", sorted({m.partition(".")[0] for m in sys.modules
+                         if m.startswith(("tensorflow", "keras",
+                                          "ai_edge_litert"))}))
+sys.exit(code)
+"""
+
+
+def edge_process(*args):
+  """`python -m tfvaeclf.edge ARGS...` where TensorFlow cannot be imported."""
+  return subprocess.run(
+      [sys.executable, "-c", NO_TENSORFLOW, *args], cwd=REPO,
+      capture_output=True, text=True)
+
+
+SMALL_RDC = {"filters": (8, 16), "latent_dim": 6, "levels": 4}
+
+
+def train_small_rdc(directory, splits, classifier_dir, lambda_cls, seed,
+                    pretrained_dir=None):
+  """One epoch of a small rdc model on 600 real digits, judged by the
+  classifier in `classifier_dir`; returns the dir."""
+  from tfvaeclf import models, train
+  config = models.get("rdc").Config(**{
+      **SMALL_RDC, "backbone_from": classifier_dir, "lambda_cls": lambda_cls})
+  train.run_training(str(directory), "rdc", config, splits, MNIST_ARGS,
+                     epochs=1, batch_size=32, learning_rate=2e-3, seed=seed,
+                     train_subset=600, pretrained_dir=pretrained_dir,
+                     verbose=0)
+  return str(directory)

@@ -2,7 +2,6 @@
 that the server classifies exactly as the Keras model does."""
 
 import os
-import subprocess
 import sys
 
 from absl.testing import flagsaver
@@ -16,39 +15,9 @@ from tfvaeclf.edge import BundleError, EdgeEncoder, interpreter
 
 import export
 from export import server
-from tests.conftest import train_small_joint
+from tests.conftest import edge_process, train_small_joint
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IMAGES = 10000  # the whole test split
-
-# Runs `python -m tfvaeclf.edge ARGS...` in a process where importing
-# tensorflow (or anything named tensorflow*, or keras) fails, as on a board
-# without it; then prints which of those modules got loaded anyway.
-NO_TENSORFLOW = r"""
-import runpy, sys
-
-class NoTensorFlow:
-  def find_spec(self, name, path=None, target=None):
-    if name.startswith(("tensorflow", "keras", "tf_keras")):
-      raise ImportError(f"{name} is not installed on this board")
-
-sys.meta_path.insert(0, NoTensorFlow())
-try:
-  import tensorflow
-  sys.exit("the block failed: tensorflow imported")
-except ImportError:
-  pass
-sys.argv = ["tfvaeclf.edge", *sys.argv[1:]]
-try:
-  runpy.run_module("tfvaeclf.edge", run_name="__main__", alter_sys=True)
-  code = 0
-except SystemExit as e:
-  code = e.code
-print("loaded:", sorted({m.partition(".")[0] for m in sys.modules
-                         if m.startswith(("tensorflow", "keras",
-                                          "ai_edge_litert"))}))
-sys.exit(code)
-"""
 
 
 @pytest.fixture(scope="session")
@@ -85,12 +54,6 @@ def digits(mnist, good):
           tf.argmax(logits, -1).numpy())
 
 
-def _edge_process(*args):
-  return subprocess.run(
-      [sys.executable, "-c", NO_TENSORFLOW, *args], cwd=REPO,
-      capture_output=True, text=True)
-
-
 @pytest.fixture(scope="module")
 def edge_files(good_bundle, digits, tmp_path_factory):
   """The digits as PNGs, coded by TensorFlow-free processes: float, int8."""
@@ -102,7 +65,7 @@ def edge_files(good_bundle, digits, tmp_path_factory):
   files = {}
   for kind, flag in (("float", []), ("int8", ["--int8"])):
     output = str(folder / f"{kind}.tfvc")
-    result = _edge_process("encode", f"--bundle={good_bundle}", *flag,
+    result = edge_process("encode", f"--bundle={good_bundle}", *flag,
                            f"--output={output}", *paths)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "loaded: ['ai_edge_litert']"
@@ -198,7 +161,7 @@ def test_bundle_of_another_model_is_refused(good_bundle, loaded, trained_dir,
 def test_edge_cli_refuses_a_bad_image_in_one_line(good_bundle, tmp_path):
   rgb = str(tmp_path / "rgb.png")
   Image.fromarray(np.zeros((28, 28, 3), np.uint8)).save(rgb)
-  result = _edge_process("encode", f"--bundle={good_bundle}",
+  result = edge_process("encode", f"--bundle={good_bundle}",
                          f"--output={tmp_path / 'out.tfvc'}", rgb)
   assert result.returncode == 2, result.stderr
   assert result.stderr.count("\n") == 1

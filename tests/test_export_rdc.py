@@ -15,8 +15,7 @@ from tfvaeclf.edge import EdgeEncoder, bundle
 
 import export
 from export import server
-from tests.test_edge_runtime import _edge_process
-from tests.test_rdc import SMALL_RDC, _train_rdc
+from tests.conftest import SMALL_RDC, edge_process, train_small_rdc
 
 NUM_IMAGES = 50
 
@@ -24,7 +23,7 @@ NUM_IMAGES = 50
 @pytest.fixture(scope="module")
 def rdc(mnist, classifier_dir, tmp_path_factory):
   """A small rdc model (1 epoch, 600 digits), loaded from its dir."""
-  directory = _train_rdc(tmp_path_factory.mktemp("rdc") / "e2e", mnist,
+  directory = train_small_rdc(tmp_path_factory.mktemp("rdc") / "e2e", mnist,
                          classifier_dir, lambda_cls=.01, seed=0)
   return model_dir.load(directory)
 
@@ -82,7 +81,7 @@ def test_edge_cli_without_tensorflow_writes_the_seed(rdc_bundle, digits,
   """The dither is numpy only: the board still never imports TensorFlow."""
   png, output = str(tmp_path / "digit.png"), tmp_path / "digit.tfvc"
   Image.fromarray(digits[0][0, ..., 0]).save(png)
-  result = _edge_process("encode", f"--bundle={rdc_bundle}",
+  result = edge_process("encode", f"--bundle={rdc_bundle}",
                          f"--output={output}", png)
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.strip() == "loaded: ['ai_edge_litert']"

@@ -9,12 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import MNIST_ARGS, run_cli
+from tests.conftest import SMALL_RDC, run_cli, train_small_rdc
 from tfvaeclf import bitstream, codec, data, dither, entropy, model_dir
 from tfvaeclf import models, rdc_sweep, train
-
-SMALL_RDC = {"filters": (8, 16), "latent_dim": 6, "levels": 4}
-
 
 # -- the dither ---------------------------------------------------------------
 
@@ -112,28 +109,16 @@ def test_a_file_carries_its_dither_seed():
 
 # -- trained models -----------------------------------------------------------
 
-def _train_rdc(directory, splits, classifier_dir, lambda_cls, seed,
-               pretrained_dir=None):
-  """One epoch on 600 real digits, judged by the conftest classifier."""
-  config = models.get("rdc").Config(**{
-      **SMALL_RDC, "backbone_from": classifier_dir, "lambda_cls": lambda_cls})
-  train.run_training(str(directory), "rdc", config, splits, MNIST_ARGS,
-                     epochs=1, batch_size=32, learning_rate=2e-3, seed=seed,
-                     train_subset=600, pretrained_dir=pretrained_dir,
-                     verbose=0)
-  return str(directory)
-
-
 @pytest.fixture(scope="module")
 def end_to_end(mnist, classifier_dir, tmp_path_factory):
-  return _train_rdc(tmp_path_factory.mktemp("rdc") / "e2e", mnist,
+  return train_small_rdc(tmp_path_factory.mktemp("rdc") / "e2e", mnist,
                     classifier_dir, lambda_cls=.01, seed=0)
 
 
 @pytest.fixture(scope="module")
 def universal(mnist, classifier_dir, end_to_end, tmp_path_factory):
   """A new decoder for another lambda on the frozen end-to-end encoder."""
-  return _train_rdc(tmp_path_factory.mktemp("rdc") / "universal", mnist,
+  return train_small_rdc(tmp_path_factory.mktemp("rdc") / "universal", mnist,
                     classifier_dir, lambda_cls=.1, seed=1,
                     pretrained_dir=end_to_end)
 
