@@ -20,7 +20,8 @@ the decoded images). Written to OUT:
     rdc_<dataset>.png   MSE and PSNR against the accuracy of c(X_hat), one
                  colour a rate, end to end solid, universal dashed
 
-A rerun skips finished models and resumes an unfinished one.
+A rerun skips finished models and resumes an unfinished one; a model whose
+loss goes NaN stops the sweep (exit code 3) with its last good checkpoint.
 `--max_examples` (of `tfvaeclf.evaluate`) evaluates on fewer test images.
 """
 
@@ -28,6 +29,7 @@ from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
 
 import math
 import os
+import sys
 
 from absl import flags
 import matplotlib
@@ -35,7 +37,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import tqdm  # noqa: E402
 
-from tfvaeclf import fileio, sweep  # noqa: E402
+from tfvaeclf import fileio, sweep, train  # noqa: E402
 
 __all__ = ["parse_rates", "plan", "gaps", "plot"]
 
@@ -192,6 +194,9 @@ def main(argv):
           splits_cache=splits_cache)
     except ValueError as e:
       raise cli.UserError(str(e)) from None
+    except train.TrainingDiverged as e:
+      print(f"error: {point['dir']}: {e}", file=sys.stderr)
+      sys.exit(3)
     rows.append(_row(point, results, encoder_lambda))
   rows = gaps(rows)
   sweep.write_csv(os.path.join(FLAGS.out, "points.csv"), rows)
