@@ -24,7 +24,7 @@ NUM_IMAGES = 50
 def rdc(mnist, classifier_dir, tmp_path_factory):
   """A small rdc model (1 epoch, 600 digits), loaded from its dir."""
   directory = train_small_rdc(tmp_path_factory.mktemp("rdc") / "e2e", mnist,
-                         classifier_dir, lambda_cls=.01, seed=0)
+                              classifier_dir, lambda_cls=.01, seed=0)
   return model_dir.load(directory)
 
 

@@ -112,15 +112,15 @@ def test_a_file_carries_its_dither_seed():
 @pytest.fixture(scope="module")
 def end_to_end(mnist, classifier_dir, tmp_path_factory):
   return train_small_rdc(tmp_path_factory.mktemp("rdc") / "e2e", mnist,
-                    classifier_dir, lambda_cls=.01, seed=0)
+                         classifier_dir, lambda_cls=.01, seed=0)
 
 
 @pytest.fixture(scope="module")
 def universal(mnist, classifier_dir, end_to_end, tmp_path_factory):
   """A new decoder for another lambda on the frozen end-to-end encoder."""
-  return train_small_rdc(tmp_path_factory.mktemp("rdc") / "universal", mnist,
-                    classifier_dir, lambda_cls=.1, seed=1,
-                    pretrained_dir=end_to_end)
+  return train_small_rdc(tmp_path_factory.mktemp("rdc") / "universal",
+                         mnist, classifier_dir, lambda_cls=.1, seed=1,
+                         pretrained_dir=end_to_end)
 
 
 def _weights(layer):
