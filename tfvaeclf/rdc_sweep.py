@@ -127,7 +127,8 @@ def gaps(rows):
 
 def plot(rows, title, path):
   """MSE and PSNR against c's accuracy: a colour a rate, end to end solid
-  with circles, universal dashed with squares."""
+  with circles, universal dashed with squares, each curve in lambda order
+  and each point labelled with its lambda."""
   figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
   rates = sorted({(r["dim"], r["levels"]) for r in rows})
   for color, (dim, levels) in zip(plt.cm.viridis_r(
@@ -138,7 +139,7 @@ def plot(rows, title, path):
                                 (UNIVERSAL, "--", "s")):
       curve = sorted((r for r in rows if (r["dim"], r["levels"]) ==
                       (dim, levels) and r["kind"] == kind),
-                     key=lambda r: r["accuracy"])
+                     key=lambda r: r["lambda_cls"])
       if not curve:
         continue
       label = (f"R = {bits:g} bits ({dim}×{levels} levels), "
@@ -147,6 +148,11 @@ def plot(rows, title, path):
         ax.plot([100. * r["accuracy"] for r in curve],
                 [r[value] for r in curve], style, marker=marker,
                 color=color, label=label)
+        for r in curve:
+          ax.annotate(f"λ={r['lambda_cls']:g}", (100. * r["accuracy"],
+                                                 r[value]),
+                      textcoords="offset points", xytext=(4, 4),
+                      fontsize=7, color=color)
   for ax, ylabel in zip(axes, ("MSE of X̂ (pixels in [0, 1])",
                                "PSNR of X̂ (dB)")):
     ax.set_xlabel("accuracy of the frozen classifier on X̂ (%)")
