@@ -151,6 +151,6 @@ def test_export_refuses_conditional_coders_in_one_line(trained, tmp_path):
   from export import exporter
   out = tmp_path / "bundle"
   with pytest.raises(cli.UserError,
-                     match="supports the factorized coder, not"):
+                     match="supports the factorized and dithered coders, not"):
     exporter.export_bundle(trained, str(out), calibration=None)
   assert not list(tmp_path.iterdir())  # no bundle, no staging dir left
