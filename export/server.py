@@ -23,7 +23,7 @@ import os
 import tensorflow as tf
 import tensorflow_compression  # noqa: F401  (registers the decoding ops)
 
-from tfvaeclf import bitstream, entropy
+from tfvaeclf import bitstream
 from tfvaeclf.edge import bundle
 
 __all__ = ["DITHER_SEED", "ServerModule", "save", "load", "file_inputs"]
@@ -40,7 +40,7 @@ class ServerModule(tf.Module):
   def __init__(self, model, stream_names):
     super().__init__(name="tfvaeclf_server")
     latent_shape = model.latent_shape
-    dithered = isinstance(model.coder, entropy.DitheredCoder)
+    dithered = model.dither_seed is not None
     self.input_names = [*stream_names, *([DITHER_SEED] if dithered else [])]
     spec = [tf.TensorSpec([None], tf.string, name=name)
             for name in stream_names]

@@ -20,17 +20,12 @@ import tensorflow as tf
 from tfvaeclf import bitstream, data, fileio, model_dir as model_dir_lib
 
 __all__ = ["compress_images", "decode_latent", "classify_file",
-           "reconstruct_file", "dither_seed"]
+           "reconstruct_file"]
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", None,
                     "compress: the file to write; decompress: the PNG path "
                     "(several images are written as NAME_0.png, NAME_1.png…).")
-
-
-def dither_seed(model):
-  """The seed a model's files carry: its dithered coder's, else None."""
-  return getattr(model.coder, "seed", None)
 
 
 def compress_images(loaded, images):
@@ -42,7 +37,7 @@ def compress_images(loaded, images):
       image_shape=tuple(model.config.image_shape),
       latent_shape=tuple(int(d) for d in latent_shape.numpy()),
       strings=[list(s.numpy()) for s in strings],
-      dither_seed=dither_seed(model)))
+      dither_seed=model.dither_seed))
 
 
 def decode_latent(loaded, file_bytes):
@@ -61,7 +56,7 @@ def decode_latent(loaded, file_bytes):
     raise bitstream.BitstreamError(
         f"file has {len(coded.strings)} streams per image, the model "
         f"{model.coder.num_streams}")
-  if (coded.dither_seed is None) != (dither_seed(model) is None):
+  if (coded.dither_seed is None) != (model.dither_seed is None):
     raise bitstream.BitstreamError(
         "file and model disagree on dithered quantization (a dither seed "
         "in one, not in the other)")

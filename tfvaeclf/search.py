@@ -33,7 +33,6 @@ SEARCH_DIR.
 
 from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
 
-import copy
 import csv
 import dataclasses
 import json
@@ -47,7 +46,7 @@ from absl import flags
 import keras_tuner as kt
 import tensorflow as tf
 
-from tfvaeclf import data, fileio, models, train
+from tfvaeclf import data, fileio, models, sweep, train
 
 __all__ = ["CONV_LAYERS", "TUNERS", "OBJECTIVES", "apply_conv_layers",
            "objective_score", "parse_grid", "trial_flags", "build_oracle",
@@ -187,14 +186,14 @@ def trial_flags(model_name, values, flag_values=FLAGS):
   `values` are flag names, `conv_layers`, and Hyperband's `tuner/...`
   entries, of which `tuner/epochs` sets the epochs to train to.
   """
-  result = copy.deepcopy(flag_values)
-  for name, value in values.items():
-    if name == "conv_layers":
-      apply_conv_layers(model_name, result, value)
-    elif name == "tuner/epochs":
-      result["epochs"].value = value
-    elif not name.startswith("tuner/"):
-      result[name].value = value
+  result = sweep.flags_with(
+      {name: value for name, value in values.items()
+       if name != "conv_layers" and not name.startswith("tuner/")},
+      flag_values)
+  if "conv_layers" in values:
+    apply_conv_layers(model_name, result, values["conv_layers"])
+  if "tuner/epochs" in values:
+    result["epochs"].value = values["tuner/epochs"]
   return result
 
 
@@ -279,8 +278,8 @@ class TrainingTuner(kt.Tuner):
     self.max_bpp, self.tradeoff = max_bpp, tradeoff
     self._splits = {}
     if splits is not None:
-      key = json.dumps(train.dataset_from_flags(flag_values), sort_keys=True)
-      self._splits[key] = splits
+      self._splits[sweep.dataset_key(
+          train.dataset_from_flags(flag_values))] = splits
     super().__init__(oracle, directory=search_dir, project_name="tuner",
                      overwrite=False)
 
@@ -288,10 +287,7 @@ class TrainingTuner(kt.Tuner):
     return os.path.join(self.search_dir, "trials", str(trial_id))
 
   def _load(self, dataset):
-    key = json.dumps(dataset, sort_keys=True)
-    if key not in self._splits:
-      self._splits[key] = data.load(**dataset)
-    return self._splits[key]
+    return sweep.load_splits(dataset, self._splits)
 
   def run_trial(self, trial, *args, **kwargs):
     try:

@@ -17,9 +17,10 @@ from absl import flags
 import tensorflow as tf
 
 from tfvaeclf import data, evaluate, fileio, model_dir as model_dir_lib
-from tfvaeclf import models, train
+from tfvaeclf import train
 
-__all__ = ["flags_with", "load_splits", "train_and_evaluate", "write_csv"]
+__all__ = ["dataset_key", "flags_with", "load_splits", "train_and_evaluate",
+           "write_csv"]
 
 FLAGS = flags.FLAGS
 EVAL_FILE = "eval.json"
@@ -33,9 +34,14 @@ def flags_with(values, flag_values=FLAGS):
   return result
 
 
+def dataset_key(dataset):
+  """The key of `data.load` arguments in a `load_splits` cache."""
+  return json.dumps(dataset, sort_keys=True)
+
+
 def load_splits(dataset, cache):
   """`data.load(**dataset)`, loaded once per distinct dataset in `cache`."""
-  key = json.dumps(dataset, sort_keys=True)
+  key = dataset_key(dataset)
   if key not in cache:
     cache[key] = data.load(**dataset)
   return cache[key]
@@ -58,7 +64,6 @@ def train_and_evaluate(directory, model_name, settings, *, max_examples=None,
   dataset = train.dataset_from_flags(settings)
   splits = load_splits(dataset, {} if splits_cache is None else splits_cache)
   config = train.model_config_from_flags(model_name, splits.info, settings)
-  models.build(model_name, config)  # validates the combination first
   train.run_training(directory, model_name, config, splits, dataset,
                      **train.training_kwargs_from_flags(settings),
                      verbose=0)

@@ -16,6 +16,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from tfvaeclf import entropy
+
 __all__ = ["CompressiveClassifier", "BaseConfig"]
 
 
@@ -136,6 +138,14 @@ class CompressiveClassifier(tf.keras.Model):
   def build_from_config(self):
     """Creates all variables with one dummy forward pass."""
     self(tf.zeros((1, *self.config.image_shape)), training=False)
+
+  @property
+  def dither_seed(self):
+    """The seed of a dithered coder's shared dither (what its files carry
+    in their header), else None."""
+    if isinstance(self.coder, entropy.DitheredCoder):
+      return self.coder.seed
+    return None
 
   @property
   def latent_shape(self):
