@@ -189,9 +189,12 @@ def test_kill_9_then_rerun_loses_no_finished_epoch(tmp_path):
   process = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO,
                              env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-  first = os.path.join(run, "checkpoints", "ckpt-1.index")
+  # The index file lands before the checkpoint's state file: wait for the
+  # state, or the kill can fall between the two.
+  checkpoints = os.path.join(run, "checkpoints")
   deadline = time.time() + 300
-  while not os.path.exists(first) and process.poll() is None:
+  while (tf.train.latest_checkpoint(checkpoints) is None
+         and process.poll() is None):
     assert time.time() < deadline, "no checkpoint after 300 s"
     time.sleep(0.05)
   process.send_signal(signal.SIGKILL)
