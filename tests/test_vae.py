@@ -108,6 +108,21 @@ def test_classifier_loss_never_reaches_the_vae():
   assert grads["encoder"] == 0.
 
 
+def test_encoder_ce_weight_scales_the_classifier_gradient_on_the_encoder():
+  """Same weights, same forward pass; the encoder's CE gradient is linear
+  in the weight."""
+  tf.random.set_seed(3)
+  model = _built(encoder_ce_weight=1.)
+  full = _gradients(model, "ce")
+  model.config = dataclasses.replace(model.config, encoder_ce_weight=.25)
+  quarter = _gradients(model, "ce")
+  assert full["encoder"] > 0.
+  np.testing.assert_allclose(quarter["encoder"], .25 * full["encoder"],
+                             rtol=1e-4)
+  np.testing.assert_allclose(quarter["classifier"], full["classifier"],
+                             rtol=1e-5)
+
+
 @pytest.mark.parametrize("lmbda", [0., 0.5])
 def test_rate_trains_the_prior_and_reaches_the_encoder_only_with_lmbda(lmbda):
   grads = _gradients(_built(lmbda=lmbda), "bpp")
@@ -142,6 +157,8 @@ def test_bad_settings_are_refused():
     models.build("beta_vae", {"classifier": "deep"})
   with pytest.raises(ValueError, match="quantization_step"):
     models.build("beta_vae", {"quantization_step": 0.})
+  with pytest.raises(ValueError, match="encoder_ce_weight"):
+    models.build("beta_vae", {"encoder_ce_weight": -1.})
   with pytest.raises(ValueError, match="too small"):
     models.build("beta_vae", {"filters": (8,) * 4, "kernel_size": 4,
                               "image_shape": (4, 4, 1)})

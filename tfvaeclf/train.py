@@ -83,6 +83,10 @@ flags.DEFINE_float("quantization_step", None,
                    "VAEs: the coded latent is round(mean / step).")
 flags.DEFINE_enum("classifier", None, vae.CLASSIFIER_HEADS,
                   "VAEs: the latent classifier head.")
+flags.DEFINE_float("encoder_ce_weight", None,
+                   "VAEs: share of the classifier's gradient that reaches "
+                   "the encoder; 0 (the default) is seed 003's unsupervised "
+                   "VAE.")
 flags.DEFINE_integer("latent_dim", None, "beta_vae, rdc: latent dimensions.")
 flags.DEFINE_bool("extra_conv", None,
                   "beta_vae: the seed's extra 3x3 stride-1 layer.")

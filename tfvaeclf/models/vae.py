@@ -7,9 +7,12 @@ What is coded is the mean, divided by `quantization_step` and rounded by the
 kind's coder; the classifier and, at test time, the decoder read that
 decoded mean times the step, exactly what a file reproduces.
 
-The VAE is trained for reconstruction, not for the task: the classifier's
-gradient stops at the latent (seed 003 trains classifiers on a pretrained,
-frozen VAE), and the rate shapes the encoder only as much as `lmbda` says.
+By default the VAE is trained for reconstruction, not for the task: the
+classifier's gradient stops at the latent (seed 003 trains classifiers on a
+pretrained, frozen VAE), and the rate shapes the encoder only as much as
+`lmbda` says. `encoder_ce_weight` > 0 lets that share of the classifier's
+gradient reach the encoder, as seed 000's VAE-classifier trains: the
+latent then keeps what the labels need, not only what the pixels need.
 `lmbda=0` gives a pure β-VAE whose prior is fitted to it after the fact, in
 the same step. A second stage (`--freeze_encoder_from`) then trains a new
 classifier head on the frozen VAE.
@@ -32,6 +35,7 @@ class VAEConfig(base.BaseConfig):
   beta: float = 3.       # KL weight: 1 is a plain VAE, 0 an autoencoder
   quantization_step: float = 0.1  # the coded mean is round(mean / step)
   classifier: str = "mlp2"
+  encoder_ce_weight: float = 0.  # share of the CE gradient the encoder gets
 
 
 def gaussian_kl(mean, log_variance):
@@ -87,6 +91,8 @@ class VariationalClassifier(base.CompressiveClassifier):
                        f"from {', '.join(CLASSIFIER_HEADS)}.")
     if config.quantization_step <= 0:
       raise ValueError("--quantization_step must be positive.")
+    if config.encoder_ce_weight < 0:
+      raise ValueError("--encoder_ce_weight must not be negative.")
     super().__init__(config)
     self.encoder = self.decoder = None
 
@@ -123,8 +129,13 @@ class VariationalClassifier(base.CompressiveClassifier):
     """Outputs and loss terms; the decoder reads a sample in training."""
     mean, log_variance = self.encoder(images, training=training)
     step = self.config.quantization_step
+    latent = mean / step
     latent_hat, bits = self.coder(
-        scale_gradient(mean / step, self.config.lmbda), training=training)
+        scale_gradient(latent, self.config.lmbda), training=training)
+    # The classifier reads latent_hat exactly; its gradient reaches the
+    # encoder straight through the rounding, scaled by encoder_ce_weight.
+    classifier_input = tf.stop_gradient(latent_hat) + (
+        self.config.encoder_ce_weight * (latent - tf.stop_gradient(latent)))
     if training:
       sample = mean + tf.exp(.5 * log_variance) * tf.random.normal(
           tf.shape(mean))
@@ -135,8 +146,7 @@ class VariationalClassifier(base.CompressiveClassifier):
     image_axes = (1, 2, 3)
     return {
         "latent_hat": latent_hat,
-        "logits": self.classify(tf.stop_gradient(latent_hat),
-                                training=training),
+        "logits": self.classify(classifier_input, training=training),
         "bits": bits,
         "bpp": bits / self.num_pixels,
         "x_hat": x_hat,
@@ -151,8 +161,8 @@ class VariationalClassifier(base.CompressiveClassifier):
     """recon + β·KL (nats per image) + bits per image + CE, batch means.
 
     The rate enters with weight 1: its gradient reaches the encoder scaled
-    by `lmbda` (see `call`) and trains the prior in full. CE reaches only
-    the classifier.
+    by `lmbda` (see `call`) and trains the prior in full. CE trains the
+    classifier, and reaches the encoder scaled by `encoder_ce_weight`.
     """
     ce = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
         labels, outputs["logits"], from_logits=True))
