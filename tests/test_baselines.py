@@ -53,6 +53,16 @@ def test_decoded_images_have_the_input_shape(name, digits, photos):
     assert all(isinstance(f, bytes) and f for f in files)
 
 
+@pytest.mark.parametrize("name", ["jpeg", "av1"])
+def test_images_coded_in_parallel_come_back_in_order(name, digits):
+  codec = baselines.CODECS[name]
+  files, decoded = baselines.code_images(codec, digits, codec.qualities[-1])
+  assert len(set(files)) == len(digits)
+  for image, data, out in zip(digits, files, decoded):
+    assert data == codec.encode(image, codec.qualities[-1])
+    np.testing.assert_array_equal(out, codec.decode(data, image.shape))
+
+
 def test_jpeg_payload_is_the_scan_data_only():
   segment = lambda marker, body: (b"\xff" + bytes([marker]) +
                                   struct.pack(">H", len(body) + 2) + body)
