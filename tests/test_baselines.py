@@ -135,6 +135,24 @@ def test_rate_table_tool_writes_rows_that_match_the_files(tmp_path, digits):
     assert float(row["bytes_per_image"]) == pytest.approx(on_disk)
 
 
+def test_qualities_can_be_given_per_codec(tmp_path):
+  out = tmp_path / "rates.csv"
+  result = _run_tool("--codecs=jpeg,webp", "--qualities=jpeg:5:90,webp:50",
+                     "--max_examples=2", f"--out={out}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(out) as f:
+    assert [(row["codec"], row["quality"]) for row in csv.DictReader(f)] == [
+        ("jpeg", "5"), ("jpeg", "90"), ("webp", "50")]
+
+
+def test_bad_qualities_are_one_line(tmp_path):
+  result = _run_tool("--codecs=jpeg", "--qualities=av1:63",
+                     f"--out={tmp_path / 'x.csv'}")
+  assert result.returncode != 0
+  assert "'av1' is not one of --codecs" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
 def test_measure_scores_the_images_it_decoded(digits):
   seen = []
   def score(decoded):

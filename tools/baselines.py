@@ -16,11 +16,12 @@ coded at that quality (coded once, kept in memory), scored on the same
 decoded test images. tfvaeclf.report reads both columns.
 
 Cost: ffmpeg codecs (hevc, av1, jpeg2000) start two processes per image,
-~0.2 s each, so every setting costs ~0.2 s per test image and, when
-fine-tuning, ~0.2 s per training image too: 2000 training images are ~7
-minutes a setting. Keep --max_examples and --finetune_examples modest for
-them, or pick a few --qualities; Pillow's JPEG and WebP take well under a
-millisecond an image.
+~0.2 s of one core, so every setting costs that per test image and, when
+fine-tuning, per training image too: 2000 training images are ~7 core-
+minutes a setting (images are coded on every core). Keep --max_examples and
+--finetune_examples modest for them, or pick a few --qualities per codec
+(av1:63:55,hevc:45); Pillow's JPEG and WebP take well under a millisecond
+an image.
 """
 
 import csv
@@ -47,8 +48,9 @@ flags.DEFINE_string("dataset", "mnist",
 flags.DEFINE_integer("max_examples", 200, "Test images to code.")
 flags.DEFINE_list("codecs", list(baselines.CODECS), "Codecs to measure.")
 flags.DEFINE_list("qualities", None,
-                  "Measure only these qualities, for every codec (default: "
-                  "each codec's sweep, see tfvaeclf/baselines.py).")
+                  "Measure only these qualities (default: each codec's "
+                  "sweep, see tfvaeclf/baselines.py): integers for every "
+                  "codec, or CODEC:Q:Q... for one, e.g. av1:63:55,hevc:45.")
 flags.DEFINE_string("classifier_dir", None,
                     "A `classifier` model dir: adds its accuracy on the "
                     "decoded test images.")
@@ -92,6 +94,28 @@ def finetune(loaded, images, labels, *, epochs, batch_size, learning_rate,
       augment=loaded.config["training"].get("augment", "none")),
       epochs=epochs, verbose=0)
   return model
+
+
+def parse_qualities(values, codec_names):
+  """--qualities -> {codec: qualities}: plain integers apply to every codec,
+  CODEC:Q:Q... to that codec alone, the rest keep their own sweeps."""
+  everywhere, per_codec = [], {}
+  for value in values:
+    name, *numbers = value.split(":") if ":" in value else (None, value)
+    if name is not None and name not in codec_names:
+      raise cli.UserError(f"--qualities={value}: {name!r} is not one of "
+                          f"--codecs ({','.join(codec_names)})")
+    try:
+      numbers = [int(n) for n in numbers]
+    except ValueError:
+      raise cli.UserError(f"--qualities={value}: qualities must be "
+                          f"integers") from None
+    if name is None:
+      everywhere += numbers
+    else:
+      per_codec.setdefault(name, []).extend(numbers)
+  return {name: per_codec.get(name) or everywhere
+          or list(baselines.CODECS[name].qualities) for name in codec_names}
 
 
 def _load_data():
@@ -139,11 +163,7 @@ def main(argv):
                         f"{', '.join(baselines.CODECS)}")
   if FLAGS.finetune_epochs and not FLAGS.classifier_dir:
     raise cli.UserError("--finetune_epochs needs --classifier_dir")
-  try:
-    qualities = FLAGS.qualities and [int(q) for q in FLAGS.qualities]
-  except ValueError:
-    raise cli.UserError(f"--qualities must be integers, not "
-                        f"{','.join(FLAGS.qualities)}") from None
+  qualities = parse_qualities(FLAGS.qualities or [], FLAGS.codecs)
   name, splits, loaded = _load_data()
   images, labels = _images_and_labels(splits.test, FLAGS.max_examples)
   train = None
@@ -153,8 +173,7 @@ def main(argv):
           f"{len(images)} uncoded test images (report.py --reference)")
     if FLAGS.finetune_epochs > 0:
       train = _images_and_labels(splits.train, FLAGS.finetune_examples)
-  work = [(codec, q) for codec in FLAGS.codecs
-          for q in qualities or baselines.CODECS[codec].qualities]
+  work = [(codec, q) for codec in FLAGS.codecs for q in qualities[codec]]
   rows = []
   for codec_name, quality in tqdm.tqdm(work, desc="codecs", unit="setting"):
     codec = baselines.CODECS[codec_name]
