@@ -35,6 +35,9 @@ def test_context_coder_slices_the_channels():
   assert entropy.HyperpriorCoder(10).slice_sizes == [10]
   with pytest.raises(ValueError, match="num_slices"):
     entropy.ChannelContextCoder(4, num_slices=5)
+  # --entropy_model=context on a latent of fewer than 4 channels.
+  assert entropy.build_coder("context", 2).slice_sizes == [1, 1]
+  assert entropy.build_coder("context", 10).slice_sizes == [3, 3, 2, 2]
 
 
 @pytest.mark.parametrize("shape", [(4, 4), (7, 7), (3, 6)])

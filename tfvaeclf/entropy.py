@@ -410,7 +410,7 @@ def build_coder(name, channels, coding_rank=3):
     raise ValueError(f"The {name} coder codes 2-D latents (coding_rank 3).")
   if name == "hyperprior":
     return HyperpriorCoder(channels)
-  if name == "context":
-    return ChannelContextCoder(channels)
+  if name == "context":  # a slice per channel when there are fewer than 4
+    return ChannelContextCoder(channels, num_slices=min(4, channels))
   raise ValueError(f"Unknown entropy model {name!r}; choose one of "
                    f"{', '.join(CODER_NAMES)}.")
