@@ -274,3 +274,16 @@ def test_every_vae_config_trains_a_few_steps(path, mnist):
   assert np.isfinite(history.history["loss"]).all()
   assert all(not np.array_equal(b, a.numpy())
              for b, a in zip(before, model.encoder.trainable_weights))
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+def test_ce_config_is_the_seed_config_with_the_encoder_gradient(dataset,
+                                                                mnist):
+  def config_of(name):
+    with flagsaver.flagsaver():
+      flags.FLAGS(["train", f"--flagfile=configs/{name}.flags"])
+      return train.model_config_from_flags("beta_vae", mnist.info)
+  seed = config_of(f"{dataset}_beta_vae")
+  joint = config_of(f"{dataset}_beta_vae_ce")
+  assert seed.encoder_ce_weight == 0. and joint.encoder_ce_weight == 30.
+  assert dataclasses.replace(joint, encoder_ce_weight=0.) == seed
