@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvaeclf import bitstream, fileio, models
+from tfvaeclf.errors import ModelDirError
 
 __all__ = ["ModelDirError", "LoadedModel", "write_config", "read_config",
            "build_model", "training_checkpoint", "checkpoint_manager",
@@ -34,10 +35,6 @@ CONFIG_FILE = "config.json"
 TABLES_FILE = "coder_tables.npz"
 SUMMARY_FILE = "model.json"
 CHECKPOINT_DIR = "checkpoints"
-
-
-class ModelDirError(Exception):
-  """A model dir that is missing, unfinished or inconsistent."""
 
 
 @dataclasses.dataclass(frozen=True)
