@@ -42,36 +42,18 @@ class ModelDir:
 
   def __init__(self, path):
     self.path = os.fspath(path)
+    self.config_path = self._file(self.CONFIG)
+    self.summary_path = self._file(self.SUMMARY)
+    self.tables_path = self._file(self.TABLES)
+    self.checkpoint_dir = self._file(self.CHECKPOINTS)
+    self.history_path = self._file(self.HISTORY)
+    self.logs_dir = self._file(self.LOGS)
 
   def __repr__(self):
     return f"ModelDir({self.path!r})"
 
   def _file(self, name):
     return os.path.join(self.path, name)
-
-  @property
-  def config_path(self):
-    return self._file(self.CONFIG)
-
-  @property
-  def summary_path(self):
-    return self._file(self.SUMMARY)
-
-  @property
-  def tables_path(self):
-    return self._file(self.TABLES)
-
-  @property
-  def checkpoint_dir(self):
-    return self._file(self.CHECKPOINTS)
-
-  @property
-  def history_path(self):
-    return self._file(self.HISTORY)
-
-  @property
-  def logs_dir(self):
-    return self._file(self.LOGS)
 
   def eval_path(self, split="test"):
     return self._file("eval.json" if split == "test" else
