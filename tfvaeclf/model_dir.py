@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvaeclf import bitstream, fileio, models
+from tfvaeclf.codec_spec import CodecSpec
 
 __all__ = ["ModelDirError", "LoadedModel", "write_config", "read_config",
            "build_model", "training_checkpoint", "checkpoint_manager",
@@ -45,6 +46,7 @@ class LoadedModel:
   model: tf.keras.Model
   fingerprint: bytes
   config: dict  # the contents of config.json
+  codec: CodecSpec = None  # what its files hold; None without a coder
 
 
 def write_config(model_dir, model_name, model_config, dataset, class_names,
@@ -173,7 +175,8 @@ def load(model_dir, allow_uncompressed=False):
     raise ModelDirError(
         f"{model_dir} is inconsistent: its weights or tables changed after "
         "training (fingerprint mismatch)")
-  return LoadedModel(model, fingerprint, config)
+  codec = None if model.coder is None else CodecSpec.from_model(model)
+  return LoadedModel(model, fingerprint, config, codec)
 
 
 def load_classifier(model_dir):
