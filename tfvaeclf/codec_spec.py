@@ -3,7 +3,8 @@
 A `CodecSpec` is built once per loaded model (`from_model`, which
 `model_dir.load` calls) or per bundle (`from_manifest`): the codec, evaluate,
 the server and the board all pack and unpack files through it, and only
-`tfvaeclf.bitstream` spells their bytes.
+`tfvaeclf.bitstream` spells their bytes. Another container of the same
+strings (a one-image message, say) belongs here too, keyed alike.
 
 Its fingerprint identifies the encoder side, which is what determines a
 file's bytes: every variable the model's traced `compress` reads (the
@@ -31,7 +32,7 @@ import numpy as np
 
 from tfvaeclf import bitstream
 
-__all__ = ["CodecSpec", "FINGERPRINT_KEY"]
+__all__ = ["CodecSpec", "FINGERPRINT_KEY", "fingerprint_of"]
 
 # The manifest's key for the fingerprint (hex).
 FINGERPRINT_KEY = "codec_fingerprint"
@@ -39,11 +40,13 @@ FINGERPRINT_KEY = "codec_fingerprint"
 _STREAM_NAMES = {1: ("latent",), 2: ("hyper", "latent")}
 
 
-def _fingerprint(description, tables, variables):
-  """8 bytes of a JSON description, named tables and unnamed variables.
+def fingerprint_of(description, tables, variables):
+  """8 bytes of a JSON description, named tables and unnamed variables
+  (numpy arrays); a model dir's fingerprint is computed the same way.
 
   Variables are hashed one by one and their hashes taken in sorted order:
-  their names and order vary between processes and code versions.
+  names vary per process, and the order moves when parts are frozen (Keras
+  lists trainable weights first) or the code is reorganized.
   """
   digest = hashlib.sha256(json.dumps(description, sort_keys=True).encode())
   for name in sorted(tables):
@@ -88,7 +91,7 @@ class CodecSpec:
             "dither_seed": model.dither_seed}
     description = {**spec, "coder": type(coder).__name__,
                    "levels": getattr(coder, "levels", None)}
-    fingerprint = _fingerprint(description, coder.tables(),
+    fingerprint = fingerprint_of(description, coder.tables(),
                                [v.numpy() for v in compress.variables])
     return cls(fingerprint=fingerprint, **spec)
 

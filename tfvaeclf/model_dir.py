@@ -17,15 +17,13 @@ refuses such a dir in one line without checking for it.
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from tfvaeclf import bitstream, fileio, models
-from tfvaeclf.codec_spec import CodecSpec
+from tfvaeclf import codec_spec, fileio, models
 
 __all__ = ["ModelDirError", "LoadedModel", "write_config", "read_config",
            "build_model", "training_checkpoint", "checkpoint_manager",
@@ -46,7 +44,7 @@ class LoadedModel:
   model: tf.keras.Model
   fingerprint: bytes
   config: dict  # the contents of config.json
-  codec: CodecSpec = None  # what its files hold; None without a coder
+  codec: codec_spec.CodecSpec = None  # what its files hold; None: no coder
 
 
 def write_config(model_dir, model_name, model_config, dataset, class_names,
@@ -106,19 +104,8 @@ def checkpoint_manager(model_dir, checkpoint):
 
 def _fingerprint(config, tables, model):
   """8 bytes that change whenever the weights, tables or config do."""
-  digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-  for name in sorted(tables):
-    digest.update(name.encode())
-    digest.update(np.ascontiguousarray(tables[name]).tobytes())
-  # Names vary per process, and the order moves when parts are frozen
-  # (Keras lists trainable weights first), so each weight is hashed alone
-  # and the hashes are taken in sorted order.
-  for weight_digest in sorted(
-      hashlib.sha256(str(w.shape).encode() +
-                     np.ascontiguousarray(w.numpy()).tobytes()).digest()
-      for w in model.weights):
-    digest.update(weight_digest)
-  return digest.digest()[:bitstream.FINGERPRINT_BYTES]
+  return codec_spec.fingerprint_of(config, tables,
+                                   [w.numpy() for w in model.weights])
 
 
 def finalize(model_dir, model, checkpoint_path):
@@ -175,7 +162,8 @@ def load(model_dir, allow_uncompressed=False):
     raise ModelDirError(
         f"{model_dir} is inconsistent: its weights or tables changed after "
         "training (fingerprint mismatch)")
-  codec = None if model.coder is None else CodecSpec.from_model(model)
+  codec = (None if model.coder is None
+           else codec_spec.CodecSpec.from_model(model))
   return LoadedModel(model, fingerprint, config, codec)
 
 
