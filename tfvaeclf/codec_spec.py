@@ -41,8 +41,9 @@ _STREAM_NAMES = {1: ("latent",), 2: ("hyper", "latent")}
 
 
 def fingerprint_of(description, tables, variables):
-  """8 bytes of a JSON description, named tables and unnamed variables
-  (numpy arrays); a model dir's fingerprint is computed the same way.
+  """8 bytes of a JSON description, named tables (numpy arrays) and
+  unnamed variables (TensorFlow's, hashed with their declared shapes); a
+  model dir's fingerprint is computed the same way.
 
   Variables are hashed one by one and their hashes taken in sorted order:
   names vary per process, and the order moves when parts are frozen (Keras
@@ -54,7 +55,7 @@ def fingerprint_of(description, tables, variables):
     digest.update(np.ascontiguousarray(tables[name]).tobytes())
   for variable_digest in sorted(
       hashlib.sha256(str(v.shape).encode() +
-                     np.ascontiguousarray(v).tobytes()).digest()
+                     np.ascontiguousarray(v.numpy()).tobytes()).digest()
       for v in variables):
     digest.update(variable_digest)
   return digest.digest()[:bitstream.FINGERPRINT_BYTES]
@@ -92,7 +93,7 @@ class CodecSpec:
     description = {**spec, "coder": type(coder).__name__,
                    "levels": getattr(coder, "levels", None)}
     fingerprint = fingerprint_of(description, coder.tables(),
-                               [v.numpy() for v in compress.variables])
+                                 compress.variables)
     return cls(fingerprint=fingerprint, **spec)
 
   @classmethod

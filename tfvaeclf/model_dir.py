@@ -104,8 +104,7 @@ def checkpoint_manager(model_dir, checkpoint):
 
 def _fingerprint(config, tables, model):
   """8 bytes that change whenever the weights, tables or config do."""
-  return codec_spec.fingerprint_of(config, tables,
-                                   [w.numpy() for w in model.weights])
+  return codec_spec.fingerprint_of(config, tables, model.weights)
 
 
 def finalize(model_dir, model, checkpoint_path):
