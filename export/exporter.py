@@ -13,7 +13,6 @@ import secrets
 import shutil
 
 import numpy as np
-import tensorflow as tf
 
 from tfvaeclf import cli, data, entropy, fileio
 from tfvaeclf.edge import bundle
@@ -22,16 +21,13 @@ from export import encoder, server
 
 __all__ = ["calibration_images", "export_bundle"]
 
-# The stream a factorized or dithered coder writes: the whole latent, table
-# = channel.
-_LATENT = "latent"
 
-
-def _streams(model):
+def _streams(model, codec):
   """What the edge codes and the server decodes, per stream of the coder.
 
-  A dithered coder's stream is its symbol coder's, plus the "dither" the
-  board adds before rounding: the edge encoder still outputs `y`.
+  A factorized or dithered coder writes one stream, the whole latent, table
+  = channel. A dithered coder's stream is its symbol coder's, plus the
+  "dither" the board adds before rounding: the edge encoder still outputs y.
   """
   coder = model.coder
   dithered = {}
@@ -42,16 +38,16 @@ def _streams(model):
     raise cli.UserError(
         f"model {model.name}: export supports the factorized and dithered "
         f"coders, not {type(model.coder).__name__}")
-  latent = model.encode(tf.zeros((1, *model.config.image_shape)))
+  (name,) = codec.stream_names
   tables = coder.tables()
-  stream = {"name": _LATENT, "tables": "channel",
-            "shape": [int(d) for d in latent.shape[1:]], "dtype": "int32",
+  stream = {"name": name, "tables": "channel",
+            "shape": [*codec.latent_shape, coder.channels], "dtype": "int32",
             **dithered}
   arrays = {"cdf": tables["cdf"], "cdf_offset": tables["cdf_offset"],
             "coding_rank": np.int32(coder.coding_rank),
             "precision": np.int32(coder.range_coder_precision),
             "shape": np.array(stream["shape"], np.int32)}
-  return [stream], {f"{_LATENT}/{k}": v for k, v in arrays.items()}
+  return [stream], {f"{name}/{k}": v for k, v in arrays.items()}
 
 
 def calibration_images(config, count, data_dir=None):
@@ -76,12 +72,11 @@ def _versions():
 
 def _write(loaded, directory, calibration):
   """Writes every file of the bundle into `directory`, the manifest last."""
-  model = loaded.model
-  streams, tables = _streams(model)
-  stream_names = [s["name"] for s in streams]
+  model, codec = loaded.model, loaded.codec
+  streams, tables = _streams(model, codec)
 
   def encode_streams(images):
-    return {_LATENT: model.encode(images, training=False)}
+    return {streams[0]["name"]: model.encode(images, training=False)}
 
   edge = {}
   for name, images in ((bundle.ENCODER, None),
@@ -93,7 +88,7 @@ def _write(loaded, directory, calibration):
   with fileio.atomic_writer(os.path.join(directory, bundle.TABLES)) as f:
     np.savez(f, **tables)
   signatures = server.save(
-      model, stream_names, os.path.join(directory, bundle.SERVER_DIR))
+      model, codec, os.path.join(directory, bundle.SERVER_DIR))
   fileio.write_json(os.path.join(directory, bundle.MANIFEST), {
       "format": bundle.FORMAT,
       "format_version": bundle.format_version(streams),
@@ -101,9 +96,8 @@ def _write(loaded, directory, calibration):
                 "fingerprint": loaded.fingerprint.hex(),
                 "dataset": loaded.config["dataset"]["name"],
                 "class_names": loaded.config["class_names"]},
-      "image_shape": list(model.config.image_shape),
+      **codec.manifest_fields(),
       "image_dtype": "uint8",
-      "latent_shape": list(model.latent_shape),
       "streams": streams,
       "edge": {"encoders": edge, "calibration_examples": len(calibration)},
       "server": {"signatures": signatures,

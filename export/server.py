@@ -12,7 +12,8 @@ A dithered model's signatures also take `dither_seed`, a scalar int64: the
 seed in the file's header, from which the receiver draws the sender's
 dither. It has no default: a file always carries its seed, and decoding
 with another one would shift every latent without an error.
-`file_inputs` turns a file into these inputs.
+`file_inputs` turns a file into these inputs, checked by the bundle's
+`CodecSpec`.
 
 TFC's ops are custom TensorFlow ops: `import tensorflow_compression` before
 `tf.saved_model.load`, as `load` does.
@@ -23,7 +24,7 @@ import os
 import tensorflow as tf
 import tensorflow_compression  # noqa: F401  (registers the decoding ops)
 
-from tfvaeclf import bitstream
+from tfvaeclf.codec_spec import CodecSpec
 from tfvaeclf.edge import bundle
 
 __all__ = ["DITHER_SEED", "ServerModule", "save", "load", "file_inputs"]
@@ -34,23 +35,24 @@ DITHER_SEED = "dither_seed"
 class ServerModule(tf.Module):
   """Strings -> class probabilities (and images), with explicit signatures.
 
+  `codec`: the model's `CodecSpec`, whose streams the signatures take.
   `input_names`: the signatures' inputs, the streams' then `dither_seed`.
   """
 
-  def __init__(self, model, stream_names):
+  def __init__(self, model, codec):
     super().__init__(name="tfvaeclf_server")
-    latent_shape = model.latent_shape
-    dithered = model.dither_seed is not None
-    self.input_names = [*stream_names, *([DITHER_SEED] if dithered else [])]
+    dithered = codec.dither_seed is not None
+    self.input_names = [*codec.stream_names,
+                        *([DITHER_SEED] if dithered else [])]
     spec = [tf.TensorSpec([None], tf.string, name=name)
-            for name in stream_names]
+            for name in codec.stream_names]
     if dithered:
       spec.append(tf.TensorSpec([], tf.int64, name=DITHER_SEED))
 
     def decode(inputs):
       options = {"seed": inputs[-1]} if dithered else {}
-      return model.decompress(list(inputs[:len(stream_names)]),
-                              latent_shape, **options)
+      return model.decompress(list(inputs[:codec.num_streams]),
+                              codec.latent_shape, **options)
 
     @tf.function(input_signature=spec)
     def classify(*inputs):
@@ -74,9 +76,10 @@ class ServerModule(tf.Module):
                          for v in f.variables}.values())
 
 
-def save(model, stream_names, path):
-  """Writes the SavedModel; returns its signatures' names, inputs, outputs."""
-  module = ServerModule(model, stream_names)
+def save(model, codec, path):
+  """Writes the SavedModel of `model` and its `CodecSpec`; returns the
+  signatures' names, inputs and outputs."""
+  module = ServerModule(model, codec)
   functions = {"serving_default": module.classify,
                "classify": module.classify}
   if model.has_decoder:
@@ -103,18 +106,14 @@ def load(bundle_dir, expected_fingerprint=None):
 def file_inputs(file_bytes, manifest):
   """A tfvaeclf file's bytes -> the keyword inputs of the signatures.
 
-  The file is checked whole and against the bundle's model; its header's
-  dither seed, if any, becomes `dither_seed`. Raises BitstreamError.
+  The file is checked whole and against the bundle's encoder side; its
+  header's dither seed, if any, becomes `dither_seed`. Raises
+  BitstreamError.
   """
-  coded = bitstream.unpack(
-      file_bytes, bytes.fromhex(manifest["model"]["fingerprint"]))
-  names = [stream["name"] for stream in manifest["streams"]]
-  if len(coded.strings) != len(names):
-    raise bitstream.BitstreamError(
-        f"file has {len(coded.strings)} streams per image, the bundle "
-        f"{len(names)}")
+  codec = CodecSpec.from_manifest(manifest)
+  coded = codec.unpack(file_bytes)
   inputs = {name: tf.constant(strings, tf.string)
-            for name, strings in zip(names, coded.strings)}
+            for name, strings in zip(codec.stream_names, coded.strings)}
   if coded.dither_seed is not None:
     inputs[DITHER_SEED] = tf.constant(coded.dither_seed, tf.int64)
   return inputs

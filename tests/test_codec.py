@@ -109,7 +109,7 @@ def _forged(file_bytes, **changes):
 def test_consistent_files_that_do_not_fit_the_model_are_refused(
     trained_dir, loaded, good_file, tmp_path, capsys, changes, message):
   if "fingerprint" not in changes:
-    changes["fingerprint"] = loaded.fingerprint
+    changes["fingerprint"] = loaded.codec.fingerprint
   path = tmp_path / "forged.tfvc"
   path.write_bytes(_forged(good_file, **changes))
   code, out, err = _run(["classify", f"--model_dir={trained_dir}",

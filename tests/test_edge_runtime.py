@@ -89,7 +89,7 @@ def _codec_classify(model_dir, file_bytes, directory, capsys):
 
 def test_edge_process_without_tensorflow_writes_the_codec_file(
     edge_files, good, good_dir, digits, tmp_path, capsys):
-  assert bitstream.unpack(edge_files["float"], good.fingerprint)
+  assert good.codec.unpack(edge_files["float"])
   np.testing.assert_array_equal(
       codec.classify_file(good, edge_files["float"]), digits[2])
   code, out, _ = _codec_classify(good_dir, edge_files["float"], tmp_path,

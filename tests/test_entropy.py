@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import (bitstream, cli, codec, data, entropy, model_dir,
-                      models, train)
+from tfvaeclf import cli, codec, data, entropy, model_dir, models, train
 from tests.conftest import MNIST_ARGS, SMALL_JOINT
 
 CONDITIONAL = ("hyperprior", "context")
@@ -136,7 +135,7 @@ def test_joint_model_round_trips_through_the_file(trained, mnist):
   images, _ = next(iter(mnist.test.batch(32)))
   images = images.numpy()
   file_bytes = codec.compress_images(trained, images)
-  coded = bitstream.unpack(file_bytes, trained.fingerprint)
+  coded = trained.codec.unpack(file_bytes)
   assert len(coded.strings) == 2 and coded.num_images == 32
   outputs = trained.model(data.to_float(images), training=False)
   np.testing.assert_array_equal(

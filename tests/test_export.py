@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tfvaeclf import cli, data, model_dir
+from tfvaeclf.codec_spec import CodecSpec
 from tfvaeclf.edge import BundleError, EdgeEncoder, bundle
 
 import export
@@ -74,6 +75,8 @@ def test_bundle_layout_and_manifest(bundle_dir, manifest, loaded):
       "dataset": "mnist", "class_names": list("0123456789")}
   assert manifest["image_shape"] == [28, 28, 1]
   assert manifest["latent_shape"] == list(model.latent_shape)
+  # The board's files carry the encoder side's identity, not the model's.
+  assert CodecSpec.from_manifest(manifest) == loaded.codec
   assert manifest["streams"] == [{
       "name": "latent", "tables": "channel", "dtype": "int32",
       "shape": [*model.latent_shape, model.config.latent_channels]}]
@@ -126,7 +129,8 @@ def test_server_reconstructs_where_the_model_has_a_decoder(tmp_path, mnist):
   model = model_dir.build_model({"model": "joint", "model_config": {
       **SMALL_JOINT, "decoder": True, "gamma": 1.0}})
   model.coder.freeze()
-  signatures = server.save(model, ["latent"], str(tmp_path / "server"))
+  signatures = server.save(model, CodecSpec.from_model(model),
+                           str(tmp_path / "server"))
   assert signatures["reconstruct"] == {"inputs": ["latent"],
                                        "outputs": ["images"]}
   images, _ = next(iter(mnist.test.batch(8)))

@@ -92,7 +92,7 @@ def test_edge_cli_without_tensorflow_writes_the_seed(rdc_bundle, digits,
 
 def test_edge_file_decodes_to_the_in_graph_latents(rdc, digits, edge_file,
                                                    decoded):
-  coded = bitstream.unpack(edge_file, rdc.fingerprint)
+  coded = rdc.codec.unpack(edge_file)
   assert coded.dither_seed == rdc.model.coder.seed
   latent_hat, same = decoded
   expected = digits[1]["latent_hat"].numpy()

@@ -4,7 +4,8 @@ Layout (integers little-endian):
 
     magic        4 bytes  b"TFVC"
     version      u8       1, or 2 (FORMAT_VERSION) with a dither seed
-    fingerprint  8 bytes  identifies the model (weights and coding tables)
+    fingerprint  8 bytes  identifies the encoder side that coded the file
+                          (`tfvaeclf.codec_spec`)
     image_shape  3 x u16  H, W, C of the images that were coded
     latent_rank  u8, then latent_rank x u16: the spatial latent shape
     num_images   u32
@@ -17,6 +18,8 @@ Layout (integers little-endian):
 Version 1 (no dither) is what every other kind writes; readers take both.
 A file is checked whole before anything is decoded, so a truncated, corrupted
 or foreign file is refused with one line instead of yielding a wrong label.
+`tfvaeclf.codec_spec.CodecSpec` packs and unpacks files for a model or a
+bundle, with the checks that the file fits it.
 """
 
 import dataclasses
@@ -145,8 +148,8 @@ def unpack(data, expected_fingerprint=None):
     raise BitstreamError("corrupted or truncated file (CRC32 mismatch)")
   if expected_fingerprint is not None and fingerprint != expected_fingerprint:
     raise BitstreamError(
-        f"file was made by another model (fingerprint {fingerprint.hex()}, "
-        f"this model is {expected_fingerprint.hex()})")
+        f"file was made by another model's encoder (fingerprint "
+        f"{fingerprint.hex()}, this model's is {expected_fingerprint.hex()})")
   strings = [[] for _ in range(num_streams)]
   for _ in range(num_images):
     for stream in strings:

@@ -30,41 +30,18 @@ flags.DEFINE_string("output", None,
 
 def compress_images(loaded, images):
   """uint8 images (N, H, W, C) -> the bytes of a tfvaeclf file."""
-  model = loaded.model
-  strings, latent_shape = model.compress(data.to_float(images))
-  return bitstream.pack(bitstream.CodedImages(
-      fingerprint=loaded.fingerprint,
-      image_shape=tuple(model.config.image_shape),
-      latent_shape=tuple(int(d) for d in latent_shape.numpy()),
-      strings=[list(s.numpy()) for s in strings],
-      dither_seed=model.dither_seed))
+  strings, _ = loaded.model.compress(data.to_float(images))
+  return loaded.codec.pack([s.numpy() for s in strings])
 
 
 def decode_latent(loaded, file_bytes):
   """Checks a file against the model and range-decodes its latents."""
-  model = loaded.model
-  coded = bitstream.unpack(file_bytes, loaded.fingerprint)
-  if coded.image_shape != tuple(model.config.image_shape):
-    raise bitstream.BitstreamError(
-        f"file holds {coded.image_shape} images, the model codes "
-        f"{tuple(model.config.image_shape)}")
-  if coded.latent_shape != model.latent_shape:
-    raise bitstream.BitstreamError(
-        f"file holds latents of shape {coded.latent_shape}, the model makes "
-        f"{model.latent_shape}")
-  if len(coded.strings) != model.coder.num_streams:
-    raise bitstream.BitstreamError(
-        f"file has {len(coded.strings)} streams per image, the model "
-        f"{model.coder.num_streams}")
-  if (coded.dither_seed is None) != (model.dither_seed is None):
-    raise bitstream.BitstreamError(
-        "file and model disagree on dithered quantization (a dither seed "
-        "in one, not in the other)")
+  coded = loaded.codec.unpack(file_bytes)
   # The receiver draws the dither from the file's seed, not its own.
   options = ({} if coded.dither_seed is None
              else {"seed": tf.constant(coded.dither_seed, tf.int64)})
   try:
-    return model.decompress(
+    return loaded.model.decompress(
         [tf.constant(s, tf.string) for s in coded.strings],
         coded.latent_shape, **options)
   except (tf.errors.InvalidArgumentError, ValueError) as e:

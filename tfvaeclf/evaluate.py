@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from tfvaeclf import bitstream, data
+from tfvaeclf import data
 from tfvaeclf import model_dir as model_dir_lib
 
 __all__ = ["evaluate", "format_table"]
@@ -89,7 +89,6 @@ def evaluate(loaded, dataset, batch_size=256, progress=True):
   batches = data.pipeline(dataset, batch_size)
   first_images, _ = next(iter(batches))
   decompress(*compress(first_images[:1]))  # trace before timing
-  dithered = model.dither_seed is not None
 
   totals = {"correct": 0, "agree": 0, "ce": 0., "bytes": 0, "est_bits": 0.,
             "file_bytes": 0,
@@ -116,8 +115,7 @@ def evaluate(loaded, dataset, batch_size=256, progress=True):
             labels, logits, from_logits=True)))
     totals["bytes"] += sum(len(s) for stream in strings for s in stream)
     totals["file_bytes"] += sum(
-        bitstream.file_size(len(latent_shape), [len(s) for s in image],
-                            dithered=dithered)
+        loaded.codec.file_size([len(s) for s in image])
         for image in zip(*strings))
     totals["est_bits"] += float(tf.reduce_sum(reference["bits"]))
     totals["encode_s"] += encoded - start

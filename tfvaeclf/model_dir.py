@@ -11,13 +11,11 @@ refuses such a dir in one line without checking for it.
 """
 
 import dataclasses
-import hashlib
-import json
 
 import numpy as np
 import tensorflow as tf
 
-from tfvaeclf import bitstream, fileio, models
+from tfvaeclf import codec_spec, fileio, models
 from tfvaeclf.errors import ModelDirError
 from tfvaeclf.layout import ModelDir
 
@@ -36,6 +34,7 @@ class LoadedModel:
   model: tf.keras.Model
   fingerprint: bytes
   config: dict  # the contents of config.json
+  codec: codec_spec.CodecSpec = None  # what its files hold; None: no coder
 
 
 def write_config(model_dir, model_name, model_config, dataset, class_names,
@@ -85,19 +84,7 @@ def checkpoint_manager(model_dir, checkpoint):
 
 def _fingerprint(config, tables, model):
   """8 bytes that change whenever the weights, tables or config do."""
-  digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-  for name in sorted(tables):
-    digest.update(name.encode())
-    digest.update(np.ascontiguousarray(tables[name]).tobytes())
-  # Names vary per process, and the order moves when parts are frozen
-  # (Keras lists trainable weights first), so each weight is hashed alone
-  # and the hashes are taken in sorted order.
-  for weight_digest in sorted(
-      hashlib.sha256(str(w.shape).encode() +
-                     np.ascontiguousarray(w.numpy()).tobytes()).digest()
-      for w in model.weights):
-    digest.update(weight_digest)
-  return digest.digest()[:bitstream.FINGERPRINT_BYTES]
+  return codec_spec.fingerprint_of(config, tables, model.weights)
 
 
 def finalize(model_dir, model, checkpoint_path):
@@ -149,7 +136,9 @@ def load(model_dir, allow_uncompressed=False):
     raise ModelDirError(
         f"{model_dir} is inconsistent: its weights or tables changed after "
         "training (fingerprint mismatch)")
-  return LoadedModel(model, fingerprint, config)
+  codec = (None if model.coder is None
+           else codec_spec.CodecSpec.from_model(model))
+  return LoadedModel(model, fingerprint, config, codec)
 
 
 def load_classifier(model_dir):

@@ -7,6 +7,10 @@
     BUNDLE/edge/tables.npz             frozen range-coding tables, per stream
     BUNDLE/server/                     SavedModel: strings -> probabilities
 
+The manifest also carries the model's `CodecSpec` (`tfvaeclf.codec_spec`):
+`codec_fingerprint`, the identity of its encoder side that the board's
+files carry, and the image and latent shapes.
+
 `python -m export` writes it; the edge runtime and the server load it. Both
 sides check the files they use against the manifest before using them, so a
 board never codes with tables, or an encoder, that the server's model does
@@ -30,6 +34,7 @@ import os
 
 import numpy as np
 
+from tfvaeclf import codec_spec
 from tfvaeclf.edge import range_coder
 from tfvaeclf.errors import BundleError
 
@@ -50,7 +55,8 @@ TABLES = f"{EDGE_DIR}/tables.npz"
 # The encoders' signature: `serving_default(images) -> {stream name: latent}`.
 ENCODER_INPUT = "images"
 _CHUNK = 1 << 20
-_REQUIRED = ("model", "image_shape", "latent_shape", "streams", "files")
+_REQUIRED = ("model", codec_spec.FINGERPRINT_KEY, "image_shape",
+             "latent_shape", "streams", "files")
 
 
 def _sha256(path):
@@ -95,7 +101,8 @@ def _load_json(bundle_dir):
         "bundle again")
   missing = [key for key in _REQUIRED if key not in manifest]
   if missing:
-    raise BundleError(f"{path} lacks {', '.join(missing)}")
+    raise BundleError(f"{path} lacks {', '.join(missing)}: export the "
+                      "bundle again")
   return manifest
 
 

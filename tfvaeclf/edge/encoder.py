@@ -3,8 +3,9 @@
 The TFLite encoder gives each image's latent as floats (dequantized here
 when the int8 encoder gives integers); it is rounded half to even, as
 TensorFlow's `round` does, and range-coded with the bundle's frozen tables
-by `range_coder`, byte for byte what TFC's ops write. The strings go into
-the same file (`tfvaeclf.bitstream`) that `python -m tfvaeclf.codec` reads.
+by `range_coder`, byte for byte what TFC's ops write. The bundle's
+`CodecSpec` packs them into the same file that `python -m tfvaeclf.codec`
+reads.
 
 A stream with a "dither" (a universally quantized latent, see
 `tfvaeclf.dither`) sends the symbols `clip(round(y + u), 0, levels - 1)`
@@ -16,7 +17,8 @@ import os
 
 import numpy as np
 
-from tfvaeclf import bitstream, dither
+from tfvaeclf import dither
+from tfvaeclf.codec_spec import CodecSpec
 from tfvaeclf.edge import bundle, range_coder
 from tfvaeclf.edge.interpreter import load_interpreter
 
@@ -95,9 +97,10 @@ class EdgeEncoder:
     manifest = bundle.read_manifest(bundle_dir, bundle.EDGE_DIR,
                                     expected_fingerprint)
     self.manifest = manifest
-    self.fingerprint = bytes.fromhex(manifest["model"]["fingerprint"])
-    self.image_shape = tuple(manifest["image_shape"])
-    self.latent_shape = tuple(manifest["latent_shape"])
+    # What the files of this bundle hold (its seed is the dither's).
+    self.codec = CodecSpec.from_manifest(manifest)
+    self.image_shape = self.codec.image_shape
+    self.latent_shape = self.codec.latent_shape
     self._streams = bundle.read_tables(bundle_dir, manifest)
     model_file = bundle.ENCODER_INT8 if int8 else bundle.ENCODER
     self._interpreter, self.runtime = load_interpreter(
@@ -117,10 +120,6 @@ class EdgeEncoder:
     self._batch_size = None
     self._stream_shapes = {stream["name"]: tuple(stream["shape"])
                            for stream in manifest["streams"]}
-    # The seed a file of this bundle carries (version 2 header), if any.
-    self.dither_seed = next((stream["dither"]["seed"]
-                             for stream in manifest["streams"]
-                             if "dither" in stream), None)
 
   def latents(self, images):
     """uint8 images (N, H, W, C) -> {stream: int64 quantized values}.
@@ -156,7 +155,4 @@ class EdgeEncoder:
 
   def encode_file(self, images):
     """uint8 images -> the bytes of a tfvaeclf file for the server."""
-    return bitstream.pack(bitstream.CodedImages(
-        fingerprint=self.fingerprint, image_shape=self.image_shape,
-        latent_shape=self.latent_shape, strings=self.encode(images),
-        dither_seed=self.dither_seed))
+    return self.codec.pack(self.encode(images))
