@@ -113,6 +113,7 @@ def test_unsupervised_mode_reads_no_labels(classifier_dir, mnist, tmp_path):
              zip(_weights(real.model), _weights(blind.model)))
   # The check can fail: the supervised loss does read them.
   supervised = models.build("split", _config(classifier_dir))
+  model_dir.restore_backbone(supervised)
   images, labels = next(iter(data.pipeline(mnist.test, 16)))
   outputs = supervised(images)
   assert (supervised.loss_terms(outputs, labels)["loss"] !=
