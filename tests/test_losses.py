@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import losses
+from tfvaeclf import baselines, losses
 
 RNG = np.random.default_rng(0)
 
@@ -86,3 +86,12 @@ def test_psnr_of_float32_and_8_bit_pixels_agree():
   floats = losses.psnr(losses.mse((images / 255.).astype(np.float32),
                                   (decoded / 255.).astype(np.float32)))
   np.testing.assert_allclose(floats, eight_bit, rtol=1e-5)
+
+
+def test_codec_baselines_measure_psnr_as_numpy_does():
+  images = RNG.integers(0, 256, size=(4, 6, 6, 3)).astype(np.uint8)
+  decoded = np.clip(images + RNG.integers(-20, 21, size=images.shape), 0,
+                    255).astype(np.uint8)
+  mse = np.mean((images.astype(np.float64) - decoded) ** 2, axis=(1, 2, 3))
+  assert baselines.psnr(images, decoded) == pytest.approx(
+      np.mean(10 * np.log10(255. ** 2 / mse)), rel=1e-12)

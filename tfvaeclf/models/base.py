@@ -8,10 +8,12 @@ evaluation, the codec and export work for every kind alike.
 
 The forward pass (`call`) is one template: encode, code, reconstruct (with
 a decoder), classify. A kind whose training pass differs from its inference
-path changes a step through a hook, never by rewriting `call`:
+path changes a step through a hook, never by rewriting `call` (only the
+uncompressed `classifier`, which codes nothing, has its own):
 
     encoder_outputs(images)    the latent to code, and what else the loss
-                               needs from the encoder (a VAE's posterior)
+                               needs from the encoder (a VAE's posterior,
+                               a split model's uncut logits)
     coder_input(latent)        what the coder reads (a VAE scales the
                                rate's gradient to the encoder)
     decoder_outputs(...)       x_hat, and its extra terms (a VAE decodes a
@@ -24,9 +26,9 @@ and weighs the outputs in its own `loss_terms` (`tfvaeclf.losses`).
 A kind also names its `PRETRAINED_PARTS`: the sub-models a second training
 stage takes from a finished model dir and keeps fixed (`--freeze_encoder_from`,
 see `model_dir.restore_pretrained`), e.g. a classifier retrained on a frozen
-encoder; and its `BACKBONE`, a classifier it starts from trained weights,
-which the trainer loads (`model_dir.restore_backbone`): constructors build
-the architecture and read no files.
+encoder; and its `BACKBONE`, a classifier whose trained weights the trainer
+loads into it (`model_dir.restore_backbone`): constructors build the
+architecture and read no files.
 """
 
 import dataclasses
