@@ -83,6 +83,7 @@ def test_resnet50_weights_load_from_a_file(tmp_path):
   classifier = models.build("classifier", {
       "image_shape": shape, "num_classes": 5, "backbone": "resnet50",
       "backbone_weights": path})
+  model_dir.restore_backbone(classifier)  # the constructor reads no file
   assert _same_weights(source, classifier.backbone, skip=[backbones.HEAD])
   assert _same_weights(source, backbones.build("resnet50", shape, 10,
                                                weights=path))

@@ -1,6 +1,9 @@
 """The model contract and the entropy coder, on realistic random latents."""
 
+import ast
 import dataclasses
+import glob
+import os
 
 import numpy as np
 import pytest
@@ -51,6 +54,39 @@ def test_config_round_trips_through_a_dict():
   config = models.get("joint").Config(filters=(8, 16), latent_channels=4)
   model = models.build("joint", dataclasses.asdict(config))
   assert model.config.filters == (8, 16)
+
+
+def test_every_compressive_kind_runs_the_one_forward_pass():
+  rewritten = [name for name in models.names()
+               if models.get(name).call is not base.CompressiveClassifier.call]
+  assert rewritten == ["classifier"]  # it codes nothing; see its `call`
+
+
+def test_constructors_read_no_files(tmp_path):
+  missing = str(tmp_path / "missing")
+  for name, config in (
+      ("classifier", {"backbone_weights": f"{missing}.h5"}),
+      ("rdc", {"backbone_from": missing}),
+      ("split", {"backbone_from": missing,
+                 "backbone_weights": f"{missing}.h5"})):
+    model = models.build(name, config)
+    assert getattr(model, model.BACKBONE).weights
+
+
+def test_models_do_not_import_the_model_dir():
+  """The model dir holds models, not the other way round (not even late,
+  inside a function)."""
+  imported = set()
+  for path in glob.glob(os.path.join(os.path.dirname(models.__file__),
+                                     "*.py")):
+    with open(path) as f:
+      for node in ast.walk(ast.parse(f.read())):
+        if isinstance(node, ast.ImportFrom):
+          imported.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+          imported.update(a.name for a in node.names)
+  assert "tfvaeclf.entropy" in imported
+  assert not {name for name in imported if "model_dir" in name}
 
 
 def _spread_joint(**config):

@@ -140,6 +140,16 @@ def test_classifier_is_never_updated(end_to_end, universal, classifier_dir):
     assert not model.judge.trainable_weights
 
 
+def test_a_finished_dir_loads_without_the_classifier_dir(end_to_end,
+                                                         monkeypatch):
+  def unreadable(directory):
+    raise AssertionError(f"read {directory}")
+  monkeypatch.setattr(model_dir, "load_classifier", unreadable)
+  loaded = model_dir.load(end_to_end)
+  assert loaded.model.config.backbone_from  # recorded, not read
+  assert not loaded.model.judge.trainable_weights
+
+
 def test_universal_model_keeps_the_encoder_bit_for_bit(end_to_end, universal,
                                                         mnist):
   source, reused = model_dir.load(end_to_end), model_dir.load(universal)
@@ -190,8 +200,9 @@ def test_the_receiver_uses_the_seed_in_the_file(universal, mnist):
 
 def test_a_classifier_of_another_shape_is_refused(mnist, classifier_dir):
   with pytest.raises(ValueError, match="filters"):
-    models.build("rdc", {**SMALL_RDC, "backbone_from": classifier_dir,
-                         "backbone_widths": (8, 16, 32)})
+    model_dir.restore_backbone(models.build("rdc", {
+        **SMALL_RDC, "backbone_from": classifier_dir,
+        "backbone_widths": (8, 16, 32)}))
 
 
 # -- the sweep ----------------------------------------------------------------

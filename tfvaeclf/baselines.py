@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 import tqdm
 
+from tfvaeclf import losses
 from tfvaeclf.errors import BaselineUnavailableError
 
 __all__ = ["BaselineUnavailableError", "Codec", "CODECS", "code_images",
@@ -255,9 +256,8 @@ def code_images(codec, images, quality, progress=False):
 
 def psnr(images, decoded):
   """Mean PSNR in dB over images (8-bit peak)."""
-  mse = np.mean((images.astype(np.float64) - decoded) ** 2,
-                axis=tuple(range(1, images.ndim)))
-  return float(np.mean(10 * np.log10(255. ** 2 / np.maximum(mse, 1e-10))))
+  mse = losses.mse(images.astype(np.float64), decoded.astype(np.float64))
+  return float(np.mean(losses.psnr(mse, peak=255.)))
 
 
 def measure(codec, images, quality, score=None, progress=False):

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from tfvaeclf import data
+from tfvaeclf import data, losses
 from tfvaeclf import model_dir as model_dir_lib
 
 __all__ = ["evaluate", "format_table"]
@@ -34,15 +34,6 @@ flags.DEFINE_enum("split", "test", ["train", "validation", "test"],
                   "Which split to evaluate on.")
 flags.DEFINE_integer("max_examples", None,
                      "Evaluate only the first N examples of the split.")
-
-
-def _mse(images, x_hat):
-  return tf.reduce_mean(tf.math.squared_difference(images, x_hat),
-                        axis=(1, 2, 3))
-
-
-def _psnr(mse):
-  return 10. * tf.math.log(1. / tf.maximum(mse, 1e-10)) / tf.math.log(10.)
 
 
 def _evaluate_uncompressed(model, batches, progress):
@@ -60,8 +51,7 @@ def _evaluate_uncompressed(model, batches, progress):
     totals["n"] += len(labels)
     totals["correct"] += int(np.sum(np.argmax(logits, -1) == labels))
     totals["ce"] += float(tf.reduce_sum(
-        tf.keras.losses.sparse_categorical_crossentropy(
-            labels, logits, from_logits=True)))
+        losses.cross_entropy(labels, logits)))
   n = totals["n"]
   raw_bytes = int(np.prod(model.config.image_shape))
   return {
@@ -111,8 +101,7 @@ def evaluate(loaded, dataset, batch_size=256, progress=True):
     totals["agree"] += int(np.sum(
         predictions == tf.argmax(reference["logits"], -1).numpy()))
     totals["ce"] += float(tf.reduce_sum(
-        tf.keras.losses.sparse_categorical_crossentropy(
-            labels, logits, from_logits=True)))
+        losses.cross_entropy(labels, logits)))
     totals["bytes"] += sum(len(s) for stream in strings for s in stream)
     totals["file_bytes"] += sum(
         loaded.codec.file_size([len(s) for s in image])
@@ -121,9 +110,9 @@ def evaluate(loaded, dataset, batch_size=256, progress=True):
     totals["encode_s"] += encoded - start
     totals["decode_s"] += decoded - encoded
     if model.has_decoder:
-      mse = _mse(images, model.reconstruct(latent_hat))
+      mse = losses.mse(images, model.reconstruct(latent_hat))
       totals["mse"] += float(tf.reduce_sum(mse))
-      totals["psnr"] += float(tf.reduce_sum(_psnr(mse)))
+      totals["psnr"] += float(tf.reduce_sum(losses.psnr(mse)))
 
   n = totals["n"]
   pixels = model.num_pixels

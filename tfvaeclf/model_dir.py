@@ -18,11 +18,12 @@ import tensorflow as tf
 from tfvaeclf import codec_spec, fileio, models
 from tfvaeclf.errors import ModelDirError
 from tfvaeclf.layout import ModelDir
+from tfvaeclf.models import classifier
 
 __all__ = ["ModelDir", "ModelDirError", "LoadedModel", "write_config",
            "read_config", "build_model", "training_checkpoint",
            "checkpoint_manager", "finalize", "load", "load_classifier",
-           "restore_pretrained"]
+           "restore_pretrained", "restore_backbone"]
 
 # The old names of two of ModelDir's, for code that spells paths itself.
 TABLES_FILE = ModelDir.TABLES
@@ -55,14 +56,10 @@ def read_config(model_dir):
 def build_model(config):
   """A model with all variables created, from the contents of config.json.
 
-  Fields that only initialize training (a kind's `INITIALIZER_FIELDS`, such
-  as a weights file) are left unset: the checkpoint holds the weights.
+  Its weights are random until a checkpoint is restored: building reads no
+  file, not even the backbone training started from.
   """
-  cls = models.get(config["model"])
-  model_config = dict(config["model_config"])
-  for name in getattr(cls, "INITIALIZER_FIELDS", ()):
-    model_config.pop(name, None)
-  model = models.build(config["model"], model_config)
+  model = models.build(config["model"], config["model_config"])
   model.build_from_config()
   return model
 
@@ -176,3 +173,13 @@ def restore_pretrained(model, source_dir):
         f"the encoder in {source_dir} does not fit this model (train with "
         f"the same encoder settings): {str(e).splitlines()[0]}") from None
   return source.fingerprint.hex()
+
+
+def restore_backbone(model):
+  """Loads the trained backbone `model` starts training from, if its kind
+  has one (`classifier.load_backbone`): the finished classifier in its
+  config's `backbone_from`, else its `backbone_weights` file. Models read
+  no files; `load` restores the backbone from the model's own checkpoint."""
+  source_dir = getattr(model.config, "backbone_from", None)
+  classifier.load_backbone(model,
+                           load_classifier(source_dir) if source_dir else None)

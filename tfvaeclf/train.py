@@ -250,6 +250,10 @@ def _train(directory, model_name, model_config, splits, dataset, *, epochs,
   with strategy.scope():  # every variable, so that each is distributed
     model = models.build(model_name, model_config)
     model.build_from_config()
+    try:
+      model_dir_lib.restore_backbone(model)
+    except ValueError as e:
+      raise cli.UserError(str(e)) from None
     pretrained = None
     if pretrained_dir:
       pretrained = {"dir": os.path.abspath(pretrained_dir),

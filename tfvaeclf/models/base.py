@@ -6,17 +6,36 @@ Everything else — the forward pass that returns outputs and loss terms, the
 train/test steps, `compress`/`decompress` — is written once here, so
 evaluation, the codec and export work for every kind alike.
 
+The forward pass (`call`) is one template: encode, code, reconstruct (with
+a decoder), classify. A kind whose training pass differs from its inference
+path changes a step through a hook, never by rewriting `call` (only the
+uncompressed `classifier`, which codes nothing, has its own):
+
+    encoder_outputs(images)    the latent to code, and what else the loss
+                               needs from the encoder (a VAE's posterior,
+                               a split model's uncut logits)
+    coder_input(latent)        what the coder reads (a VAE scales the
+                               rate's gradient to the encoder)
+    decoder_outputs(...)       x_hat, and its extra terms (a VAE decodes a
+                               posterior sample in training)
+    training_logits(outputs)   the logits (a VAE's straight-through
+                               classifier input; rdc classifies x_hat)
+
+and weighs the outputs in its own `loss_terms` (`tfvaeclf.losses`).
+
 A kind also names its `PRETRAINED_PARTS`: the sub-models a second training
 stage takes from a finished model dir and keeps fixed (`--freeze_encoder_from`,
 see `model_dir.restore_pretrained`), e.g. a classifier retrained on a frozen
-encoder.
+encoder; and its `BACKBONE`, a classifier whose trained weights the trainer
+loads into it (`model_dir.restore_backbone`): constructors build the
+architecture and read no files.
 """
 
 import dataclasses
 
 import tensorflow as tf
 
-from tfvaeclf import entropy
+from tfvaeclf import entropy, losses
 
 __all__ = ["CompressiveClassifier", "BaseConfig"]
 
@@ -38,6 +57,9 @@ class CompressiveClassifier(tf.keras.Model):
   registered_name = None  # set by `registry.register`
   # Attribute names of what a second stage keeps fixed; the coder always.
   PRETRAINED_PARTS = ("coder",)
+  # Attribute name of a backbone that starts from trained weights (see
+  # `classifier.load_backbone`); None: the kind has none.
+  BACKBONE = None
   # Every loss term any configuration of the kind reports, for its trackers.
   METRIC_NAMES = ("loss", "ce", "bpp", "mse")
 
@@ -70,25 +92,40 @@ class CompressiveClassifier(tf.keras.Model):
 
   def call(self, images, training=False):
     """Forward pass on float images in [0, 1]: outputs and rate terms."""
-    latent = self.encode(images, training=training)
-    latent_hat, bits = self.coder(latent, training=training)
-    outputs = {
-        "latent_hat": latent_hat,
-        "logits": self.classify(latent_hat, training=training),
-        "bits": bits,
-        "bpp": bits / self.num_pixels,
-    }
+    outputs = self.encoder_outputs(images, training)
+    latent_hat, bits = self.coder(self.coder_input(outputs["latent"]),
+                                  training=training)
+    outputs.update(latent_hat=latent_hat, bits=bits,
+                   bpp=bits / self.num_pixels)
     if self.has_decoder:
-      x_hat = self.reconstruct(latent_hat, training=training)
-      outputs["x_hat"] = x_hat
-      outputs["mse"] = tf.reduce_mean(
-          tf.math.squared_difference(images, x_hat), axis=(1, 2, 3))
+      outputs.update(self.decoder_outputs(images, outputs, training))
+      outputs["mse"] = losses.mse(images, outputs["x_hat"])
+    outputs["logits"] = self.training_logits(outputs, training)
     return outputs
+
+  # -- hooks of `call`; the defaults are the inference path -----------------
+
+  def encoder_outputs(self, images, training):
+    """{"latent": what is coded, ...what the loss reads of the encoder}."""
+    return {"latent": self.encode(images, training=training)}
+
+  def coder_input(self, latent):
+    return latent
+
+  def decoder_outputs(self, images, outputs, training):
+    """{"x_hat": the reconstruction, ...terms of the decoder's loss}."""
+    return {"x_hat": self.reconstruct(outputs["latent_hat"],
+                                      training=training)}
+
+  def training_logits(self, outputs, training):
+    """The logits of the training pass, from the outputs before them."""
+    return self.classify(outputs["latent_hat"], training=training)
+
+  # -- shared ---------------------------------------------------------------
 
   def loss_terms(self, outputs, labels):
     """The objective: CE + lmbda * bpp (+ gamma * MSE), batch means."""
-    ce = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
-        labels, outputs["logits"], from_logits=True))
+    ce = tf.reduce_mean(losses.cross_entropy(labels, outputs["logits"]))
     bpp = tf.reduce_mean(outputs["bpp"])
     mse = tf.reduce_mean(outputs["mse"]) if "mse" in outputs else 0.
     loss = ce + self.config.lmbda * bpp + self.config.gamma * mse

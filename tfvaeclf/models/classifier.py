@@ -18,19 +18,21 @@ What being coder-less means elsewhere:
             per pixel and channel.
 
 `backbone_weights` (a Keras .h5 file, see `backbones.load_weights`) sets
-the backbone's weights when training starts; a trained model dir takes its
-weights from its checkpoint and never reads that file again.
+the backbone's weights when training starts (`load_backbone`, which the
+trainer calls: the constructor reads no files); a trained model dir takes
+its weights from its checkpoint and never reads that file again.
 """
 
 import dataclasses
 
 import tensorflow as tf
 
-from tfvaeclf import backbones
+from tfvaeclf import backbones, losses
 from tfvaeclf.models import base
 from tfvaeclf.models.registry import register
 
-__all__ = ["ClassifierConfig", "ImageClassifier", "pretrained_backbone"]
+__all__ = ["ClassifierConfig", "ImageClassifier", "build_backbone",
+           "load_backbone"]
 
 
 @dataclasses.dataclass
@@ -47,18 +49,13 @@ class ImageClassifier(base.CompressiveClassifier):
 
   Config = ClassifierConfig
   PRETRAINED_PARTS = ()
+  BACKBONE = "backbone"
   METRIC_NAMES = ("loss", "ce")
-  # Fields that only initialize training; a model rebuilt from its dir
-  # leaves them unset (see model_dir.build_model).
-  INITIALIZER_FIELDS = ("backbone_weights",)
 
   def __init__(self, config):
     super().__init__(config)
-    options = ({"widths": tuple(config.filters)}
-               if config.backbone == "small_resnet" else {})
-    self.backbone = backbones.build(
-        config.backbone, config.image_shape, config.num_classes,
-        weights=config.backbone_weights, **options)
+    self.backbone = build_backbone(config.backbone, config.filters,
+                                   config.image_shape, config.num_classes)
 
   def encode(self, images, training=False):
     """Nothing to encode: the image is what the server receives."""
@@ -68,11 +65,13 @@ class ImageClassifier(base.CompressiveClassifier):
     return self.backbone(images, training=training)
 
   def call(self, images, training=False):
+    """Logits alone, not `base.call`'s template: every step after `encode`
+    there is about the coded latent (coder, rate, decoder), and nothing is
+    coded here."""
     return {"logits": self.classify(images, training=training)}
 
   def loss_terms(self, outputs, labels):
-    ce = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
-        labels, outputs["logits"], from_logits=True))
+    ce = tf.reduce_mean(losses.cross_entropy(labels, outputs["logits"]))
     return {"loss": ce, "ce": ce}
 
   def loss_term_names(self):
@@ -85,38 +84,45 @@ class ImageClassifier(base.CompressiveClassifier):
     raise NotImplementedError(f"{self.name} is uncompressed: no coder")
 
 
-def pretrained_backbone(name, widths, image_shape, num_classes,
-                        source_dir=None, weights=None):
-  """A frozen backbone for kinds built on a trained classifier.
-
-  The universal RDC kind judges reconstructions with it; the split kind
-  cuts it in two. `source_dir` is a finished `classifier` model dir whose
-  backbone weights are copied: its backbone, widths, image shape and
-  classes must be these, or ValueError says in one line which differ.
-  `weights` is a Keras .h5 file instead (ImageNet's, for ResNet-50).
-  Neither: random weights, as a model rebuilt from its own dir has before
-  its checkpoint is restored.
-  """
-  from tfvaeclf import model_dir  # a model dir holds models: import late
+def build_backbone(name, widths, image_shape, num_classes, trainable=True):
+  """Backbone `name` (`widths` are small_resnet's stage widths) with random
+  weights, until `load_backbone` or a checkpoint sets them. Kinds built on
+  a trained classifier keep theirs frozen (`trainable=False`)."""
   options = {"widths": tuple(widths)} if name == "small_resnet" else {}
-  backbone = backbones.build(name, image_shape, num_classes, weights=weights,
-                             **options)
-  if source_dir:
-    try:
-      source = model_dir.load_classifier(source_dir)
-    except model_dir.ModelDirError as e:
-      raise ValueError(str(e)) from None
-    have = source.config["model_config"]
-    want = {"backbone": name, "image_shape": list(image_shape),
-            "num_classes": num_classes}
-    if name == "small_resnet":
-      want["filters"] = list(widths)
-    different = [f"{key} {have[key]} (not {value})"
-                 for key, value in want.items() if have[key] != value]
-    if different:
-      raise ValueError(f"the classifier in {source_dir} has "
-                       f"{', '.join(different)}; set the backbone flags "
-                       "to match it")
-    backbone.set_weights(source.model.backbone.get_weights())
-  backbone.trainable = False
+  backbone = backbones.build(name, image_shape, num_classes, **options)
+  backbone.trainable = trainable
   return backbone
+
+
+def load_backbone(model, source=None):
+  """Sets the trained weights `model`'s backbone starts training from.
+
+  The backbone is the attribute its kind names in `BACKBONE` (none: nothing
+  to do). `source` is the finished classifier of the config's
+  `backbone_from` dir (a `model_dir.LoadedModel`, read by
+  `model_dir.restore_backbone`): its backbone, widths, image shape and
+  classes must be the model's, or ValueError says in one line which differ.
+  Without it, the config's `backbone_weights` .h5 file, if any, is read
+  (ImageNet's, for ResNet-50).
+  """
+  if model.BACKBONE is None:
+    return
+  backbone = getattr(model, model.BACKBONE)
+  config = model.config
+  if source is None:
+    weights = getattr(config, "backbone_weights", None)
+    if weights:
+      backbones.load_weights(backbone, weights)
+    return
+  have = source.config["model_config"]
+  want = {"backbone": config.backbone, "image_shape": list(config.image_shape),
+          "num_classes": config.num_classes}
+  if config.backbone == "small_resnet":
+    want["filters"] = list(config.backbone_widths)
+  different = [f"{key} {have[key]} (not {value})"
+               for key, value in want.items() if have[key] != value]
+  if different:
+    raise ValueError(f"the classifier in {config.backbone_from} has "
+                     f"{', '.join(different)}; set the backbone flags "
+                     "to match it")
+  backbone.set_weights(source.model.backbone.get_weights())

@@ -6,7 +6,8 @@ fixed rate of R = latent_dim * log2(levels) bits (`entropy.DitheredCoder`,
 which also range-codes the symbols for the real rate). A decoder g rebuilds
 the image, and the server classifies the rebuilt image with a pretrained
 classifier c that never changes (`--backbone_from`, a `classifier` model
-dir). Training minimizes
+dir, whose weights the trainer loads: see `classifier.load_backbone`).
+Training minimizes
 
     E ||X - X_hat||^2 + lambda_cls * CE(c(X_hat), s)
 
@@ -90,8 +91,8 @@ class UniversalRDC(base.CompressiveClassifier):
 
   Config = RDCConfig
   PRETRAINED_PARTS = ("encoder", "coder")
+  BACKBONE = "judge"
   METRIC_NAMES = ("loss", "ce", "bpp", "mse")
-  INITIALIZER_FIELDS = ("backbone_from",)
 
   def __init__(self, config):
     if config.lambda_cls < 0:
@@ -107,9 +108,9 @@ class UniversalRDC(base.CompressiveClassifier):
                                        config.levels, config.dither_seed)
     self.decoder = Decoder(config.filters, config.kernel_size,
                            config.image_shape)
-    self.judge = classifier.pretrained_backbone(
+    self.judge = classifier.build_backbone(
         config.backbone, config.backbone_widths, config.image_shape,
-        config.num_classes, source_dir=config.backbone_from)
+        config.num_classes, trainable=False)
 
   def encode(self, images, training=False):
     return self.encoder(images, training=training)
@@ -125,20 +126,9 @@ class UniversalRDC(base.CompressiveClassifier):
     """c(g(y_hat)): the server classifies the image it rebuilds."""
     return self.judge(self.reconstruct(latent_hat), training=False)
 
-  def call(self, images, training=False):
-    """Outputs and loss terms, decoding each image once."""
-    latent_hat, bits = self.coder(self.encode(images, training=training),
-                                  training=training)
-    x_hat = self.reconstruct(latent_hat, training=training)
-    return {
-        "latent_hat": latent_hat,
-        "logits": self.judge(x_hat, training=False),
-        "bits": bits,
-        "bpp": bits / self.num_pixels,
-        "x_hat": x_hat,
-        "mse": tf.reduce_mean(tf.math.squared_difference(images, x_hat),
-                              axis=(1, 2, 3)),
-    }
+  def training_logits(self, outputs, training):
+    """c(x_hat): the image is decoded once a step."""
+    return self.judge(outputs["x_hat"], training=False)
 
   def loss_terms(self, outputs, labels):
     """MSE + lambda_cls * CE, and the symbols' rate, which trains only

@@ -31,17 +31,17 @@ Accuracy is still reported from the labels; it never reaches the loss.
 
 The backbone's weights come from a finished `classifier` model dir
 (`backbone_from`) or a Keras .h5 file (`backbone_weights`, e.g. ImageNet's
-for ResNet-50) at the start of training only; the checkpoint holds them
-afterwards, so both are `INITIALIZER_FIELDS`.
+for ResNet-50), which the trainer reads at the start of training only
+(`classifier.load_backbone`); the checkpoint holds them afterwards.
 """
 
 import dataclasses
 
 import tensorflow as tf
 
-from tfvaeclf import backbones, entropy
+from tfvaeclf import backbones, entropy, losses
 from tfvaeclf.models import base
-from tfvaeclf.models.classifier import pretrained_backbone
+from tfvaeclf.models.classifier import build_backbone
 from tfvaeclf.models.registry import register
 
 __all__ = ["SplitConfig", "SplitClassifier", "MODES", "split_point_table"]
@@ -92,18 +92,17 @@ class SplitClassifier(base.CompressiveClassifier):
   # The edge part: a second stage keeps the bytes the board sends and
   # retrains only the server's decoder.
   PRETRAINED_PARTS = ("front", "bottleneck_encoder", "coder")
+  BACKBONE = "backbone"
   METRIC_NAMES = ("loss", "ce", "kl", "bpp")
-  INITIALIZER_FIELDS = ("backbone_from", "backbone_weights")
 
   def __init__(self, config):
     if config.bottleneck_mode not in MODES:
       raise ValueError(f"Unknown bottleneck mode {config.bottleneck_mode!r};"
                        f" choose one of {', '.join(MODES)}.")
     super().__init__(config)
-    self.backbone = pretrained_backbone(
+    self.backbone = build_backbone(
         config.backbone, config.backbone_widths, config.image_shape,
-        config.num_classes, source_dir=config.backbone_from,
-        weights=config.backbone_weights)
+        config.num_classes, trainable=False)
     self.front, self.back = backbones.split(self.backbone,
                                             config.split_point)
     self.front.trainable = self.back.trainable = False
@@ -130,15 +129,11 @@ class SplitClassifier(base.CompressiveClassifier):
     features = self.bottleneck_decoder(latent_hat, training=training)
     return self.back(features, training=False)
 
-  def call(self, images, training=False):
-    """As `base.call`, plus the uncut network's logits when unsupervised
-    (from the same features: the front runs once)."""
+  def encoder_outputs(self, images, training):
+    """The latent, and the uncut network's logits when unsupervised (from
+    the same features: the front runs once)."""
     features = self.front(images, training=False)
-    latent = self.bottleneck_encoder(features, training=training)
-    latent_hat, bits = self.coder(latent, training=training)
-    outputs = {"latent_hat": latent_hat,
-               "logits": self.classify(latent_hat, training=training),
-               "bits": bits, "bpp": bits / self.num_pixels}
+    outputs = {"latent": self.bottleneck_encoder(features, training=training)}
     if not self.supervised:
       outputs["uncut_logits"] = tf.stop_gradient(
           self.back(features, training=False))
@@ -149,9 +144,8 @@ class SplitClassifier(base.CompressiveClassifier):
     lmbda * bpp, `labels` unread."""
     if self.supervised:
       return super().loss_terms(outputs, labels)
-    uncut = tf.nn.log_softmax(outputs["uncut_logits"])
-    kl = tf.reduce_mean(tf.reduce_sum(
-        tf.exp(uncut) * (uncut - tf.nn.log_softmax(outputs["logits"])), -1))
+    kl = tf.reduce_mean(losses.softmax_kl(outputs["uncut_logits"],
+                                          outputs["logits"]))
     bpp = tf.reduce_mean(outputs["bpp"])
     return {"loss": kl + self.config.lmbda * bpp, "kl": kl, "bpp": bpp}
 
@@ -163,8 +157,8 @@ def split_point_table(config):
   """What `--list_split_points` prints: each split point of
   `config.backbone`, its layer and its feature shape for the config's
   images."""
-  backbone = pretrained_backbone(config.backbone, config.backbone_widths,
-                                 config.image_shape, config.num_classes)
+  backbone = build_backbone(config.backbone, config.backbone_widths,
+                            config.image_shape, config.num_classes)
   size = "x".join(str(d) for d in config.image_shape)
   lines = [f"split points of {config.backbone} for {size} images "
            "(point, layer, features):"]

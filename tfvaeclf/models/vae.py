@@ -22,11 +22,11 @@ import dataclasses
 
 import tensorflow as tf
 
-from tfvaeclf import entropy
+from tfvaeclf import entropy, losses
 from tfvaeclf.models import base
 
 __all__ = ["VAEConfig", "VariationalClassifier", "LatentMLP",
-           "CLASSIFIER_HEADS", "gaussian_kl", "scale_gradient"]
+           "CLASSIFIER_HEADS", "scale_gradient"]
 
 
 @dataclasses.dataclass
@@ -36,13 +36,6 @@ class VAEConfig(base.BaseConfig):
   quantization_step: float = 0.1  # the coded mean is round(mean / step)
   classifier: str = "mlp2"
   encoder_ce_weight: float = 0.  # share of the CE gradient the encoder gets
-
-
-def gaussian_kl(mean, log_variance):
-  """KL(N(mean, exp(log_variance)) || N(0, 1)) in nats, summed per example."""
-  return .5 * tf.reduce_sum(
-      tf.square(mean) + tf.exp(log_variance) - 1. - log_variance,
-      axis=tuple(range(1, mean.shape.rank)))
 
 
 def scale_gradient(x, factor):
@@ -125,47 +118,49 @@ class VariationalClassifier(base.CompressiveClassifier):
     return tf.sigmoid(self._pixel_logits(
         latent_hat * self.config.quantization_step, training))
 
-  def call(self, images, training=False):
-    """Outputs and loss terms; the decoder reads a sample in training."""
+  # -- the training pass (`base.call`'s hooks) -------------------------------
+
+  def encoder_outputs(self, images, training):
+    """The coded latent, the posterior and its KL from the prior."""
     mean, log_variance = self.encoder(images, training=training)
-    step = self.config.quantization_step
-    latent = mean / step
-    latent_hat, bits = self.coder(
-        scale_gradient(latent, self.config.lmbda), training=training)
-    # The classifier reads latent_hat exactly; its gradient reaches the
-    # encoder straight through the rounding, scaled by encoder_ce_weight.
-    classifier_input = tf.stop_gradient(latent_hat) + (
-        self.config.encoder_ce_weight * (latent - tf.stop_gradient(latent)))
+    return {"latent": mean / self.config.quantization_step, "mean": mean,
+            "log_variance": log_variance,
+            "kl": losses.gaussian_kl(mean, log_variance)}
+
+  def coder_input(self, latent):
+    """The latent, its rate's gradient to the encoder scaled by `lmbda`."""
+    return scale_gradient(latent, self.config.lmbda)
+
+  def decoder_outputs(self, images, outputs, training):
+    """x_hat and `recon`: the decoder reads a posterior sample in training,
+    the decoded latent at test."""
     if training:
-      sample = mean + tf.exp(.5 * log_variance) * tf.random.normal(
-          tf.shape(mean))
+      sample = outputs["mean"] + tf.exp(
+          .5 * outputs["log_variance"]) * tf.random.normal(
+              tf.shape(outputs["mean"]))
     else:
-      sample = tf.stop_gradient(latent_hat) * step
+      sample = (tf.stop_gradient(outputs["latent_hat"])
+                * self.config.quantization_step)
     pixel_logits = self._pixel_logits(sample, training)
-    x_hat = tf.sigmoid(pixel_logits)
-    image_axes = (1, 2, 3)
-    return {
-        "latent_hat": latent_hat,
-        "logits": self.classify(classifier_input, training=training),
-        "bits": bits,
-        "bpp": bits / self.num_pixels,
-        "x_hat": x_hat,
-        "mse": tf.reduce_mean(tf.math.squared_difference(images, x_hat),
-                              axis=image_axes),
-        "recon": tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(
-            labels=images, logits=pixel_logits), axis=image_axes),
-        "kl": gaussian_kl(mean, log_variance),
-    }
+    return {"x_hat": tf.sigmoid(pixel_logits),
+            "recon": losses.bernoulli_nll(images, pixel_logits)}
+
+  def training_logits(self, outputs, training):
+    """The classifier reads latent_hat exactly; its gradient reaches the
+    encoder straight through the rounding, scaled by encoder_ce_weight."""
+    latent = outputs["latent"]
+    classifier_input = tf.stop_gradient(outputs["latent_hat"]) + (
+        self.config.encoder_ce_weight * (latent - tf.stop_gradient(latent)))
+    return self.classify(classifier_input, training=training)
 
   def loss_terms(self, outputs, labels):
     """recon + β·KL (nats per image) + bits per image + CE, batch means.
 
     The rate enters with weight 1: its gradient reaches the encoder scaled
-    by `lmbda` (see `call`) and trains the prior in full. CE trains the
-    classifier, and reaches the encoder scaled by `encoder_ce_weight`.
+    by `lmbda` (see `coder_input`) and trains the prior in full. CE trains
+    the classifier, and reaches the encoder scaled by `encoder_ce_weight`.
     """
-    ce = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
-        labels, outputs["logits"], from_logits=True))
+    ce = tf.reduce_mean(losses.cross_entropy(labels, outputs["logits"]))
     terms = {name: tf.reduce_mean(outputs[name])
              for name in ("bpp", "recon", "kl", "mse")}
     loss = (terms["recon"] + self.config.beta * terms["kl"] + ce
