@@ -99,7 +99,7 @@ class Decoder(ctypes.Structure):
   """`rc_decoder` of range_coder.h."""
   _fields_ = [("data", ctypes.c_void_p), ("length", ctypes.c_int64),
               ("position", ctypes.c_int64), ("need", ctypes.c_int64),
-              ("base", ctypes.c_uint32), ("size_minus1", ctypes.c_uint32),
+              ("straddling", ctypes.c_int32), ("base", ctypes.c_uint32), ("size_minus1", ctypes.c_uint32),
               ("value", ctypes.c_uint32), ("status", ctypes.c_int)]
 
 

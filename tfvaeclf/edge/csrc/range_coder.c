@@ -89,8 +89,8 @@ static void emit_run(rc_encoder *enc, uint32_t byte, uint64_t count) {
 }
 
 /* Narrows the interval to [lower, upper) / 2**precision (TFC's Encode). */
-static void encode_step(rc_encoder *enc, uint32_t lower, uint32_t upper,
-                        int precision) {
+static inline void encode_step(rc_encoder *enc, uint32_t lower,
+                               uint32_t upper, int precision) {
   const uint64_t size = (uint64_t)enc->size_minus1 + 1;
   const uint32_t a = (uint32_t)((size * lower) >> precision);
   const uint32_t b = (uint32_t)(((size * upper) >> precision) - 1);
@@ -145,7 +145,10 @@ static int bit_length(uint32_t x) {
   return bits;
 }
 
-int rc_encoder_put(rc_encoder *enc, const rc_table *table, int32_t value) {
+/* rc_encoder_put. rc_encode calls this, not the exported function, which
+ * in a shared library would be called through the PLT and never inlined. */
+static int encode_value(rc_encoder *enc, const rc_table *table,
+                        int32_t value) {
   const int32_t *cdf = table->cdf;
   int64_t symbol;
   int64_t gamma = 0; /* > 0: the value escapes */
@@ -186,6 +189,10 @@ int rc_encoder_put(rc_encoder *enc, const rc_table *table, int32_t value) {
   return enc->status;
 }
 
+int rc_encoder_put(rc_encoder *enc, const rc_table *table, int32_t value) {
+  return encode_value(enc, table, value);
+}
+
 int32_t rc_encoder_finish(rc_encoder *enc) {
   if (enc->status != RC_OK) return enc->status;
   /* TFC's Finalize: the shortest byte string inside the interval, its
@@ -212,7 +219,7 @@ int32_t rc_encoder_finish(rc_encoder *enc) {
 /* ------------------------------------------------------------------------ */
 /* Decoder                                                                  */
 /* ------------------------------------------------------------------------ */
-static void read16(rc_decoder *dec) {
+static inline void read16(rc_decoder *dec) {
   uint32_t high = 0, low = 0;
   if (dec->position < dec->length) high = dec->data[dec->position];
   if (dec->position + 1 < dec->length) low = dec->data[dec->position + 1];
@@ -225,6 +232,7 @@ void rc_decoder_init(rc_decoder *dec, const uint8_t *data, int32_t length) {
   dec->length = length > 0 && data != NULL ? length : 0;
   dec->position = 0;
   dec->need = 0;
+  dec->straddling = 0;
   dec->base = 0;
   dec->size_minus1 = 0xFFFFFFFFu;
   dec->value = 0;
@@ -238,28 +246,26 @@ void rc_decoder_init(rc_decoder *dec, const uint8_t *data, int32_t length) {
  * 2j + 4) and matches the encoder's j-th digit, bytes [2j - 2, 2j): that
  * digit is in the string unless the encoder delayed it and never resolved
  * it. `need` counts the bytes the encoder must have written so far. */
-static void decode_step(rc_decoder *dec, uint32_t lower, uint32_t upper,
-                        int precision) {
+static inline void decode_step(rc_decoder *dec, uint32_t lower,
+                               uint32_t upper, int precision) {
   const uint64_t size = (uint64_t)dec->size_minus1 + 1;
   const uint32_t a = (uint32_t)((size * lower) >> precision);
   const uint32_t b = (uint32_t)(((size * upper) >> precision) - 1);
-  const int was_straddling = straddles(dec->base, dec->size_minus1);
-  int straddling;
   dec->base += a;
   dec->size_minus1 = b - a;
-  straddling = straddles(dec->base, dec->size_minus1);
-  if (was_straddling && !straddling) {
+  if (dec->straddling && !straddles(dec->base, dec->size_minus1)) {
+    dec->straddling = 0;
     dec->need = dec->position - 4; /* every delayed digit resolved */
   }
   if ((dec->size_minus1 >> 16) == 0) {
     dec->base <<= 16;
     dec->size_minus1 = (dec->size_minus1 << 16) | 0xFFFFu;
     read16(dec);
-    if (!straddling) {
+    if (!dec->straddling) {
       /* The digit is written now, or delayed with at least its first byte
        * written at the end. */
-      dec->need = dec->position - 4 -
-                  straddles(dec->base, dec->size_minus1);
+      dec->straddling = straddles(dec->base, dec->size_minus1);
+      dec->need = dec->position - 4 - dec->straddling;
     }
   }
   if (dec->need > dec->length && dec->status == RC_OK) {
@@ -269,15 +275,15 @@ static void decode_step(rc_decoder *dec, uint32_t lower, uint32_t upper,
 
 /* The bin of cdf[0..num_symbols] holding the value (TFC's binary search).
  * Always one of 0..num_symbols - 1, as value - base < size. */
-static int32_t find_bin(const rc_decoder *dec, const int32_t *cdf,
-                        int32_t num_symbols, int precision) {
+static inline int32_t find_bin(const rc_decoder *dec, const int32_t *cdf,
+                               int32_t num_symbols, int precision) {
   const uint64_t size = (uint64_t)dec->size_minus1 + 1;
   const uint64_t bound = ((uint64_t)(uint32_t)(dec->value - dec->base) + 1)
                          << precision;
   const int32_t *first = cdf + 1;
-  int32_t count = num_symbols;
+  uint32_t count = (uint32_t)num_symbols;
   while (count > 0) {
-    const int32_t half = count / 2;
+    const uint32_t half = count / 2;
     if (bound <= size * (uint64_t)(uint32_t)first[half]) {
       count = half;
     } else {
@@ -297,7 +303,11 @@ static uint32_t decode_bit(rc_decoder *dec) {
   return bit;
 }
 
-int rc_decoder_get(rc_decoder *dec, const rc_table *table, int32_t *value) {
+/* rc_decoder_get (see encode_value); `restrict` lets the decoder state stay
+ * in registers across the store of a value. */
+static int decode_value(rc_decoder *restrict dec,
+                        const rc_table *restrict table,
+                        int32_t *restrict value) {
   int64_t symbol, result;
   *value = 0;
   if (dec->status != RC_OK) return dec->status;
@@ -323,6 +333,10 @@ int rc_decoder_get(rc_decoder *dec, const rc_table *table, int32_t *value) {
   if (dec->status != RC_OK) return dec->status;
   *value = (int32_t)result;
   return RC_OK;
+}
+
+int rc_decoder_get(rc_decoder *dec, const rc_table *table, int32_t *value) {
+  return decode_value(dec, table, value);
 }
 
 int rc_decoder_finish(const rc_decoder *dec) {
@@ -365,7 +379,7 @@ int32_t rc_encode(const rc_table *tables, int32_t num_tables,
       t = index[k];
       if (t < 0 || t >= num_tables) return RC_ERR_INDEX;
     }
-    rc_encoder_put(&enc, &tables[t], values[k]);
+    encode_value(&enc, &tables[t], values[k]);
     if (index == NULL && ++t == num_tables) t = 0;
   }
   return rc_encoder_finish(&enc);
@@ -389,7 +403,7 @@ int rc_decode(const rc_table *tables, int32_t num_tables, const int32_t *index,
         break;
       }
     }
-    status = rc_decoder_get(&dec, &tables[t], &values[k]);
+    status = decode_value(&dec, &tables[t], &values[k]);
     if (status != RC_OK) break;
     if (index == NULL && ++t == num_tables) t = 0;
   }

@@ -120,6 +120,7 @@ typedef struct rc_decoder {
   int64_t length;
   int64_t position;  /* bytes read, the implicit zeros past the end included */
   int64_t need;      /* fewest bytes a valid string has, given the steps */
+  int32_t straddling;  /* the interval straddles 2**32 (TFC's state 1) */
   uint32_t base;
   uint32_t size_minus1;
   uint32_t value;
