@@ -260,7 +260,7 @@ def decode_channel(strings, cdf, shape, cdf_offset=None, *, check=True):
   if not c_tables:
     return rc.decode_channel(strings, tables, shape, check=check)
   shape = tuple(int(s) for s in np.reshape(np.asarray(shape, np.int64), -1))
-  strings = rc._as_bytes_list(strings)  # pylint: disable=protected-access
+  strings = _bytes_list(strings)
   return _decode(lib, c_tables, strings, None, (len(strings),) + shape, check)
 
 
@@ -270,7 +270,7 @@ def decode_index(strings, indexes, cdf, cdf_offset=None, *, check=True):
   lib = _library()
   c_tables = lib and _c_tables(lib, tables)
   index = np.asarray(indexes)
-  strings = rc._as_bytes_list(strings)  # pylint: disable=protected-access
+  strings = _bytes_list(strings)
   if (not c_tables or index.dtype.kind not in "iu" or index.ndim == 0 or
       index.shape[0] != len(strings)):
     return rc.decode_index(strings, indexes, tables, check=check)
@@ -280,15 +280,23 @@ def decode_index(strings, indexes, cdf, cdf_offset=None, *, check=True):
                  index.shape, check)
 
 
+def _bytes_list(strings):
+  """`range_coder._as_bytes_list`, without its copies for a list of bytes
+  (what TFC's .numpy().tolist() and the file readers give)."""
+  if type(strings) is list and all(type(s) is bytes for s in strings):  # pylint: disable=unidiomatic-typecheck
+    return strings
+  return rc._as_bytes_list(strings)  # pylint: disable=protected-access
+
+
 def _decode(lib, c_tables, strings, index, shape, check):
   batch, n = len(strings), math.prod(shape[1:])
   if n > _I32_MAX or batch > _I32_MAX:
     raise ValueError(f"{n} values per string, {batch} strings: too many for "
                      "the C range coder.")
-  values = np.zeros((batch, n), np.int32)
-  status = np.zeros(batch, np.int32)
+  values = np.empty((batch, n), np.int32)
+  status = np.empty(batch, np.int32)
   if batch:
-    ends = np.cumsum([len(s) for s in strings], dtype=np.int64)
+    ends = np.fromiter(map(len, strings), np.int64, batch).cumsum()
     lib.rc_decode_batch(
         c_tables.pointer, c_tables.num_tables,
         None if index is None else index.ctypes.data, b"".join(strings),
@@ -297,4 +305,7 @@ def _decode(lib, c_tables, strings, index, shape, check):
                             (status == _ERR_INT32))[:1].tolist():
     raise ValueError(f"Corrupt string {bad}: "
                      f"{_strerror(int(status[bad]))}.")
-  return rc._finish_decode(values, status == _OK, shape, check)  # pylint: disable=protected-access
+  ok = status == _OK
+  if check and ok.all():
+    return values.reshape(shape)
+  return rc._finish_decode(values, ok, shape, check)  # pylint: disable=protected-access
