@@ -275,6 +275,34 @@ def test_real_entropy_models():
       native.decode_index(ours, scale_index, tables), values)
 
 
+def test_worst_case_output_size_and_capacity():
+  """RC_MAX_BYTES(n, e) = 2 + 2 n + 120 e bounds every string, and a
+  buffer one byte short gives RC_ERR_CAPACITY without a write past it."""
+  lib = native._library()  # pylint: disable=protected-access
+  lib.rc_encode.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p,
+                            ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p,
+                            ctypes.c_int32]
+  limit = 2 ** 30 - 1
+  rng = np.random.default_rng(12)
+  cases = []
+  for precision in (1, 16):
+    tables = rc.CdfTables.from_cdfs([[0, 1, 1 << precision]], precision)
+    cases.append((tables, np.full(500, 0), 0))             # tiny bins
+    cases.append((tables, rng.choice([-limit, limit], size=500), 500))
+  for tables, values, escapes in cases:
+    (string,) = native.encode_channel(values[None], tables)
+    assert len(string) <= 2 + 2 * len(values) + 120 * escapes
+    c_tables = native._c_tables(lib, tables)  # pylint: disable=protected-access
+    v32 = values.astype(np.int32)
+    for capacity, expected in ((len(string), len(string)),
+                               (len(string) - 1, -7)):
+      out = np.full(len(string) + 8, 0xAB, np.uint8)
+      assert lib.rc_encode(c_tables.pointer, 1, None, v32.ctypes.data,
+                           len(v32), out.ctypes.data, capacity) == expected
+      assert (out[capacity:] == 0xAB).all()
+    assert out[:len(string) - 1].tobytes() == string[:-1]
+
+
 # ---------------------------------------------------------------------------
 # The end of a string
 # ---------------------------------------------------------------------------
