@@ -26,16 +26,35 @@
  *
  * Worst-case stack: no function recurses or puts arrays on the stack, so
  * every call has a fixed frame; the deepest chain (rc_decode_batch ->
- * rc_decode -> rc_decoder_get -> decode_step -> read16) takes under 400
+ * rc_decode -> its per-value step -> one escape decision) takes under 400
  * bytes on x86-64 with gcc -O2 (gcc -fstack-usage), the rc_encoder or
- * rc_decoder state (under 64 bytes) included.
+ * rc_decoder state (under 64 bytes each) included.
  *
  * Decoding bytes from anywhere is safe: the work is bounded by the number of
  * values (each at most 1 + 62 steps: an escape code with more than 30 zeros
  * is an error, RC_ERR_ESCAPE) and never depends on what the bytes say
- * otherwise; no input reads outside `data[0, len)` or loops longer. Reading
- * past the end of a string is allowed only as far as TFC's termination can
- * leave bytes implicit (RC_ERR_PAST_END, see rc_decoder_finish).
+ * otherwise; nothing reads outside `data[0, length)` or loops longer.
+ *
+ * Implicit trailing bytes. The decoder reads 4 bytes, then 2 per
+ * renormalization: 2 R + 4 for R renormalizations, the encoder's count too.
+ * The encoder writes 2 bytes per renormalization, except that while its
+ * interval straddles 2**32 (TFC's "state 1") it delays the digit that began
+ * the straddle and counts the digits after it (all 0x00 or all 0xFF once
+ * resolved). Its termination then leaves out:
+ *   - not straddling, base == 0: the 4 bytes of the final value (all zero);
+ *   - not straddling, base != 0: 2 or 3 of them (it writes 1 or 2);
+ *   - straddling: 4 + 2 s + (2 - w) bytes, where s is the number of
+ *     renormalizations since the straddle began and w (1 or 2) the bytes it
+ *     writes of the delayed digit.
+ * s has no bound: a stream whose last values keep the interval around
+ * 2**32 for many renormalizations is valid and leaves as many zeros out
+ * (rare for data drawn from the tables: none in 20,000 MNIST-like streams;
+ * but any string whose decoder ends straddling reads as such a stream).
+ * The decoder follows the encoder's state and counts the bytes the encoder
+ * must have written so far (`need`); a string shorter than that needs
+ * bytes past its end that no encoder leaves out: RC_ERR_PAST_END, as soon
+ * as it shows. So a valid string reads at most 4 bytes past its end
+ * outside a straddle, and 5 + 2 s at most within one.
  *
  * Tables must pass rc_check_tables (tables from TFC's entropy models do).
  */
@@ -70,7 +89,7 @@ extern "C" {
 #define RC_ERR_ZERO_PROB (-5)  /* value in a bin of zero probability */
 #define RC_ERR_GAMMA (-6)      /* escape with g >= 2**30 (TFC would hang) */
 #define RC_ERR_CAPACITY (-7)   /* output buffer too small */
-#define RC_ERR_ESCAPE (-8)     /* escape code longer than an encoder writes */
+#define RC_ERR_ESCAPE (-8)     /* escape code with more than 30 zeros */
 #define RC_ERR_INT32 (-9)      /* decoded value overflows int32 */
 #define RC_ERR_PAST_END (-10)  /* string too short for what it decodes to */
 #define RC_ERR_FINAL (-11)     /* TFC's end-of-stream check failed */
@@ -131,11 +150,10 @@ void rc_decoder_init(rc_decoder *dec, const uint8_t *data, int32_t length);
 /* Decodes one value with `table` into *value; RC_OK or the error. */
 int rc_decoder_get(rc_decoder *dec, const rc_table *table, int32_t *value);
 /* After the last value: RC_OK if the string ends as TFC's encoder ends a
- * stream, else RC_ERR_PAST_END (the string lacks bytes: a valid string
- * leaves implicit at most 4 bytes, or, when the coder ended with its
- * interval straddling 2**32, 5 + 2 per renormalization since it began to
- * straddle) or RC_ERR_FINAL (TFC's sanity check: bytes left unread, or the
- * final state is not one TFC's encoder leaves), or an earlier error. */
+ * stream, else RC_ERR_PAST_END (the string lacks bytes an encoder would
+ * have written, see "Implicit trailing bytes" above), RC_ERR_FINAL (TFC's
+ * sanity check: bytes left unread, or a final state TFC's encoder does not
+ * leave), or an earlier error. */
 int rc_decoder_finish(const rc_decoder *dec);
 
 /* ---- One stream at once. ------------------------------------------------
