@@ -246,11 +246,7 @@ void rc_decoder_init(rc_decoder *dec, const uint8_t *data, int32_t length) {
  * 2j + 4) and matches the encoder's j-th digit, bytes [2j - 2, 2j): that
  * digit is in the string unless the encoder delayed it and never resolved
  * it. `need` counts the bytes the encoder must have written so far. */
-static inline void decode_step(rc_decoder *dec, uint32_t lower,
-                               uint32_t upper, int precision) {
-  const uint64_t size = (uint64_t)dec->size_minus1 + 1;
-  const uint32_t a = (uint32_t)((size * lower) >> precision);
-  const uint32_t b = (uint32_t)(((size * upper) >> precision) - 1);
+static inline void decode_narrow(rc_decoder *dec, uint32_t a, uint32_t b) {
   dec->base += a;
   dec->size_minus1 = b - a;
   if (dec->straddling && !straddles(dec->base, dec->size_minus1)) {
@@ -271,6 +267,13 @@ static inline void decode_step(rc_decoder *dec, uint32_t lower,
   if (dec->need > dec->length && dec->status == RC_OK) {
     dec->status = RC_ERR_PAST_END;
   }
+}
+
+static inline void decode_step(rc_decoder *dec, uint32_t lower,
+                               uint32_t upper, int precision) {
+  const uint64_t size = (uint64_t)dec->size_minus1 + 1;
+  decode_narrow(dec, (uint32_t)((size * lower) >> precision),
+                (uint32_t)(((size * upper) >> precision) - 1));
 }
 
 /* The bin of cdf[0..num_symbols] holding the value (TFC's binary search).
@@ -294,6 +297,20 @@ static inline int32_t find_bin(const rc_decoder *dec, const int32_t *cdf,
   return (int32_t)(first - cdf) - 1;
 }
 
+/* Whether the value is in bin `guess`; if so, narrows the interval to it. */
+static inline int decode_guess(rc_decoder *dec, const int32_t *cdf,
+                               int32_t guess, int precision) {
+  const uint64_t size = (uint64_t)dec->size_minus1 + 1;
+  const uint64_t bound = ((uint64_t)(uint32_t)(dec->value - dec->base) + 1)
+                         << precision;
+  const uint64_t low = size * (uint64_t)(uint32_t)cdf[guess];
+  const uint64_t high = size * (uint64_t)(uint32_t)cdf[guess + 1];
+  if (!(low < bound && bound <= high)) return 0;
+  decode_narrow(dec, (uint32_t)(low >> precision),
+                (uint32_t)((high >> precision) - 1));
+  return 1;
+}
+
 static uint32_t decode_bit(rc_decoder *dec) {
   const uint64_t size = (uint64_t)dec->size_minus1 + 1;
   const uint64_t bound = ((uint64_t)(uint32_t)(dec->value - dec->base) + 1)
@@ -311,9 +328,14 @@ static int decode_value(rc_decoder *restrict dec,
   int64_t symbol, result;
   *value = 0;
   if (dec->status != RC_OK) return dec->status;
-  symbol = find_bin(dec, table->cdf, table->num_symbols, table->precision);
-  decode_step(dec, (uint32_t)table->cdf[symbol],
-              (uint32_t)table->cdf[symbol + 1], table->precision);
+  /* A learned latent is mostly zeros: try the bin of value 0 first. */
+  symbol = -(int64_t)table->offset;
+  if (!(symbol >= 0 && symbol < table->num_symbols &&
+        decode_guess(dec, table->cdf, (int32_t)symbol, table->precision))) {
+    symbol = find_bin(dec, table->cdf, table->num_symbols, table->precision);
+    decode_step(dec, (uint32_t)table->cdf[symbol],
+                (uint32_t)table->cdf[symbol + 1], table->precision);
+  }
   if (table->overflow && symbol == table->num_symbols - 1) {
     uint32_t g = 1;
     int zeros = 0, i;
