@@ -23,12 +23,13 @@ import pytest
 from tfvaeclf.edge import native
 from tfvaeclf.edge import range_coder as rc
 
-from tests.test_edge_range_coder import random_lookup, tf, tfc, tfc_decode, tfc_encode  # pylint: disable=g-multiple-import
+# TFC's ops, called as the numpy coder's tests call them.
+from tests.test_edge_range_coder import (random_lookup, tf, tfc, tfc_decode,
+                                         tfc_encode)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "tfvaeclf", "edge", "csrc", "range_coder.c")
-# Status codes of range_coder.h that the tests look at.
-PAST_END, FINAL = -10, -11
+PAST_END = -10  # RC_ERR_PAST_END of range_coder.h
 
 pytestmark = pytest.mark.skipif(
     not native.available() and shutil.which("cc") is None,
@@ -96,10 +97,11 @@ def assert_coders_agree(lookup, offsets, values, index=None):
 
 
 class Decoder(ctypes.Structure):
-  """`rc_decoder` of range_coder.h."""
+  """`rc_decoder` of range_coder.h (keep the two in step)."""
   _fields_ = [("data", ctypes.c_void_p), ("length", ctypes.c_int64),
               ("position", ctypes.c_int64), ("need", ctypes.c_int64),
-              ("straddling", ctypes.c_int32), ("base", ctypes.c_uint32), ("size_minus1", ctypes.c_uint32),
+              ("straddling", ctypes.c_int32), ("base", ctypes.c_uint32),
+              ("size_minus1", ctypes.c_uint32),
               ("value", ctypes.c_uint32), ("status", ctypes.c_int)]
 
 

@@ -40,6 +40,9 @@ import numpy as np
 
 from tfvaeclf.edge import range_coder as rc
 
+# Argument checks and error messages are range_coder's, shared with it.
+# pylint: disable=protected-access
+
 __all__ = ["available", "decode_channel", "decode_index", "encode_channel",
            "encode_index", "library_path"]
 
@@ -202,8 +205,8 @@ def encode_index(values, indexes, cdf, cdf_offset=None, *, coding_rank=1):
 
 
 def _encode(values, indexes, cdf, cdf_offset, coding_rank):
-  tables = rc._as_tables(cdf, cdf_offset)  # pylint: disable=protected-access
-  v = rc._int_values(values)  # pylint: disable=protected-access
+  tables = rc._as_tables(cdf, cdf_offset)
+  v = rc._int_values(values)
 
   def numpy_coder():
     if indexes is None:
@@ -212,14 +215,14 @@ def _encode(values, indexes, cdf, cdf_offset, coding_rank):
 
   lib = _library()
   c_tables = lib and _c_tables(lib, tables)
-  batch, n = rc._split_batch(v.shape, coding_rank)  # pylint: disable=protected-access
+  batch, n = rc._split_batch(v.shape, coding_rank)
   index = None
   if indexes is not None:
     index = np.asarray(indexes)
     if index.shape != v.shape or index.dtype.kind not in "iu":
       return numpy_coder()          # which raises
     index = index.reshape(batch, n)
-    rc._check_indexes(index, tables.num_tables)  # pylint: disable=protected-access
+    rc._check_indexes(index, tables.num_tables)
     index = np.ascontiguousarray(index, np.int32)
   if (not c_tables or not _fits_int32(v) or n > _I32_MAX or
       batch > _I32_MAX):
@@ -254,7 +257,7 @@ def _encode(values, indexes, cdf, cdf_offset, coding_rank):
 # ---------------------------------------------------------------------------
 def decode_channel(strings, cdf, shape, cdf_offset=None, *, check=True):
   """`range_coder.decode_channel`, in C when it runs (see the module doc)."""
-  tables = rc._as_tables(cdf, cdf_offset)  # pylint: disable=protected-access
+  tables = rc._as_tables(cdf, cdf_offset)
   lib = _library()
   c_tables = lib and _c_tables(lib, tables)
   if not c_tables:
@@ -266,7 +269,7 @@ def decode_channel(strings, cdf, shape, cdf_offset=None, *, check=True):
 
 def decode_index(strings, indexes, cdf, cdf_offset=None, *, check=True):
   """`range_coder.decode_index`, in C when it runs (see the module doc)."""
-  tables = rc._as_tables(cdf, cdf_offset)  # pylint: disable=protected-access
+  tables = rc._as_tables(cdf, cdf_offset)
   lib = _library()
   c_tables = lib and _c_tables(lib, tables)
   index = np.asarray(indexes)
@@ -275,7 +278,7 @@ def decode_index(strings, indexes, cdf, cdf_offset=None, *, check=True):
       index.shape[0] != len(strings)):
     return rc.decode_index(strings, indexes, tables, check=check)
   flat = index.reshape(len(strings), -1)
-  rc._check_indexes(flat, tables.num_tables)  # pylint: disable=protected-access
+  rc._check_indexes(flat, tables.num_tables)
   return _decode(lib, c_tables, strings, np.ascontiguousarray(flat, np.int32),
                  index.shape, check)
 
@@ -283,9 +286,10 @@ def decode_index(strings, indexes, cdf, cdf_offset=None, *, check=True):
 def _bytes_list(strings):
   """`range_coder._as_bytes_list`, without its copies for a list of bytes
   (what TFC's .numpy().tolist() and the file readers give)."""
-  if type(strings) is list and all(type(s) is bytes for s in strings):  # pylint: disable=unidiomatic-typecheck
+  # Exact types: a subclass of bytes is copied, as range_coder does.
+  if type(strings) is list and all(type(s) is bytes for s in strings):
     return strings
-  return rc._as_bytes_list(strings)  # pylint: disable=protected-access
+  return rc._as_bytes_list(strings)
 
 
 def _decode(lib, c_tables, strings, index, shape, check):
@@ -308,4 +312,4 @@ def _decode(lib, c_tables, strings, index, shape, check):
   ok = status == _OK
   if check and ok.all():
     return values.reshape(shape)
-  return rc._finish_decode(values, ok, shape, check)  # pylint: disable=protected-access
+  return rc._finish_decode(values, ok, shape, check)
