@@ -1,0 +1,315 @@
+"""The C range coder (`csrc/range_coder.c`), with the numpy coder as fallback.
+
+`encode_channel`, `encode_index`, `decode_channel` and `decode_index` take
+the arguments of their namesakes in `range_coder` and return the same bytes
+and values, coding a whole batch in one C call. Tables are parsed by
+`range_coder.CdfTables`, errors in values or tables are reported by the
+numpy coder (the C coder only detects them), so both speak alike.
+
+The C decoder is also stricter than TFC's: its work is bounded by the
+number of values whatever the bytes, and a string that would need bytes
+past its end that no TFC encoder leaves out fails like a corrupt one
+(`ok` False, or `ValueError` when `check`), where TFC decodes zeros. TFC's
+encoder leaves out 2 to 4 trailing bytes, or, when it ends with its interval
+straddling 2**32, 4 or 5 plus 2 for each renormalization since: that run
+has no bound, so the rule rejects short strings only where no such run
+explains them (see `rc_decoder_finish` in range_coder.h).
+
+The shared library is compiled on first use with the system C compiler
+(`$CC`, else `cc`) into `$XDG_CACHE_HOME/tfvaeclf` (`~/.cache/tfvaeclf`),
+named by a hash of the sources and the compiler, and moved into place
+atomically, so concurrent first uses are safe. Without a compiler, or if
+the build fails, one warning says so and every function runs the numpy
+coder; `available()` tells which runs.
+"""
+
+import ctypes
+import hashlib
+import logging
+import math
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+import weakref
+
+import numpy as np
+
+from tfvaeclf.edge import range_coder as rc
+
+# Argument checks and error messages are range_coder's, shared with it.
+# pylint: disable=protected-access
+
+__all__ = ["available", "decode_channel", "decode_index", "encode_channel",
+           "encode_index", "library_path"]
+
+_SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           "csrc")
+_SOURCES = ("range_coder.h", "range_coder.c")
+_CFLAGS = ("-std=c99", "-O2", "-fPIC", "-shared")
+
+# Status codes of range_coder.h.
+_OK = 0
+_ERR_CAPACITY = -7
+_ERR_ESCAPE = -8
+_ERR_INT32 = -9
+_I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
+# Output bytes per value with no escape / with any (RC_MAX_BYTES).
+_BYTES_DIRECT, _BYTES_ANY = 2, 122
+
+_log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_UNSET = object()
+_lib = _UNSET
+_tables = weakref.WeakKeyDictionary()
+
+
+class _Table(ctypes.Structure):
+  """`rc_table` of range_coder.h."""
+  _fields_ = [("cdf", ctypes.c_void_p), ("num_symbols", ctypes.c_int32),
+              ("offset", ctypes.c_int32), ("precision", ctypes.c_int16),
+              ("overflow", ctypes.c_int16)]
+
+
+# ---------------------------------------------------------------------------
+# Building and loading
+# ---------------------------------------------------------------------------
+def _compiler():
+  cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+  return shlex.split(cc) if cc else None
+
+
+def library_path():
+  """Where the shared library for these sources and compiler lives."""
+  digest = hashlib.sha256()
+  for name in _SOURCES:
+    with open(os.path.join(_SOURCE_DIR, name), "rb") as f:
+      digest.update(f.read())
+  digest.update(repr((_compiler(), _CFLAGS, platform.machine())).encode())
+  cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+  return os.path.join(cache, "tfvaeclf",
+                      f"range_coder-{digest.hexdigest()[:16]}.so")
+
+
+def _build(path):
+  compiler = _compiler()
+  if compiler is None:
+    raise OSError("no C compiler: set CC or install cc")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fd, temporary = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
+  os.close(fd)
+  try:
+    build = subprocess.run(
+        [*compiler, *_CFLAGS, "-o", temporary,
+         os.path.join(_SOURCE_DIR, "range_coder.c")],
+        capture_output=True, text=True, timeout=300, check=False)
+    if build.returncode:
+      message = (build.stderr.strip() or f"exit {build.returncode}")
+      raise OSError(f"{' '.join(compiler)} failed: "
+                    f"{message.splitlines()[0]}")
+    os.replace(temporary, path)
+  finally:
+    if os.path.exists(temporary):
+      os.unlink(temporary)
+
+
+def _load():
+  try:
+    path = library_path()
+    if not os.path.exists(path):
+      _build(path)
+    lib = ctypes.CDLL(path)
+  except (OSError, subprocess.SubprocessError) as e:
+    _log.warning("tfvaeclf.edge: the C range coder is unavailable (%s); "
+                 "the numpy coder runs.", e)
+    return None
+  p, i32, i64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64
+  lib.rc_check_tables.argtypes = [p, i32]
+  lib.rc_check_tables.restype = ctypes.c_int
+  lib.rc_strerror.argtypes = [ctypes.c_int]
+  lib.rc_strerror.restype = ctypes.c_char_p
+  lib.rc_encode_batch.argtypes = [p, i32, p, p, i32, i32, p, i64, p, p]
+  lib.rc_encode_batch.restype = ctypes.c_int
+  lib.rc_decode_batch.argtypes = [p, i32, p, ctypes.c_char_p, p, i32, i32,
+                                  p, p]
+  lib.rc_decode_batch.restype = None
+  _log.info("tfvaeclf.edge: the C range coder runs (%s).", path)
+  return lib
+
+
+def _library():
+  global _lib
+  if _lib is _UNSET:
+    with _lock:
+      if _lib is _UNSET:
+        _lib = _load()
+  return _lib
+
+
+def available():
+  """Whether the C coder runs (else the numpy coder does)."""
+  return _library() is not None
+
+
+class _CTables:
+  """A `CdfTables` as an `rc_table` array (kept alive with its CDFs)."""
+
+  def __init__(self, lib, tables):
+    sizes = [len(c) for c in tables.cdfs]
+    self.cdf = np.concatenate(tables.cdfs).astype(np.int32)
+    starts = np.cumsum([0] + sizes[:-1]) * self.cdf.itemsize
+    self.num_tables = tables.num_tables
+    self.array = (_Table * self.num_tables)(*(
+        _Table(self.cdf.ctypes.data + int(start), int(symbols), int(offset),
+               int(precision), int(overflow))
+        for start, symbols, offset, precision, overflow in zip(
+            starts, tables.num_symbols, tables.offsets, tables.precision,
+            tables.overflow)))
+    self.pointer = ctypes.addressof(self.array)
+    status = lib.rc_check_tables(self.pointer, self.num_tables)
+    if status != _OK:
+      raise AssertionError(f"CdfTables -> rc_table: {_strerror(status)}")
+
+
+def _c_tables(lib, tables):
+  """The C tables of `tables`, or None if their offsets exceed int32."""
+  if tables not in _tables:
+    fits = _fits_int32(tables.offsets)
+    _tables[tables] = _CTables(lib, tables) if fits else None
+  return _tables[tables]
+
+
+def _fits_int32(array):
+  return not array.size or (array.min() >= _I32_MIN and
+                            array.max() <= _I32_MAX)
+
+
+def _strerror(status):
+  return _library().rc_strerror(status).decode()
+
+
+# ---------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------
+def encode_channel(values, cdf, cdf_offset=None, *, coding_rank=1):
+  """`range_coder.encode_channel`, in C when it runs."""
+  return _encode(values, None, cdf, cdf_offset, coding_rank)
+
+
+def encode_index(values, indexes, cdf, cdf_offset=None, *, coding_rank=1):
+  """`range_coder.encode_index`, in C when it runs."""
+  return _encode(values, indexes, cdf, cdf_offset, coding_rank)
+
+
+def _encode(values, indexes, cdf, cdf_offset, coding_rank):
+  tables = rc._as_tables(cdf, cdf_offset)
+  v = rc._int_values(values)
+
+  def numpy_coder():
+    if indexes is None:
+      return rc.encode_channel(v, tables, coding_rank=coding_rank)
+    return rc.encode_index(v, indexes, tables, coding_rank=coding_rank)
+
+  lib = _library()
+  c_tables = lib and _c_tables(lib, tables)
+  batch, n = rc._split_batch(v.shape, coding_rank)
+  index = None
+  if indexes is not None:
+    index = np.asarray(indexes)
+    if index.shape != v.shape or index.dtype.kind not in "iu":
+      return numpy_coder()          # which raises
+    index = index.reshape(batch, n)
+    rc._check_indexes(index, tables.num_tables)
+    index = np.ascontiguousarray(index, np.int32)
+  if (not c_tables or not _fits_int32(v) or n > _I32_MAX or
+      batch > _I32_MAX):
+    return numpy_coder()
+  if batch == 0:
+    return []
+  v32 = np.ascontiguousarray(v.reshape(batch, n), np.int32)
+  ends = np.empty(batch, np.int64)
+  failed = ctypes.c_int32()
+  for per_value in (_BYTES_DIRECT, _BYTES_ANY):
+    capacity = batch * (2 + per_value * n)
+    out = np.empty(capacity, np.uint8)
+    status = lib.rc_encode_batch(
+        c_tables.pointer, c_tables.num_tables,
+        None if index is None else index.ctypes.data, v32.ctypes.data,
+        batch, n, out.ctypes.data, capacity, ends.ctypes.data,
+        ctypes.byref(failed))
+    if status != _ERR_CAPACITY:
+      break
+  if status != _OK:
+    numpy_coder()                   # raises the same error, in its words
+    raise AssertionError(f"the C range coder failed on stream "
+                         f"{failed.value} ({_strerror(status)}) where the "
+                         "numpy coder does not")
+  data = out[:ends[-1]].tobytes()
+  bounds = [0] + ends.tolist()
+  return [data[start:end] for start, end in zip(bounds, bounds[1:])]
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------
+def decode_channel(strings, cdf, shape, cdf_offset=None, *, check=True):
+  """`range_coder.decode_channel`, in C when it runs (see the module doc)."""
+  tables = rc._as_tables(cdf, cdf_offset)
+  lib = _library()
+  c_tables = lib and _c_tables(lib, tables)
+  if not c_tables:
+    return rc.decode_channel(strings, tables, shape, check=check)
+  shape = tuple(int(s) for s in np.reshape(np.asarray(shape, np.int64), -1))
+  strings = _bytes_list(strings)
+  return _decode(lib, c_tables, strings, None, (len(strings),) + shape, check)
+
+
+def decode_index(strings, indexes, cdf, cdf_offset=None, *, check=True):
+  """`range_coder.decode_index`, in C when it runs (see the module doc)."""
+  tables = rc._as_tables(cdf, cdf_offset)
+  lib = _library()
+  c_tables = lib and _c_tables(lib, tables)
+  index = np.asarray(indexes)
+  strings = _bytes_list(strings)
+  if (not c_tables or index.dtype.kind not in "iu" or index.ndim == 0 or
+      index.shape[0] != len(strings)):
+    return rc.decode_index(strings, indexes, tables, check=check)
+  flat = index.reshape(len(strings), -1)
+  rc._check_indexes(flat, tables.num_tables)
+  return _decode(lib, c_tables, strings, np.ascontiguousarray(flat, np.int32),
+                 index.shape, check)
+
+
+def _bytes_list(strings):
+  """`range_coder._as_bytes_list`, without its copies for a list of bytes
+  (what TFC's .numpy().tolist() and the file readers give)."""
+  # Exact types: a subclass of bytes is copied, as range_coder does.
+  if type(strings) is list and all(type(s) is bytes for s in strings):
+    return strings
+  return rc._as_bytes_list(strings)
+
+
+def _decode(lib, c_tables, strings, index, shape, check):
+  batch, n = len(strings), math.prod(shape[1:])
+  if n > _I32_MAX or batch > _I32_MAX:
+    raise ValueError(f"{n} values per string, {batch} strings: too many for "
+                     "the C range coder.")
+  values = np.empty((batch, n), np.int32)
+  status = np.empty(batch, np.int32)
+  if batch:
+    ends = np.fromiter(map(len, strings), np.int64, batch).cumsum()
+    lib.rc_decode_batch(
+        c_tables.pointer, c_tables.num_tables,
+        None if index is None else index.ctypes.data, b"".join(strings),
+        ends.ctypes.data, batch, n, values.ctypes.data, status.ctypes.data)
+  for bad in np.flatnonzero((status == _ERR_ESCAPE) |
+                            (status == _ERR_INT32))[:1].tolist():
+    raise ValueError(f"Corrupt string {bad}: "
+                     f"{_strerror(int(status[bad]))}.")
+  ok = status == _OK
+  if check and ok.all():
+    return values.reshape(shape)
+  return rc._finish_decode(values, ok, shape, check)
