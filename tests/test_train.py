@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import cli, data, evaluate, model_dir, models, train
-from tests.conftest import MNIST_ARGS, SMALL_JOINT
+from tfvaeclf import cli, data, evaluate, model_dir, models, specs, train
+from tests.conftest import SMALL_JOINT, run_cli, run_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Training configs; search configs (*_search.flags) are test_search's.
@@ -41,12 +41,13 @@ def test_every_config_parses_into_a_model(path, mnist):
     size = FLAGS.image_size
     info = dataclasses.replace(mnist.info, image_shape=(
         size or height, size or width, channels))
-    config = train.model_config_from_flags(FLAGS.model, info)
+    run = specs.from_flags(FLAGS)
+    config = run.with_data(info).model
     # The classifier dir a config builds on is trained separately (runs/
     # is not in the repository); random weights stand in for it.
     if getattr(config, "backbone_from", None):
       config = dataclasses.replace(config, backbone_from=None)
-    models.build(FLAGS.model, config).build_from_config()
+    models.build(run.model_name, config).build_from_config()
 
 
 def _history(directory):
@@ -59,11 +60,11 @@ def _small(**overrides):
 
 
 def _train(directory, splits, epochs, config=None, subset=1000,
-           lr_schedule="constant"):
-  return train.run_training(
-      str(directory), "joint", config or _small(), splits, MNIST_ARGS,
-      epochs=epochs, batch_size=64, learning_rate=3e-3, seed=0,
-      train_subset=subset, lr_schedule=lr_schedule, verbose=0)
+           lr_schedule="constant", learning_rate=3e-3):
+  return train.run_training(run_spec(
+      directory, "joint", config or _small(), epochs=epochs, batch_size=64,
+      learning_rate=learning_rate, seed=0, train_subset=subset,
+      lr_schedule=lr_schedule), splits, verbose=0)
 
 
 def test_rerun_continues_where_it_stopped(mnist, tmp_path):

@@ -36,9 +36,15 @@ __all__ = ["ClassifierConfig", "ImageClassifier", "pretrained_backbone"]
 @dataclasses.dataclass
 class ClassifierConfig(base.BaseConfig):
   lmbda: float = 0.  # nothing is coded: no rate to weigh
-  backbone: str = "small_resnet"  # or resnet50; see tfvaeclf.backbones
-  backbone_weights: str = None  # a Keras .h5 file, read at the start only
-  filters: tuple = (16, 32, 64)  # small_resnet's stage widths
+  backbone: str = base.setting(
+      "small_resnet", "The backbone: small_resnet or resnet50.")
+  backbone_weights: str = base.setting(
+      None, "A Keras .h5 weights file for the backbone, read at the start "
+      "only.")
+  # Named `filters` in config.json since the first model dirs.
+  filters: tuple = base.setting(
+      (16, 32, 64), "Stage widths of a small_resnet backbone.",
+      flag="backbone_widths", old_flag="filters")
 
 
 @register("classifier")

@@ -51,13 +51,26 @@ MODES = ("supervised", "unsupervised")
 
 @dataclasses.dataclass
 class SplitConfig(base.BaseConfig):
-  backbone: str = "small_resnet"  # or resnet50; see tfvaeclf.backbones
-  backbone_widths: tuple = (16, 32, 64)  # small_resnet's stage widths
-  backbone_from: str = None  # a finished classifier model dir
-  backbone_weights: str = None  # or a Keras .h5 weights file
-  split_point: str = "S1"
-  compress_factor: int = 8  # latent channels = feature channels // factor
-  bottleneck_mode: str = "supervised"  # or unsupervised: no labels
+  entropy_model: str = base.entropy_model_setting()
+  lmbda: float = base.setting(1.0, "Weight of the rate, in bits per pixel.")
+  backbone: str = base.setting(
+      "small_resnet", "The backbone: small_resnet or resnet50.")
+  backbone_widths: tuple = base.setting(
+      (16, 32, 64), "Stage widths of a small_resnet backbone.")
+  backbone_from: str = base.setting(
+      None, "A finished classifier model dir whose backbone is copied and "
+      "kept frozen (match --backbone and --backbone_widths to it).")
+  backbone_weights: str = base.setting(
+      None, "A Keras .h5 weights file for the backbone, read at the start "
+      "only.")
+  split_point: str = base.setting(
+      "S1", "Where the backbone is cut, S1, S2 or S3 (see "
+      "--list_split_points).")
+  compress_factor: int = base.setting(
+      8, "Latent channels = feature channels // this.")
+  bottleneck_mode: str = base.setting(
+      "supervised", "Train on the labels, or without them on the uncut "
+      "network's predictions.", choices=MODES)
 
 
 class BottleneckEncoder(tf.keras.Sequential):
