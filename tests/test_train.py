@@ -79,12 +79,25 @@ def test_rerun_continues_where_it_stopped(mnist, tmp_path):
                                 rel=1e-4)
   assert os.path.basename(tf.train.latest_checkpoint(
       str(tmp_path / "checkpoints"))) == "ckpt-2"
+  # The dir says what trained it: 2 epochs now.
+  assert model_dir.read_config(str(tmp_path))["training"]["epochs"] == 2
+  model_dir.load(str(tmp_path))
 
 
 def test_rerun_with_other_settings_is_refused(mnist, tmp_path):
   _train(tmp_path, mnist, epochs=1)
-  with pytest.raises(cli.UserError, match="different model_config"):
+  with pytest.raises(cli.UserError) as error:
     _train(tmp_path, mnist, epochs=2, config=_small(latent_channels=4))
+  assert str(error.value) == (
+      f"{tmp_path} was started with a different model_config "
+      "(latent_channels 8, now 4); use a new --model_dir")
+  with pytest.raises(cli.UserError) as error:
+    _train(tmp_path, mnist, epochs=2, subset=500, learning_rate=1e-3)
+  assert str(error.value) == (
+      f"{tmp_path} was trained with other training flags (--learning_rate "
+      "0.003, now 0.001; --train_subset 1000, now 500); resume it with its "
+      "own or use a new --model_dir")
+  assert _history(tmp_path) == [0]
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_epoch(mnist, tmp_path,
@@ -104,6 +117,13 @@ def test_nan_loss_stops_and_keeps_the_last_good_epoch(mnist, tmp_path,
   assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith(
       "ckpt-1")
   assert model_dir.load(str(tmp_path)).fingerprint == good
+  # In the first epoch, nothing is kept, and the message says so.
+  with pytest.raises(train.TrainingDiverged) as error:
+    _train(tmp_path / "fresh", mnist, epochs=1)
+  assert "epoch 1, batch 1; no epoch finished, so" in str(error.value)
+  assert "holds no checkpoint" in str(error.value)
+  assert tf.train.latest_checkpoint(
+      str(tmp_path / "fresh" / "checkpoints")) is None
 
 
 def test_decoder_model_reconstructs_from_the_file(mnist, tmp_path):
