@@ -290,6 +290,33 @@ def test_an_uncompressed_classifier_run_is_the_reference_line(
   assert seen["refs"] == {"mnist": .5}  # --reference wins
 
 
+def test_model_dirs_nested_deeper_are_named_not_read(runs, tmp_path):
+  for name in ("search/trials/1", "search/trials/2", "sweep/a"):
+    write_run(os.path.join(runs, name), "mnist", .9, .1, 9.8, None)
+  notes = []
+  points = report.load_runs([runs], note=notes.append)
+  assert {p.name for p in points} == {"alpha", "beta", "gamma"}
+  search, sweep = os.path.join(runs, "search"), os.path.join(runs, "sweep")
+  assert [n for n in notes if "model dirs nested" in n] == [
+      f"skipping 3 model dirs nested deeper in {search}, {sweep} (--runs "
+      "takes model dirs and their parents, e.g. "
+      f"--runs={os.path.join(search, 'trials')})"]
+  trials = report.load_runs([os.path.join(search, "trials")])
+  assert [p.name for p in trials] == ["1", "2"]
+
+
+@pytest.mark.parametrize("given, missing", [
+    (["--runs=RUNS"], "--out is required"),
+    (["--out=OUT"], "nothing to read: give --runs="),
+])
+def test_a_missing_flag_is_named(given, missing, runs, tmp_path, capsys):
+  argv = [arg.replace("RUNS", runs).replace("OUT", str(tmp_path / "out"))
+          for arg in given]
+  code, _, stderr = report_cli(argv, capsys)
+  assert code == 2
+  assert stderr.count("\n") == 1 and stderr.startswith(f"error: {missing}")
+
+
 def test_a_tiny_baselines_file_name_gives_the_dataset(tmp_path):
   path = write_baselines(tmp_path / "baselines_cifar10.csv")
   assert {p.dataset for p in report.load_baselines(path)} == {"cifar10"}

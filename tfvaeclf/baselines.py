@@ -34,12 +34,10 @@ import numpy as np
 from PIL import Image
 import tqdm
 
+from tfvaeclf.errors import BaselineUnavailableError
+
 __all__ = ["BaselineUnavailableError", "Codec", "CODECS", "code_images",
            "measure", "psnr"]
-
-
-class BaselineUnavailableError(Exception):
-  """A codec whose encoder is not installed; one line saying how to get it."""
 
 
 # --- payload parsers --------------------------------------------------------

@@ -23,6 +23,8 @@ import dataclasses
 import struct
 import zlib
 
+from tfvaeclf.errors import BitstreamError
+
 __all__ = ["BitstreamError", "CodedImages", "MAGIC", "FORMAT_VERSION",
            "file_size", "pack", "unpack"]
 
@@ -32,10 +34,6 @@ _VERSIONS = (1, FORMAT_VERSION)
 FINGERPRINT_BYTES = 8
 _CRC = struct.Struct("<I")
 _SEED = struct.Struct("<I")
-
-
-class BitstreamError(ValueError):
-  """A file that is not a valid tfvaeclf bitstream for this model."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Import this first in an entry point: it quiets TensorFlow's C++ start-up
 chatter before TensorFlow loads, so stderr carries only what the user needs,
-and `run` turns the errors a user can cause into one line and exit code 2.
+and `run` turns the errors a user can cause (`tfvaeclf.errors`) into one
+line and exit code 2. It imports nothing else of tfvaeclf, so a command
+loads only what it uses.
 """
 
 import os
@@ -13,10 +15,9 @@ import sys  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
-from tfvaeclf import baselines, bitstream, data, model_dir  # noqa: E402
-from tfvaeclf.edge import bundle  # noqa: E402
+from tfvaeclf.errors import UserError  # noqa: E402
 
-__all__ = ["UserError", "run", "USER_ERRORS"]
+__all__ = ["UserError", "run"]
 
 # Flags read by more than one entry point are defined once, here.
 flags.DEFINE_string("model_dir", None, "The model dir to write or read.")
@@ -27,21 +28,12 @@ flags.DEFINE_integer("batch_size", 64,
 flags.DEFINE_string("out", None, "The file or dir to write.")
 
 
-class UserError(Exception):
-  """Anything else a user caused: bad arguments, a missing input file."""
-
-
-USER_ERRORS = (UserError, bitstream.BitstreamError, data.ImageFileError,
-               data.DatasetUnavailableError, model_dir.ModelDirError,
-               bundle.BundleError, baselines.BaselineUnavailableError)
-
-
 def run(main, argv=None):
   """`absl.app.run(main)`, reporting user errors in one line (exit code 2)."""
   def guarded(argv):
     try:
       return main(argv)
-    except USER_ERRORS as e:
+    except UserError as e:
       message = " ".join(str(e).split())
       print(f"error: {message}", file=sys.stderr)
       sys.exit(2)

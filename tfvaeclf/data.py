@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tfvaeclf.errors import DatasetUnavailableError
 # Re-exported: image files are read and written without TensorFlow there.
 from tfvaeclf.imageio import ImageFileError, read_image_files, write_png
 
@@ -52,10 +53,6 @@ _FOLDER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 # ones through a window, to bound memory.
 _FULL_SHUFFLE_MAX = 60_000
 _SHUFFLE_WINDOW = 10_000
-
-
-class DatasetUnavailableError(Exception):
-  """No source has the data, or it is corrupt; one line says how to get it."""
 
 
 @dataclasses.dataclass(frozen=True)

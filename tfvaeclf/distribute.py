@@ -28,14 +28,12 @@ import tempfile
 
 import tensorflow as tf
 
+from tfvaeclf.errors import ClusterConfigError
+
 __all__ = ["STRATEGIES", "ClusterConfigError", "make_strategy", "is_chief",
            "scratch_dir", "shard_by_data"]
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
-
-
-class ClusterConfigError(ValueError):
-  """TF_CONFIG is missing or does not describe this process's cluster."""
 
 
 def _check_tf_config(text):

@@ -17,7 +17,6 @@ the raw 8-bit pixels (8 bits per pixel and channel, `"uncompressed": true`).
 
 from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
 
-import os
 import time
 
 from absl import flags
@@ -25,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from tfvaeclf import bitstream, data, fileio
+from tfvaeclf import bitstream, data
 from tfvaeclf import model_dir as model_dir_lib
 
 __all__ = ["evaluate", "format_table"]
@@ -179,8 +178,7 @@ def main(argv):
   results = {"model": loaded.config["model"], "split": FLAGS.split,
              "data_source": splits.info.source,
              **evaluate(loaded, dataset, FLAGS.batch_size)}
-  name = "eval.json" if FLAGS.split == "test" else f"eval_{FLAGS.split}.json"
-  fileio.write_json(os.path.join(FLAGS.model_dir, name), results)
+  model_dir_lib.ModelDir(FLAGS.model_dir).write_eval(FLAGS.split, results)
   print(format_table(results))
 
 

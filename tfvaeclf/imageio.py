@@ -8,12 +8,9 @@ import numpy as np
 from PIL import Image
 
 from tfvaeclf import fileio
+from tfvaeclf.errors import ImageFileError
 
 __all__ = ["ImageFileError", "read_image_files", "write_png"]
-
-
-class ImageFileError(Exception):
-  """A user's image file can't be used as is; one line names the file."""
 
 
 def read_image_files(paths, image_shape):

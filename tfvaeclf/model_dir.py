@@ -1,14 +1,8 @@
-"""The model dir: everything evaluate, codec and export need, and nothing else.
+"""The models a model dir holds: built, finished and loaded for inference.
 
-    config.json        model kind, its config, the dataset, its class names
-                       and the training flags
-    checkpoints/       per-epoch training checkpoints (model + optimizer)
-    coder_tables.npz   the frozen integer coding tables (written at the end)
-    model.json         fingerprint and the checkpoint the tables belong to
-    logs/, history.csv TensorBoard and per-epoch metrics
-
-A dir without `model.json` is a training run that has not finished; rerunning
-training resumes it.
+Where each file lives is `ModelDir`'s alone (`tfvaeclf.layout`, re-exported
+here); this module adds what needs TensorFlow: everything evaluate, codec
+and export need, and nothing else.
 
 An uncompressed classifier (the `classifier` kind, whose `coder` is None)
 has no tables. `load` returns it only when asked (`allow_uncompressed`):
@@ -19,25 +13,22 @@ refuses such a dir in one line without checking for it.
 import dataclasses
 import hashlib
 import json
-import os
 
 import numpy as np
 import tensorflow as tf
 
 from tfvaeclf import bitstream, fileio, models
+from tfvaeclf.errors import ModelDirError
+from tfvaeclf.layout import ModelDir
 
-__all__ = ["ModelDirError", "LoadedModel", "write_config", "read_config",
-           "build_model", "training_checkpoint", "checkpoint_manager",
-           "finalize", "load", "load_classifier", "restore_pretrained"]
+__all__ = ["ModelDir", "ModelDirError", "LoadedModel", "write_config",
+           "read_config", "build_model", "training_checkpoint",
+           "checkpoint_manager", "finalize", "load", "load_classifier",
+           "restore_pretrained"]
 
-CONFIG_FILE = "config.json"
-TABLES_FILE = "coder_tables.npz"
-SUMMARY_FILE = "model.json"
-CHECKPOINT_DIR = "checkpoints"
-
-
-class ModelDirError(Exception):
-  """A model dir that is missing, unfinished or inconsistent."""
+# The old names of two of ModelDir's, for code that spells paths itself.
+TABLES_FILE = ModelDir.TABLES
+CHECKPOINT_DIR = ModelDir.CHECKPOINTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +40,7 @@ class LoadedModel:
 
 def write_config(model_dir, model_name, model_config, dataset, class_names,
                  training):
-  fileio.write_json(os.path.join(model_dir, CONFIG_FILE), {
+  ModelDir(model_dir).write_config({
       "model": model_name,
       "model_config": dataclasses.asdict(model_config),
       "dataset": dataset,
@@ -58,18 +49,8 @@ def write_config(model_dir, model_name, model_config, dataset, class_names,
   })
 
 
-def _read_json(path, missing_message):
-  if not os.path.exists(path):
-    raise ModelDirError(missing_message)
-  with open(path) as f:
-    return json.load(f)
-
-
 def read_config(model_dir):
-  return _read_json(
-      os.path.join(model_dir, CONFIG_FILE),
-      f"{model_dir} is not a tfvaeclf model dir (no {CONFIG_FILE}); "
-      "train one with: python -m tfvaeclf.train --model_dir=...")
+  return ModelDir(model_dir).config
 
 
 def build_model(config):
@@ -99,7 +80,7 @@ def training_checkpoint(model, optimizer=None, epoch=None):
 
 def checkpoint_manager(model_dir, checkpoint):
   return tf.train.CheckpointManager(
-      checkpoint, os.path.join(model_dir, CHECKPOINT_DIR), max_to_keep=3)
+      checkpoint, ModelDir(model_dir).checkpoint_dir, max_to_keep=3)
 
 
 def _fingerprint(config, tables, model):
@@ -122,17 +103,15 @@ def _fingerprint(config, tables, model):
 def finalize(model_dir, model, checkpoint_path):
   """Freezes the coder, saves its tables and stamps the fingerprint (of the
   config and weights alone, for a model without a coder)."""
+  directory = ModelDir(model_dir)
   tables = {}
   if model.coder is not None:
     model.coder.freeze()
     tables = model.coder.tables()
-    with fileio.atomic_writer(os.path.join(model_dir, TABLES_FILE)) as f:
+    with fileio.atomic_writer(directory.tables_path) as f:
       np.savez(f, **tables)
-  fingerprint = _fingerprint(read_config(model_dir), tables, model)
-  fileio.write_json(os.path.join(model_dir, SUMMARY_FILE), {
-      "fingerprint": fingerprint.hex(),
-      "checkpoint": os.path.basename(checkpoint_path),
-  })
+  fingerprint = _fingerprint(directory.config, tables, model)
+  directory.write_summary(fingerprint, checkpoint_path)
   return fingerprint
 
 
@@ -142,11 +121,9 @@ def load(model_dir, allow_uncompressed=False):
   A model without a coder (an uncompressed classifier) is refused unless
   `allow_uncompressed`: the caller must not need `compress`/`decompress`.
   """
-  config = read_config(model_dir)
-  summary = _read_json(
-      os.path.join(model_dir, SUMMARY_FILE),
-      f"training in {model_dir} has not finished; rerun "
-      "python -m tfvaeclf.train with the same flags to resume it")
+  directory = ModelDir(model_dir)
+  config = directory.config
+  summary = directory.summary
   model = build_model(config)
   if model.coder is None and not allow_uncompressed:
     raise ModelDirError(
@@ -154,13 +131,12 @@ def load(model_dir, allow_uncompressed=False):
         "no coder, so it cannot compress images, be exported or lend an "
         "encoder; python -m tfvaeclf.evaluate and tools/baselines.py "
         "--classifier_dir read it")
-  checkpoint_path = os.path.join(
-      model_dir, CHECKPOINT_DIR, summary["checkpoint"])
   tables = {}
   try:
-    training_checkpoint(model).restore(checkpoint_path).expect_partial()
+    training_checkpoint(model).restore(
+        directory.final_checkpoint).expect_partial()
     if model.coder is not None:
-      with np.load(os.path.join(model_dir, TABLES_FILE)) as npz:
+      with np.load(directory.tables_path) as npz:
         tables = {name: npz[name] for name in npz.files}
   except (tf.errors.OpError, OSError, ValueError) as e:
     raise ModelDirError(
@@ -200,12 +176,11 @@ def restore_pretrained(model, source_dir):
     raise ModelDirError(
         f"{source_dir} holds a {source.config['model']} model; "
         f"--freeze_encoder_from needs a {model.registered_name} one")
-  summary = _read_json(os.path.join(source_dir, SUMMARY_FILE), "")
   parts = tf.train.Checkpoint(**{
       name: getattr(model, name) for name in model.PRETRAINED_PARTS})
   try:
-    training_checkpoint(parts).restore(os.path.join(
-        source_dir, CHECKPOINT_DIR, summary["checkpoint"])
+    training_checkpoint(parts).restore(
+        ModelDir(source_dir).final_checkpoint
     ).expect_partial().assert_existing_objects_matched()
   except (AssertionError, ValueError) as e:
     raise ModelDirError(

@@ -34,7 +34,6 @@ from tfvaeclf import cli  # first: one-line errors, exit code 2
 
 import csv
 import dataclasses
-import json
 import math
 import os
 import re
@@ -46,6 +45,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from tfvaeclf import fileio
+from tfvaeclf.layout import ModelDir
 
 __all__ = ["Point", "load_runs", "load_baselines", "parse_references",
            "matched_rate", "best_model", "summary_markdown", "write_report"]
@@ -86,14 +86,6 @@ class Point:
 # --- reading ----------------------------------------------------------------
 
 
-def _read_json(path):
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except (OSError, ValueError) as e:
-    raise cli.UserError(f"{path}: cannot read it ({e})") from None
-
-
 def _model_setting(config):
   model_config = config.get("model_config", {})
   parts = [str(config.get("model", "model"))]
@@ -106,9 +98,11 @@ def _model_setting(config):
 
 def load_run(directory):
   """The point of one evaluated model dir."""
-  config = _read_json(os.path.join(directory, "config.json"))
-  eval_path = os.path.join(directory, "eval.json")
-  results = _read_json(eval_path)
+  run = ModelDir(directory)
+  config = run.config
+  results = run.eval()
+  if results is None:
+    raise cli.UserError(f"{directory}: {_not_evaluated(run)}")
   try:
     dataset = config["dataset"]["name"]
     payload_bpp = float(results["bpp"])
@@ -117,7 +111,7 @@ def load_run(directory):
     size = float(results.get("file_bytes_per_image", payload_size))
     accuracy = float(results["accuracy"])
   except (KeyError, TypeError, ValueError) as e:
-    raise cli.UserError(f"{directory}: config.json or eval.json lacks "
+    raise cli.UserError(f"{run.config_path} or {run.eval_path()} lacks "
                         f"{e}") from None
   psnr = results.get("psnr")
   name = os.path.basename(os.path.normpath(os.path.abspath(directory)))
@@ -127,29 +121,56 @@ def load_run(directory):
                psnr=None if psnr is None else float(psnr))
 
 
-def _model_dirs(path):
+def _not_evaluated(run):
+  return (f"no {os.path.basename(run.eval_path())} (python -m "
+          f"tfvaeclf.evaluate --model_dir={run.path} makes it)")
+
+
+def _nested_model_dirs(path):
+  """Model dirs below `path`, not looking inside model dirs."""
+  found = []
+  for root, names, _ in os.walk(path):
+    names.sort()
+    runs = [name for name in names if ModelDir(os.path.join(root, name)).exists]
+    found += [os.path.join(root, name) for name in runs]
+    names[:] = [name for name in names if name not in runs]
+  return found
+
+
+def _model_dirs(path, note):
+  """The model dir `path`, or the model dirs in it; `note` hears of the
+  subdirs that hold model dirs deeper down, which are not read."""
   if not os.path.isdir(path):
     raise cli.UserError(f"{path}: no such directory")
-  if os.path.exists(os.path.join(path, "config.json")):
+  if ModelDir(path).exists:
     return [path]
-  found = sorted(os.path.join(path, name) for name in os.listdir(path)
-                 if os.path.isfile(os.path.join(path, name, "config.json")))
+  subdirs = sorted(os.path.join(path, name) for name in os.listdir(path)
+                   if os.path.isdir(os.path.join(path, name)))
+  found = [d for d in subdirs if ModelDir(d).exists]
+  nested = {d: _nested_model_dirs(d) for d in subdirs if d not in found}
+  nested = {d: runs for d, runs in nested.items() if runs}
+  if nested:
+    example = os.path.dirname(next(iter(nested.values()))[0])
+    note(f"skipping {sum(map(len, nested.values()))} model dirs nested "
+         f"deeper in {', '.join(nested)} (--runs takes model dirs and their "
+         f"parents, e.g. --runs={example})")
   if not found:
-    raise cli.UserError(f"{path}: neither a model dir (no config.json) nor "
-                        "a dir of model dirs")
+    raise cli.UserError(f"{path}: neither a model dir (no {ModelDir.CONFIG})"
+                        " nor a dir of model dirs")
   return found
 
 
 def load_runs(paths, note=None):
   """Points of every evaluated model dir in `paths` (model dirs or their
-  parents); `note(line)` hears of each dir skipped for want of eval.json."""
+  parents); `note(line)` hears of each dir skipped for want of an
+  evaluation, and of model dirs nested deeper than `paths`' children."""
   note = note or (lambda line: print(line, file=sys.stderr))
   points = []
   for path in paths:
-    for directory in _model_dirs(path):
-      if not os.path.exists(os.path.join(directory, "eval.json")):
-        note(f"skipping {directory}: no eval.json (python -m "
-             f"tfvaeclf.evaluate --model_dir={directory} makes it)")
+    for directory in _model_dirs(path, note):
+      run = ModelDir(directory)
+      if not os.path.exists(run.eval_path()):
+        note(f"skipping {directory}: {_not_evaluated(run)}")
         continue
       points.append(load_run(directory))
   return points
@@ -509,10 +530,14 @@ def write_report(points, references, out, note=None):
 def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not FLAGS.out or not (FLAGS.runs or FLAGS.baselines):
+  if not (FLAGS.runs or FLAGS.baselines):
     raise cli.UserError(
-        "usage: python -m tfvaeclf.report --runs=DIR[,DIR...] "
-        "--baselines=[DATASET:]CSV[,...] --out=DIR [--reference=DATASET:ACC]")
+        "nothing to read: give --runs=DIR[,DIR...] (evaluated model dirs) "
+        "and/or --baselines=[DATASET:]CSV[,...] (tools/baselines.py tables)")
+  if not FLAGS.out:
+    raise cli.UserError(
+        "--out is required: the dir to write the points, plots and summary "
+        "into (e.g. --out=report)")
   references = parse_references(FLAGS.reference)
   points = []
   # An evaluated uncompressed classifier (--model=classifier) is the

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Rate table of the classical codecs on a dataset's test images.
 
     python tools/baselines.py --dataset=mnist --max_examples=200 \
@@ -24,22 +25,17 @@ minutes a setting (images are coded on every core). Keep --max_examples and
 an image.
 """
 
+from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
+
 import csv
-import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from absl import flags
+import numpy as np
+import tensorflow as tf
+import tqdm
 
-from tfvaeclf import cli  # noqa: E402  first: quiets TensorFlow's logs
-
-from absl import flags  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tqdm  # noqa: E402
-
-from tfvaeclf import baselines, data, fileio  # noqa: E402
-from tfvaeclf import model_dir as model_dir_lib  # noqa: E402
+from tfvaeclf import baselines, data, fileio
+from tfvaeclf import model_dir as model_dir_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist",

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Edge encode time per image, against Pillow JPEG; prints a Markdown table.
 
     python tools/bench_edge.py --bundle=BUNDLE [--images=1000]
@@ -16,11 +17,8 @@ model.
 import argparse
 import io
 import os
-import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Micro-benchmark of the TF-free range coder (tfvaeclf.edge.range_coder).
 
 Encodes a latent of `--symbols` values coded with `--channels` tables (as a
@@ -8,16 +9,12 @@ time per image for several batch sizes, for encoding and decoding. numpy only.
 """
 
 import argparse
-import os
-import sys
 import time
 import timeit
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tfvaeclf.edge import range_coder as rc  # pylint: disable=g-import-not-at-top
+from tfvaeclf.edge import range_coder as rc
 
 
 def laplace_tables(channels, precision, rng):

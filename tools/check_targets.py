@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Checks a trained model against the foundation's targets; prints a table.
 
     python tools/check_targets.py --model_dir=runs/mnist_joint
@@ -9,12 +10,13 @@ Evaluates the model on its full test split from real bitstreams (or reuses
 Prints a Markdown table for the README; exits 1 if a target is missed.
 """
 
-import json
 import os
 import subprocess
 import sys
 
 from absl import app, flags
+
+from tfvaeclf.layout import ModelDir
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A trained model dir.")
@@ -23,14 +25,13 @@ flags.DEFINE_float("max_bpp", 0.1, "Rate target, bits per pixel.")
 
 
 def _eval_results(model_dir):
-  path = os.path.join(model_dir, "eval.json")
-  model_json = os.path.join(model_dir, "model.json")
+  run = ModelDir(model_dir)
+  path = run.eval_path()
   if (not os.path.exists(path)
-      or os.path.getmtime(path) < os.path.getmtime(model_json)):
+      or os.path.getmtime(path) < os.path.getmtime(run.summary_path)):
     subprocess.run([sys.executable, "-m", "tfvaeclf.evaluate",
                     f"--model_dir={model_dir}"], check=True)
-  with open(path) as f:
-    return json.load(f)
+  return run.eval()
 
 
 def main(argv):

@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from tfvaeclf.edge import range_coder
+from tfvaeclf.errors import BundleError
 
 __all__ = ["BundleError", "FORMAT", "FORMAT_VERSION", "MANIFEST",
            "EDGE_DIR", "SERVER_DIR", "ENCODER", "ENCODER_INT8", "TABLES",
@@ -50,10 +51,6 @@ TABLES = f"{EDGE_DIR}/tables.npz"
 ENCODER_INPUT = "images"
 _CHUNK = 1 << 20
 _REQUIRED = ("model", "image_shape", "latent_shape", "streams", "files")
-
-
-class BundleError(Exception):
-  """A bundle that is missing, altered, or made for another model."""
 
 
 def _sha256(path):
