@@ -13,7 +13,8 @@ from absl import flags
 from absl.testing import flagsaver
 import pytest
 
-from tfvaeclf import cli, models, search, specs, train  # noqa: F401
+from tfvaeclf import models, specs, train
+from tfvaeclf import search  # noqa: F401  (defines the search flags)
 from tests.conftest import run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from tfvaeclf import cli, data, evaluate, model_dir, models, specs, train
-from tests.conftest import SMALL_JOINT, run_cli, run_spec
+from tests.conftest import SMALL_JOINT, run_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Training configs; search configs (*_search.flags) are test_search's.

@@ -48,6 +48,7 @@ import keras_tuner as kt
 import tensorflow as tf
 
 from tfvaeclf import fileio, models, specs, sweep, train
+from tfvaeclf.layout import ModelDir
 
 __all__ = ["CONV_LAYERS", "TUNERS", "OBJECTIVES", "apply_conv_layers",
            "objective_score", "parse_grid", "trial_spec", "build_oracle",
@@ -222,19 +223,13 @@ def _oracle(tuner, options, max_trials, max_epochs, factor):
                       f"{', '.join(TUNERS)}")
 
 
-def _history(model_dir):
-  with open(os.path.join(model_dir, "history.csv"), newline="") as f:
-    return list(csv.DictReader(f))
-
-
 def _start_from(parent_dir, directory):
   """Hyperband: a trial that trains an earlier one further starts from it."""
-  if os.path.isdir(os.path.join(directory, "checkpoints")):
+  if os.path.isdir(ModelDir(directory).checkpoint_dir):
     return  # this trial itself is being resumed
   partial = directory + ".partial"
   shutil.rmtree(partial, ignore_errors=True)
-  shutil.copytree(parent_dir, partial,
-                  ignore=shutil.ignore_patterns("logs", "eval*.json"))
+  ModelDir(parent_dir).copy_state(partial)
   shutil.rmtree(directory, ignore_errors=True)
   os.replace(partial, directory)
 
@@ -299,7 +294,7 @@ class TrainingTuner(kt.Tuner):
                          verbose=2 if sys.stdout.isatty() else 0)
     except train.TrainingDiverged as e:
       raise kt.errors.FailedTrialError(str(e)) from None
-    rows = _history(directory)
+    rows = ModelDir(directory).history()
     last, epochs = rows[-1], len(rows)
     if "seconds" in last:  # every epoch's, also those of an earlier run
       seconds = sum(float(row["seconds"]) for row in rows)
@@ -479,7 +474,7 @@ def main(argv):
   try:
     tuner.search(verbose=0)
   except kt.errors.FatalError as e:
-    if isinstance(e.__cause__, cli.USER_ERRORS):
+    if isinstance(e.__cause__, cli.UserError):
       raise e.__cause__ from None
     raise
   except KeyboardInterrupt:

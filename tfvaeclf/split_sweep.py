@@ -41,6 +41,7 @@ from matplotlib.figure import Figure
 from tfvaeclf import (backbones, evaluate, fileio, models, specs, sweep,
                       train)
 from tfvaeclf import model_dir as model_dir_lib
+from tfvaeclf.layout import ModelDir
 from tfvaeclf.models import split
 
 __all__ = ["read_rate_config", "sweep_points", "uncut_accuracy",
@@ -231,7 +232,7 @@ def main(argv):
   rows, failed = [], []
   for i, (point, mode, factor, lmbda) in enumerate(todo, start=1):
     directory = _point_dir(FLAGS.out, point, mode, factor, lmbda)
-    done = os.path.exists(os.path.join(directory, sweep.EVAL_FILE))
+    done = os.path.exists(ModelDir(directory).eval_path())
     print(f"[{i}/{len(todo)}] {point} {mode} compress_factor={factor} "
           f"lmbda={lmbda:g}: {'done before' if done else 'training'}",
           flush=True)

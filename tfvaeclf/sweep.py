@@ -11,7 +11,6 @@ killed sweep, rerun, repeats nothing it finished.
 import csv
 import dataclasses
 import json
-import os
 
 import tensorflow as tf
 
@@ -19,9 +18,6 @@ from tfvaeclf import data, evaluate, fileio, model_dir as model_dir_lib
 from tfvaeclf import train
 
 __all__ = ["dataset_key", "load_splits", "train_and_evaluate", "write_csv"]
-
-EVAL_FILE = "eval.json"
-
 
 def dataset_key(data_spec):
   """The key of a `specs.DataSpec` in a `load_splits` cache."""
@@ -44,10 +40,9 @@ def train_and_evaluate(run, *, max_examples=None, splits_cache=None,
 
   ValueError, in one line, for settings the kind refuses.
   """
-  path = os.path.join(run.model_dir, EVAL_FILE)
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+  layout = model_dir_lib.ModelDir(run.model_dir)
+  if layout.eval() is not None:
+    return layout.eval()
   tf.keras.backend.clear_session()  # one process trains many models
   splits = load_splits(run.data,
                        {} if splits_cache is None else splits_cache)
@@ -58,7 +53,7 @@ def train_and_evaluate(run, *, max_examples=None, splits_cache=None,
              "data_source": splits.info.source,
              **evaluate.evaluate(loaded, test, run.train.batch_size,
                                  progress=progress)}
-  fileio.write_json(path, results)
+  layout.write_eval("test", results)
   return results
 
 

@@ -21,7 +21,6 @@ so a flagfile means the same work per device under any strategy.
 
 from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
 
-import csv
 import dataclasses
 import json
 import math
@@ -33,7 +32,7 @@ import time
 from absl import flags, logging
 import tensorflow as tf
 
-from tfvaeclf import data, distribute, fileio, models, specs
+from tfvaeclf import data, distribute, models, specs
 from tfvaeclf.models import split
 from tfvaeclf import model_dir as model_dir_lib
 
@@ -60,18 +59,16 @@ class _EpochRecorder(tf.keras.callbacks.Callback):
   the loss went non-finite is not saved at all.
   """
 
-  def __init__(self, manager, epoch, history_path):
-    """`history_path` None: a non-chief worker, which only checkpoints."""
+  def __init__(self, manager, epoch, layout):
+    """`layout` (a `ModelDir`) None: a non-chief worker, which only
+    checkpoints."""
     super().__init__()
-    self.manager, self.epoch, self.history_path = manager, epoch, history_path
+    self.manager, self.epoch, self.layout = manager, epoch, layout
     self.diverged_at = None
 
   def _rows(self):
-    if not os.path.exists(self.history_path):
-      return []
-    with open(self.history_path, newline="") as f:
-      return [row for row in csv.DictReader(f)
-              if int(row["epoch"]) < int(self.epoch.numpy())]
+    return [row for row in self.layout.history()
+            if int(row["epoch"]) < int(self.epoch.numpy())]
 
   def on_epoch_begin(self, epoch, logs=None):
     self.started = time.perf_counter()
@@ -84,14 +81,10 @@ class _EpochRecorder(tf.keras.callbacks.Callback):
   def on_epoch_end(self, epoch, logs=None):
     if self.diverged_at is not None:
       return
-    if self.history_path:
-      rows = self._rows() + [{"epoch": epoch, **{
+    if self.layout:
+      self.layout.write_history(self._rows() + [{"epoch": epoch, **{
           key: f"{float(value):.6g}" for key, value in logs.items()},
-          "seconds": f"{time.perf_counter() - self.started:.1f}"}]
-      with fileio.atomic_writer(self.history_path, "w") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[-1]))
-        writer.writeheader()
-        writer.writerows(rows)
+          "seconds": f"{time.perf_counter() - self.started:.1f}"}])
     self.epoch.assign(epoch + 1)
     self.manager.save(checkpoint_number=epoch + 1)
 
@@ -180,6 +173,7 @@ def _train(run, splits, *, strategy, scratch, verbose):
   directory, model_name, model_config = (run.model_dir, run.model_name,
                                          run.model)
   settings, dataset = run.train, dataclasses.asdict(run.data)
+  layout = model_dir_lib.ModelDir(directory)
   tf.keras.utils.set_random_seed(settings.seed)
   with strategy.scope():  # every variable, so that each is distributed
     model = models.build(model_name, model_config)
@@ -207,8 +201,7 @@ def _train(run, splits, *, strategy, scratch, verbose):
                 "train_subset": settings.train_subset,
                 "data_source": splits.info.source, "pretrained": pretrained}
     # Every worker resumes from the chief's checkpoints.
-    latest = tf.train.latest_checkpoint(
-        os.path.join(directory, model_dir_lib.CHECKPOINT_DIR))
+    latest = tf.train.latest_checkpoint(layout.checkpoint_dir)
     if latest:
       _check_same_run(directory, {
           "model": model_name,
@@ -228,9 +221,7 @@ def _train(run, splits, *, strategy, scratch, verbose):
     train = (splits.train.take(settings.train_subset)
              if settings.train_subset else splits.train)
     global_batch = batch_size * strategy.num_replicas_in_sync
-    recorder = _EpochRecorder(
-        manager, epoch,
-        None if scratch else os.path.join(directory, "history.csv"))
+    recorder = _EpochRecorder(manager, epoch, None if scratch else layout)
     model.fit(
         distribute.shard_by_data(data.pipeline(
             train, global_batch, shuffle=True, seed=settings.seed,
@@ -243,7 +234,7 @@ def _train(run, splits, *, strategy, scratch, verbose):
                                      settings.learning_rate, epochs),
             recorder,
             # Keras sends a non-chief's summaries to a temporary dir.
-            tf.keras.callbacks.TensorBoard(os.path.join(directory, "logs")),
+            tf.keras.callbacks.TensorBoard(layout.logs_dir),
         ])
     if recorder.diverged_at is not None:
       last = int(epoch.numpy())
