@@ -59,24 +59,37 @@ RDC = {"backbone": "small_resnet", "filters": (32, 64), "kernel_size": 5,
 RDC_TRAIN = {"epochs": 3, "batch_size": 64, "learning_rate": 0.002,
              "lr_schedule": "cosine", "seed": 0}
 
+
+
+def _resnet(dataset, widths, epochs, **training):
+  """The classifier of a resnet config; digits are not flipped."""
+  augment = "shift" if dataset == "mnist" else "shift_flip"
+  return _run("classifier", {"backbone": "small_resnet", "filters": widths},
+              {"name": dataset},
+              {**RESNET_TRAIN, "augment": augment, "epochs": epochs,
+               **training})
+
+
+def _rdc(dataset, widths):
+  return _run("rdc", {**RDC, "backbone_widths": widths,
+                      "backbone_from": f"runs/{dataset}_classifier"},
+              {"name": dataset}, RDC_TRAIN)
+
+
 EXPECTED = {
     "cifar10_grouped_vae_v1.flags": _run(
         "grouped_vae", {**GROUPED, "version": "v1"}, {"name": "cifar10"},
         {"epochs": 110, "batch_size": 64, "learning_rate": 0.001,
          "seed": 0}),
-    "cifar10_resnet.flags": _run(
-        "classifier", {"backbone": "small_resnet", "filters": (32, 64, 128)},
-        {"name": "cifar10"}, {**RESNET_TRAIN, "augment": "shift_flip",
-                              "epochs": 30, "batch_size": 128}),
+    "cifar10_resnet.flags": _resnet("cifar10", (32, 64, 128), 30,
+                                    batch_size=128),
     "fashion_mnist_beta_vae.flags": _run(
         "beta_vae", BETA_VAE, {"name": "fashion_mnist"}, BETA_VAE_TRAIN),
     "fashion_mnist_beta_vae_ce.flags": _run(
         "beta_vae", {**BETA_VAE, "encoder_ce_weight": 30.},
         {"name": "fashion_mnist"}, {**BETA_VAE_TRAIN, "epochs": 6}),
-    "fashion_mnist_classifier.flags": _run(
-        "classifier", {"backbone": "small_resnet", "filters": (32, 64, 128)},
-        {"name": "fashion_mnist"},
-        {**RESNET_TRAIN, "augment": "shift_flip", "epochs": 10}),
+    "fashion_mnist_classifier.flags": _resnet("fashion_mnist",
+                                              (32, 64, 128), 10),
     "fashion_mnist_grouped_vae_v2.flags": _run(
         "grouped_vae", {**GROUPED, "version": "v2"},
         {"name": "fashion_mnist", "image_size": 32},
@@ -91,14 +104,8 @@ EXPECTED = {
     "fashion_mnist_joint_factorized.flags": _run(
         "joint", JOINT, {"name": "fashion_mnist"},
         {**JOINT_TRAIN, "epochs": 5, "lr_schedule": "cosine"}),
-    "fashion_mnist_rdc.flags": _run(
-        "rdc", {**RDC, "backbone_widths": (24, 48, 96),
-                "backbone_from": "runs/fashion_mnist_classifier"},
-        {"name": "fashion_mnist"}, RDC_TRAIN),
-    "fashion_mnist_resnet.flags": _run(
-        "classifier", {"backbone": "small_resnet", "filters": (24, 48, 96)},
-        {"name": "fashion_mnist"},
-        {**RESNET_TRAIN, "augment": "shift_flip", "epochs": 4}),
+    "fashion_mnist_rdc.flags": _rdc("fashion_mnist", (24, 48, 96)),
+    "fashion_mnist_resnet.flags": _resnet("fashion_mnist", (24, 48, 96), 4),
     "fashion_mnist_split.flags": _run(
         "split", {"backbone": "small_resnet",
                   "backbone_from": "runs/fashion_mnist_classifier",
@@ -111,21 +118,14 @@ EXPECTED = {
     "mnist_beta_vae_ce.flags": _run(
         "beta_vae", {**BETA_VAE, "encoder_ce_weight": 30.}, {"name": "mnist"},
         {**BETA_VAE_TRAIN, "epochs": 6}),
-    "mnist_classifier.flags": _run(
-        "classifier", {"backbone": "small_resnet", "filters": (16, 32, 64)},
-        {"name": "mnist"}, {**RESNET_TRAIN, "augment": "shift", "epochs": 6}),
+    "mnist_classifier.flags": _resnet("mnist", (16, 32, 64), 6),
     "mnist_joint.flags": _run(
         "joint", JOINT, {"name": "mnist"},
         {**JOINT_TRAIN, "epochs": 8, "lr_schedule": "cosine"}),
     "mnist_joint_search.flags": _run(
         "joint", JOINT, {"name": "mnist"}, {**JOINT_TRAIN, "epochs": 1}),
-    "mnist_rdc.flags": _run(
-        "rdc", {**RDC, "backbone_widths": (16, 32, 64),
-                "backbone_from": "runs/mnist_classifier"},
-        {"name": "mnist"}, RDC_TRAIN),
-    "mnist_resnet.flags": _run(
-        "classifier", {"backbone": "small_resnet", "filters": (16, 32, 64)},
-        {"name": "mnist"}, {**RESNET_TRAIN, "augment": "shift", "epochs": 3}),
+    "mnist_rdc.flags": _rdc("mnist", (16, 32, 64)),
+    "mnist_resnet.flags": _resnet("mnist", (16, 32, 64), 3),
     "quickdraw10_beta_vae.flags": _run(
         "beta_vae", {**BETA_VAE, "extra_conv": True, "latent_dim": 30},
         {"name": "quickdraw10"}, BETA_VAE_TRAIN),

@@ -30,7 +30,8 @@ from tfvaeclf import backbones
 from tfvaeclf.models import base
 from tfvaeclf.models.registry import register
 
-__all__ = ["ClassifierConfig", "ImageClassifier", "pretrained_backbone"]
+__all__ = ["ClassifierConfig", "FrozenBackboneConfig", "ImageClassifier",
+           "pretrained_backbone"]
 
 
 @dataclasses.dataclass
@@ -45,6 +46,18 @@ class ClassifierConfig(base.BaseConfig):
   filters: tuple = base.setting(
       (16, 32, 64), "Stage widths of a small_resnet backbone.",
       flag="backbone_widths", old_flag="filters")
+
+
+@dataclasses.dataclass
+class FrozenBackboneConfig(base.BaseConfig):
+  """The fields of kinds built on a finished classifier's backbone."""
+  backbone: str = base.setting(
+      "small_resnet", "The backbone: small_resnet or resnet50.")
+  backbone_widths: tuple = base.setting(
+      (16, 32, 64), "Stage widths of a small_resnet backbone.")
+  backbone_from: str = base.setting(
+      None, "A finished classifier model dir whose backbone is copied and "
+      "kept frozen (match --backbone and --backbone_widths to it).")
 
 
 @register("classifier")

@@ -29,7 +29,7 @@ __all__ = ["RDCConfig", "UniversalRDC"]
 
 
 @dataclasses.dataclass
-class RDCConfig(base.BaseConfig):
+class RDCConfig(classifier.FrozenBackboneConfig):  # c is that backbone
   lmbda: float = 0.  # the rate is fixed: nothing to weigh
   lambda_cls: float = base.setting(
       0., "Weight of the frozen classifier's cross-entropy against the "
@@ -42,13 +42,6 @@ class RDCConfig(base.BaseConfig):
       4, "Quantization levels per latent entry (L).")
   dither_seed: int = base.setting(
       0, "Seed of the shared dither its files carry.")
-  backbone: str = base.setting(  # the frozen classifier c
-      "small_resnet", "The backbone: small_resnet or resnet50.")
-  backbone_widths: tuple = base.setting(
-      (16, 32, 64), "Stage widths of a small_resnet backbone.")
-  backbone_from: str = base.setting(
-      None, "A finished classifier model dir whose backbone is copied and "
-      "kept frozen (match --backbone and --backbone_widths to it).")
 
 
 class Encoder(tf.keras.Sequential):

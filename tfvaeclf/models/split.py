@@ -41,7 +41,8 @@ import tensorflow as tf
 
 from tfvaeclf import backbones, entropy
 from tfvaeclf.models import base
-from tfvaeclf.models.classifier import pretrained_backbone
+from tfvaeclf.models.classifier import (FrozenBackboneConfig,
+                                        pretrained_backbone)
 from tfvaeclf.models.registry import register
 
 __all__ = ["SplitConfig", "SplitClassifier", "MODES", "split_point_table"]
@@ -50,16 +51,9 @@ MODES = ("supervised", "unsupervised")
 
 
 @dataclasses.dataclass
-class SplitConfig(base.BaseConfig):
+class SplitConfig(FrozenBackboneConfig):
   entropy_model: str = base.entropy_model_setting()
   lmbda: float = base.setting(1.0, "Weight of the rate, in bits per pixel.")
-  backbone: str = base.setting(
-      "small_resnet", "The backbone: small_resnet or resnet50.")
-  backbone_widths: tuple = base.setting(
-      (16, 32, 64), "Stage widths of a small_resnet backbone.")
-  backbone_from: str = base.setting(
-      None, "A finished classifier model dir whose backbone is copied and "
-      "kept frozen (match --backbone and --backbone_widths to it).")
   backbone_weights: str = base.setting(
       None, "A Keras .h5 weights file for the backbone, read at the start "
       "only.")
