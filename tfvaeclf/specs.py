@@ -122,6 +122,17 @@ def _kind_module(name):
   return models.get(name).__module__
 
 
+def _model_flag_help(kinds, field, renamed):
+  """`kinds`: the field's help, and the kinds that renamed the flag
+  (`renamed`: {kind: new name})."""
+  kinds_by_new = {}
+  for kind, new in renamed.items():
+    kinds_by_new.setdefault(new, []).append(kind)
+  return " ".join([f"{', '.join(kinds)}: {field.metadata['help']}"] + [
+      f"(Deprecated for {', '.join(old_kinds)}: use --{new}.)"
+      for new, old_kinds in kinds_by_new.items()])
+
+
 def _define_model_flags():
   """Every kind's flags; returns {flag name: kinds that use it}, old names
   included."""
@@ -140,13 +151,8 @@ def _define_model_flags():
         FLAGS.register_flag_by_module(_kind_module(kind), FLAGS[name])
         continue
       fields[name] = field
-      notes = [f"{', '.join(users[name])}: {field.metadata['help']}"]
-      by_new = {}
-      for kind_, new in renamed.get(name, {}).items():
-        by_new.setdefault(new, []).append(kind_)
-      notes += [f"(Deprecated for {', '.join(kinds)}: use --{new}.)"
-                for new, kinds in by_new.items()]
-      _define(name, field, _kind_module(kind), " ".join(notes))
+      _define(name, field, _kind_module(kind), _model_flag_help(
+          users[name], field, renamed.get(name, {})))
   for old, news in renamed.items():
     if old not in fields:  # a name no kind uses any more
       kind, new = next(iter(news.items()))
