@@ -5,9 +5,10 @@
 
 The flagfile holds the flags of `tfvaeclf.train`, which every trial shares
 (read once into a `specs.RunSpec`; a trial is that spec with its grid
-values replaced), and the search: a `--grid=NAME:V1,V2,...` per hyperparameter (a training
-flag of the model kind, or `conv_layers`), `--tuner=grid|hyperband|random`,
-`--max_trials` and `--objective=accuracy|budget|lagrangian`.
+values replaced), and the search: a `--grid=NAME:V1,V2,...` per
+hyperparameter (a training flag of the model kind, or `conv_layers`),
+`--tuner=grid|hyperband|random`, `--max_trials` and
+`--objective=accuracy|budget|lagrangian`.
 
 Each trial is an ordinary training run into SEARCH_DIR/trials/<trial id>/,
 a model dir that `tfvaeclf.evaluate` reads like any other. A trial is scored

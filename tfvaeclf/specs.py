@@ -22,8 +22,8 @@ from tfvaeclf import cli, data, distribute, models
 from tfvaeclf.models import base
 
 __all__ = ["DataSpec", "TrainSpec", "RunSpec", "MODEL_FLAGS", "from_flags",
-           "with_flags", "parse_value", "flag_items", "to_flags", "flag_settings",
-           "model_flag_names", "flagfiles_first"]
+           "with_flags", "parse_value", "flag_items", "to_flags",
+           "flag_settings", "model_flag_names", "flagfiles_first"]
 
 FLAGS = flags.FLAGS
 setting = base.setting
