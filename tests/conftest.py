@@ -24,6 +24,14 @@ def mnist():
   return data.load(**MNIST_ARGS)
 
 
+def run_spec(directory, model_name, config, **training):
+  """A `specs.RunSpec` of `config` on MNIST_ARGS' data into `directory`,
+  with the `specs.TrainSpec` fields `training`."""
+  from tfvaeclf import specs
+  return specs.RunSpec(model_name, config, specs.DataSpec(**MNIST_ARGS),
+                       specs.TrainSpec(**training), model_dir=str(directory))
+
+
 def run_cli(main, argv, capsys):
   """Runs an entry point's `main` in-process through `cli.run`, as the
   shell would: returns (exit code, stdout, stderr)."""
@@ -40,9 +48,10 @@ def train_small_joint(directory, splits, train_subset, **overrides):
   """One epoch of the small joint model on real MNIST; returns the dir."""
   from tfvaeclf import models, train
   config = models.get("joint").Config(**{**SMALL_JOINT, **overrides})
-  train.run_training(str(directory), "joint", config, splits, MNIST_ARGS,
-                     epochs=1, batch_size=64, learning_rate=3e-3, seed=0,
-                     train_subset=train_subset, verbose=0)
+  train.run_training(run_spec(
+      directory, "joint", config, epochs=1, batch_size=64,
+      learning_rate=3e-3, seed=0, train_subset=train_subset), splits,
+      verbose=0)
   return str(directory)
 
 
@@ -64,9 +73,10 @@ def train_small_classifier(directory, splits, backbone_weights=None):
   statistics to serve at test time (~90% accuracy)."""
   from tfvaeclf import models, train
   config = models.get("classifier").Config(backbone_weights=backbone_weights)
-  train.run_training(str(directory), "classifier", config, splits,
-                     MNIST_ARGS, epochs=1, batch_size=16, learning_rate=3e-3,
-                     seed=0, train_subset=2000, augment="shift", verbose=0)
+  train.run_training(run_spec(
+      directory, "classifier", config, epochs=1, batch_size=16,
+      learning_rate=3e-3, seed=0, train_subset=2000, augment="shift"),
+      splits, verbose=0)
   return str(directory)
 
 
@@ -132,8 +142,8 @@ def train_small_rdc(directory, splits, classifier_dir, lambda_cls, seed,
   from tfvaeclf import models, train
   config = models.get("rdc").Config(**{
       **SMALL_RDC, "backbone_from": classifier_dir, "lambda_cls": lambda_cls})
-  train.run_training(str(directory), "rdc", config, splits, MNIST_ARGS,
-                     epochs=1, batch_size=32, learning_rate=2e-3, seed=seed,
-                     train_subset=600, pretrained_dir=pretrained_dir,
-                     verbose=0)
+  train.run_training(run_spec(
+      directory, "rdc", config, epochs=1, batch_size=32, learning_rate=2e-3,
+      seed=seed, train_subset=600, freeze_encoder_from=pretrained_dir),
+      splits, verbose=0)
   return str(directory)

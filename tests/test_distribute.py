@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from tfvaeclf import distribute, model_dir, models, train
-from tests.conftest import MNIST_ARGS, SMALL_JOINT, run_cli
+from tests.conftest import MNIST_ARGS, SMALL_JOINT, run_cli, run_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBSET, BATCH = 256, 32  # per replica: 64 images a step on two replicas
@@ -32,10 +32,9 @@ def _env(**extra):
 
 def _train(directory, splits, epochs):
   config = models.get("joint").Config(**SMALL_JOINT)
-  return train.run_training(
-      str(directory), "joint", config, splits, MNIST_ARGS, epochs=epochs,
-      batch_size=BATCH, learning_rate=3e-3, seed=0, train_subset=SUBSET,
-      verbose=0)
+  return train.run_training(run_spec(
+      directory, "joint", config, epochs=epochs, batch_size=BATCH,
+      learning_rate=3e-3, seed=0, train_subset=SUBSET), splits, verbose=0)
 
 
 def _history(directory):
@@ -102,7 +101,7 @@ _MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from tfvaeclf import data, models, train
-    from tests.conftest import MNIST_ARGS, SMALL_JOINT
+    from tests.conftest import MNIST_ARGS, SMALL_JOINT, run_spec
 
     default_first, mirrored_first, BATCH, SUBSET = sys.argv[1:]
     BATCH, SUBSET = int(BATCH), int(SUBSET)
@@ -139,11 +138,10 @@ _MIRRORED = textwrap.dedent("""
     # (3) Checkpoints across strategies: resume a run started on one device,
     # and start one that the test resumes on one device.
     def run(directory, epochs):
-      train.run_training(
+      train.run_training(run_spec(
           directory, "joint", models.get("joint").Config(**SMALL_JOINT),
-          splits, MNIST_ARGS, epochs=epochs, batch_size=BATCH,
-          learning_rate=3e-3, seed=0, train_subset=SUBSET,
-          strategy=mirrored, verbose=0)
+          epochs=epochs, batch_size=BATCH, learning_rate=3e-3, seed=0,
+          train_subset=SUBSET), splits, strategy=mirrored, verbose=0)
     run(default_first, epochs=2)
     run(mirrored_first, epochs=1)
     print(json.dumps(result))

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfvaeclf import cli, codec, data, entropy, model_dir, models, train
-from tests.conftest import MNIST_ARGS, SMALL_JOINT
+from tests.conftest import SMALL_JOINT, run_spec
 
 CONDITIONAL = ("hyperprior", "context")
 CHANNELS = 8
@@ -125,9 +125,9 @@ def trained(request, mnist, tmp_path_factory):
   directory = str(tmp_path_factory.mktemp(request.param))
   config = models.get("joint").Config(
       **{**SMALL_JOINT, "entropy_model": request.param})
-  train.run_training(directory, "joint", config, mnist, MNIST_ARGS,
-                     epochs=1, batch_size=64, learning_rate=3e-3, seed=0,
-                     train_subset=500, verbose=0)
+  train.run_training(run_spec(
+      directory, "joint", config, epochs=1, batch_size=64,
+      learning_rate=3e-3, seed=0, train_subset=500), mnist, verbose=0)
   return model_dir.load(directory)
 
 

@@ -2,6 +2,7 @@
 distributed mode, on real MNIST with tiny trials."""
 
 import csv
+import dataclasses
 import os
 import socket
 import subprocess
@@ -11,7 +12,7 @@ from absl import flags
 from absl.testing import flagsaver
 import pytest
 
-from tfvaeclf import cli, model_dir, search, train
+from tfvaeclf import cli, model_dir, search, specs, train
 from tests.conftest import MNIST_ARGS, SMALL_JOINT, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,11 +81,21 @@ def test_seed_grid_config_enumerates_36_distinct_trials(tmp_path):
   with flagsaver.flagsaver():
     flags.FLAGS(["search", f"--flagfile={path}"])
     assert flags.FLAGS.tuner == "grid"
-    space = search.parse_grid(flags.FLAGS.grid, flags.FLAGS.model)
-    # conv_layers=4 repeats the last base width: 32,64 -> 32,64,64,64.
-    settings = search.trial_flags("joint", {"conv_layers": 4}, flags.FLAGS)
-    assert [int(v) for v in settings.filters] == [32, 64, 64, 64]
-    assert flags.FLAGS.filters == ["32", "64"]  # the base is untouched
+    run = specs.from_flags(flags.FLAGS)
+    space = search.parse_grid(flags.FLAGS.grid, run)
+  # conv_layers=4 repeats the last base width: 32,64 -> 32,64,64,64.
+  trial = search.trial_spec(run, {"conv_layers": 4, "batch_size": 32,
+                                  "seed": 3}, "trials/0")
+  assert trial.model.filters == (32, 64, 64, 64)
+  assert (trial.train.batch_size, trial.train.seed, trial.data.seed,
+          trial.model_dir) == (32, 3, 3, "trials/0")
+  # The base is untouched, and the trial differs from it in these alone.
+  assert run.model.filters == (32, 64) and run.train.batch_size == 64
+  assert trial == dataclasses.replace(
+      run, model_dir="trials/0",
+      model=dataclasses.replace(run.model, filters=(32, 64, 64, 64)),
+      train=dataclasses.replace(run.train, batch_size=32, seed=3),
+      data=dataclasses.replace(run.data, seed=3))
   oracle = search.build_oracle("grid", space)
   oracle._set_project_dir(str(tmp_path), "tuner")
   points = []
@@ -110,7 +121,8 @@ def test_budget_search_config_parses(tmp_path):
     flags.FLAGS(["search", f"--flagfile={path}"])
     assert (flags.FLAGS.objective, flags.FLAGS.tuner) == ("budget",
                                                           "hyperband")
-    space = search.parse_grid(flags.FLAGS.grid, flags.FLAGS.model)
+    space = search.parse_grid(flags.FLAGS.grid,
+                              specs.from_flags(flags.FLAGS))
     oracle = search.build_oracle("hyperband", space,
                                  max_epochs=flags.FLAGS.epochs)
   assert sorted(hp.name for hp in space.space) == ["kernel_size", "lmbda"]

@@ -15,7 +15,7 @@ from tfvaeclf import train
 from tfvaeclf.edge import EdgeEncoder
 import export
 from export import server
-from tests.conftest import MNIST_ARGS, run_cli
+from tests.conftest import run_cli, run_spec
 
 WIDTHS = (16, 32, 64)  # conftest's classifier_dir
 
@@ -27,9 +27,10 @@ def _config(classifier_dir, **overrides):
 
 
 def _train(directory, config, splits, train_subset=256):
-  train.run_training(str(directory), "split", config, splits, MNIST_ARGS,
-                     epochs=1, batch_size=64, learning_rate=3e-3, seed=0,
-                     train_subset=train_subset, verbose=0)
+  train.run_training(run_spec(
+      directory, "split", config, epochs=1, batch_size=64,
+      learning_rate=3e-3, seed=0, train_subset=train_subset), splits,
+      verbose=0)
   return model_dir.load(str(directory))
 
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import cli, data, evaluate, model_dir, models, train
-from tests.conftest import MNIST_ARGS, SMALL_JOINT
+from tfvaeclf import cli, data, evaluate, model_dir, models, specs, train
+from tests.conftest import SMALL_JOINT, run_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Training configs; search configs (*_search.flags) are test_search's.
@@ -41,12 +41,13 @@ def test_every_config_parses_into_a_model(path, mnist):
     size = FLAGS.image_size
     info = dataclasses.replace(mnist.info, image_shape=(
         size or height, size or width, channels))
-    config = train.model_config_from_flags(FLAGS.model, info)
+    run = specs.from_flags(FLAGS)
+    config = run.with_data(info).model
     # The classifier dir a config builds on is trained separately (runs/
     # is not in the repository); random weights stand in for it.
     if getattr(config, "backbone_from", None):
       config = dataclasses.replace(config, backbone_from=None)
-    models.build(FLAGS.model, config).build_from_config()
+    models.build(run.model_name, config).build_from_config()
 
 
 def _history(directory):
@@ -59,11 +60,11 @@ def _small(**overrides):
 
 
 def _train(directory, splits, epochs, config=None, subset=1000,
-           lr_schedule="constant"):
-  return train.run_training(
-      str(directory), "joint", config or _small(), splits, MNIST_ARGS,
-      epochs=epochs, batch_size=64, learning_rate=3e-3, seed=0,
-      train_subset=subset, lr_schedule=lr_schedule, verbose=0)
+           lr_schedule="constant", learning_rate=3e-3):
+  return train.run_training(run_spec(
+      directory, "joint", config or _small(), epochs=epochs, batch_size=64,
+      learning_rate=learning_rate, seed=0, train_subset=subset,
+      lr_schedule=lr_schedule), splits, verbose=0)
 
 
 def test_rerun_continues_where_it_stopped(mnist, tmp_path):
@@ -78,12 +79,25 @@ def test_rerun_continues_where_it_stopped(mnist, tmp_path):
                                 rel=1e-4)
   assert os.path.basename(tf.train.latest_checkpoint(
       str(tmp_path / "checkpoints"))) == "ckpt-2"
+  # The dir says what trained it: 2 epochs now.
+  assert model_dir.read_config(str(tmp_path))["training"]["epochs"] == 2
+  model_dir.load(str(tmp_path))
 
 
 def test_rerun_with_other_settings_is_refused(mnist, tmp_path):
   _train(tmp_path, mnist, epochs=1)
-  with pytest.raises(cli.UserError, match="different model_config"):
+  with pytest.raises(cli.UserError) as error:
     _train(tmp_path, mnist, epochs=2, config=_small(latent_channels=4))
+  assert str(error.value) == (
+      f"{tmp_path} was started with a different model_config "
+      "(latent_channels 8, now 4); use a new --model_dir")
+  with pytest.raises(cli.UserError) as error:
+    _train(tmp_path, mnist, epochs=2, subset=500, learning_rate=1e-3)
+  assert str(error.value) == (
+      f"{tmp_path} was trained with other training flags (--learning_rate "
+      "0.003, now 0.001; --train_subset 1000, now 500); resume it with its "
+      "own or use a new --model_dir")
+  assert _history(tmp_path) == [0]
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_epoch(mnist, tmp_path,
@@ -103,6 +117,13 @@ def test_nan_loss_stops_and_keeps_the_last_good_epoch(mnist, tmp_path,
   assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith(
       "ckpt-1")
   assert model_dir.load(str(tmp_path)).fingerprint == good
+  # In the first epoch, nothing is kept, and the message says so.
+  with pytest.raises(train.TrainingDiverged) as error:
+    _train(tmp_path / "fresh", mnist, epochs=1)
+  assert "epoch 1, batch 1; no epoch finished, so" in str(error.value)
+  assert "holds no checkpoint" in str(error.value)
+  assert tf.train.latest_checkpoint(
+      str(tmp_path / "fresh" / "checkpoints")) is None
 
 
 def test_decoder_model_reconstructs_from_the_file(mnist, tmp_path):

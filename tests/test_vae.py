@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import data, losses, model_dir, models, train
+from tfvaeclf import data, losses, model_dir, models, specs, train
 from tfvaeclf.models import beta_vae, vae
-from tests.conftest import MNIST_ARGS
+from tests.conftest import run_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -176,10 +176,10 @@ def test_grouped_vae_codes_and_reconstructs(version, channels):
 
 def _train(directory, splits, pretrained_dir=None, **config):
   config = models.get("beta_vae").Config(**{**SMALL_BETA_VAE, **config})
-  return train.run_training(
-      str(directory), "beta_vae", config, splits, MNIST_ARGS, epochs=1,
-      batch_size=32, learning_rate=3e-3, seed=0, train_subset=256,
-      pretrained_dir=pretrained_dir, verbose=0)
+  return train.run_training(run_spec(
+      directory, "beta_vae", config, epochs=1, batch_size=32,
+      learning_rate=3e-3, seed=0, train_subset=256,
+      freeze_encoder_from=pretrained_dir), splits, verbose=0)
 
 
 @pytest.fixture(scope="module")
@@ -220,10 +220,10 @@ def test_second_stage_refuses_an_encoder_that_does_not_fit(
     _train(tmp_path / "wider", mnist, pretrained_dir=stage_one,
            filters=(8, 16, 32))
   with pytest.raises(model_dir.ModelDirError, match="beta_vae"):
-    train.run_training(
-        str(tmp_path / "joint"), "joint", models.get("joint").Config(),
-        mnist, MNIST_ARGS, epochs=1, batch_size=32, learning_rate=1e-3,
-        seed=0, train_subset=64, pretrained_dir=stage_one, verbose=0)
+    train.run_training(run_spec(
+        tmp_path / "joint", "joint", models.get("joint").Config(), epochs=1,
+        batch_size=32, learning_rate=1e-3, seed=0, train_subset=64,
+        freeze_encoder_from=stage_one), mnist, verbose=0)
 
 
 def test_stage_one_dir_evaluates_with_real_bytes_and_psnr(stage_one, mnist):
@@ -253,8 +253,8 @@ def test_every_vae_config_trains_a_few_steps(path, mnist):
     channels = 3 if FLAGS.dataset == "cifar10" else 1
     info = dataclasses.replace(mnist.info,
                                image_shape=(size, size, channels))
-    config = train.model_config_from_flags(FLAGS.model, info)
-    model_name = FLAGS.model
+    run = specs.from_flags(FLAGS)
+    config, model_name = run.with_data(info).model, run.model_name
   images, labels = next(iter(mnist.train.batch(8)))
   images = tf.image.resize_with_crop_or_pad(data.to_float(images), size, size)
   images = tf.tile(images, (1, 1, 1, channels))
@@ -275,7 +275,7 @@ def test_ce_config_is_the_seed_config_with_the_encoder_gradient(dataset,
   def config_of(name):
     with flagsaver.flagsaver():
       flags.FLAGS(["train", f"--flagfile=configs/{name}.flags"])
-      return train.model_config_from_flags("beta_vae", mnist.info)
+      return specs.from_flags(flags.FLAGS).with_data(mnist.info).model
   seed = config_of(f"{dataset}_beta_vae")
   joint = config_of(f"{dataset}_beta_vae_ce")
   assert seed.encoder_ce_weight == 0. and joint.encoder_ce_weight == 30.

@@ -27,6 +27,7 @@ loss goes NaN stops the sweep (exit code 3) with its last good checkpoint.
 
 from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
 
+import dataclasses
 import math
 import os
 import sys
@@ -37,7 +38,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import tqdm  # noqa: E402
 
-from tfvaeclf import fileio, sweep, train  # noqa: E402
+from tfvaeclf import fileio, specs, sweep, train  # noqa: E402
 
 __all__ = ["parse_rates", "plan", "gaps", "plot"]
 
@@ -174,6 +175,7 @@ def main(argv):
                         "e.g. configs/mnist_rdc.flags)")
   if not FLAGS.out:
     raise cli.UserError("--out is required")
+  run = specs.from_flags(FLAGS)
   try:
     lambdas = [float(v) for v in FLAGS.lambdas]
   except ValueError:
@@ -190,13 +192,16 @@ def main(argv):
   for point in tqdm.tqdm(points, desc="rdc sweep", unit="model"):
     tqdm.tqdm.write(f"{point['kind']} R={point['dim']}x{point['levels']} "
                     f"lambda_cls={point['lambda_cls']:g}: {point['dir']}")
-    settings = sweep.flags_with({
-        "latent_dim": point["dim"], "levels": point["levels"],
-        "lambda_cls": point["lambda_cls"],
-        "freeze_encoder_from": point.get("encoder_dir")})
+    variant = dataclasses.replace(
+        run, model_dir=point["dir"],
+        model=dataclasses.replace(run.model, latent_dim=point["dim"],
+                                  levels=point["levels"],
+                                  lambda_cls=point["lambda_cls"]),
+        train=dataclasses.replace(
+            run.train, freeze_encoder_from=point.get("encoder_dir")))
     try:
       results = sweep.train_and_evaluate(
-          point["dir"], "rdc", settings, max_examples=FLAGS.max_examples,
+          variant, max_examples=FLAGS.max_examples,
           splits_cache=splits_cache)
     except ValueError as e:
       raise cli.UserError(str(e)) from None
@@ -206,7 +211,7 @@ def main(argv):
     rows.append(_row(point, results, encoder_lambda))
   rows = gaps(rows)
   sweep.write_csv(os.path.join(FLAGS.out, "points.csv"), rows)
-  dataset = FLAGS.dataset
+  dataset = run.data.name
   plot(rows, f"{dataset}: distortion against classification, end-to-end "
        f"and universal (encoder of λ = {encoder_lambda:g})",
        os.path.join(FLAGS.out, f"rdc_{dataset}.png"))
@@ -215,4 +220,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, argv=specs.flagfiles_first(sys.argv))

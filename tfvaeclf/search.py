@@ -3,10 +3,12 @@
     python -m tfvaeclf.search --flagfile=configs/mnist_joint_search.flags \
         --search_dir=runs/mnist_joint_search
 
-The flagfile holds the flags of `tfvaeclf.train`, which every trial shares,
-and the search: a `--grid=NAME:V1,V2,...` per hyperparameter (a training
-flag of the model kind, or `conv_layers`), `--tuner=grid|hyperband|random`,
-`--max_trials` and `--objective=accuracy|budget|lagrangian`.
+The flagfile holds the flags of `tfvaeclf.train`, which every trial shares
+(read once into a `specs.RunSpec`; a trial is that spec with its grid
+values replaced), and the search: a `--grid=NAME:V1,V2,...` per
+hyperparameter (a training flag of the model kind, or `conv_layers`),
+`--tuner=grid|hyperband|random`, `--max_trials` and
+`--objective=accuracy|budget|lagrangian`.
 
 Each trial is an ordinary training run into SEARCH_DIR/trials/<trial id>/,
 a model dir that `tfvaeclf.evaluate` reads like any other. A trial is scored
@@ -46,11 +48,12 @@ from absl import flags
 import keras_tuner as kt
 import tensorflow as tf
 
-from tfvaeclf import data, fileio, models, sweep, train
+from tfvaeclf import fileio, models, specs, sweep, train
+from tfvaeclf.layout import ModelDir
 
 __all__ = ["CONV_LAYERS", "TUNERS", "OBJECTIVES", "apply_conv_layers",
-           "objective_score", "parse_grid", "trial_flags", "build_oracle",
-           "TrainingTuner", "training_flag_names"]
+           "objective_score", "parse_grid", "trial_spec", "build_oracle",
+           "TrainingTuner"]
 
 FLAGS = flags.FLAGS
 
@@ -93,24 +96,18 @@ def _repeat_last(widths, n):
 
 
 # `conv_layers=n`, the number of analysis conv layers, per model kind:
-# kind -> (the config field and flag it sets, how n maps its base value).
+# kind -> (the config field it sets, how n maps its base value).
 # A kind whose transform depth is set another way adds itself here.
 CONV_LAYERS = {"joint": ("filters", _repeat_last),
                "beta_vae": ("filters", _repeat_last)}
 
 
-def apply_conv_layers(model_name, flag_values, n):
-  """Sets the kind's depth flag in `flag_values` to `n` conv layers.
-
-  The base value is the flag's, or the kind's default when it is unset.
-  """
-  name, mapping = CONV_LAYERS[model_name]
-  base = flag_values[name].value
-  if base is None:
-    base = next(f.default for f in
-                dataclasses.fields(models.get(model_name).Config)
-                if f.name == name)
-  flag_values[name].value = mapping(base, n)
+def apply_conv_layers(run, n):
+  """`run` with its kind's depth field set to `n` conv layers, from its
+  current value."""
+  name, mapping = CONV_LAYERS[run.model_name]
+  return dataclasses.replace(run, model=dataclasses.replace(
+      run.model, **{name: tuple(mapping(getattr(run.model, name), n))}))
 
 
 def objective_score(objective, val_accuracy, val_bpp, max_bpp=None,
@@ -132,27 +129,27 @@ def objective_score(objective, val_accuracy, val_bpp, max_bpp=None,
   raise ValueError(f"Unknown objective {objective!r}.")
 
 
-def _searchable(model_name, flag_values):
-  fields = {f.name for f in dataclasses.fields(models.get(model_name).Config)}
-  names = {n for n in fields | set(TRAINING_HPARAMS) if n in flag_values}
+def _searchable(model_name):
+  names = set(specs.model_flag_names(model_name)) | set(TRAINING_HPARAMS)
   if model_name in CONV_LAYERS:
     names.add("conv_layers")
   return sorted(names)
 
 
-def _parse_value(name, text, flag_values):
+def _parse_value(run, name, text):
   if name == "conv_layers":
     if not text.isdigit() or int(text) < 1:
       raise ValueError("conv_layers must be a whole number >= 1")
     return int(text)
-  return flag_values[name].parser.parse(text)
+  return specs.parse_value(run, name, text)
 
 
-def parse_grid(specs, model_name, flag_values=FLAGS):
-  """`--grid` specs -> the keras-tuner search space, one Choice a name."""
-  allowed = _searchable(model_name, flag_values)
+def parse_grid(grid, run):
+  """`--grid` specs -> the keras-tuner search space, one Choice a name;
+  the names are flags of `run` (a `specs.RunSpec`), or conv_layers."""
+  allowed = _searchable(run.model_name)
   space = kt.HyperParameters()
-  for spec in specs:
+  for spec in grid:
     name, colon, text = (part.strip() for part in spec.partition(":"))
     if not colon or not name or not text:
       raise cli.UserError(f"--grid={spec}: expected NAME:VALUE,VALUE,..., "
@@ -160,18 +157,16 @@ def parse_grid(specs, model_name, flag_values=FLAGS):
     if name not in allowed:
       raise cli.UserError(
           f"--grid={spec}: {name} is not a hyperparameter of model "
-          f"{model_name}; choose from {', '.join(allowed)}")
-    if name in flag_values and isinstance(flag_values[name].parser,
-                                          flags.BaseListParser):
-      raise cli.UserError(f"--grid={spec}: list flags cannot be searched "
-                          "(search the depth with conv_layers)")
+          f"{run.model_name}; choose from {', '.join(allowed)}")
     if name in space.values:
       raise cli.UserError(f"--grid={spec}: {name} is given twice")
     try:
-      values = [_parse_value(name, v.strip(), flag_values)
-                for v in text.split(",")]
+      values = [_parse_value(run, name, v.strip()) for v in text.split(",")]
     except ValueError as e:
       raise cli.UserError(f"--grid={spec}: {e}") from None
+    if any(isinstance(v, tuple) for v in values):
+      raise cli.UserError(f"--grid={spec}: list flags cannot be searched "
+                          "(search the depth with conv_layers)")
     if len(set(values)) != len(values):
       raise cli.UserError(f"--grid={spec}: a value is repeated")
     space.Choice(name, values)
@@ -180,30 +175,20 @@ def parse_grid(specs, model_name, flag_values=FLAGS):
   return space
 
 
-def trial_flags(model_name, values, flag_values=FLAGS):
-  """A copy of `flag_values` with one trial's hyperparameter values set.
+def trial_spec(run, values, model_dir=None):
+  """`run` with one trial's hyperparameter values, into `model_dir`.
 
   `values` are flag names, `conv_layers`, and Hyperband's `tuner/...`
   entries, of which `tuner/epochs` sets the epochs to train to.
   """
-  result = sweep.flags_with(
-      {name: value for name, value in values.items()
-       if name != "conv_layers" and not name.startswith("tuner/")},
-      flag_values)
+  result = specs.with_flags(run, {
+      name: value for name, value in values.items()
+      if name != "conv_layers" and not name.startswith("tuner/")})
   if "conv_layers" in values:
-    apply_conv_layers(model_name, result, values["conv_layers"])
+    result = apply_conv_layers(result, values["conv_layers"])
   if "tuner/epochs" in values:
-    result["epochs"].value = values["tuner/epochs"]
-  return result
-
-
-def training_flag_names(model_name, flag_values=FLAGS):
-  """The flags a `tfvaeclf.train` run reads, in a stable order."""
-  names = [f.name for f in flag_values.get_flags_for_module(train)]
-  names += ["batch_size", "data_dir"]
-  names += [f.name for f in dataclasses.fields(models.get(model_name).Config)
-            if f.name in flag_values]
-  return list(dict.fromkeys(names))
+    result = specs.with_flags(result, {"epochs": values["tuner/epochs"]})
+  return dataclasses.replace(result, model_dir=model_dir)
 
 
 def build_oracle(tuner, space, *, max_trials=None, max_epochs=1, factor=3,
@@ -239,19 +224,13 @@ def _oracle(tuner, options, max_trials, max_epochs, factor):
                       f"{', '.join(TUNERS)}")
 
 
-def _history(model_dir):
-  with open(os.path.join(model_dir, "history.csv"), newline="") as f:
-    return list(csv.DictReader(f))
-
-
 def _start_from(parent_dir, directory):
   """Hyperband: a trial that trains an earlier one further starts from it."""
-  if os.path.isdir(os.path.join(directory, "checkpoints")):
+  if os.path.isdir(ModelDir(directory).checkpoint_dir):
     return  # this trial itself is being resumed
   partial = directory + ".partial"
   shutil.rmtree(partial, ignore_errors=True)
-  shutil.copytree(parent_dir, partial,
-                  ignore=shutil.ignore_patterns("logs", "eval*.json"))
+  ModelDir(parent_dir).copy_state(partial)
   shutil.rmtree(directory, ignore_errors=True)
   os.replace(partial, directory)
 
@@ -268,26 +247,25 @@ class TrainingTuner(kt.Tuner):
   trials out (through the chief's oracle when there is one).
   """
 
-  def __init__(self, oracle, search_dir, model_name, flag_values, *,
-               objective, max_bpp=None, tradeoff=0., splits=None):
-    """`splits`, if given, are those of `flag_values`' dataset, loaded."""
+  def __init__(self, oracle, search_dir, run, *, objective, max_bpp=None,
+               tradeoff=0., splits=None):
+    """`run` (a `specs.RunSpec`) is what every trial varies; `splits`, if
+    given, are its dataset's, loaded."""
     self.search_dir = search_dir
-    self.model_name = model_name
-    self.flag_values = flag_values
+    self.run = run
     self.objective = objective
     self.max_bpp, self.tradeoff = max_bpp, tradeoff
     self._splits = {}
     if splits is not None:
-      self._splits[sweep.dataset_key(
-          train.dataset_from_flags(flag_values))] = splits
+      self._splits[sweep.dataset_key(run.data)] = splits
     super().__init__(oracle, directory=search_dir, project_name="tuner",
                      overwrite=False)
 
   def trial_dir(self, trial_id):
     return os.path.join(self.search_dir, "trials", str(trial_id))
 
-  def _load(self, dataset):
-    return sweep.load_splits(dataset, self._splits)
+  def _load(self, data_spec):
+    return sweep.load_splits(data_spec, self._splits)
 
   def run_trial(self, trial, *args, **kwargs):
     try:
@@ -301,27 +279,23 @@ class TrainingTuner(kt.Tuner):
   def _train(self, trial):
     tf.keras.backend.clear_session()  # one process trains many models
     values = trial.hyperparameters.values
-    settings = trial_flags(self.model_name, values, self.flag_values)
     directory = self.trial_dir(trial.trial_id)
+    run = trial_spec(self.run, values, directory)
     if "tuner/trial_id" in values:
       _start_from(self.trial_dir(values["tuner/trial_id"]), directory)
-    dataset = train.dataset_from_flags(settings)
-    splits = self._load(dataset)
+    splits = self._load(run.data)
+    run = run.with_data(splits.info)
     try:
-      config = train.model_config_from_flags(self.model_name, splits.info,
-                                             settings)
-      models.build(self.model_name, config)  # validates the combination
+      models.build(run.model_name, run.model)  # validates the combination
     except ValueError as e:
       raise kt.errors.FailedTrialError(str(e)) from None
     start = time.monotonic()
     try:
-      train.run_training(
-          directory, self.model_name, config, splits, dataset,
-          **train.training_kwargs_from_flags(settings),
-          verbose=2 if sys.stdout.isatty() else 0)
+      train.run_training(run, splits,
+                         verbose=2 if sys.stdout.isatty() else 0)
     except train.TrainingDiverged as e:
       raise kt.errors.FailedTrialError(str(e)) from None
-    rows = _history(directory)
+    rows = ModelDir(directory).history()
     last, epochs = rows[-1], len(rows)
     if "seconds" in last:  # every epoch's, also those of an earlier run
       seconds = sum(float(row["seconds"]) for row in rows)
@@ -408,27 +382,22 @@ def write_table(path, rows):
     writer.writerows({k: _shown(v) for k, v in row.items()} for row in rows)
 
 
-def write_best_flags(path, model_name, trial, header, flag_values=FLAGS):
-  """The best trial as a flagfile that `tfvaeclf.train` takes as it is."""
-  settings = trial_flags(model_name, trial.hyperparameters.values,
-                         flag_values)
-  lines = [f"# {line}" for line in header]
-  lines += [settings[name].serialize()
-            for name in training_flag_names(model_name, flag_values)]
+def write_best_flags(path, run, trial, header):
+  """The best trial of a search of `run` as a flagfile that
+  `tfvaeclf.train` takes as it is."""
+  settings = trial_spec(run, trial.hyperparameters.values)
+  lines = [f"# {line}" for line in header] + specs.to_flags(settings)
   with fileio.atomic_writer(path, "w") as f:
-    f.write("\n".join(line for line in lines if line) + "\n")
+    f.write("\n".join(lines) + "\n")
 
 
-def _search_flags(model_name):
-  """What makes a search the same search when it is rerun."""
+def _search_flags(search, run):
+  """What makes a search the same search when it is rerun: the search
+  flags' values (`search`) and the training flags of `run`."""
   return json.loads(json.dumps({
-      "grid": FLAGS.grid, "tuner": FLAGS.tuner,
-      "max_trials": FLAGS.max_trials, "objective": FLAGS.objective,
-      "max_bpp": FLAGS.max_bpp, "tradeoff": FLAGS.tradeoff,
-      "hyperband_factor": FLAGS.hyperband_factor,
-      "training": {name: FLAGS[name].serialize()
-                   for name in training_flag_names(model_name)
-                   if name not in _LOCATION_FLAGS}}))
+      **search, "training": {
+          name: value for name, value in specs.flag_items(run)
+          if name not in _LOCATION_FLAGS}}))
 
 
 def _check_same_search(search_dir, search_flags):
@@ -476,25 +445,27 @@ def main(argv):
       spec.partition(":")[0].strip() for spec in FLAGS.grid]:
     raise cli.UserError("hyperband sets the epochs itself (up to --epochs); "
                         "remove --grid=epochs:...")
-  model_name = FLAGS.model
-  space = parse_grid(FLAGS.grid, model_name)
+  run = specs.from_flags(FLAGS)
+  space = parse_grid(FLAGS.grid, run)
   role = _role()
   search_dir = FLAGS.search_dir
 
   splits = None
   if role != "chief":  # the chief only serves the oracle
     try:
-      splits = data.load(**train.dataset_from_flags(FLAGS))
-      models.build(model_name, train.model_config_from_flags(
-          model_name, splits.info))
+      splits = sweep.load_splits(run.data, {})
+      models.build(run.model_name, run.with_data(splits.info).model)
     except ValueError as e:
       raise cli.UserError(str(e)) from None
-  _check_same_search(search_dir, _search_flags(model_name))
+  _check_same_search(search_dir, _search_flags({
+      name: FLAGS[name].value for name in (
+          "grid", "tuner", "max_trials", "objective", "max_bpp", "tradeoff",
+          "hyperband_factor")}, run))
 
   oracle = build_oracle(FLAGS.tuner, space, max_trials=FLAGS.max_trials,
-                        max_epochs=FLAGS.epochs,
-                        factor=FLAGS.hyperband_factor, seed=FLAGS.seed)
-  tuner = TrainingTuner(oracle, search_dir, model_name, FLAGS,
+                        max_epochs=run.train.epochs,
+                        factor=FLAGS.hyperband_factor, seed=run.train.seed)
+  tuner = TrainingTuner(oracle, search_dir, run,
                         objective=FLAGS.objective, max_bpp=FLAGS.max_bpp,
                         tradeoff=FLAGS.tradeoff, splits=splits)
   if role == "chief":
@@ -504,7 +475,7 @@ def main(argv):
   try:
     tuner.search(verbose=0)
   except kt.errors.FatalError as e:
-    if isinstance(e.__cause__, cli.USER_ERRORS):
+    if isinstance(e.__cause__, cli.UserError):
       raise e.__cause__ from None
     raise
   except KeyboardInterrupt:
@@ -530,7 +501,7 @@ def main(argv):
   best = best[0]
   row = _row(best, [])
   path = os.path.join(search_dir, "best.flags")
-  write_best_flags(path, model_name, best, [
+  write_best_flags(path, run, best, [
       f"The best trial ({best.trial_id}) of the search in {search_dir}, "
       f"--objective={FLAGS.objective}:",
       f"val_accuracy {row['val_accuracy']:.4f}, val_bpp {row['val_bpp']:.4f}"
@@ -540,4 +511,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, argv=specs.flagfiles_first(sys.argv))

@@ -30,6 +30,7 @@ with its `--backbone_weights`) and `accuracy_vs_bytes.png`.
 
 from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
 
+import dataclasses
 import json
 import os
 import sys
@@ -37,8 +38,10 @@ import sys
 from absl import flags
 from matplotlib.figure import Figure
 
-from tfvaeclf import backbones, evaluate, fileio, models, sweep, train
+from tfvaeclf import (backbones, evaluate, fileio, models, specs, sweep,
+                      train)
 from tfvaeclf import model_dir as model_dir_lib
+from tfvaeclf.layout import ModelDir
 from tfvaeclf.models import split
 
 __all__ = ["read_rate_config", "sweep_points", "uncut_accuracy",
@@ -144,10 +147,11 @@ def _uncut_classifier(config):
   return model_dir_lib.LoadedModel(model, b"", {})
 
 
-def uncut_accuracy(config, test, max_examples, out):
+def uncut_accuracy(config, test, max_examples, out, batch_size):
   """Test accuracy of the uncut backbone on `test` (its first
-  `max_examples`), kept in `out/uncut.json` and read back from there while
-  the backbone and the examples are the same; None without weights."""
+  `max_examples`, in batches of `batch_size`), kept in `out/uncut.json` and
+  read back from there while the backbone and the examples are the same;
+  None without weights."""
   key = {"backbone": config.backbone,
          "backbone_from": config.backbone_from and os.path.abspath(
              config.backbone_from),
@@ -163,7 +167,7 @@ def uncut_accuracy(config, test, max_examples, out):
   loaded = _uncut_classifier(config)
   if loaded is None:
     return None
-  results = evaluate.evaluate(loaded, test, FLAGS.batch_size, progress=False)
+  results = evaluate.evaluate(loaded, test, batch_size, progress=False)
   fileio.write_json(path, {"key": key, "results": results})
   return results["accuracy"]
 
@@ -209,35 +213,36 @@ def main(argv):
         "usage: python -m tfvaeclf.split_sweep --flagfile=FLAGS "
         "--rate_config=RATES.json --out=DIR [--modes=supervised,"
         "unsupervised] [--split_points=S1,...] [--max_examples=N]")
-  backbone = FLAGS.backbone or split.SplitConfig.backbone
+  run = specs.from_flags(FLAGS, MODEL)
+  backbone = run.model.backbone
   rate_config = read_rate_config(FLAGS.rate_config, backbone)
   todo = sweep_points(rate_config, FLAGS.split_points or list(rate_config),
                       FLAGS.modes)
   cache = {}
   try:
-    splits = sweep.load_splits(train.dataset_from_flags(), cache)
-    config = train.model_config_from_flags(MODEL, splits.info)
+    splits = sweep.load_splits(run.data, cache)
   except ValueError as e:
     raise cli.UserError(str(e)) from None
   test = splits.test.take(FLAGS.max_examples) if FLAGS.max_examples else (
       splits.test)
-  uncut = uncut_accuracy(config, test, FLAGS.max_examples, FLAGS.out)
+  uncut = uncut_accuracy(run.with_data(splits.info).model, test,
+                         FLAGS.max_examples, FLAGS.out, run.train.batch_size)
   if uncut is not None:
     print(f"uncut {backbone}: {100 * uncut:.2f}% test accuracy", flush=True)
   rows, failed = [], []
   for i, (point, mode, factor, lmbda) in enumerate(todo, start=1):
     directory = _point_dir(FLAGS.out, point, mode, factor, lmbda)
-    done = os.path.exists(os.path.join(directory, sweep.EVAL_FILE))
+    done = os.path.exists(ModelDir(directory).eval_path())
     print(f"[{i}/{len(todo)}] {point} {mode} compress_factor={factor} "
           f"lmbda={lmbda:g}: {'done before' if done else 'training'}",
           flush=True)
-    settings = sweep.flags_with({
-        "split_point": point, "bottleneck_mode": mode,
-        "compress_factor": factor, "lmbda": lmbda}, FLAGS)
+    variant = dataclasses.replace(run, model_dir=directory, model=(
+        dataclasses.replace(run.model, split_point=point,
+                            bottleneck_mode=mode, compress_factor=factor,
+                            lmbda=lmbda)))
     try:
       results = sweep.train_and_evaluate(
-          directory, MODEL, settings, max_examples=FLAGS.max_examples,
-          splits_cache=cache)
+          variant, max_examples=FLAGS.max_examples, splits_cache=cache)
     except ValueError as e:
       raise cli.UserError(f"{point} {mode}: {e}") from None
     except train.TrainingDiverged as e:
@@ -265,4 +270,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, argv=specs.flagfiles_first(sys.argv))

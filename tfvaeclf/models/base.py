@@ -37,17 +37,40 @@ import tensorflow as tf
 
 from tfvaeclf import entropy, losses
 
-__all__ = ["CompressiveClassifier", "BaseConfig"]
+__all__ = ["CompressiveClassifier", "BaseConfig", "setting",
+           "entropy_model_setting"]
+
+
+def setting(default, help, *, flag=None, old_flag=None, choices=None):
+  """A config field that the command line sets: `--flag` (default: the
+  field's name), explained by `help`, one of `choices` if given.
+
+  `old_flag` is a deprecated name of it, still accepted for this kind.
+  A field declared without `setting` is not a flag of the kind, so a kind
+  declares (or redeclares) here every field it reads from the command line.
+  """
+  return dataclasses.field(default=default, metadata={
+      "help": help, "flag": flag, "old_flag": old_flag, "choices": choices})
 
 
 @dataclasses.dataclass
 class BaseConfig:
-  """Fields every kind has; kinds extend it with their own."""
+  """Fields every kind has; kinds extend it with their own.
+
+  The dataset sets the first two. The others are flags only of the kinds
+  that redeclare them with `setting`.
+  """
   image_shape: tuple = (28, 28, 1)
   num_classes: int = 10
   entropy_model: str = "factorized"
   lmbda: float = 1.0   # weight of the rate, in bits per pixel
   gamma: float = 0.0   # weight of the reconstruction MSE (decoder only)
+
+
+def entropy_model_setting():
+  """`--entropy_model`, for the kinds that let it choose their coder."""
+  return setting("factorized", "How the latent is priced and range-coded.",
+                 choices=entropy.CODER_NAMES)
 
 
 class CompressiveClassifier(tf.keras.Model):

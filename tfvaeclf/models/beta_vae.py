@@ -18,7 +18,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from tfvaeclf.models import vae
+from tfvaeclf.models import base, vae
 from tfvaeclf.models.registry import register
 
 __all__ = ["BetaVAEConfig", "BetaVAEClassifier"]
@@ -28,10 +28,12 @@ STRIDES = (2, 2)  # of the first convolutions; the rest keep the size
 
 @dataclasses.dataclass
 class BetaVAEConfig(vae.VAEConfig):
-  filters: tuple = (32, 64, 64)
-  kernel_size: int = 4
-  extra_conv: bool = False   # the seed's QuickDraw 3x3 stride-1 layer
-  latent_dim: int = 20
+  filters: tuple = base.setting(  # the first two stride 2, see STRIDES
+      (32, 64, 64), "Conv widths of the encoder.")
+  kernel_size: int = base.setting(4, "Conv kernel size of the encoder.")
+  extra_conv: bool = base.setting(
+      False, "The seed's extra 3x3 stride-1 layer (QuickDraw).")
+  latent_dim: int = base.setting(20, "Latent dimensions.")
 
 
 def _layer_plan(config):

@@ -31,16 +31,34 @@ from tfvaeclf import backbones, losses
 from tfvaeclf.models import base
 from tfvaeclf.models.registry import register
 
-__all__ = ["ClassifierConfig", "ImageClassifier", "build_backbone",
-           "load_backbone"]
+__all__ = ["ClassifierConfig", "FrozenBackboneConfig", "ImageClassifier",
+           "build_backbone", "load_backbone"]
 
 
 @dataclasses.dataclass
 class ClassifierConfig(base.BaseConfig):
   lmbda: float = 0.  # nothing is coded: no rate to weigh
-  backbone: str = "small_resnet"  # or resnet50; see tfvaeclf.backbones
-  backbone_weights: str = None  # a Keras .h5 file, read at the start only
-  filters: tuple = (16, 32, 64)  # small_resnet's stage widths
+  backbone: str = base.setting(
+      "small_resnet", "The backbone: small_resnet or resnet50.")
+  backbone_weights: str = base.setting(
+      None, "A Keras .h5 weights file for the backbone, read at the start "
+      "only.")
+  # Named `filters` in config.json since the first model dirs.
+  filters: tuple = base.setting(
+      (16, 32, 64), "Stage widths of a small_resnet backbone.",
+      flag="backbone_widths", old_flag="filters")
+
+
+@dataclasses.dataclass
+class FrozenBackboneConfig(base.BaseConfig):
+  """The fields of kinds built on a finished classifier's backbone."""
+  backbone: str = base.setting(
+      "small_resnet", "The backbone: small_resnet or resnet50.")
+  backbone_widths: tuple = base.setting(
+      (16, 32, 64), "Stage widths of a small_resnet backbone.")
+  backbone_from: str = base.setting(
+      None, "A finished classifier model dir whose backbone is copied and "
+      "kept frozen (match --backbone and --backbone_widths to it).")
 
 
 @register("classifier")

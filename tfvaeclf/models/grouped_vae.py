@@ -23,7 +23,7 @@ import dataclasses
 import tensorflow as tf
 
 from tfvaeclf.layers import GroupedConv2DTranspose
-from tfvaeclf.models import vae
+from tfvaeclf.models import base, vae
 from tfvaeclf.models.registry import register
 
 __all__ = ["Row", "TABLES", "GroupedEncoder", "GroupedDecoder", "grouped_vae",
@@ -154,8 +154,10 @@ def grouped_vae(version, image_channels=3, noise=True):
 @dataclasses.dataclass
 class GroupedVAEConfig(vae.VAEConfig):
   image_shape: tuple = (32, 32, 3)
-  version: str = "v1"
-  beta: float = 1.   # a plain VAE: the seed adds no KL weight
+  version: str = base.setting("v1", "The seed's table.", choices=("v1", "v2"))
+  beta: float = base.setting(  # a plain VAE: the seed adds no KL weight
+      1., "Weight of the KL divergence: 1 is a plain VAE, 0 an "
+      "autoencoder.")
 
 
 @register("grouped_vae")

@@ -22,11 +22,19 @@ __all__ = ["JointConfig", "JointVAEClassifier"]
 
 @dataclasses.dataclass
 class JointConfig(base.BaseConfig):
-  filters: tuple = (32, 64)        # analysis conv widths, each stride 2
-  kernel_size: int = 5
-  latent_channels: int = 16        # the latent is a further stride-2 conv
-  classifier_units: tuple = (128,)
-  decoder: bool = False
+  entropy_model: str = base.entropy_model_setting()
+  lmbda: float = base.setting(1.0, "Weight of the rate, in bits per pixel.")
+  gamma: float = base.setting(
+      0.0, "Weight of the reconstruction MSE (with --decoder).")
+  filters: tuple = base.setting(
+      (32, 64), "Conv widths of the encoder, each stride 2.")
+  kernel_size: int = base.setting(5, "Conv kernel size of the encoder.")
+  latent_channels: int = base.setting(
+      16, "Channels of the latent (a further stride-2 conv).")
+  classifier_units: tuple = base.setting(
+      (128,), "Hidden widths of the latent classifier.")
+  decoder: bool = base.setting(
+      False, "Also train a light decoder for reconstructions.")
 
 
 class AnalysisTransform(tf.keras.Sequential):

@@ -30,17 +30,19 @@ __all__ = ["RDCConfig", "UniversalRDC"]
 
 
 @dataclasses.dataclass
-class RDCConfig(base.BaseConfig):
+class RDCConfig(classifier.FrozenBackboneConfig):  # c is that backbone
   lmbda: float = 0.  # the rate is fixed: nothing to weigh
-  lambda_cls: float = 0.  # weight of c's cross-entropy against the MSE
-  filters: tuple = (32, 64)  # encoder convolutions, each stride 2
-  kernel_size: int = 5
-  latent_dim: int = 8
-  levels: int = 4  # L, quantization levels per latent entry
-  dither_seed: int = 0  # the shared randomness files carry by default
-  backbone: str = "small_resnet"  # the frozen classifier c
-  backbone_widths: tuple = (16, 32, 64)
-  backbone_from: str = None  # c's model dir, read when training starts
+  lambda_cls: float = base.setting(
+      0., "Weight of the frozen classifier's cross-entropy against the "
+      "MSE.")
+  filters: tuple = base.setting(
+      (32, 64), "Conv widths of the encoder, each stride 2.")
+  kernel_size: int = base.setting(5, "Conv kernel size of the encoder.")
+  latent_dim: int = base.setting(8, "Latent dimensions.")
+  levels: int = base.setting(
+      4, "Quantization levels per latent entry (L).")
+  dither_seed: int = base.setting(
+      0, "Seed of the shared dither its files carry.")
 
 
 class Encoder(tf.keras.Sequential):

@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from tfvaeclf import backbones, entropy, losses
 from tfvaeclf.models import base
-from tfvaeclf.models.classifier import build_backbone
+from tfvaeclf.models.classifier import FrozenBackboneConfig, build_backbone
 from tfvaeclf.models.registry import register
 
 __all__ = ["SplitConfig", "SplitClassifier", "MODES", "split_point_table"]
@@ -50,14 +50,20 @@ MODES = ("supervised", "unsupervised")
 
 
 @dataclasses.dataclass
-class SplitConfig(base.BaseConfig):
-  backbone: str = "small_resnet"  # or resnet50; see tfvaeclf.backbones
-  backbone_widths: tuple = (16, 32, 64)  # small_resnet's stage widths
-  backbone_from: str = None  # a finished classifier model dir
-  backbone_weights: str = None  # or a Keras .h5 weights file
-  split_point: str = "S1"
-  compress_factor: int = 8  # latent channels = feature channels // factor
-  bottleneck_mode: str = "supervised"  # or unsupervised: no labels
+class SplitConfig(FrozenBackboneConfig):
+  entropy_model: str = base.entropy_model_setting()
+  lmbda: float = base.setting(1.0, "Weight of the rate, in bits per pixel.")
+  backbone_weights: str = base.setting(
+      None, "A Keras .h5 weights file for the backbone, read at the start "
+      "only.")
+  split_point: str = base.setting(
+      "S1", "Where the backbone is cut, S1, S2 or S3 (see "
+      "--list_split_points).")
+  compress_factor: int = base.setting(
+      8, "Latent channels = feature channels // this.")
+  bottleneck_mode: str = base.setting(
+      "supervised", "Train on the labels, or without them on the uncut "
+      "network's predictions.", choices=MODES)
 
 
 class BottleneckEncoder(tf.keras.Sequential):

@@ -29,13 +29,28 @@ __all__ = ["VAEConfig", "VariationalClassifier", "LatentMLP",
            "CLASSIFIER_HEADS", "scale_gradient"]
 
 
+CLASSIFIER_HEADS = ("mlp2", "selu5")
+
+
 @dataclasses.dataclass
 class VAEConfig(base.BaseConfig):
-  lmbda: float = 0.      # weight of the rate (bits per image) on the encoder
-  beta: float = 3.       # KL weight: 1 is a plain VAE, 0 an autoencoder
-  quantization_step: float = 0.1  # the coded mean is round(mean / step)
-  classifier: str = "mlp2"
-  encoder_ce_weight: float = 0.  # share of the CE gradient the encoder gets
+  entropy_model: str = base.entropy_model_setting()
+  # The rate always trains the prior in full; `lmbda` only scales its
+  # gradient into the encoder, hence a flag name of its own.
+  lmbda: float = base.setting(
+      0., "Share of the rate's gradient (bits per image) that reaches the "
+      "encoder.", flag="encoder_rate_weight", old_flag="lmbda")
+  beta: float = base.setting(
+      3., "Weight of the KL divergence: 1 is a plain VAE, 0 an "
+      "autoencoder.")
+  quantization_step: float = base.setting(
+      0.1, "The coded latent is round(mean / step).")
+  classifier: str = base.setting(
+      "mlp2", "The latent classifier head.", flag="head",
+      old_flag="classifier", choices=CLASSIFIER_HEADS)
+  encoder_ce_weight: float = base.setting(
+      0., "Share of the classifier's gradient that reaches the encoder; 0 "
+      "is seed 003's unsupervised VAE.")
 
 
 def scale_gradient(x, factor):
@@ -63,7 +78,6 @@ class LatentMLP(tf.keras.Sequential):
     self.add(tf.keras.layers.Dense(num_classes))
 
 
-CLASSIFIER_HEADS = ("mlp2", "selu5")
 
 
 class VariationalClassifier(base.CompressiveClassifier):
