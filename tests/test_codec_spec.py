@@ -11,7 +11,7 @@ import pytest
 
 from tfvaeclf import bitstream, codec, data, model_dir, models, train
 from tfvaeclf.codec_spec import CodecSpec
-from tests.conftest import MNIST_ARGS, SMALL_RDC, run_cli, train_small_rdc
+from tests.conftest import SMALL_RDC, run_cli, run_spec, train_small_rdc
 
 SMALL_BETA_VAE = {"filters": (8, 16, 16), "latent_dim": 8}
 
@@ -106,10 +106,10 @@ def test_a_file_that_does_not_fit_is_refused_in_one_line(beta_vae, changes,
 def _beta_vae(directory, splits, seed=0, pretrained_dir=None, **overrides):
   """8 steps of the small β-VAE on real digits; returns the dir."""
   config = models.get("beta_vae").Config(**{**SMALL_BETA_VAE, **overrides})
-  train.run_training(str(directory), "beta_vae", config, splits, MNIST_ARGS,
-                     epochs=1, batch_size=32, learning_rate=3e-3, seed=seed,
-                     train_subset=256, pretrained_dir=pretrained_dir,
-                     verbose=0)
+  train.run_training(run_spec(
+      directory, "beta_vae", config, epochs=1, batch_size=32,
+      learning_rate=3e-3, seed=seed, train_subset=256,
+      freeze_encoder_from=pretrained_dir), splits, verbose=0)
   return str(directory)
 
 

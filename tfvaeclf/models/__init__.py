@@ -8,9 +8,14 @@ it back to an image. The exception is `classifier`, the uncompressed
 reference: it has no coder (`coder is None`) and classifies images.
 """
 
+import importlib
+import pkgutil
+
 from tfvaeclf.models.registry import build, get, names, register
-# Importing a kind's module registers it.
-from tfvaeclf.models import (  # noqa: F401
-    beta_vae, classifier, grouped_vae, joint, rdc, split)
+
+# Importing a kind's module registers it; every module of this package is
+# imported, so a new kind is one new file here and nothing else.
+for _module in pkgutil.iter_modules(__path__):
+  importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["build", "get", "names", "register"]
