@@ -2,6 +2,10 @@
 decode to, for every coder (one stream, two, dithered); a dithered sender's
 counter picks the dither; bad messages are refused in one line."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,7 +14,8 @@ from tfvaeclf import bitstream, codec, data, model_dir
 from tfvaeclf.edge import EdgeEncoder
 
 import export
-from tests.conftest import run_cli, train_small_joint, train_small_rdc
+from tests.conftest import (REPO, run_cli, train_small_joint,
+                            train_small_rdc)
 
 NUM_IMAGES = 12
 
@@ -181,3 +186,20 @@ def test_dithered_board_messages_take_their_counters(models, images,
     assert loaded.codec.read(message).dither_index == 7 + i
     latent = codec.decode_latent(loaded, message).numpy()[0]
     assert np.abs(latent - y[i]).max() <= .5 + 1e-3
+
+
+def test_bench_messages_reports_a_real_model(trained_dir, loaded):
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "tools", "bench_messages.py"),
+       "--images=300", trained_dir], capture_output=True, text=True,
+      cwd=REPO)
+  assert result.returncode == 0, result.stderr[-2000:]
+  row = next(line for line in result.stdout.splitlines()
+             if line.startswith(f"| {trained_dir} |"))
+  cells = row.strip("|").split("|")
+  payload, message, overhead, one_file, per_image = map(float, cells[4:9])
+  print(result.stdout)
+  assert int(cells[3]) == 300
+  # The small model's one stream: 5 bytes of framing on every message.
+  assert message == pytest.approx(payload + 5) and overhead == 5
+  assert one_file > message + 25 and per_image < one_file
