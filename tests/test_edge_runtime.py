@@ -206,3 +206,17 @@ def test_c_and_numpy_coders_write_the_same_bytes(good_bundle, digits):
   assert fast.encode(images) == slow.encode(images)
   assert fast.encode_messages(images[:50]) == slow.encode_messages(
       images[:50])
+
+
+def test_edge_cli_refuses_a_counter_that_does_not_apply(good_bundle, digits,
+                                                        tmp_path):
+  png = str(tmp_path / "digit.png")
+  Image.fromarray(digits[0][0, ..., 0]).save(png)
+  for flag in ("--format=message", "--format=file"):
+    result = edge_process("encode", f"--bundle={good_bundle}", flag,
+                          "--first_counter=3", f"--output={tmp_path / 'x'}",
+                          png)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "--first_counter" in (
+        result.stderr)
+    assert not os.path.exists(tmp_path / "x")
