@@ -162,6 +162,14 @@ def test_dithered_cli_continues_a_sequence(rdc_dir, models, images, tmp_path,
         "classify", f"--model_dir={rdc_dir}", str(tmp_path / f"m_{i}.msg")],
         capsys)
     assert code is None and out.split() == [names[expected[i]]]
+  # decompress reads messages too, with their counter's dither.
+  code, _, err = run_cli(codec.main, [
+      "decompress", f"--model_dir={rdc_dir}", f"--output={tmp_path / 'x.png'}",
+      str(tmp_path / "m_2.msg")], capsys)
+  assert code is None, err
+  np.testing.assert_array_equal(
+      data.read_image_files([str(tmp_path / "x.png")], images.shape[1:]),
+      codec.reconstruct_file(loaded, (tmp_path / "m_2.msg").read_bytes()))
   code, out, err = run_cli(codec.main, [
       "compress", f"--model_dir={rdc_dir}", "--format=message",
       f"--first_counter={bitstream.MAX_COUNTER}",
