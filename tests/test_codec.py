@@ -1,4 +1,5 @@
-"""The codec: files classify like the in-graph path; bad input ends cleanly."""
+"""The codec: files and messages classify like the in-graph path; bad input
+ends cleanly."""
 
 import dataclasses
 import os
@@ -153,3 +154,80 @@ def test_decompress_needs_a_decoder(trained_dir, good_file, tmp_path,
   code, _, err = _run(["decompress", f"--model_dir={trained_dir}",
                        f"--output={tmp_path / 'x.png'}", str(path)], capsys)
   assert code == 2 and "--decoder" in err
+
+
+# -- messages ----------------------------------------------------------------
+
+def test_cli_writes_one_message_per_image_and_classify_reads_both(
+    trained_dir, loaded, digits, tmp_path, capsys):
+  images, _ = digits
+  paths = _write_pngs(tmp_path, images[:3])
+  names = loaded.config["class_names"]
+  expected = [names[i] for i in _in_graph_predictions(loaded, images[:3])]
+  code, _, err = _run(["compress", f"--model_dir={trained_dir}",
+                       "--format=message",
+                       f"--output={tmp_path / 'digit.msg'}", *paths], capsys)
+  assert code is None, err
+  assert sorted(p.name for p in tmp_path.glob("digit*.msg")) == [
+      "digit_0.msg", "digit_1.msg", "digit_2.msg"]
+  file_path = str(tmp_path / "digits.tfvc")
+  assert _run(["compress", f"--model_dir={trained_dir}", "--format=file",
+               f"--output={file_path}", *paths], capsys)[0] is None
+  outputs = []
+  for path in [file_path] + [str(tmp_path / f"digit_{i}.msg")
+                             for i in range(3)]:
+    code, out, _ = _run(["classify", f"--model_dir={trained_dir}", path],
+                        capsys)
+    assert code is None
+    outputs.append(out.split())
+  assert outputs == [expected] + [[name] for name in expected]
+  # One image: the message is OUT itself.
+  _run(["compress", f"--model_dir={trained_dir}", "--format=message",
+        f"--output={tmp_path / 'one'}", paths[0]], capsys)
+  assert (tmp_path / "one").read_bytes() == codec.compress_messages(
+      loaded, images[:1])[0]
+
+
+@pytest.fixture(scope="module")
+def bad_messages(loaded, digits):
+  """Ways a message can be bad, made from two real ones."""
+  one, two = codec.compress_messages(loaded, digits[0][:2])
+  flipped = bytearray(one)
+  flipped[len(one) // 2] ^= 0x10
+  # The same strings under another fingerprint's CRC.
+  strings = loaded.codec.read(one).strings
+  other = dataclasses.replace(loaded.codec, fingerprint=bytes(8))
+  return {
+      "truncated": one[:-1],
+      "bit-flipped": bytes(flipped),
+      "spliced": one[:len(one) // 2] + two[len(two) // 2:],
+      "concatenated": one + two,
+      "garbage": bytes([0x10]) + np.random.default_rng(0).bytes(20),
+      "another model's": other.pack_messages(strings)[0],
+  }
+
+
+@pytest.mark.parametrize("kind", ["truncated", "bit-flipped", "spliced",
+                                  "concatenated", "garbage",
+                                  "another model's"])
+def test_bad_messages_end_in_one_line_and_exit_2(
+    trained_dir, bad_messages, kind, tmp_path, capsys):
+  path = tmp_path / "bad.msg"
+  path.write_bytes(bad_messages[kind])
+  code, out, err = _run(["classify", f"--model_dir={trained_dir}",
+                         str(path)], capsys)
+  assert (code, out) == (2, "")
+  assert err.startswith("error: ") and err.count("\n") == 1
+  if kind == "another model's":
+    assert "another model" in err
+
+
+def test_counter_flags_that_do_not_apply_are_refused(trained_dir, digits,
+                                                     tmp_path, capsys):
+  (path,) = _write_pngs(tmp_path, digits[0][:1])
+  for flag in ("--format=message", "--format=file"):
+    code, out, err = _run(["compress", f"--model_dir={trained_dir}", flag,
+                           "--first_counter=3",
+                           f"--output={tmp_path / 'x'}", path], capsys)
+    assert (code, out) == (2, "") and "--first_counter" in err, flag
+    assert not (tmp_path / "x").exists()

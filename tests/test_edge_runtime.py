@@ -11,7 +11,7 @@ from PIL import Image
 import tensorflow as tf
 
 from tfvaeclf import bitstream, cli, codec, data, model_dir
-from tfvaeclf.edge import BundleError, EdgeEncoder, interpreter
+from tfvaeclf.edge import BundleError, EdgeEncoder, interpreter, native
 
 import export
 from export import server
@@ -76,7 +76,7 @@ def edge_files(good_bundle, digits, tmp_path_factory):
 
 def _codec_classify(model_dir, file_bytes, directory, capsys):
   """`python -m tfvaeclf.codec classify` in-process: (exit code, out, err)."""
-  path = os.path.join(directory, "edge.tfvc")
+  path = os.path.join(directory, "edge.input")
   with open(path, "wb") as f:
     f.write(file_bytes)
   with flagsaver.flagsaver():
@@ -167,3 +167,56 @@ def test_edge_cli_refuses_a_bad_image_in_one_line(good_bundle, tmp_path):
   assert result.stderr.count("\n") == 1
   assert result.stderr.startswith(f"error: {rgb}: is 28x28 mode RGB")
   assert not os.path.exists(tmp_path / "out.tfvc")
+
+
+def test_board_messages_classify_like_keras(good_bundle, good_dir, good,
+                                            digits, tmp_path, capsys):
+  """A board's messages (a process without TensorFlow), one per image,
+  each classified by `codec classify` as the Keras model classifies it."""
+  count = 12
+  paths = []
+  for i, image in enumerate(digits[0][:count]):
+    paths.append(str(tmp_path / f"{i}.png"))
+    Image.fromarray(image[..., 0]).save(paths[-1])
+  result = edge_process("encode", f"--bundle={good_bundle}",
+                        "--format=message", "--verbose",
+                        f"--output={tmp_path / 'digit.msg'}", *paths)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == "loaded: ['ai_edge_litert']"
+  coder = "C" if native.available() else "numpy"
+  assert f"range coding with the {coder} coder" in result.stderr
+  names = good.config["class_names"]
+  messages = [(tmp_path / f"digit_{i}.msg").read_bytes()
+              for i in range(count)]
+  assert messages == EdgeEncoder(good_bundle).encode_messages(
+      digits[0][:count])
+  for message, keras in zip(messages, digits[2]):
+    assert len(message) == good.codec.message_size(
+        [len(s[0]) for s in good.codec.read(message).strings])
+    code, out, _ = _codec_classify(good_dir, message, tmp_path, capsys)
+    assert (code, out.split()) == (None, [names[keras]])
+
+
+def test_c_and_numpy_coders_write_the_same_bytes(good_bundle, digits):
+  images = digits[0][:2000]
+  fast = EdgeEncoder(good_bundle, num_threads=1)
+  slow = EdgeEncoder(good_bundle, num_threads=1, native_coder=False)
+  assert (fast.coder, slow.coder) == (
+      "C" if native.available() else "numpy", "numpy")
+  assert fast.encode(images) == slow.encode(images)
+  assert fast.encode_messages(images[:50]) == slow.encode_messages(
+      images[:50])
+
+
+def test_edge_cli_refuses_a_counter_that_does_not_apply(good_bundle, digits,
+                                                        tmp_path):
+  png = str(tmp_path / "digit.png")
+  Image.fromarray(digits[0][0, ..., 0]).save(png)
+  for flag in ("--format=message", "--format=file"):
+    result = edge_process("encode", f"--bundle={good_bundle}", flag,
+                          "--first_counter=3", f"--output={tmp_path / 'x'}",
+                          png)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "--first_counter" in (
+        result.stderr)
+    assert not os.path.exists(tmp_path / "x")

@@ -1,6 +1,10 @@
-"""The compressed file: a small checked header and the range-coded payload.
+"""The wire format: a multi-image file, and a compact one-image message.
 
-Layout (integers little-endian):
+A file (for archives: any number of images, self-describing) and a message
+(what a board sends for one image: the strings and a few bytes) hold the
+same range-coded strings; a reader tells them apart by their first byte.
+
+File layout (integers little-endian):
 
     magic        4 bytes  b"TFVC"
     version      u8       1, or 2 (FORMAT_VERSION) with a dither seed
@@ -16,10 +20,31 @@ Layout (integers little-endian):
     payload      per image, per stream: LEB128 length, then the string
 
 Version 1 (no dither) is what every other kind writes; readers take both.
-A file is checked whole before anything is decoded, so a truncated, corrupted
-or foreign file is refused with one line instead of yielding a wrong label.
-`tfvaeclf.codec_spec.CodecSpec` packs and unpacks files for a model or a
-bundle, with the checks that the file fits it.
+Image i of a dithered file takes dither index i.
+
+Message layout, version 1 (MESSAGE_VERSION):
+
+    kind         u8       0x10 (version 1 << 4), | 0x01 if a counter follows;
+                          never 0x54, the first byte of a file's magic
+    counter      LEB128   dithered coders only: the message's dither index
+                          (0 .. 2**32 - 1), which the sender increments
+    lengths      LEB128   of each stream's string but the last
+    strings      the streams' strings in order, the last one running up to
+                 the CRC
+    crc32        u32      of the codec fingerprint (8 bytes, not sent)
+                          followed by every byte of the message before these 4
+
+A message carries no shapes, seed or fingerprint: the receiver's
+`CodecSpec` implies them, and the CRC, keyed by the fingerprint, refuses a
+message for another encoder side as it refuses a corrupted one. Overhead
+beyond the strings: 5 bytes for one stream, 6 with a counter below 128; each
+further stream adds its length's LEB128 bytes.
+
+Both are checked whole before anything is decoded, so a truncated,
+corrupted or foreign input is refused with one line instead of yielding a
+wrong label, with work bounded by its size.
+`tfvaeclf.codec_spec.CodecSpec` packs and unpacks both for a model or a
+bundle, with the checks that the input fits it.
 """
 
 import dataclasses
@@ -29,7 +54,9 @@ import zlib
 from tfvaeclf.errors import BitstreamError
 
 __all__ = ["BitstreamError", "CodedImages", "MAGIC", "FORMAT_VERSION",
-           "file_size", "pack", "unpack"]
+           "MESSAGE_VERSION", "MAX_COUNTER", "file_size", "is_file",
+           "message_size", "pack", "pack_message", "unpack",
+           "unpack_message"]
 
 MAGIC = b"TFVC"
 FORMAT_VERSION = 2  # the newest; it adds the dither seed to version 1
@@ -37,16 +64,25 @@ _VERSIONS = (1, FORMAT_VERSION)
 FINGERPRINT_BYTES = 8
 _CRC = struct.Struct("<I")
 _SEED = struct.Struct("<I")
+MESSAGE_VERSION = 1
+_MESSAGE_KIND = MESSAGE_VERSION << 4
+_HAS_COUNTER = 0x01
+MAX_COUNTER = 2**32 - 1  # the dither hash takes 32 bits of the index
 
 
 @dataclasses.dataclass(frozen=True)
 class CodedImages:
-  """What a file holds: per image, one bytes string per stream."""
+  """What a file or message holds: per image, one bytes string per stream.
+
+  Image i takes dither index `dither_index + i`: a file's first image 0, a
+  message's its counter.
+  """
   fingerprint: bytes
   image_shape: tuple
   latent_shape: tuple
   strings: list  # strings[stream][image] -> bytes
   dither_seed: int = None  # set for a dithered coder's latents only
+  dither_index: int = 0
 
   @property
   def num_images(self):
@@ -63,14 +99,16 @@ def _leb128(value):
 
 
 class _Reader:
-  """Bounds-checked cursor: running off the end means a truncated file."""
+  """Bounds-checked cursor: running off the end (`end`, default the data's)
+  means a truncated input (`noun`: "file" or "message")."""
 
-  def __init__(self, data):
-    self.data, self.pos = data, 0
+  def __init__(self, data, noun="file", end=None):
+    self.data, self.pos, self.noun = data, 0, noun
+    self.end = len(data) if end is None else end
 
   def take(self, n):
-    if self.pos + n > len(self.data):
-      raise BitstreamError("truncated file")
+    if self.pos + n > self.end:
+      raise BitstreamError(f"truncated {self.noun}")
     chunk = self.data[self.pos:self.pos + n]
     self.pos += n
     return chunk
@@ -104,6 +142,8 @@ def pack(coded):
   """CodedImages -> bytes."""
   if len(coded.fingerprint) != FINGERPRINT_BYTES:
     raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes")
+  if coded.dither_index:
+    raise ValueError("a file's images take dither indexes from 0")
   num_streams = len(coded.strings)
   if any(len(s) != coded.num_images for s in coded.strings):
     raise ValueError("every stream needs one string per image")
@@ -158,3 +198,70 @@ def unpack(data, expected_fingerprint=None):
     raise BitstreamError("trailing bytes after the payload")
   return CodedImages(fingerprint, tuple(image_shape), tuple(latent_shape),
                      strings, dither_seed)
+
+
+def is_file(data):
+  """Whether `data` starts as a file does (else it may be a message)."""
+  return bytes(data[:len(MAGIC)]) == MAGIC
+
+
+def _message_crc(fingerprint, body):
+  return _CRC.pack(zlib.crc32(body, zlib.crc32(fingerprint)))
+
+
+def pack_message(fingerprint, strings, counter=None):
+  """One image's strings (one bytes per stream) -> the bytes of a message.
+
+  `counter`: the message's dither index, for a dithered coder only.
+  """
+  if len(fingerprint) != FINGERPRINT_BYTES:
+    raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes")
+  if not strings:
+    raise ValueError("a message needs at least one stream")
+  if counter is not None and not 0 <= counter <= MAX_COUNTER:
+    raise ValueError(f"message counter must be in [0, {MAX_COUNTER}], "
+                     f"not {counter}")
+  body = b"".join([
+      bytes([_MESSAGE_KIND | (_HAS_COUNTER if counter is not None else 0)]),
+      b"" if counter is None else _leb128(counter),
+      *(_leb128(len(s)) for s in strings[:-1]), *strings])
+  return body + _message_crc(fingerprint, body)
+
+
+def message_size(string_lengths, counter=None):
+  """Bytes of the message `pack_message` writes for strings of these
+  lengths (and this counter)."""
+  return (1 + _CRC.size + sum(string_lengths) +
+          (0 if counter is None else len(_leb128(counter))) +
+          sum(len(_leb128(n)) for n in string_lengths[:-1]))
+
+
+def unpack_message(data, fingerprint, num_streams):
+  """A message's bytes -> (strings, one per stream; counter or None).
+
+  `fingerprint` and `num_streams` are the receiver's (its `CodecSpec`'s):
+  a message for another encoder side fails the CRC. Raises BitstreamError
+  with a one-line reason.
+  """
+  data = bytes(data)
+  if not data:
+    raise BitstreamError("empty input: neither a tfvaeclf file nor a message")
+  if data[0] & ~_HAS_COUNTER != _MESSAGE_KIND:
+    raise BitstreamError(
+        f"not a tfvaeclf file or version-{MESSAGE_VERSION} message (first "
+        f"byte 0x{data[0]:02x})")
+  if len(data) < 1 + _CRC.size:
+    raise BitstreamError("truncated message")
+  if _message_crc(fingerprint, data[:-_CRC.size]) != data[-_CRC.size:]:
+    raise BitstreamError(
+        "corrupted or truncated message, or one for another model (CRC32 "
+        "mismatch)")
+  reader = _Reader(data, "message", end=len(data) - _CRC.size)
+  reader.take(1)
+  counter = reader.leb128() if data[0] & _HAS_COUNTER else None
+  if counter is not None and counter > MAX_COUNTER:
+    raise BitstreamError(f"message counter {counter} is out of range")
+  lengths = [reader.leb128() for _ in range(num_streams - 1)]
+  strings = [reader.take(n) for n in lengths]
+  strings.append(reader.take(reader.end - reader.pos))
+  return strings, counter

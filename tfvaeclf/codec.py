@@ -1,17 +1,21 @@
-"""Compress images to a file, classify or reconstruct them from it.
+"""Compress images to a file or messages, classify or reconstruct them.
 
-    python -m tfvaeclf.codec compress   --model_dir=DIR --output=FILE IMAGE...
+    python -m tfvaeclf.codec compress   --model_dir=DIR --output=OUT \
+        [--format=file|message] [--first_counter=N] IMAGE...
     python -m tfvaeclf.codec classify   --model_dir=DIR FILE
     python -m tfvaeclf.codec decompress --model_dir=DIR --output=PNG FILE
 
-`classify` prints one class name per image and never rebuilds the image.
-Bad files and images end with one line on stderr and exit code 2; outputs
-are written whole or not at all.
+`--format=file` (the default) writes one multi-image file; `message` writes
+one compact message per image (`tfvaeclf.bitstream`): OUT for one image,
+OUT_0, OUT_1, ... (keeping OUT's extension) for several. A dithered model's
+messages take counters 0, 1, ... or from `--first_counter`, to continue a
+sequence. `classify` and `decompress` read either, told apart by the first
+bytes; `classify` prints one class name per image and never rebuilds the
+image. Bad inputs end with one line on stderr and exit code 2; outputs are
+written whole or not at all.
 """
 
 from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
-
-import os
 
 from absl import flags
 import numpy as np
@@ -19,27 +23,54 @@ import tensorflow as tf
 
 from tfvaeclf import bitstream, data, fileio, model_dir as model_dir_lib
 
-__all__ = ["compress_images", "decode_latent", "classify_file",
-           "reconstruct_file"]
+__all__ = ["compress_images", "compress_messages", "decode_latent",
+           "classify_file", "reconstruct_file"]
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", None,
-                    "compress: the file to write; decompress: the PNG path "
-                    "(several images are written as NAME_0.png, NAME_1.png…).")
+                    "compress: the file to write (the message name, with "
+                    "--format=message); decompress: the PNG path (several "
+                    "images are written as NAME_0.png, NAME_1.png…).")
+flags.DEFINE_enum("format", "file", ["file", "message"],
+                  "compress: one multi-image file, or a message per image.")
+flags.DEFINE_integer("first_counter", None,
+                     "compress --format=message, dithered models: the "
+                     "counter of the first message (default 0).")
+
+
+def _strings(loaded, images, **coder_options):
+  strings, _ = loaded.model.compress(data.to_float(images), **coder_options)
+  return [s.numpy().tolist() for s in strings]
 
 
 def compress_images(loaded, images):
   """uint8 images (N, H, W, C) -> the bytes of a tfvaeclf file."""
-  strings, _ = loaded.model.compress(data.to_float(images))
-  return loaded.codec.pack([s.numpy() for s in strings])
+  return loaded.codec.pack(_strings(loaded, images))
+
+
+def compress_messages(loaded, images, first_counter=None):
+  """uint8 images (N, H, W, C) -> one message's bytes per image.
+
+  A dithered model codes image i with dither index `first_counter + i`
+  (default 0), its message's counter.
+  """
+  options = {}
+  if loaded.codec.dithered:
+    options["first_index"] = first_counter or 0
+  return loaded.codec.pack_messages(_strings(loaded, images, **options),
+                                    first_counter)
 
 
 def decode_latent(loaded, file_bytes):
-  """Checks a file against the model and range-decodes its latents."""
-  coded = loaded.codec.unpack(file_bytes)
-  # The receiver draws the dither from the file's seed, not its own.
+  """Checks a file or message against the model and range-decodes its
+  latents."""
+  coded = loaded.codec.read(file_bytes)
+  # The receiver draws the dither from the file's seed, not its own, and
+  # from the message's counter.
   options = ({} if coded.dither_seed is None
-             else {"seed": tf.constant(coded.dither_seed, tf.int64)})
+             else {"seed": tf.constant(coded.dither_seed, tf.int64),
+                   "first_index": tf.constant(coded.dither_index,
+                                              tf.int64)})
   try:
     return loaded.model.decompress(
         [tf.constant(s, tf.string) for s in coded.strings],
@@ -50,13 +81,15 @@ def decode_latent(loaded, file_bytes):
 
 
 def classify_file(loaded, file_bytes):
-  """File bytes -> predicted class indices, straight from the latent."""
+  """File or message bytes -> predicted class indices, straight from the
+  latent."""
   logits = loaded.model.classify(decode_latent(loaded, file_bytes))
   return tf.argmax(logits, -1).numpy()
 
 
 def reconstruct_file(loaded, file_bytes):
-  """File bytes -> uint8 images, for models that have a decoder."""
+  """File or message bytes -> uint8 images, for models that have a
+  decoder."""
   if not loaded.model.has_decoder:
     raise cli.UserError(
         f"model {loaded.config['model']} was trained without a decoder "
@@ -73,13 +106,6 @@ def _read_file(path):
     raise cli.UserError(f"cannot read {path}: {e.strerror}") from None
 
 
-def _png_paths(output, count):
-  if count == 1:
-    return [output]
-  stem, ext = os.path.splitext(output)
-  return [f"{stem}_{i}{ext or '.png'}" for i in range(count)]
-
-
 def main(argv):
   command, *paths = argv[1:] or [None]
   if command not in ("compress", "classify", "decompress"):
@@ -94,18 +120,34 @@ def main(argv):
     raise cli.UserError(f"{command}: --output is required")
   if command != "compress" and len(paths) != 1:
     raise cli.UserError(f"{command} reads exactly one file")
+  if FLAGS.first_counter is not None and FLAGS.format != "message":
+    raise cli.UserError("--first_counter needs --format=message")
   loaded = model_dir_lib.load(FLAGS.model_dir)
+  if FLAGS.first_counter is not None and not loaded.codec.dithered:
+    raise cli.UserError(
+        f"--first_counter is for dithered models; {loaded.config['model']} "
+        "sends no counter")
 
   if command == "compress":
     images = data.read_image_files(paths, loaded.model.config.image_shape)
-    fileio.write_bytes(FLAGS.output, compress_images(loaded, images))
+    if FLAGS.format == "file":
+      fileio.write_bytes(FLAGS.output, compress_images(loaded, images))
+    else:
+      try:
+        messages = compress_messages(loaded, images, FLAGS.first_counter)
+      except ValueError as e:  # a counter out of range
+        raise cli.UserError(str(e)) from None
+      for path, message in zip(
+          fileio.numbered_paths(FLAGS.output, len(messages)), messages):
+        fileio.write_bytes(path, message)
   elif command == "classify":
     names = loaded.config["class_names"]
     for index in classify_file(loaded, _read_file(paths[0])):
       print(names[index])
   else:
     images = reconstruct_file(loaded, _read_file(paths[0]))
-    for path, image in zip(_png_paths(FLAGS.output, len(images)), images):
+    for path, image in zip(
+        fileio.numbered_paths(FLAGS.output, len(images), ".png"), images):
       data.write_png(path, image)
 
 

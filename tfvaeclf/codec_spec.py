@@ -3,8 +3,9 @@
 A `CodecSpec` is built once per loaded model (`from_model`, which
 `model_dir.load` calls) or per bundle (`from_manifest`): the codec, evaluate,
 the server and the board all pack and unpack files through it, and only
-`tfvaeclf.bitstream` spells their bytes. Another container of the same
-strings (a one-image message, say) belongs here too, keyed alike.
+`tfvaeclf.bitstream` spells their bytes. A one-image message (what a board
+sends) holds the same strings without a header: its shapes, seed and
+stream count are the spec's, and its CRC is keyed by the fingerprint.
 
 Its fingerprint identifies the encoder side, which is what determines a
 file's bytes: every variable the model's traced `compress` reads (the
@@ -18,7 +19,9 @@ own fingerprint (`model.json`) still covers the whole model.
 
 A file carries the dither seed it was coded with, and the receiver draws
 the dither from that seed; the fingerprint holds the seed the encoder side
-codes with by default.
+codes with by default, which is the one a message is coded with. A file's
+image i takes dither index i; a message takes its counter, which the sender
+increments so that consecutive messages never share a dither.
 
 Imports without TensorFlow (a board builds its spec from the manifest);
 `from_model` imports it when called.
@@ -150,6 +153,78 @@ class CodecSpec:
           "file and model disagree on dithered quantization (a dither seed "
           "in one, not in the other)")
     return coded
+
+  @property
+  def dithered(self):
+    return self.dither_seed is not None
+
+  def _counters(self, first_counter, count):
+    """The counters of `count` messages from `first_counter` (None when the
+    coder has no dither, which takes none)."""
+    if not self.dithered:
+      if first_counter is not None:
+        raise ValueError("a message counter is for dithered coders only")
+      return [None] * count
+    first_counter = first_counter or 0
+    if first_counter < 0 or first_counter + count - 1 > bitstream.MAX_COUNTER:
+      raise ValueError(f"message counters must be in [0, "
+                       f"{bitstream.MAX_COUNTER}]")
+    return list(range(first_counter, first_counter + count))
+
+  def pack_message(self, strings, counter=None):
+    """One image's strings (one bytes per stream) -> a message's bytes.
+
+    `counter` (dithered coders only, required there) is the dither index
+    the image was coded with.
+    """
+    if len(strings) != self.num_streams:
+      raise ValueError(f"{len(strings)} streams given, the coder writes "
+                       f"{self.num_streams}")
+    if self.dithered and counter is None:
+      raise ValueError("a dithered coder's message needs its counter")
+    (counter,) = self._counters(counter, 1)
+    return bitstream.pack_message(self.fingerprint, list(strings), counter)
+
+  def pack_messages(self, strings, first_counter=None):
+    """strings[stream][image] -> one message per image; a dithered coder's
+    image i was coded with dither index, and gets counter,
+    `first_counter + i` (default 0)."""
+    if len(strings) != self.num_streams:
+      raise ValueError(f"{len(strings)} streams given, the coder writes "
+                       f"{self.num_streams}")
+    images = list(zip(*strings))
+    counters = self._counters(first_counter, len(images))
+    return [bitstream.pack_message(self.fingerprint, list(image), counter)
+            for image, counter in zip(images, counters)]
+
+  def unpack_message(self, data):
+    """A message's bytes -> CodedImages of its one image, once it is found
+    to be intact and for this spec; BitstreamError otherwise."""
+    strings, counter = bitstream.unpack_message(data, self.fingerprint,
+                                                self.num_streams)
+    if (counter is None) == self.dithered:
+      raise bitstream.BitstreamError(
+          "message and model disagree on dithered quantization (a counter "
+          "in one, a dither in the other)")
+    return bitstream.CodedImages(
+        fingerprint=self.fingerprint, image_shape=self.image_shape,
+        latent_shape=self.latent_shape, strings=[[s] for s in strings],
+        dither_seed=self.dither_seed, dither_index=counter or 0)
+
+  def read(self, data):
+    """A file's or a message's bytes (told apart by their first bytes) ->
+    CodedImages; BitstreamError with a one-line reason."""
+    if bitstream.is_file(data):
+      return self.unpack(data)
+    return self.unpack_message(data)
+
+  def message_size(self, string_lengths, counter=None):
+    """Bytes of the message of one image coded to strings of these lengths
+    (a dithered coder's with this counter, default 0)."""
+    if self.dithered and counter is None:
+      counter = 0
+    (counter,) = self._counters(counter, 1)
+    return bitstream.message_size(list(string_lengths), counter)
 
   def file_size(self, string_lengths):
     """Bytes of a file holding one image coded to strings of these lengths:

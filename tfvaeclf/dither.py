@@ -7,11 +7,12 @@ exactly the additive noise the model trains with.
 
 Both ends must compute `u` bit for bit, in TensorFlow (training, the
 server) and in numpy (the board, which has no TensorFlow). So `u` is not
-drawn from a generator but computed: an integer hash of (seed, index of the
-image in its file, index of the element in the image's latent), with
+drawn from a generator but computed: an integer hash of (seed, dither index
+of the image, index of the element in the image's latent), with
 32-bit arithmetic done in int64 where no product can overflow, and 24 of
 its bits scaled to a float32 that both libraries represent exactly. The
-seed travels in the file header (`bitstream`).
+seed travels in the file header (`bitstream`); image i of a file takes
+dither index i, a message its counter (taken modulo 2**32).
 
 This module imports without TensorFlow; `tf_dither` imports it when called.
 """
@@ -46,20 +47,23 @@ def _dither_bits(seed, images, elements, right_shift):
 _SCALE, _SHIFT = np.float32(2.**-24), np.float32(.5)
 
 
-def np_dither(seed, num_images, shape):
-  """float32 (num_images, *shape): the dither of the first `num_images`
-  images of a file coded with `seed`."""
-  images = np.arange(num_images, dtype=np.int64).reshape(-1, 1)
+def np_dither(seed, num_images, shape, first=0):
+  """float32 (num_images, *shape): the dither of `num_images` images coded
+  with `seed`, of dither indexes `first`, `first + 1`, ..."""
+  images = np.arange(first, first + num_images, dtype=np.int64).reshape(-1, 1)
   elements = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(1, -1)
   bits = _dither_bits(np.int64(seed), images, elements, np.right_shift)
   u = bits.astype(np.float32) * _SCALE - _SHIFT
   return u.reshape(num_images, *shape)
 
 
-def tf_dither(seed, num_images, shape):
-  """`np_dither` in TensorFlow; `seed` and `num_images` may be tensors."""
+def tf_dither(seed, num_images, shape, first=0):
+  """`np_dither` in TensorFlow; `seed`, `num_images` and `first` may be
+  tensors."""
   import tensorflow as tf
-  images = tf.reshape(tf.range(tf.cast(num_images, tf.int64)), (-1, 1))
+  first = tf.cast(first, tf.int64)
+  images = tf.reshape(
+      tf.range(first, first + tf.cast(num_images, tf.int64)), (-1, 1))
   elements = tf.reshape(
       tf.range(int(np.prod(shape)), dtype=tf.int64), (1, -1))
   bits = _dither_bits(tf.cast(seed, tf.int64), images, elements,

@@ -356,9 +356,9 @@ class DitheredCoder(_Coder):
     """R = dim * log2(levels): what a fixed-rate code spends per image."""
     return float(np.prod(self.latent_shape) * np.log2(self.levels))
 
-  def _dither(self, batch_size, seed):
+  def _dither(self, batch_size, seed, first_index=0):
     return dither.tf_dither(self.seed if seed is None else seed, batch_size,
-                            self.latent_shape)
+                            self.latent_shape, first_index)
 
   def _symbols(self, latent, u):
     # y in [0, L-1] and u in [-1/2, 1/2) round into range already; the clip
@@ -387,16 +387,18 @@ class DitheredCoder(_Coder):
   def load_tables(self, tables):
     self.symbol_coder.load_tables(tables)
 
-  def compress(self, latent, seed=None):
+  def compress(self, latent, seed=None, first_index=0):
     """Latent -> (one string per image,): its symbols under dither `seed`
-    (default: the model's), image i of the batch taking dither i."""
-    u = self._dither(tf.shape(latent)[0], seed)
+    (default: the model's), image i of the batch taking dither index
+    `first_index + i`."""
+    u = self._dither(tf.shape(latent)[0], seed, first_index)
     return self.symbol_coder.compress(self._symbols(latent, u))
 
-  def decompress(self, strings, spatial_shape, seed=None):
-    """Inverse of `compress` with the same `seed`: returns `m - u`."""
+  def decompress(self, strings, spatial_shape, seed=None, first_index=0):
+    """Inverse of `compress` with the same `seed` and `first_index`:
+    returns `m - u`."""
     symbols = self.symbol_coder.decompress(strings, spatial_shape)
-    return symbols - self._dither(tf.shape(symbols)[0], seed)
+    return symbols - self._dither(tf.shape(symbols)[0], seed, first_index)
 
 
 CODER_NAMES = ("factorized", "hyperprior", "context")

@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 
-__all__ = ["atomic_writer", "write_bytes", "write_json"]
+__all__ = ["atomic_writer", "numbered_paths", "write_bytes", "write_json"]
 
 
 def _umask():
@@ -37,6 +37,15 @@ def atomic_writer(path, mode="wb"):
     with contextlib.suppress(FileNotFoundError):
       os.remove(tmp_path)
     raise
+
+
+def numbered_paths(path, count, default_ext=""):
+  """Where `count` outputs asked for as `path` go: `path` itself for one,
+  else NAME_0.EXT, NAME_1.EXT, ... (EXT: the path's, else `default_ext`)."""
+  if count == 1:
+    return [path]
+  stem, ext = os.path.splitext(path)
+  return [f"{stem}_{i}{ext or default_ext}" for i in range(count)]
 
 
 def write_bytes(path, data):

@@ -2,27 +2,32 @@
 
 The TFLite encoder gives each image's latent as floats (dequantized here
 when the int8 encoder gives integers); it is rounded half to even, as
-TensorFlow's `round` does, and range-coded with the bundle's frozen tables
-by `range_coder`, byte for byte what TFC's ops write. The bundle's
-`CodecSpec` packs them into the same file that `python -m tfvaeclf.codec`
-reads.
+TensorFlow's `round` does, and range-coded with the bundle's frozen tables,
+byte for byte what TFC's ops write: by the C coder (`native`) where it
+builds, else by the numpy one (`range_coder`); one log line says which. The
+bundle's `CodecSpec` packs them into the same file, or one message per
+image, that `python -m tfvaeclf.codec` reads.
 
 A stream with a "dither" (a universally quantized latent, see
 `tfvaeclf.dither`) sends the symbols `clip(round(y + u), 0, levels - 1)`
-instead, image i of the file taking dither row i of the bundle's seed, and
-the file carries that seed so that the server subtracts the same `u`.
+instead: image i of a file takes dither index i of the bundle's seed, a
+message its counter, and the file (or the receiver's spec) carries that
+seed so that the server subtracts the same `u`.
 """
 
+import logging
 import os
 
 import numpy as np
 
 from tfvaeclf import dither
 from tfvaeclf.codec_spec import CodecSpec
-from tfvaeclf.edge import bundle, range_coder
+from tfvaeclf.edge import bundle, native, range_coder
 from tfvaeclf.edge.interpreter import load_interpreter
 
 __all__ = ["EdgeEncoder"]
+
+_log = logging.getLogger(__name__)
 
 def _quantization(detail):
   params = detail["quantization_parameters"]
@@ -62,17 +67,18 @@ def _dequantization(detail):
 
 
 def _quantizer(stream):
-  """float32 latents (N, ...) -> the int64 values the stream codes.
+  """(float32 latents (N, ...), first dither index) -> the int64 values the
+  stream codes.
 
   Rounded half to even like TF's `round`; a dithered stream's in float32
   after adding the dither, as `entropy.DitheredCoder` computes its symbols.
   """
   if "dither" not in stream:
-    return range_coder.quantize
+    return lambda latents, first_index: range_coder.quantize(latents)
   seed, levels = stream["dither"]["seed"], stream["dither"]["levels"]
 
-  def quantize(latents):
-    u = dither.np_dither(seed, len(latents), latents.shape[1:])
+  def quantize(latents, first_index):
+    u = dither.np_dither(seed, len(latents), latents.shape[1:], first_index)
     return np.clip(range_coder.quantize(latents + u), 0, levels - 1)
 
   return quantize
@@ -87,13 +93,15 @@ class EdgeEncoder:
     int8: use the full-integer encoder instead of the float32 one.
     expected_fingerprint: 8 bytes; refuse a bundle of another model.
     num_threads: interpreter threads (None: the runtime's default).
+    native_coder: range-code with the C coder where it builds (False: the
+      numpy coder always; the bytes are the same).
 
   Raises:
     BundleError: the bundle is missing, altered or of another model.
   """
 
   def __init__(self, bundle_dir, int8=False, expected_fingerprint=None,
-               num_threads=None):
+               num_threads=None, native_coder=True):
     manifest = bundle.read_manifest(bundle_dir, bundle.EDGE_DIR,
                                     expected_fingerprint)
     self.manifest = manifest
@@ -120,11 +128,16 @@ class EdgeEncoder:
     self._batch_size = None
     self._stream_shapes = {stream["name"]: tuple(stream["shape"])
                            for stream in manifest["streams"]}
+    # Which range coder runs: "C" or "numpy".
+    self.coder = "C" if native_coder and native.available() else "numpy"
+    self._encode_channel = (native.encode_channel if self.coder == "C"
+                            else range_coder.encode_channel)
+    _log.info("tfvaeclf.edge: range coding with the %s coder", self.coder)
 
-  def latents(self, images):
+  def latents(self, images, first_index=0):
     """uint8 images (N, H, W, C) -> {stream: int64 quantized values}.
 
-    A dithered stream's image i takes dither row i: one call, one file.
+    A dithered stream's image i takes dither index `first_index + i`.
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
@@ -140,19 +153,32 @@ class EdgeEncoder:
       self._batch_size = len(images)
     interpreter.set_tensor(self._input_index, self._pixels[images])
     interpreter.invoke()
-    return {name: quantize(dequantize(interpreter.get_tensor(index)))
+    return {name: quantize(dequantize(interpreter.get_tensor(index)),
+                           first_index)
             for name, (index, dequantize, quantize) in self._outputs.items()}
 
   def code(self, latents):
     """{stream: values} -> per stream, one range-coded string per image."""
-    return [range_coder.encode_channel(latents[name], tables,
-                                       coding_rank=coding_rank)
+    return [self._encode_channel(latents[name], tables,
+                                 coding_rank=coding_rank)
             for name, (tables, coding_rank) in self._streams.items()]
 
-  def encode(self, images):
-    """uint8 images -> strings[stream][image], as the model's `compress`."""
-    return self.code(self.latents(images))
+  def encode(self, images, first_index=0):
+    """uint8 images -> strings[stream][image], as the model's `compress`
+    (image i with dither index `first_index + i`)."""
+    return self.code(self.latents(images, first_index))
 
   def encode_file(self, images):
     """uint8 images -> the bytes of a tfvaeclf file for the server."""
     return self.codec.pack(self.encode(images))
+
+  def encode_messages(self, images, first_counter=None):
+    """uint8 images -> one message's bytes per image, for the server.
+
+    A dithered bundle's image i gets counter, and dither index,
+    `first_counter + i` (default 0): the sender keeps the count, so that
+    consecutive messages never share a dither.
+    """
+    first_index = first_counter or 0
+    return self.codec.pack_messages(self.encode(images, first_index),
+                                    first_counter)

@@ -218,7 +218,7 @@ class CompressiveClassifier(tf.keras.Model):
 
     The latent shape is the spatial shape the decoder needs, as in
     CompressAI's `compress() -> {strings, shape}`. `coder_options` go to
-    the coder (a dithered coder's `seed`).
+    the coder (a dithered coder's `seed` and `first_index`).
     """
     latent = self.encode(images, training=False)
     strings = self.coder.compress(latent, **coder_options)
