@@ -48,12 +48,14 @@ _SCALE, _SHIFT = np.float32(2.**-24), np.float32(.5)
 
 def np_dither(seed, num_images, shape):
   """float32 (num_images, *shape): the dither of the first `num_images`
-  images of a file coded with `seed`."""
-  images = np.arange(num_images, dtype=np.int64).reshape(-1, 1)
+  images of a file coded with `seed`; or, if `num_images` is a sequence,
+  of the images at those indices (len(num_images) of them)."""
+  images = (np.arange(num_images, dtype=np.int64) if np.ndim(num_images) == 0
+            else np.asarray(num_images, np.int64)).reshape(-1, 1)
   elements = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(1, -1)
   bits = _dither_bits(np.int64(seed), images, elements, np.right_shift)
   u = bits.astype(np.float32) * _SCALE - _SHIFT
-  return u.reshape(num_images, *shape)
+  return u.reshape(len(images), *shape)
 
 
 def tf_dither(seed, num_images, shape):
