@@ -12,8 +12,9 @@ dither, `m - u`.
 
 Stock TensorFlow and TF Serving load it as it is. The bytes are decoded
 before it, outside TensorFlow: `BundleServer` checks a file against the
-bundle's `CodecSpec`, decodes it with the bundle's frozen tables (a decoder
-whose work is bounded whatever the bytes), and runs the signatures. There is
+bundle's `CodecSpec`, decodes it with the bundle's frozen tables by
+`tfvaeclf.latent_decoder` (whose work is bounded whatever the bytes), and
+runs the signatures. There is
 no signature that takes the strings: decoding in the graph needs TFC's
 custom ops, whose range decoder crafted bytes can keep busy for minutes.
 
@@ -23,13 +24,12 @@ Nothing here imports TFC, nor the model code: a server without TFC runs
 
 import os
 
-import numpy as np
 import tensorflow as tf
 
-from tfvaeclf import dither
+from tfvaeclf import latent_decoder
 from tfvaeclf.codec_spec import CodecSpec
-from tfvaeclf.edge import bundle, native
-from tfvaeclf.errors import BitstreamError, BundleError
+from tfvaeclf.edge import bundle
+from tfvaeclf.errors import BundleError
 
 __all__ = ["BundleServer", "ServerModule", "save"]
 
@@ -119,8 +119,6 @@ class BundleServer:
     self.has_decoder = "reconstruct" in signatures
     ((self._tables, _),) = bundle.read_tables(
         bundle_dir, self.manifest).values()
-    (entry,) = self.manifest["streams"]
-    self._shape = tuple(entry["shape"])
     self._signatures = tf.saved_model.load(
         os.path.join(bundle_dir, bundle.SERVER_DIR)).signatures
 
@@ -130,16 +128,13 @@ class BundleServer:
     corrupt or not of this bundle's encoder side."""
     coded = self.codec.unpack(file_bytes)
     (strings,) = coded.strings
-    try:
-      symbols = native.decode_channel(strings, self._tables, self._shape)
-    except ValueError as e:
-      raise BitstreamError(f"payload does not decode: {e}") from None
-    latent_hat = symbols.astype(np.float32)
-    if coded.dither_seed is not None:
-      # The receiver draws the dither from the file's seed, not its own.
-      latent_hat -= dither.np_dither(coded.dither_seed, len(strings),
-                                     self._shape)
-    return latent_hat
+    if coded.dither_seed is None:
+      return latent_decoder.decode_factorized(strings, self._tables,
+                                              coded.latent_shape)
+    # The receiver draws the dither from the file's seed, not its own.
+    return latent_decoder.decode_dithered(strings, self._tables,
+                                          coded.latent_shape,
+                                          coded.dither_seed)
 
   def _run(self, name, latent_hat):
     outputs = self._signatures[name](
