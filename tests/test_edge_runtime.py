@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 import tensorflow as tf
 
-from tfvaeclf import cli, codec, data, model_dir
+from tfvaeclf import bitstream, cli, codec, data, model_dir
 from tfvaeclf.edge import BundleError, EdgeEncoder, interpreter
 
 import export
