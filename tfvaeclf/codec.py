@@ -36,7 +36,7 @@ def compress_images(loaded, images):
 
 def decode_latent(loaded, file_bytes):
   """Checks a file against the model and range-decodes its latents with the
-  project's bounded decoder (`entropy`'s `decode`): float32 numpy."""
+  project's bounded decoder (the coder's `decode`)."""
   coded = loaded.codec.unpack(file_bytes)
   # The receiver draws the dither from the file's seed, not its own.
   options = ({} if coded.dither_seed is None

@@ -135,11 +135,11 @@ class FactorizedCoder(_Coder):
 
   def decode(self, strings, spatial_shape):
     """`decompress` by the project's bounded decoder, for bytes from
-    outside: float32 numpy; BitstreamError if a string does not decode."""
+    outside: the same tensor, or BitstreamError (one line)."""
     self._require_frozen()
     (latent_strings,) = strings
-    return latent_decoder.decode_factorized(
-        latent_strings, self.channel_tables, spatial_shape)
+    return tf.constant(latent_decoder.decode_factorized(
+        latent_strings, self.channel_tables, spatial_shape))
 
 
 class ChannelContextCoder(_Coder):
@@ -328,7 +328,7 @@ class ChannelContextCoder(_Coder):
 
   def decode(self, strings, spatial_shape):
     """`decompress` by the project's bounded decoder, for bytes from
-    outside: float32 numpy; BitstreamError if a string does not decode.
+    outside: the same tensor, or BitstreamError (one line).
 
     Runs eagerly: the slice loop predicts each slice's tables, then decodes
     its symbols, each image's decoder resuming where the last slice ended.
@@ -352,7 +352,7 @@ class ChannelContextCoder(_Coder):
     latent_hat, _, _ = self._decode_slices(
         tf.constant(z_hat), spatial_shape, code_slice)
     latent_decoder.check_decoded(decoder.finish())
-    return latent_hat.numpy()
+    return latent_hat
 
 
 class HyperpriorCoder(ChannelContextCoder):
@@ -451,13 +451,13 @@ class DitheredCoder(_Coder):
 
   def decode(self, strings, spatial_shape, seed=None, dither_indices=None):
     """`decompress` by the project's bounded decoder, for bytes from
-    outside: float32 numpy; BitstreamError if a string does not decode.
+    outside: the same tensor, or BitstreamError (one line).
     Image i takes dither `dither_indices[i]` (default: i, as in a file)."""
     self._require_frozen()
     (symbol_strings,) = strings
-    return latent_decoder.decode_dithered(
+    return tf.constant(latent_decoder.decode_dithered(
         symbol_strings, self.symbol_coder.channel_tables, spatial_shape,
-        self.seed if seed is None else seed, dither_indices)
+        self.seed if seed is None else seed, dither_indices))
 
 
 CODER_NAMES = ("factorized", "hyperprior", "context")
