@@ -35,18 +35,14 @@ def compress_images(loaded, images):
 
 
 def decode_latent(loaded, file_bytes):
-  """Checks a file against the model and range-decodes its latents."""
+  """Checks a file against the model and range-decodes its latents with the
+  project's bounded decoder (the coder's `decode`)."""
   coded = loaded.codec.unpack(file_bytes)
   # The receiver draws the dither from the file's seed, not its own.
   options = ({} if coded.dither_seed is None
-             else {"seed": tf.constant(coded.dither_seed, tf.int64)})
-  try:
-    return loaded.model.decompress(
-        [tf.constant(s, tf.string) for s in coded.strings],
-        coded.latent_shape, **options)
-  except (tf.errors.InvalidArgumentError, ValueError) as e:
-    raise bitstream.BitstreamError(
-        f"payload does not decode: {str(e).splitlines()[0]}") from None
+             else {"seed": coded.dither_seed})
+  return loaded.model.coder.decode(coded.strings, coded.latent_shape,
+                                   **options)
 
 
 def classify_file(loaded, file_bytes):

@@ -48,7 +48,8 @@ def decode_factorized(strings, tables, latent_shape, stream="latent"):
   """Strings of a channel-coded stream -> float32 latents.
 
   Args:
-    strings: one bytes per image, as a checked file holds them.
+    strings: one bytes per image, as a checked file holds them (a list,
+      or an object array as TF's `.numpy()` gives).
     tables: `channel_tables(...)` or its argument; one table per channel.
     latent_shape: the spatial shape of one image's latent (the file's).
     stream: its name, for the error message.
@@ -62,7 +63,7 @@ def decode_factorized(strings, tables, latent_shape, stream="latent"):
   tables = channel_tables(tables)
   shape = (*(int(d) for d in latent_shape), tables.num_tables)
   try:
-    values, ok = native.decode_channel(list(strings), tables, shape,
+    values, ok = native.decode_channel(strings, tables, shape,
                                        check=False)
   except ValueError as e:  # an escape TFC cannot write, int32 overflow
     raise BitstreamError(f"payload does not decode: {e}") from None
