@@ -14,9 +14,9 @@ Stock TensorFlow and TF Serving load it as it is. The bytes are decoded
 before it, outside TensorFlow: `BundleServer` checks a file against the
 bundle's `CodecSpec`, decodes it with the bundle's frozen tables by
 `tfvaeclf.latent_decoder` (whose work is bounded whatever the bytes), and
-runs the signatures. There is
-no signature that takes the strings: decoding in the graph needs TFC's
-custom ops, whose range decoder crafted bytes can keep busy for minutes.
+runs the signatures. No signature takes the strings: decoding in the graph
+needs TFC's custom ops, and its range decoder, which crafted bytes can keep
+busy for minutes.
 
 Nothing here imports TFC, nor the model code: a server without TFC runs
 `BundleServer` (`save` is handed a built model).
