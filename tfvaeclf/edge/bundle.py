@@ -42,8 +42,8 @@ from tfvaeclf.errors import BundleError
 
 __all__ = ["BundleError", "FORMAT", "FORMAT_VERSION", "MANIFEST",
            "EDGE_DIR", "SERVER_DIR", "ENCODER", "ENCODER_INT8", "TABLES",
-           "ENCODER_INPUT", "SERVER_INPUT", "file_digests", "format_version", "read_manifest",
-           "read_tables"]
+           "ENCODER_INPUT", "SERVER_INPUT", "file_digests", "format_version",
+           "read_manifest", "read_tables"]
 
 FORMAT = "tfvaeclf-bundle"
 FORMAT_VERSION = 2  # the newest; it adds a stream's "dither" to version 1
