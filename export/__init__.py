@@ -3,9 +3,9 @@
     python -m export --model_dir=DIR --out=BUNDLE [--calibration_examples=N]
 
 The bundle (layout in `tfvaeclf.edge.bundle`) holds TFLite encoders for the
-board, the frozen coding tables, and a SavedModel for the server; both sides
-check it against its manifest before use (`tfvaeclf.edge.EdgeEncoder`,
-`export.server.load`).
+board, the frozen coding tables, and a SavedModel for the server (on stock
+TensorFlow ops); both sides check it against its manifest before use
+(`tfvaeclf.edge.EdgeEncoder`, `export.server.BundleServer`).
 """
 
 # First, as in every entry point: `python -m export` runs this file before

@@ -14,7 +14,7 @@ import shutil
 
 import numpy as np
 
-from tfvaeclf import cli, data, entropy, fileio
+from tfvaeclf import cli, data, fileio
 from tfvaeclf.edge import bundle
 
 from export import encoder, server
@@ -26,18 +26,20 @@ def _streams(model, codec):
   """What the edge codes and the server decodes, per stream of the coder.
 
   A factorized or dithered coder writes one stream, the whole latent, table
-  = channel. A dithered coder's stream is its symbol coder's, plus the
-  "dither" the board adds before rounding: the edge encoder still outputs y.
+  = channel; the conditional coders write two. A dithered coder's stream is
+  its symbol coder's, plus the "dither" the board adds before rounding: the
+  edge encoder still outputs y. (No isinstance on `tfvaeclf.entropy`'s
+  coders: importing it imports TFC, which `export.server` must not need.)
   """
-  coder = model.coder
-  dithered = {}
-  if isinstance(coder, entropy.DitheredCoder):
-    dithered = {"dither": {"seed": coder.seed, "levels": coder.levels}}
-    coder = coder.symbol_coder
-  if not isinstance(coder, entropy.FactorizedCoder):
+  if codec.num_streams != 1:
     raise cli.UserError(
         f"model {model.name}: export supports the factorized and dithered "
         f"coders, not {type(model.coder).__name__}")
+  coder = model.coder
+  dithered = {}
+  if model.dither_seed is not None:
+    dithered = {"dither": {"seed": coder.seed, "levels": coder.levels}}
+    coder = coder.symbol_coder
   (name,) = codec.stream_names
   tables = coder.tables()
   stream = {"name": name, "tables": "channel",
@@ -64,7 +66,8 @@ def calibration_images(config, count, data_dir=None):
 
 
 def _versions():
-  """What made the bundle: the server needs TensorFlow and TFC alike."""
+  """What made the bundle (TFC made the tables; the server needs only
+  TensorFlow)."""
   packages = ("tfvaeclf", "tensorflow", "tensorflow-compression", "numpy")
   return {"python": platform.python_version(),
           **{name: metadata.version(name) for name in packages}}
@@ -87,8 +90,8 @@ def _write(loaded, directory, calibration):
     edge[name] = encoder.describe(flatbuffer)
   with fileio.atomic_writer(os.path.join(directory, bundle.TABLES)) as f:
     np.savez(f, **tables)
-  signatures = server.save(
-      model, codec, os.path.join(directory, bundle.SERVER_DIR))
+  signatures = server.save(model, streams[0]["shape"],
+                           os.path.join(directory, bundle.SERVER_DIR))
   fileio.write_json(os.path.join(directory, bundle.MANIFEST), {
       "format": bundle.FORMAT,
       "format_version": bundle.format_version(streams),
@@ -101,8 +104,9 @@ def _write(loaded, directory, calibration):
       "streams": streams,
       "edge": {"encoders": edge, "calibration_examples": len(calibration)},
       "server": {"signatures": signatures,
-                 "load": "import tensorflow_compression, then "
-                         "tf.saved_model.load(BUNDLE/server)"},
+                 "load": "tf.saved_model.load(BUNDLE/server) or TF Serving; "
+                         "its input is the latent decoded by tfvaeclf "
+                         "(export.server.BundleServer)"},
       "versions": _versions(),
       "files": bundle.file_digests(directory),
   })

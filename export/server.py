@@ -1,62 +1,54 @@
-"""The server half of a bundle: a SavedModel that classifies from the bytes.
+"""The server half of a bundle: a SavedModel on TensorFlow's own ops, fed by
+the project's decoder.
 
-Its signatures take, per stream, one tf.string per image (a batch `[N]`)
-and decode them with TFC's range-decoding ops and the model's frozen
-tables:
+The SavedModel's signatures take the decoded latent of each image, float32
+`[N, *latent_shape, channels]` named `latent_hat` (`bundle.SERVER_INPUT`):
+what the classifier reads, so for a dithered model the symbols less their
+dither, `m - u`.
 
-    classify(latent) -> {"probabilities": float32 [N, classes],
-                         "classes": int64 [N]}      (also serving_default)
-    reconstruct(latent) -> {"images": uint8 [N, H, W, C]}  (with a decoder)
+    classify(latent_hat) -> {"probabilities": float32 [N, classes],
+                             "classes": int64 [N]}     (also serving_default)
+    reconstruct(latent_hat) -> {"images": uint8 [N, H, W, C]} (with a decoder)
 
-A dithered model's signatures also take `dither_seed`, a scalar int64: the
-seed in the file's header, from which the receiver draws the sender's
-dither. It has no default: a file always carries its seed, and decoding
-with another one would shift every latent without an error.
-`file_inputs` turns a file into these inputs, checked by the bundle's
-`CodecSpec`.
+Stock TensorFlow and TF Serving load it as it is. The bytes are decoded
+before it, outside TensorFlow: `BundleServer` checks a file against the
+bundle's `CodecSpec`, decodes it with the bundle's frozen tables by
+`tfvaeclf.latent_decoder` (whose work is bounded whatever the bytes), and
+runs the signatures. No signature takes the strings: decoding in the graph
+needs TFC's custom ops, and its range decoder, which crafted bytes can keep
+busy for minutes.
 
-TFC's ops are custom TensorFlow ops: `import tensorflow_compression` before
-`tf.saved_model.load`, as `load` does.
+Nothing here imports TFC, nor the model code: a server without TFC runs
+`BundleServer` (`save` is handed a built model).
 """
 
 import os
 
 import tensorflow as tf
-import tensorflow_compression  # noqa: F401  (registers the decoding ops)
 
+from tfvaeclf import latent_decoder
 from tfvaeclf.codec_spec import CodecSpec
 from tfvaeclf.edge import bundle
+from tfvaeclf.errors import BundleError
 
-__all__ = ["DITHER_SEED", "ServerModule", "save", "load", "file_inputs"]
-
-DITHER_SEED = "dither_seed"
+__all__ = ["BundleServer", "ServerModule", "save"]
 
 
 class ServerModule(tf.Module):
-  """Strings -> class probabilities (and images), with explicit signatures.
+  """Decoded latents -> class probabilities (and images), with explicit
+  signatures.
 
-  `codec`: the model's `CodecSpec`, whose streams the signatures take.
-  `input_names`: the signatures' inputs, the streams' then `dither_seed`.
+  `latent_shape`: one image's decoded latent, channels last.
   """
 
-  def __init__(self, model, codec):
+  def __init__(self, model, latent_shape):
     super().__init__(name="tfvaeclf_server")
-    dithered = codec.dither_seed is not None
-    self.input_names = [*codec.stream_names,
-                        *([DITHER_SEED] if dithered else [])]
-    spec = [tf.TensorSpec([None], tf.string, name=name)
-            for name in codec.stream_names]
-    if dithered:
-      spec.append(tf.TensorSpec([], tf.int64, name=DITHER_SEED))
-
-    def decode(inputs):
-      options = {"seed": inputs[-1]} if dithered else {}
-      return model.decompress(list(inputs[:codec.num_streams]),
-                              codec.latent_shape, **options)
+    spec = [tf.TensorSpec([None, *latent_shape], tf.float32,
+                          name=bundle.SERVER_INPUT)]
 
     @tf.function(input_signature=spec)
-    def classify(*inputs):
-      logits = model.classify(decode(inputs))
+    def classify(latent_hat):
+      logits = model.classify(latent_hat)
       return {"probabilities": tf.nn.softmax(logits),
               "classes": tf.argmax(logits, -1)}
 
@@ -64,22 +56,31 @@ class ServerModule(tf.Module):
     functions = [classify.get_concrete_function()]
     if model.has_decoder:
       @tf.function(input_signature=spec)
-      def reconstruct(*inputs):
-        x_hat = model.reconstruct(decode(inputs))
-        return {"images": tf.cast(tf.round(x_hat * 255.), tf.uint8)}
+      def reconstruct(latent_hat):
+        x_hat = model.reconstruct(latent_hat)
+        return {"images": tf.cast(
+            tf.round(tf.clip_by_value(x_hat, 0., 1.) * 255.), tf.uint8)}
 
       self.reconstruct = reconstruct
       functions.append(reconstruct.get_concrete_function())
     # Exactly the weights the signatures read: the model's other variables
-    # (its training prior, metrics) are not part of the server.
+    # (its coder, training prior, metrics) are not part of the server.
     self.weights = list({id(v): v for f in functions
                          for v in f.variables}.values())
 
 
-def save(model, codec, path):
-  """Writes the SavedModel of `model` and its `CodecSpec`; returns the
-  signatures' names, inputs and outputs."""
-  module = ServerModule(model, codec)
+def _describe(function):
+  """A signature's input (dtype, shape; null: any size) and outputs."""
+  (spec,) = tf.nest.flatten(function.structured_input_signature)
+  return {"inputs": {spec.name: {"dtype": spec.dtype.name,
+                                 "shape": spec.shape.as_list()}},
+          "outputs": sorted(function.structured_outputs)}
+
+
+def save(model, latent_shape, path):
+  """Writes the SavedModel of `model`, whose decoded latents have the
+  per-image shape `latent_shape`; returns its signatures' descriptions."""
+  module = ServerModule(model, latent_shape)
   functions = {"serving_default": module.classify,
                "classify": module.classify}
   if model.has_decoder:
@@ -87,33 +88,66 @@ def save(model, codec, path):
   signatures = {name: function.get_concrete_function()
                 for name, function in functions.items()}
   tf.saved_model.save(module, path, signatures=signatures)
-  return {name: {"inputs": module.input_names,
-                 "outputs": sorted(function.structured_outputs)}
+  return {name: _describe(function)
           for name, function in signatures.items()}
 
 
-def load(bundle_dir, expected_fingerprint=None):
-  """(SavedModel, manifest) once `server/` matches the bundle's manifest.
+class BundleServer:
+  """A bundle's server side: file bytes -> decoded latents -> classes.
 
-  Raises BundleError for a missing, altered or foreign bundle.
+  Loads `server/` and the coding tables once they match the manifest
+  (`expected_fingerprint`, 8 bytes, refuses a bundle of another model);
+  raises BundleError in one line otherwise.
+
+  Attributes:
+    manifest: the bundle's checked manifest.
+    codec: its `CodecSpec`, which every file is checked against.
+    class_names: the model's class names, by class index.
+    has_decoder: whether `reconstruct` exists.
   """
-  manifest = bundle.read_manifest(bundle_dir, bundle.SERVER_DIR,
-                                  expected_fingerprint)
-  return tf.saved_model.load(
-      os.path.join(bundle_dir, bundle.SERVER_DIR)), manifest
 
+  def __init__(self, bundle_dir, expected_fingerprint=None):
+    self.manifest = bundle.read_manifest(
+        bundle_dir, (bundle.SERVER_DIR, bundle.TABLES), expected_fingerprint)
+    signatures = self.manifest["server"]["signatures"]
+    if bundle.SERVER_INPUT not in signatures["serving_default"]["inputs"]:
+      raise BundleError(
+          f"{bundle_dir}: its server/ decodes strings with TFC's ops (made "
+          "by an older tfvaeclf); export the bundle again")
+    self.codec = CodecSpec.from_manifest(self.manifest)
+    self.class_names = self.manifest["model"]["class_names"]
+    self.has_decoder = "reconstruct" in signatures
+    ((self._tables, _),) = bundle.read_tables(
+        bundle_dir, self.manifest).values()
+    self._signatures = tf.saved_model.load(
+        os.path.join(bundle_dir, bundle.SERVER_DIR)).signatures
 
-def file_inputs(file_bytes, manifest):
-  """A tfvaeclf file's bytes -> the keyword inputs of the signatures.
+  def decode(self, file_bytes):
+    """A file's bytes -> float32 `[N, *latent_shape, channels]`, the
+    signatures' input; BitstreamError in one line for a file that is
+    corrupt or not of this bundle's encoder side."""
+    coded = self.codec.unpack(file_bytes)
+    (strings,) = coded.strings
+    if coded.dither_seed is None:
+      return latent_decoder.decode_factorized(strings, self._tables,
+                                              coded.latent_shape)
+    # The receiver draws the dither from the file's seed, not its own.
+    return latent_decoder.decode_dithered(strings, self._tables,
+                                          coded.latent_shape,
+                                          coded.dither_seed)
 
-  The file is checked whole and against the bundle's encoder side; its
-  header's dither seed, if any, becomes `dither_seed`. Raises
-  BitstreamError.
-  """
-  codec = CodecSpec.from_manifest(manifest)
-  coded = codec.unpack(file_bytes)
-  inputs = {name: tf.constant(strings, tf.string)
-            for name, strings in zip(codec.stream_names, coded.strings)}
-  if coded.dither_seed is not None:
-    inputs[DITHER_SEED] = tf.constant(coded.dither_seed, tf.int64)
-  return inputs
+  def _run(self, name, latent_hat):
+    outputs = self._signatures[name](
+        **{bundle.SERVER_INPUT: tf.constant(latent_hat, tf.float32)})
+    return {key: value.numpy() for key, value in outputs.items()}
+
+  def classify(self, latent_hat):
+    """Decoded latents -> {"probabilities": [N, classes], "classes": [N]}."""
+    return self._run("classify", latent_hat)
+
+  def reconstruct(self, latent_hat):
+    """Decoded latents -> uint8 images, for a model with a decoder."""
+    if not self.has_decoder:
+      raise BundleError("the bundle's model has no decoder: it classifies "
+                        "but does not reconstruct images")
+    return self._run("reconstruct", latent_hat)["images"]

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from tfvaeclf import distribute, model_dir, models, train
-from tests.conftest import MNIST_ARGS, SMALL_JOINT, run_cli, run_spec
+from tests.conftest import SMALL_JOINT, run_cli, run_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBSET, BATCH = 256, 32  # per replica: 64 images a step on two replicas

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 import tensorflow as tf
 
-from tfvaeclf import bitstream, cli, codec, data, model_dir
+from tfvaeclf import cli, codec, data, model_dir
 from tfvaeclf.edge import BundleError, EdgeEncoder, interpreter, native
 
 import export
@@ -101,10 +101,9 @@ def test_edge_process_without_tensorflow_writes_the_codec_file(
 
 def test_server_saved_model_classifies_edge_file_like_keras(
     edge_files, good, good_bundle, digits):
-  saved, _ = server.load(good_bundle, good.fingerprint)
-  (strings,) = bitstream.unpack(edge_files["float"]).strings
-  outputs = saved.signatures["serving_default"](latent=tf.constant(strings))
-  np.testing.assert_array_equal(outputs["classes"].numpy(), digits[2])
+  served = server.BundleServer(good_bundle, good.fingerprint)
+  classes = served.classify(served.decode(edge_files["float"]))["classes"]
+  np.testing.assert_array_equal(classes, digits[2])
 
 
 def test_int8_encoder_within_half_a_point(edge_files, good, digits):
@@ -149,7 +148,7 @@ def test_tf_lite_is_the_fallback_runtime(good_bundle, digits, monkeypatch):
 
 def test_bundle_of_another_model_is_refused(good_bundle, loaded, trained_dir,
                                             edge_files, tmp_path, capsys):
-  for load in (EdgeEncoder, server.load):
+  for load in (EdgeEncoder, server.BundleServer):
     with pytest.raises(BundleError, match="another model"):
       load(good_bundle, expected_fingerprint=loaded.fingerprint)
   code, _, err = _codec_classify(trained_dir, edge_files["float"], tmp_path,

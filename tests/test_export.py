@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import cli, data, model_dir
+from tfvaeclf import cli, codec, data, model_dir
 from tfvaeclf.codec_spec import CodecSpec
 from tfvaeclf.edge import BundleError, EdgeEncoder, bundle
+from tfvaeclf.errors import BitstreamError
 
 import export
 from export import __main__ as export_main
@@ -23,6 +24,38 @@ from tests.conftest import SMALL_JOINT, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EDGE_FILES = [bundle.ENCODER, bundle.ENCODER_INT8, bundle.TABLES]
+
+# Classifies files with a bundle's server side in a process where importing
+# tensorflow_compression fails, as on a server with stock TensorFlow only:
+# prints each file's classes on one line.
+NO_TFC = r"""
+import sys
+sys.modules["tensorflow_compression"] = None  # makes its import fail
+from export import server
+served = server.BundleServer(sys.argv[1])
+for path in sys.argv[2:]:
+  with open(path, "rb") as f:
+    print(*served.classify(served.decode(f.read()))["classes"])
+try:
+  import tensorflow_compression
+  sys.exit("the block failed: tensorflow_compression imported")
+except ImportError:
+  pass
+"""
+
+
+def classify_without_tfc(bundle_dir, files, directory):
+  """The classes of each file (bytes), from `NO_TFC` in a subprocess."""
+  paths = []
+  for i, file_bytes in enumerate(files):
+    paths.append(os.path.join(directory, f"{i}.tfvc"))
+    with open(paths[-1], "wb") as f:
+      f.write(file_bytes)
+  result = subprocess.run([sys.executable, "-c", NO_TFC, bundle_dir, *paths],
+                          cwd=REPO, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-2000:]
+  return [np.array(line.split(), int)
+          for line in result.stdout.splitlines()]
 
 
 def _export_cli(argv, capsys):
@@ -82,7 +115,11 @@ def test_bundle_layout_and_manifest(bundle_dir, manifest, loaded):
       "shape": [*model.latent_shape, model.config.latent_channels]}]
   assert manifest["versions"]["tensorflow-compression"] == "2.14.1"
   assert manifest["server"]["signatures"]["serving_default"] == {
-      "inputs": ["latent"], "outputs": ["classes", "probabilities"]}
+      "inputs": {"latent_hat": {
+          "dtype": "float32",
+          "shape": [None, *model.latent_shape,
+                    model.config.latent_channels]}},
+      "outputs": ["classes", "probabilities"]}
   with np.load(os.path.join(bundle_dir, bundle.TABLES)) as npz:
     for name, table in model.coder.tables().items():
       np.testing.assert_array_equal(npz[f"latent/{name}"], table)
@@ -108,36 +145,95 @@ def test_int8_encoder_is_full_integer(bundle_dir, manifest):
   assert sizes[bundle.ENCODER_INT8] < sizes[bundle.ENCODER] / 2
 
 
-def test_server_signature_classifies_like_keras(bundle_dir, loaded, mnist):
+def test_server_classifies_like_keras(bundle_dir, loaded, mnist):
   images, _ = next(iter(mnist.test.batch(64)))
   floats = data.to_float(images)
-  (strings,), _ = loaded.model.compress(floats)
-  saved, manifest = server.load(bundle_dir, loaded.fingerprint)
-  assert manifest["model"]["fingerprint"] == loaded.fingerprint.hex()
+  outputs = loaded.model(floats, training=False)
+  served = server.BundleServer(bundle_dir, loaded.fingerprint)
+  assert served.manifest["model"]["fingerprint"] == loaded.fingerprint.hex()
+  assert served.class_names == list("0123456789")
+  latent_hat = served.decode(codec.compress_images(loaded, images.numpy()))
+  np.testing.assert_array_equal(latent_hat, outputs["latent_hat"].numpy())
+  predicted = served.classify(latent_hat)
+  np.testing.assert_array_equal(predicted["classes"],
+                                tf.argmax(outputs["logits"], -1).numpy())
+  np.testing.assert_allclose(predicted["probabilities"],
+                             tf.nn.softmax(outputs["logits"]).numpy(),
+                             atol=1e-6)
+  # The SavedModel alone, as TF Serving runs it.
+  saved = tf.saved_model.load(os.path.join(bundle_dir, bundle.SERVER_DIR))
   signature = saved.signatures["serving_default"]
-  assert list(signature.structured_input_signature[1]) == ["latent"]
-  outputs = signature(latent=strings)
-  logits = loaded.model(floats, training=False)["logits"]
-  np.testing.assert_array_equal(outputs["classes"].numpy(),
-                                tf.argmax(logits, -1).numpy())
-  np.testing.assert_allclose(outputs["probabilities"].numpy(),
-                             tf.nn.softmax(logits).numpy(), atol=1e-6)
+  assert list(signature.structured_input_signature[1]) == ["latent_hat"]
+  np.testing.assert_array_equal(
+      signature(latent_hat=latent_hat)["classes"].numpy(),
+      predicted["classes"])
   assert "reconstruct" not in saved.signatures  # no decoder
+  assert not served.has_decoder
+  with pytest.raises(BundleError, match="no decoder"):
+    served.reconstruct(latent_hat)
+
+
+def test_server_side_runs_without_tfc(bundle_dir, loaded, mnist, tmp_path):
+  """Board-made and codec-made files classify as Keras does, in a process
+  that cannot import tensorflow_compression."""
+  images, _ = next(iter(mnist.test.batch(64)))
+  images = images.numpy()
+  floats = data.to_float(images)
+  keras = tf.argmax(loaded.model(floats)["logits"], -1).numpy()
+  edge = EdgeEncoder(bundle_dir)
+  rounded_alike = np.all(edge.latents(images)["latent"] == np.rint(
+      loaded.model.encode(floats)), axis=(1, 2, 3))
+  assert np.mean(rounded_alike) >= .95
+  board, codec_made = classify_without_tfc(bundle_dir, [
+      edge.encode_file(images), codec.compress_images(loaded, images)],
+      str(tmp_path))
+  np.testing.assert_array_equal(board[rounded_alike], keras[rounded_alike])
+  np.testing.assert_array_equal(codec_made, keras)
+
+
+def test_server_refuses_bad_files_in_one_line(bundle_dir, loaded, mnist):
+  served = server.BundleServer(bundle_dir)
+  images, _ = next(iter(mnist.test.batch(2)))
+  file_bytes = codec.compress_images(loaded, images.numpy())
+  cases = {"truncated": file_bytes[:-3],
+           "bit-flipped": file_bytes[:20] + bytes([file_bytes[20] ^ 4])
+                          + file_bytes[21:],
+           "empty strings": loaded.codec.pack([[b"", b""]])}
+  for name, bad in cases.items():
+    with pytest.raises(BitstreamError) as excinfo:
+      served.decode(bad)
+    assert "\n" not in str(excinfo.value), name
+
+
+def test_server_refuses_a_bundle_whose_server_takes_strings(bundle_dir,
+                                                            tmp_path):
+  copy = _copy(bundle_dir, tmp_path)
+  path = os.path.join(copy, bundle.MANIFEST)
+  with open(path) as f:
+    manifest = json.load(f)
+  for signature in manifest["server"]["signatures"].values():
+    signature["inputs"] = ["latent"]  # as tfvaeclf wrote it before
+  with open(path, "w") as f:
+    json.dump(manifest, f)
+  with pytest.raises(BundleError) as excinfo:
+    server.BundleServer(copy)
+  _assert_one_line(excinfo, "decodes strings with TFC", "export the bundle")
 
 
 def test_server_reconstructs_where_the_model_has_a_decoder(tmp_path, mnist):
   model = model_dir.build_model({"model": "joint", "model_config": {
       **SMALL_JOINT, "decoder": True, "gamma": 1.0}})
   model.coder.freeze()
-  signatures = server.save(model, CodecSpec.from_model(model),
-                           str(tmp_path / "server"))
-  assert signatures["reconstruct"] == {"inputs": ["latent"],
-                                       "outputs": ["images"]}
   images, _ = next(iter(mnist.test.batch(8)))
-  strings, latent_shape = model.compress(data.to_float(images))
-  x_hat = model.reconstruct(model.decompress(strings, latent_shape))
+  latent_hat = model(data.to_float(images))["latent_hat"]
+  shape = latent_hat.shape[1:].as_list()
+  signatures = server.save(model, shape, str(tmp_path / "server"))
+  assert signatures["reconstruct"] == {
+      "inputs": {"latent_hat": {"dtype": "float32", "shape": [None, *shape]}},
+      "outputs": ["images"]}
+  x_hat = model.reconstruct(latent_hat)
   saved = tf.saved_model.load(str(tmp_path / "server"))
-  decoded = saved.signatures["reconstruct"](latent=strings[0])["images"]
+  decoded = saved.signatures["reconstruct"](latent_hat=latent_hat)["images"]
   assert decoded.dtype == tf.uint8
   np.testing.assert_array_equal(
       decoded.numpy(), np.round(x_hat.numpy() * 255).astype(np.uint8))
@@ -152,10 +248,13 @@ def test_altered_file_is_refused(bundle_dir, tmp_path, name):
     byte = f.read(1)
     f.seek(-1, os.SEEK_CUR)
     f.write(bytes([byte[0] ^ 1]))
-  load = server.load if name.startswith("server/") else EdgeEncoder
-  with pytest.raises(BundleError) as excinfo:
-    load(copy)
-  _assert_one_line(excinfo, name, "does not match the manifest")
+  loaders = [EdgeEncoder] if name in EDGE_FILES else []
+  if name.startswith("server/") or name == bundle.TABLES:
+    loaders.append(server.BundleServer)
+  for load in loaders:
+    with pytest.raises(BundleError) as excinfo:
+      load(copy)
+    _assert_one_line(excinfo, name, "does not match the manifest")
 
 
 def test_missing_file_is_refused(bundle_dir, tmp_path):
@@ -166,7 +265,7 @@ def test_missing_file_is_refused(bundle_dir, tmp_path):
   _assert_one_line(excinfo, bundle.ENCODER_INT8, "missing")
   shutil.rmtree(os.path.join(copy, "server", "variables"))
   with pytest.raises(BundleError) as excinfo:
-    server.load(copy)
+    server.BundleServer(copy)
   _assert_one_line(excinfo, "server/variables/", "missing")
   manifest_path = os.path.join(copy, bundle.MANIFEST)
   with open(manifest_path, "r+") as f:
@@ -188,7 +287,7 @@ def test_board_needs_only_the_edge_files(bundle_dir, tmp_path):
 
 def test_bundle_of_another_model_is_refused(bundle_dir, loaded):
   other = bytes(8)
-  for load in (EdgeEncoder, server.load):
+  for load in (EdgeEncoder, server.BundleServer):
     with pytest.raises(BundleError) as excinfo:
       load(bundle_dir, expected_fingerprint=other)
     _assert_one_line(excinfo, "another model", loaded.fingerprint.hex())

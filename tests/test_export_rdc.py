@@ -1,7 +1,8 @@
 """Exporting a universal (dithered) rdc model: the board codes real digits
-with the shared dither, and the server's SavedModel decodes them with the
-seed of the file to what the Keras model computes."""
+with the shared dither, and the server side decodes them with the seed of
+the file to what the Keras model computes."""
 
+import dataclasses
 import json
 import os
 
@@ -16,6 +17,7 @@ from tfvaeclf.edge import EdgeEncoder, bundle
 import export
 from export import server
 from tests.conftest import SMALL_RDC, edge_process, train_small_rdc
+from tests.test_export import classify_without_tfc
 
 NUM_IMAGES = 50
 
@@ -69,8 +71,10 @@ def test_manifest_carries_the_dither(rdc, rdc_bundle):
   with np.load(os.path.join(rdc_bundle, bundle.TABLES)) as npz:
     for name, table in coder.symbol_coder.tables().items():
       np.testing.assert_array_equal(npz[f"latent/{name}"], table)
+  # The server takes the latents less their dither: no seed.
   for name, signature in manifest["server"]["signatures"].items():
-    assert signature["inputs"] == ["latent", server.DITHER_SEED], name
+    assert signature["inputs"] == {"latent_hat": {
+        "dtype": "float32", "shape": [None, 1, 1, SMALL_RDC["latent_dim"]]}}
   # The board's encoder stops at y, unrounded: floats in [0, L - 1].
   outputs = manifest["edge"]["encoders"][bundle.ENCODER]["outputs"]
   assert outputs["latent"]["dtype"] == "float32"
@@ -122,19 +126,39 @@ def test_int8_encoder_adds_the_dither_after_dequantizing(rdc, rdc_bundle,
 
 def test_server_decodes_with_the_seed_of_the_file(rdc, rdc_bundle, digits,
                                                   edge_file, decoded):
-  saved, manifest = server.load(rdc_bundle, rdc.fingerprint)
-  inputs = server.file_inputs(edge_file, manifest)
-  assert int(inputs[server.DITHER_SEED]) == rdc.model.coder.seed
+  served = server.BundleServer(rdc_bundle, rdc.fingerprint)
+  latent_hat = served.decode(edge_file)
+  np.testing.assert_array_equal(latent_hat, decoded[0])
   same = decoded[1]  # the images whose symbols TFLite and TF agree on
   outputs = digits[1]
-  classes = saved.signatures["classify"](**inputs)["classes"].numpy()
+  classes = served.classify(latent_hat)["classes"]
   np.testing.assert_array_equal(
       classes[same], tf.argmax(outputs["logits"], -1).numpy()[same])
-  images = saved.signatures["reconstruct"](**inputs)["images"].numpy()
+  images = served.reconstruct(latent_hat)
   np.testing.assert_array_equal(
       images[same],
       np.round(outputs["x_hat"].numpy()[same] * 255).astype(np.uint8))
-  # Another seed subtracts another dither: the images change.
-  reseeded = dict(inputs, dither_seed=tf.constant(7, tf.int64))
-  assert not np.array_equal(
-      saved.signatures["reconstruct"](**reseeded)["images"].numpy(), images)
+  # The same symbols under another seed: another dither is subtracted.
+  coded = rdc.codec.unpack(edge_file)
+  reseeded = served.decode(
+      dataclasses.replace(rdc.codec, dither_seed=7).pack(coded.strings))
+  shape = latent_hat.shape[1:]
+  np.testing.assert_allclose(
+      reseeded + dither.np_dither(7, NUM_IMAGES, shape),
+      latent_hat + dither.np_dither(coded.dither_seed, NUM_IMAGES, shape),
+      atol=1e-6)
+  assert not np.array_equal(served.reconstruct(reseeded), images)
+
+
+def test_server_side_runs_without_tfc(rdc, rdc_bundle, digits, edge_file,
+                                      decoded, tmp_path):
+  """Board-made and codec-made files classify as Keras does, in a process
+  that cannot import tensorflow_compression."""
+  images, outputs = digits
+  keras = tf.argmax(outputs["logits"], -1).numpy()
+  board, codec_made = classify_without_tfc(
+      rdc_bundle, [edge_file, codec.compress_images(rdc, images)],
+      str(tmp_path))
+  same = decoded[1]
+  np.testing.assert_array_equal(board[same], keras[same])
+  np.testing.assert_array_equal(codec_made, keras)

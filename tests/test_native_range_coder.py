@@ -158,6 +158,44 @@ def test_index_many_tables(precision):
     assert_coders_agree(lookup, offsets, values, index=index)
 
 
+@pytest.mark.parametrize("decoder", [native.IndexDecoder, rc.IndexDecoder])
+def test_index_decoder_resumes_like_tfcs_handle(decoder):
+  """Decoding a string in parts (a conditional latent's slices) gives the
+  values and end check of decoding it whole, and of TFC's decoder handle
+  passed from one entropy_decode_index to the next."""
+  rng = np.random.default_rng(31)
+  lookup = mixed_lookup(rng, 14, rng.random(24) < 0.8, max_bins=60)
+  offsets = rng.integers(-30, 30, size=24)
+  tables = rc.CdfTables(lookup, offsets)
+  index = rng.integers(0, 24, size=(6, 5, 20))
+  values = random_values(rng, tables, index, far=True)
+  strings = native.encode_index(values, index, tables, coding_rank=2)
+  # Corrupt two, so that the end check has work to do.
+  strings[1] += b"\x07\x01\x02"
+  strings[4] = b"\x12" + strings[4][1:]
+  ours = decoder(strings, tables)
+  parts = [ours.decode(index[:, k]) for k in range(5)]
+  np.testing.assert_array_equal(np.delete(np.stack(parts, 1), [1, 4], 0),
+                                np.delete(values, [1, 4], 0))
+  whole, ok = native.decode_index(strings, index, tables, check=False)
+  np.testing.assert_array_equal(np.stack(parts, 1), whole)
+  np.testing.assert_array_equal(ours.finish(), ok)
+  assert ok.tolist() == [True, False, True, True, False, True]
+  handle = tfc.create_range_decoder(
+      tf.constant(np.array(strings, object), tf.string), lookup)
+  for k, part in enumerate(parts):
+    handle, symbols = tfc.entropy_decode_index(
+        handle, index[:, k].astype(np.int32), [20], tf.int32)
+    np.testing.assert_array_equal(
+        np.delete(symbols.numpy() + offsets[index[:, k]], [1, 4], 0),
+        np.delete(part, [1, 4], 0))
+  assert tfc.entropy_decode_finalize(handle).numpy()[[0, 2, 3, 5]].all()
+  with pytest.raises(ValueError, match="index=24"):
+    decoder(strings, tables).decode(np.full((6, 3), 24))
+  with pytest.raises(ValueError, match="number of strings"):
+    decoder(strings, tables).decode(index[:5, 0])
+
+
 def test_extreme_values_and_offsets():
   rng = np.random.default_rng(3)
   lookup = random_lookup(rng, 16, 3)

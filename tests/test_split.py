@@ -159,13 +159,12 @@ def test_export_splits_edge_and_server(trained, mnist, tmp_path):
       edge.latents(images)["latent"] == np.rint(model.encode(floats)),
       axis=(1, 2, 3))
   assert np.mean(rounded_alike) >= 0.98
-  predictions = codec.classify_file(trained, edge.encode_file(images))
+  file_bytes = edge.encode_file(images)
+  predictions = codec.classify_file(trained, file_bytes)
   np.testing.assert_array_equal(predictions[rounded_alike],
                                 expected[rounded_alike])
-  saved, _ = server.load(out, trained.fingerprint)
-  (strings,) = edge.encode(images)
-  classes = saved.signatures["serving_default"](
-      latent=tf.constant(strings))["classes"].numpy()
+  served = server.BundleServer(out, trained.fingerprint)
+  classes = served.classify(served.decode(file_bytes))["classes"]
   np.testing.assert_array_equal(classes, predictions)
 
 

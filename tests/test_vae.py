@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tfvaeclf import data, losses, model_dir, models, specs, train
-from tfvaeclf.models import beta_vae, vae
+from tfvaeclf.models import beta_vae
 from tests.conftest import run_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

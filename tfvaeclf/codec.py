@@ -21,7 +21,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from tfvaeclf import bitstream, data, fileio, model_dir as model_dir_lib
+from tfvaeclf import data, fileio, model_dir as model_dir_lib
 
 __all__ = ["compress_images", "compress_messages", "decode_latent",
            "classify_file", "reconstruct_file"]
@@ -63,21 +63,16 @@ def compress_messages(loaded, images, first_counter=None):
 
 def decode_latent(loaded, file_bytes):
   """Checks a file or message against the model and range-decodes its
-  latents."""
+  latents with the project's bounded decoder (the coder's `decode`)."""
   coded = loaded.codec.read(file_bytes)
   # The receiver draws the dither from the file's seed, not its own, and
   # from the message's counter.
   options = ({} if coded.dither_seed is None
-             else {"seed": tf.constant(coded.dither_seed, tf.int64),
-                   "first_index": tf.constant(coded.dither_index,
-                                              tf.int64)})
-  try:
-    return loaded.model.decompress(
-        [tf.constant(s, tf.string) for s in coded.strings],
-        coded.latent_shape, **options)
-  except (tf.errors.InvalidArgumentError, ValueError) as e:
-    raise bitstream.BitstreamError(
-        f"payload does not decode: {str(e).splitlines()[0]}") from None
+             else {"seed": coded.dither_seed,
+                   "dither_indices": coded.dither_index + np.arange(
+                       coded.num_images)})
+  return loaded.model.coder.decode(coded.strings, coded.latent_shape,
+                                   **options)
 
 
 def classify_file(loaded, file_bytes):

@@ -49,12 +49,16 @@ _SCALE, _SHIFT = np.float32(2.**-24), np.float32(.5)
 
 def np_dither(seed, num_images, shape, first=0):
   """float32 (num_images, *shape): the dither of `num_images` images coded
-  with `seed`, of dither indexes `first`, `first + 1`, ..."""
-  images = np.arange(first, first + num_images, dtype=np.int64).reshape(-1, 1)
+  with `seed`, of dither indexes `first`, `first + 1`, ...; or, if
+  `num_images` is a sequence, of the images at those indexes (plus
+  `first`)."""
+  images = first + (
+      np.arange(num_images, dtype=np.int64) if np.ndim(num_images) == 0
+      else np.asarray(num_images, np.int64)).reshape(-1, 1)
   elements = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(1, -1)
   bits = _dither_bits(np.int64(seed), images, elements, np.right_shift)
   u = bits.astype(np.float32) * _SCALE - _SHIFT
-  return u.reshape(num_images, *shape)
+  return u.reshape(len(images), *shape)
 
 
 def tf_dither(seed, num_images, shape, first=0):

@@ -19,13 +19,22 @@ with a `FactorizedCoder` and the latent `y` with a logistic whose location
 `y` is quantized to `round(y - mu) + mu`: the residual is what the range
 coder sees, so `mu` must be reproduced bit for bit on both sides, which it is
 because the decoder runs the same layers on the same integers.
+
+Bytes from outside are decoded by `decode`, which runs the project's own
+range decoder (`tfvaeclf.latent_decoder`, `tfvaeclf.edge.native`): its work
+is bounded whatever the bytes, where TFC's decode ops can run for minutes on
+a crafted string. It returns what `decompress` (TFC's ops, kept as the
+reference in tests) returns, bit for bit.
 """
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_compression as tfc
 
-from tfvaeclf import dither
+from tfvaeclf import dither, latent_decoder
+from tfvaeclf.edge import native
+from tfvaeclf.edge import range_coder
+from tfvaeclf.errors import BitstreamError
 
 __all__ = ["FactorizedCoder", "HyperpriorCoder", "ChannelContextCoder",
            "DitheredCoder", "build_coder", "CODER_NAMES"]
@@ -59,6 +68,7 @@ class FactorizedCoder(_Coder):
         self.prior, coding_rank=self.coding_rank, compression=False,
         offset_heuristic=False)
     self._coding_model = None
+    self.channel_tables = None  # parsed for `latent_decoder`, when frozen
 
   @property
   def num_streams(self):
@@ -105,6 +115,7 @@ class FactorizedCoder(_Coder):
 
   def load_tables(self, tables):
     """Rebuilds the coding model from saved tables, without the prior."""
+    self.channel_tables = latent_decoder.channel_tables(tables)
     self._coding_model = tfc.ContinuousBatchedEntropyModel(
         prior_shape=[self.channels], coding_rank=self.coding_rank,
         compression=True, offset_heuristic=False,
@@ -121,6 +132,14 @@ class FactorizedCoder(_Coder):
     self._require_frozen()
     (latent_strings,) = strings
     return self._coding_model.decompress(latent_strings, spatial_shape)
+
+  def decode(self, strings, spatial_shape):
+    """`decompress` by the project's bounded decoder, for bytes from
+    outside: the same tensor, or BitstreamError (one line)."""
+    self._require_frozen()
+    (latent_strings,) = strings
+    return tf.constant(latent_decoder.decode_factorized(
+        latent_strings, self.channel_tables, spatial_shape))
 
 
 class ChannelContextCoder(_Coder):
@@ -176,7 +195,7 @@ class ChannelContextCoder(_Coder):
     step = (high - low) / (self.num_scales - 1)
     self._scale_fn = lambda index: tf.exp(low + step * index)
     self._training_model = self._indexed_model(compression=False)
-    self._cdf = self._cdf_offset = None
+    self._cdf = self._cdf_offset = self._index_tables = None
 
   def _indexed_model(self, **kwargs):
     # Logistic, not normal: its log-probability is a far smaller graph, and
@@ -245,6 +264,7 @@ class ChannelContextCoder(_Coder):
       return model.cdf, model.cdf_offset
 
     self._cdf, self._cdf_offset = build_tables()
+    self.load_tables(self.tables())  # which also parses them for `decode`
 
   def tables(self):
     """Flat-keyed numpy tables, as `np.savez` stores them."""
@@ -260,6 +280,9 @@ class ChannelContextCoder(_Coder):
     self._cdf = tf.constant(np.asarray(tables["latent/cdf"]), tf.int32)
     self._cdf_offset = tf.constant(
         np.asarray(tables["latent/cdf_offset"]), tf.int32)
+    self._index_tables = range_coder.CdfTables(
+        np.asarray(tables["latent/cdf"]),
+        np.asarray(tables["latent/cdf_offset"]))
 
   def compress(self, latent):
     """Latent (batch, H, W, channels) -> (z strings, y strings)."""
@@ -302,6 +325,34 @@ class ChannelContextCoder(_Coder):
     with tf.control_dependencies([tf.debugging.assert_equal(
         complete, True, message="latent string does not decode")]):
       return tf.identity(latent_hat)
+
+  def decode(self, strings, spatial_shape):
+    """`decompress` by the project's bounded decoder, for bytes from
+    outside: the same tensor, or BitstreamError (one line).
+
+    Runs eagerly: the slice loop predicts each slice's tables, then decodes
+    its symbols, each image's decoder resuming where the last slice ended.
+    """
+    self._require_frozen()
+    z_strings, y_strings = strings
+    spatial_shape = tuple(int(d) for d in spatial_shape)
+    z_hat = latent_decoder.decode_factorized(
+        z_strings, self.hyper_coder.channel_tables,
+        [(d + 1) // 2 for d in spatial_shape], stream="hyper")
+    decoder = native.IndexDecoder(y_strings, self._index_tables)
+
+    def code_slice(k, loc, index):
+      del k  # the decoder resumes where the slice before ended
+      try:
+        symbols = decoder.decode(tf.cast(index, tf.int32).numpy())
+      except ValueError as e:  # an escape TFC cannot write, an int32 overflow
+        raise BitstreamError(f"payload does not decode: {e}") from None
+      return tf.cast(symbols, loc.dtype) + loc
+
+    latent_hat, _, _ = self._decode_slices(
+        tf.constant(z_hat), spatial_shape, code_slice)
+    latent_decoder.check_decoded(decoder.finish())
+    return latent_hat
 
 
 class HyperpriorCoder(ChannelContextCoder):
@@ -399,6 +450,16 @@ class DitheredCoder(_Coder):
     returns `m - u`."""
     symbols = self.symbol_coder.decompress(strings, spatial_shape)
     return symbols - self._dither(tf.shape(symbols)[0], seed, first_index)
+
+  def decode(self, strings, spatial_shape, seed=None, dither_indices=None):
+    """`decompress` by the project's bounded decoder, for bytes from
+    outside: the same tensor, or BitstreamError (one line).
+    Image i takes dither `dither_indices[i]` (default: i, as in a file)."""
+    self._require_frozen()
+    (symbol_strings,) = strings
+    return tf.constant(latent_decoder.decode_dithered(
+        symbol_strings, self.symbol_coder.channel_tables, spatial_shape,
+        self.seed if seed is None else seed, dither_indices))
 
 
 CODER_NAMES = ("factorized", "hyperprior", "context")

@@ -5,7 +5,8 @@
     BUNDLE/edge/encoder.tflite         float32 encoder: images -> latents
     BUNDLE/edge/encoder_int8.tflite    the same, full-integer
     BUNDLE/edge/tables.npz             frozen range-coding tables, per stream
-    BUNDLE/server/                     SavedModel: strings -> probabilities
+    BUNDLE/server/                     SavedModel: decoded latents ->
+                                       probabilities (`export.server`)
 
 The manifest also carries the model's `CodecSpec` (`tfvaeclf.codec_spec`):
 `codec_fingerprint`, the identity of its encoder side that the board's
@@ -14,7 +15,8 @@ files carry, and the image and latent shapes.
 `python -m export` writes it; the edge runtime and the server load it. Both
 sides check the files they use against the manifest before using them, so a
 board never codes with tables, or an encoder, that the server's model does
-not match. A board needs only `manifest.json` and `edge/`.
+not match. A board needs only `manifest.json` and `edge/`; a server only
+`manifest.json`, `server/` and the tables, which it decodes with.
 
 Each latent stream of the model's coder is one entry of the manifest's
 "streams" list and one `NAME/...` group of arrays in tables.npz: its `cdf`
@@ -40,8 +42,8 @@ from tfvaeclf.errors import BundleError
 
 __all__ = ["BundleError", "FORMAT", "FORMAT_VERSION", "MANIFEST",
            "EDGE_DIR", "SERVER_DIR", "ENCODER", "ENCODER_INT8", "TABLES",
-           "ENCODER_INPUT", "file_digests", "format_version", "read_manifest",
-           "read_tables"]
+           "ENCODER_INPUT", "SERVER_INPUT", "file_digests", "format_version",
+           "read_manifest", "read_tables"]
 
 FORMAT = "tfvaeclf-bundle"
 FORMAT_VERSION = 2  # the newest; it adds a stream's "dither" to version 1
@@ -54,6 +56,8 @@ ENCODER_INT8 = f"{EDGE_DIR}/encoder_int8.tflite"
 TABLES = f"{EDGE_DIR}/tables.npz"
 # The encoders' signature: `serving_default(images) -> {stream name: latent}`.
 ENCODER_INPUT = "images"
+# The server's signatures' input: the decoded latent, float32 [N, ..., C].
+SERVER_INPUT = "latent_hat"
 _CHUNK = 1 << 20
 _REQUIRED = ("model", codec_spec.FINGERPRINT_KEY, "image_shape",
              "latent_shape", "streams", "files")
@@ -112,8 +116,9 @@ def format_version(streams):
   return FORMAT_VERSION if any("dither" in s for s in streams) else 1
 
 
-def read_manifest(bundle_dir, part, expected_fingerprint=None):
-  """The manifest, once the files under `part` ("edge"/"server") match it.
+def read_manifest(bundle_dir, parts, expected_fingerprint=None):
+  """The manifest, once the files under `parts` match it: a dir or file of
+  the bundle ("edge"), or a tuple of them (("server", TABLES)).
 
   `expected_fingerprint` (8 bytes) refuses a bundle of another model.
   Raises BundleError with a one-line reason.
@@ -125,10 +130,13 @@ def read_manifest(bundle_dir, part, expected_fingerprint=None):
     raise BundleError(
         f"{bundle_dir} was exported from another model (fingerprint "
         f"{fingerprint}, expected {expected_fingerprint.hex()})")
-  files = {name: entry for name, entry in manifest["files"].items()
-           if name.startswith(part + "/")}
-  if not files:
-    raise BundleError(f"{bundle_dir}: the manifest lists no {part}/ files")
+  files = {}
+  for part in (parts,) if isinstance(parts, str) else parts:
+    listed = {name: entry for name, entry in manifest["files"].items()
+              if name == part or name.startswith(part + "/")}
+    if not listed:
+      raise BundleError(f"{bundle_dir}: the manifest lists no {part}")
+    files.update(listed)
   for name, entry in files.items():
     path = os.path.join(bundle_dir, *name.split("/"))
     if not os.path.isfile(path):

@@ -43,8 +43,8 @@ from tfvaeclf.edge import range_coder as rc
 # Argument checks and error messages are range_coder's, shared with it.
 # pylint: disable=protected-access
 
-__all__ = ["available", "decode_channel", "decode_index", "encode_channel",
-           "encode_index", "library_path"]
+__all__ = ["IndexDecoder", "available", "decode_channel", "decode_index",
+           "encode_channel", "encode_index", "library_path"]
 
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            "csrc")
@@ -72,6 +72,15 @@ class _Table(ctypes.Structure):
   _fields_ = [("cdf", ctypes.c_void_p), ("num_symbols", ctypes.c_int32),
               ("offset", ctypes.c_int32), ("precision", ctypes.c_int16),
               ("overflow", ctypes.c_int16)]
+
+
+class _Decoder(ctypes.Structure):
+  """`rc_decoder` of range_coder.h."""
+  _fields_ = [("data", ctypes.c_void_p), ("length", ctypes.c_int64),
+              ("position", ctypes.c_int64), ("need", ctypes.c_int64),
+              ("straddling", ctypes.c_int32), ("base", ctypes.c_uint32),
+              ("size_minus1", ctypes.c_uint32), ("value", ctypes.c_uint32),
+              ("status", ctypes.c_int)]
 
 
 # ---------------------------------------------------------------------------
@@ -136,6 +145,12 @@ def _load():
   lib.rc_decode_batch.argtypes = [p, i32, p, ctypes.c_char_p, p, i32, i32,
                                   p, p]
   lib.rc_decode_batch.restype = None
+  lib.rc_decoders_init.argtypes = [p, ctypes.c_char_p, p, i32]
+  lib.rc_decoders_init.restype = None
+  lib.rc_decoders_get.argtypes = [p, i32, p, i32, p, i32, p]
+  lib.rc_decoders_get.restype = None
+  lib.rc_decoders_finish.argtypes = [p, i32, p]
+  lib.rc_decoders_finish.restype = None
   _log.info("tfvaeclf.edge: the C range coder runs (%s).", path)
   return lib
 
@@ -281,6 +296,57 @@ def decode_index(strings, indexes, cdf, cdf_offset=None, *, check=True):
   rc._check_indexes(flat, tables.num_tables)
   return _decode(lib, c_tables, strings, np.ascontiguousarray(flat, np.int32),
                  index.shape, check)
+
+
+class IndexDecoder:
+  """`range_coder.IndexDecoder`, in C when it runs (see the module doc):
+  one C decoder state per string, kept between `decode` calls."""
+
+  def __init__(self, strings, cdf, cdf_offset=None):
+    self.tables = rc._as_tables(cdf, cdf_offset)
+    strings = _bytes_list(strings)
+    lib = _library()
+    self._c_tables = lib and _c_tables(lib, self.tables)
+    if not self._c_tables or len(strings) > _I32_MAX:
+      self._numpy = rc.IndexDecoder(strings, self.tables)
+      return
+    self._numpy = None
+    self._batch = len(strings)
+    self._data = b"".join(strings)  # the C states point into it
+    ends = np.fromiter(map(len, strings), np.int64, self._batch).cumsum()
+    self._states = (_Decoder * max(self._batch, 1))()
+    lib.rc_decoders_init(self._states, self._data, ends.ctypes.data,
+                         self._batch)
+
+  def decode(self, indexes):
+    """The next values: int32 shaped like `indexes` (len(strings), ...)."""
+    if self._numpy:
+      return self._numpy.decode(indexes)
+    idx, flat = rc._stream_indexes(indexes, self._batch,
+                                   self.tables.num_tables)
+    if flat.shape[1] > _I32_MAX:
+      raise ValueError(f"{flat.shape[1]} values per string: too many for "
+                       "the C range coder.")
+    flat = np.ascontiguousarray(flat, np.int32)
+    values = np.empty(flat.shape, np.int32)
+    _library().rc_decoders_get(
+        self._states, self._batch, self._c_tables.pointer,
+        self._c_tables.num_tables, flat.ctypes.data, flat.shape[1],
+        values.ctypes.data)
+    for bad, state in enumerate(self._states[:self._batch]):
+      if state.status in (_ERR_ESCAPE, _ERR_INT32):
+        raise ValueError(f"Corrupt string {bad}: "
+                         f"{_strerror(state.status)}.")
+    return values.reshape(idx.shape)
+
+  def finish(self):
+    """bool per string: whether it ends as TFC's encoder ends a stream."""
+    if self._numpy:
+      return self._numpy.finish()
+    status = np.empty(self._batch, np.int32)
+    _library().rc_decoders_finish(self._states, self._batch,
+                                  status.ctypes.data)
+    return status == _OK
 
 
 def _bytes_list(strings):

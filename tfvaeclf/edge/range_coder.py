@@ -57,6 +57,7 @@ import numpy as np
 
 __all__ = [
     "CdfTables",
+    "IndexDecoder",
     "PRECISION_MAX",
     "PRECISION_MIN",
     "decode_channel",
@@ -381,6 +382,18 @@ def encode_index(values, indexes, cdf, cdf_offset=None, *, coding_rank=1):
   return _encode_symbols(tables, sym, layout)
 
 
+def _stream_indexes(indexes, num_strings, num_tables):
+  """Checked `indexes` (num_strings, ...), and as (num_strings, n)."""
+  idx = _int_values(indexes, "indexes")
+  if idx.ndim == 0 or idx.shape[0] != num_strings:
+    raise ValueError(
+        f"indexes shape {idx.shape} must start with the number of strings "
+        f"({num_strings}).")
+  flat = idx.reshape(num_strings, -1)
+  _check_indexes(flat, num_tables)
+  return idx, flat
+
+
 def _check_indexes(idx, num_tables):
   if idx.size and (idx.min() < 0 or idx.max() >= num_tables):
     bad = idx[(idx < 0) | (idx >= num_tables)].ravel()[0]
@@ -653,20 +666,9 @@ def decode_index(strings, indexes, cdf, cdf_offset=None, *, check=True):
   Returns:
     int32 array shaped like `indexes` (and `ok` if `check` is false).
   """
-  tables = _as_tables(cdf, cdf_offset)
-  strings = _as_bytes_list(strings)
-  idx = _int_values(indexes, "indexes")
-  if idx.ndim == 0 or idx.shape[0] != len(strings):
-    raise ValueError(
-        f"indexes shape {idx.shape} must start with the number of strings "
-        f"({len(strings)}).")
-  flat = idx.reshape(len(strings), -1)
-  _check_indexes(flat, tables.num_tables)
-  syms = np.zeros(flat.shape, np.int64)
-  ok = np.zeros(len(strings), bool)
-  for b, data in enumerate(strings):
-    syms[b], ok[b] = _decode_stream(data, flat[b].tolist(), tables)
-  return _finish_decode(syms + tables.offsets[flat], ok, idx.shape, check)
+  decoder = IndexDecoder(strings, cdf, cdf_offset)
+  values = decoder.decode(indexes)
+  return _finish_decode(values, decoder.finish(), values.shape, check)
 
 
 def _as_bytes_list(strings):
@@ -684,10 +686,14 @@ def _as_bytes_list(strings):
   return out
 
 
-def _finish_decode(values, ok, shape, check):
+def _int32_values(values, shape):
   if values.size and (values.min() < _I32_MIN or values.max() > _I32_MAX):
     raise ValueError("Decoded value overflows int32: corrupt string?")
-  values = values.astype(np.int32).reshape(shape)
+  return values.astype(np.int32).reshape(shape)
+
+
+def _finish_decode(values, ok, shape, check):
+  values = _int32_values(values, shape)
   if not check:
     return values, ok
   if not ok.all():
@@ -698,43 +704,92 @@ def _finish_decode(values, ok, shape, check):
   return values
 
 
+class IndexDecoder:
+  """Decodes indexed strings a part at a time, one decoder state per string.
+
+  A conditional latent is decoded slice by slice, each slice's tables
+  depending on the slices before; TFC passes its decoder handle from one
+  `entropy_decode_index` to the next, and this is that handle.
+
+  Args:
+    strings: sequence of bytes, one per stream.
+    cdf, cdf_offset: as in `decode_index`.
+  """
+
+  def __init__(self, strings, cdf, cdf_offset=None):
+    self.tables = _as_tables(cdf, cdf_offset)
+    self._streams = [_StreamDecoder(data)
+                     for data in _as_bytes_list(strings)]
+
+  def decode(self, indexes):
+    """The next values: int32 shaped like `indexes` (len(strings), ...)."""
+    idx, flat = _stream_indexes(indexes, len(self._streams),
+                                self.tables.num_tables)
+    syms = np.zeros(flat.shape, np.int64)
+    for b, stream in enumerate(self._streams):
+      syms[b] = stream.decode(flat[b].tolist(), self.tables)
+    return _int32_values(syms + self.tables.offsets[flat], idx.shape)
+
+  def finish(self):
+    """bool per string: whether it passed TFC's end-of-stream check."""
+    return np.array([stream.ok() for stream in self._streams], bool)
+
+
+class _StreamDecoder:
+  """The decoder state of one string, resumable between calls."""
+
+  def __init__(self, data):
+    self.nbytes = len(data)
+    if self.nbytes & 1:
+      data += b"\0"
+    words = struct.unpack(f">{len(data) // 2}H", data)
+    self.nwords = len(words)
+    self.words = words + (0, 0)
+    self.value = self.words[0] << 16 | self.words[1]
+    self.pos = 2                   # 16-bit words read, including past end
+    self.base = 0
+    self.size = 0x100000000
+
+  def decode(self, tidx, tables):
+    """Table-relative symbols of the next values, tables[tidx[i]] each."""
+    words, nwords = self.words, self.nwords
+    value, pos, base, size = self.value, self.pos, self.base, self.size
+    cdfs = tables._dec_cdfs
+    escapes = tables._dec_escape
+    bisect_left = bisect.bisect_left
+    out = []
+    append = out.append
+    for t in tidx:
+      c = cdfs[t]
+      # Smallest k with size * c[k] >= (value - base + 1) * 2**16.
+      k = bisect_left(c, (((((value - base) & _M32) + 1) << 16) + size - 1)
+                      // size, 1)
+      a = size * c[k - 1] >> 16
+      size = (size * c[k] >> 16) - a
+      base = (base + a) & _M32
+      if size <= 0x10000:
+        base = base << 16 & _M32
+        size <<= 16
+        value = (value << 16 & _M32) | (words[pos] if pos < nwords else 0)
+        pos += 1
+      k -= 1
+      if k == escapes[t]:
+        k, base, size, value, pos = _decode_escape(k, base, size, value, pos,
+                                                   words, nwords)
+      append(k)
+    self.value, self.pos, self.base, self.size = value, pos, base, size
+    return out
+
+  def ok(self):
+    """TFC's end-of-stream check after the last value."""
+    return (self.pos * 2 >= self.nbytes and
+            _final_ok(self.base, self.size, self.value))
+
+
 def _decode_stream(data, tidx, tables):
   """Decodes one stream; returns (table-relative symbols, sanity ok)."""
-  nbytes = len(data)
-  if nbytes & 1:
-    data += b"\0"
-  words = struct.unpack(f">{len(data) // 2}H", data)
-  nwords = len(words)
-  words += (0, 0)
-  value = words[0] << 16 | words[1]
-  pos = 2                          # 16-bit words read, including past end
-  base = 0
-  size = 0x100000000
-  cdfs = tables._dec_cdfs
-  escapes = tables._dec_escape
-  bisect_left = bisect.bisect_left
-  out = []
-  append = out.append
-  for t in tidx:
-    c = cdfs[t]
-    # Smallest k with size * c[k] >= (value - base + 1) * 2**16.
-    k = bisect_left(c, (((((value - base) & _M32) + 1) << 16) + size - 1)
-                    // size, 1)
-    a = size * c[k - 1] >> 16
-    size = (size * c[k] >> 16) - a
-    base = (base + a) & _M32
-    if size <= 0x10000:
-      base = base << 16 & _M32
-      size <<= 16
-      value = (value << 16 & _M32) | (words[pos] if pos < nwords else 0)
-      pos += 1
-    k -= 1
-    if k == escapes[t]:
-      k, base, size, value, pos = _decode_escape(k, base, size, value, pos,
-                                                 words, nwords)
-    append(k)
-  ok = pos * 2 >= nbytes and _final_ok(base, size, value)
-  return out, ok
+  stream = _StreamDecoder(data)
+  return stream.decode(tidx, tables), stream.ok()
 
 
 def _decode_escape(esc, base, size, value, pos, words, nwords):

@@ -484,3 +484,44 @@ void rc_decode_batch(const rc_table *tables, int32_t num_tables,
     start = ends[b];
   }
 }
+
+void rc_decoders_init(rc_decoder *decs, const uint8_t *data,
+                      const int64_t *ends, int32_t batch) {
+  int64_t start = 0;
+  int32_t b;
+  for (b = 0; b < batch; ++b) {
+    const int64_t length = ends[b] - start;
+    if (length < 0 || length > INT32_MAX_) {
+      rc_decoder_init(&decs[b], NULL, -1);  /* RC_ERR_ARG, sticky */
+    } else {
+      rc_decoder_init(&decs[b], data == NULL ? NULL : data + start,
+                      (int32_t)length);
+    }
+    start = ends[b];
+  }
+}
+
+void rc_decoders_get(rc_decoder *decs, int32_t batch, const rc_table *tables,
+                     int32_t num_tables, const int32_t *index, int32_t n,
+                     int32_t *values) {
+  int32_t b, k;
+  for (b = 0; b < batch; ++b) {
+    rc_decoder *dec = &decs[b];
+    const int64_t offset = (int64_t)b * n;
+    for (k = 0; k < n; ++k) {
+      const int32_t t = index[offset + k];
+      if (t < 0 || t >= num_tables) {
+        if (dec->status == RC_OK) dec->status = RC_ERR_INDEX;
+        values[offset + k] = 0;
+      } else {
+        decode_value(dec, &tables[t], &values[offset + k]);
+      }
+    }
+  }
+}
+
+void rc_decoders_finish(const rc_decoder *decs, int32_t batch,
+                        int32_t *status) {
+  int32_t b;
+  for (b = 0; b < batch; ++b) status[b] = rc_decoder_finish(&decs[b]);
+}

@@ -189,6 +189,23 @@ void rc_decode_batch(const rc_table *tables, int32_t num_tables,
                      const int64_t *ends, int32_t batch, int32_t n,
                      int32_t *values, int32_t *status);
 
+/* ---- Many streams, a part at a time (for bindings). ----------------------
+ * decs[b] decodes string b = data[ends[b - 1], ends[b]); the caller keeps
+ * `data` alive until the last call. Each rc_decoders_get call decodes the
+ * next n values of every stream, value k of stream b with table
+ * index[b * n + k], into values[b * n + k] (0 after an error, which is
+ * sticky: an index outside [0, num_tables) is RC_ERR_INDEX). Decoding a
+ * conditional latent slice by slice, each slice's tables depending on the
+ * slices before, so reads one string per image. */
+void rc_decoders_init(rc_decoder *decs, const uint8_t *data,
+                      const int64_t *ends, int32_t batch);
+void rc_decoders_get(rc_decoder *decs, int32_t batch, const rc_table *tables,
+                     int32_t num_tables, const int32_t *index, int32_t n,
+                     int32_t *values);
+/* status[b] gets rc_decoder_finish(&decs[b]). */
+void rc_decoders_finish(const rc_decoder *decs, int32_t batch,
+                        int32_t *status);
+
 #ifdef __cplusplus
 }
 #endif

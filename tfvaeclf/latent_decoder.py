@@ -1,0 +1,83 @@
+"""Range-decodes latents from bytes that came from outside, TF-free.
+
+Every decode of a file, a message or a bundle's strings runs the project's
+own decoder (`tfvaeclf.edge.native`: the C coder, or the numpy coder where
+it cannot be built), never TFC's decode ops: its work is bounded by the
+latent size and the string length whatever the bytes, where TFC's can run
+for minutes on a crafted string. Values equal TFC's `decompress` bit for
+bit on every string TFC's encoder writes.
+
+This module decodes the streams coded with one table per channel (the
+factorized coder, and the dithered coder's symbols); the conditional coders
+(`tfvaeclf.entropy`) decode their hyper-latent here and their latent slice
+by slice with `native.IndexDecoder`. It imports without TensorFlow: the
+server bundle and the Keras models use it alike.
+"""
+
+import numpy as np
+
+from tfvaeclf import dither
+from tfvaeclf.edge import native
+from tfvaeclf.edge import range_coder
+from tfvaeclf.errors import BitstreamError
+
+__all__ = ["channel_tables", "check_decoded", "decode_dithered",
+           "decode_factorized"]
+
+
+def channel_tables(tables):
+  """Parsed tables of a channel stream, from {"cdf", "cdf_offset"} (as
+  saved in coder_tables.npz or a bundle); a `CdfTables` passes through.
+  Parse once and reuse: parsing costs more than decoding a batch."""
+  if isinstance(tables, range_coder.CdfTables):
+    return tables
+  return range_coder.CdfTables(np.asarray(tables["cdf"]),
+                               np.asarray(tables["cdf_offset"]))
+
+
+def check_decoded(ok, stream="latent"):
+  """Raises BitstreamError naming the first image whose string failed."""
+  bad = np.flatnonzero(~np.asarray(ok, bool))
+  if bad.size:
+    raise BitstreamError(
+        f"payload does not decode: the {stream} string of image "
+        f"{int(bad[0])} is corrupt or truncated")
+
+
+def decode_factorized(strings, tables, latent_shape, stream="latent"):
+  """Strings of a channel-coded stream -> float32 latents.
+
+  Args:
+    strings: one bytes per image, as a checked file holds them (a list,
+      or an object array as TF's `.numpy()` gives).
+    tables: `channel_tables(...)` or its argument; one table per channel.
+    latent_shape: the spatial shape of one image's latent (the file's).
+    stream: its name, for the error message.
+
+  Returns:
+    float32 (len(strings), *latent_shape, channels).
+
+  Raises:
+    BitstreamError: a string does not decode (one line).
+  """
+  tables = channel_tables(tables)
+  shape = (*(int(d) for d in latent_shape), tables.num_tables)
+  try:
+    values, ok = native.decode_channel(strings, tables, shape,
+                                       check=False)
+  except ValueError as e:  # an escape TFC cannot write, int32 overflow
+    raise BitstreamError(f"payload does not decode: {e}") from None
+  check_decoded(ok, stream)
+  return values.astype(np.float32)
+
+
+def decode_dithered(strings, tables, latent_shape, seed, dither_indices=None):
+  """A dithered coder's strings -> `m - u`, float32 as the encoder's side.
+
+  `m` are the decoded symbols, `u` the shared dither (`tfvaeclf.dither`)
+  of `seed` for images `dither_indices` (default: 0, 1, ... as in a file).
+  """
+  symbols = decode_factorized(strings, tables, latent_shape)
+  if dither_indices is None:
+    dither_indices = len(symbols)
+  return symbols - dither.np_dither(seed, dither_indices, symbols.shape[1:])
