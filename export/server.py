@@ -24,6 +24,7 @@ Nothing here imports TFC, nor the model code: a server without TFC runs
 
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from tfvaeclf import latent_decoder
@@ -122,19 +123,20 @@ class BundleServer:
     self._signatures = tf.saved_model.load(
         os.path.join(bundle_dir, bundle.SERVER_DIR)).signatures
 
-  def decode(self, file_bytes):
-    """A file's bytes -> float32 `[N, *latent_shape, channels]`, the
-    signatures' input; BitstreamError in one line for a file that is
-    corrupt or not of this bundle's encoder side."""
-    coded = self.codec.unpack(file_bytes)
+  def decode(self, data):
+    """A file's or message's bytes -> float32 `[N, *latent_shape,
+    channels]`, the signatures' input; BitstreamError in one line for bytes
+    that are corrupt or not of this bundle's encoder side."""
+    coded = self.codec.read(data)
     (strings,) = coded.strings
     if coded.dither_seed is None:
       return latent_decoder.decode_factorized(strings, self._tables,
                                               coded.latent_shape)
-    # The receiver draws the dither from the file's seed, not its own.
-    return latent_decoder.decode_dithered(strings, self._tables,
-                                          coded.latent_shape,
-                                          coded.dither_seed)
+    # The receiver draws the dither from the file's seed, not its own, and
+    # from a message's counter.
+    return latent_decoder.decode_dithered(
+        strings, self._tables, coded.latent_shape, coded.dither_seed,
+        coded.dither_index + np.arange(coded.num_images))
 
   def _run(self, name, latent_hat):
     outputs = self._signatures[name](

@@ -150,6 +150,20 @@ def test_server_decodes_with_the_seed_of_the_file(rdc, rdc_bundle, digits,
   assert not np.array_equal(served.reconstruct(reseeded), images)
 
 
+def test_server_decodes_board_messages_with_their_counters(rdc, rdc_bundle,
+                                                          digits):
+  """Message c carries dither index c: the server subtracts that dither,
+  as the codec does, and consecutive messages differ in their dither."""
+  messages = EdgeEncoder(rdc_bundle).encode_messages(digits[0][:4],
+                                                     first_counter=1000)
+  served = server.BundleServer(rdc_bundle)
+  for message in messages:
+    np.testing.assert_array_equal(served.decode(message),
+                                  codec.decode_latent(rdc, message).numpy())
+  coded = [rdc.codec.read(message) for message in messages]
+  assert [c.dither_index for c in coded] == [1000, 1001, 1002, 1003]
+
+
 def test_server_side_runs_without_tfc(rdc, rdc_bundle, digits, edge_file,
                                       decoded, tmp_path):
   """Board-made and codec-made files classify as Keras does, in a process
