@@ -129,8 +129,8 @@ class Core:
 
   def _result(self, outputs, start, stop):
     indices = outputs["classes"][start:stop].tolist()
+    probabilities = outputs["probabilities"][start:stop].astype(float)
     return {"classes": [self.class_names[i] for i in indices],
             "indices": indices,
-            "probabilities": np.round(
-                outputs["probabilities"][start:stop], 6).tolist(),
+            "probabilities": np.round(probabilities, 6).tolist(),
             "fingerprint": self.fingerprint}

@@ -24,6 +24,8 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 def _labels(**labels):
+  if not labels:
+    return ""
   return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
 
 
