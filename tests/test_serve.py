@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -110,6 +111,7 @@ class Broker:
     with open(config, "w") as f:
       f.write(f"listener {self.port} 127.0.0.1\nallow_anonymous false\n"
               f"password_file {passwords}\npersistence false\n"
+              "set_tcp_nodelay true\n"
               f"user {os.environ.get('USER') or 'root'}\n")
     self.process = subprocess.Popen(["mosquitto", "-c", config],
                                      stdout=subprocess.DEVNULL,
@@ -132,9 +134,10 @@ class Server:
   """`python -m tfvaeclf.serve` as a process, up once it says so."""
 
   def __init__(self, *args):
+    self._stderr = tempfile.TemporaryFile("w+")  # a pipe could fill up
     self.process = subprocess.Popen(
         [sys.executable, "-m", "tfvaeclf.serve", *args], cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=self._stderr, text=True)
     self._lines = queue.Queue()
     threading.Thread(target=lambda: [self._lines.put(line) for line in
                                      self.process.stdout],
@@ -153,11 +156,12 @@ class Server:
     if self.process.poll() is None:
       self.process.send_signal(signal.SIGTERM)
     try:
-      _, err = self.process.communicate(timeout=60)
+      self.process.wait(ANSWER_SECONDS)
     except subprocess.TimeoutExpired:
       self.process.kill()
-      _, err = self.process.communicate()
-    return self.process.returncode, err
+      self.process.wait()
+    self._stderr.seek(0)
+    return self.process.returncode, self._stderr.read()
 
 
 def _http_server(bundle_dir, *args):
@@ -359,41 +363,52 @@ def test_hostile_stream_is_refused_and_the_rest_answered(served, board,
   assert served.process.poll() is None
 
 
-def test_shared_subscription_splits_the_load(bundle_dir, broker, board,
-                                             digits):
-  files, expected = digits
+@pytest.fixture(scope="module")
+def pair(bundle_dir, tmp_path_factory):
+  """Two servers in one shared subscription group of a broker of their own
+  (where `served` does not answer too), each also on HTTP.
+
+  A payload waits up to 3 s for others to batch with: the shutdown test
+  finds requests in flight.
+  """
+  broker = Broker(str(tmp_path_factory.mktemp("pair")))
   servers = [_http_server(bundle_dir, f"--mqtt=127.0.0.1:{broker.port}",
-                          f"--token={TOKEN}", "--mqtt_shared=classifiers")
+                          f"--token={TOKEN}", "--mqtt_shared=classifiers",
+                          "--max_wait_ms=3000")
              for _ in range(2)]
   try:
-    for server in servers:
-      server.wait_ready()
-    answers = board.ask(files * 2)
-    assert [a["classes"] for a in answers] == [[e] for e in expected * 2]
-    counts = [_metric(s.url, 'tfvaeclf_serve_requests_total{ingress="mqtt"}')
-              for s in servers]
-    assert sum(counts) == 2 * len(files) and min(counts) > 0, counts
+    yield broker, [server.wait_ready() for server in servers]
   finally:
-    for server in servers:
-      code, err = server.stop()
-      assert code == 0, err
+    codes = [server.stop() for server in servers]
+    broker.close()
+  for code, err in codes:
+    assert code == 0, err
 
 
-def test_sigterm_answers_in_flight_requests_then_exits_0(bundle_dir, digits):
+def test_shared_subscription_splits_the_load(pair, digits):
   files, expected = digits
-  # Requests wait up to 2 s for a batch: they are in flight at SIGTERM.
-  server = _http_server(bundle_dir, "--max_wait_ms=2000").wait_ready()
+  broker, servers = pair
+  board = Board(broker, "board-8")
   try:
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-      pending = [pool.submit(_post, server.url, f, None) for f in files[:8]]
-      deadline = time.monotonic() + ANSWER_SECONDS
-      while (_metric(server.url, "tfvaeclf_serve_in_flight") < 8 and
-             time.monotonic() < deadline):
-        time.sleep(0.02)
-      server.process.send_signal(signal.SIGTERM)
-      answers = [p.result() for p in pending]
-    server.process.wait(ANSWER_SECONDS)
+    answers = board.ask(files * 2)
   finally:
-    code, err = server.stop()
+    board.close()
+  assert [a["classes"] for a in answers] == [[e] for e in expected * 2]
+  counts = [_metric(s.url, 'tfvaeclf_serve_requests_total{ingress="mqtt"}')
+            for s in servers]
+  assert sum(counts) == 2 * len(files) and min(counts) > 0, counts
+
+
+def test_sigterm_answers_in_flight_requests_then_exits_0(pair, digits):
+  files, expected = digits
+  server = pair[1][0]
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    pending = [pool.submit(_post, server.url, f) for f in files[:8]]
+    in_flight, deadline = 0, time.monotonic() + 10
+    while in_flight < 8 and time.monotonic() < deadline:
+      in_flight = _metric(server.url, "tfvaeclf_serve_in_flight")
+    assert in_flight == 8
+    server.process.send_signal(signal.SIGTERM)
+    answers = [p.result() for p in pending]
   assert [a.json()["classes"] for a in answers] == [[e] for e in expected[:8]]
-  assert code == 0, err
+  assert server.process.wait(ANSWER_SECONDS) == 0, server.stop()[1]

@@ -13,6 +13,7 @@ the broker's ACLs say who may publish and read which topics.
 """
 
 import json
+import logging
 import threading
 import time
 
@@ -58,6 +59,9 @@ class MqttIngress:
                                protocol=mqtt.MQTTv5)
     if username is not None:
       self._client.username_pw_set(username, password)
+    # A bug in a callback is logged, and the network thread goes on.
+    self._client.suppress_exceptions = True
+    self._client.enable_logger(logging.getLogger("tfvaeclf.serve.mqtt"))
     self._client.on_connect = self._on_connect
     self._client.on_subscribe = self._on_subscribe
     self._client.on_message = self._on_message
