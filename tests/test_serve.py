@@ -218,6 +218,7 @@ class Board:
     self.client.on_connect = lambda client, *_: client.subscribe(
         f"tfvaeclf/{device}/out", qos=1)
     self.client.connect("127.0.0.1", broker.port)
+    self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     self.client.loop_start()
     assert subscribed.wait(20)
 
