@@ -51,6 +51,7 @@ class Core:
   """
 
   def __init__(self, bundle_dir, max_images=256):
+    # The loaded SavedModel is kept: its signatures need it alive.
     self._saved, manifest = server.load(bundle_dir)
     self._classify = self._saved.signatures["classify"]
     self._codec = CodecSpec.from_manifest(manifest)
@@ -112,7 +113,7 @@ class Core:
     """
     groups = ([accepted] if self._codec.dither_seed is None
               else [[c] for c in accepted])
-    parts = [self._call([sum((list(c.strings[i]) for c in group), [])
+    parts = [self._call([[s for c in group for s in c.strings[i]]
                          for i in range(self._codec.num_streams)],
                         group[0].dither_seed)
              for group in groups]
