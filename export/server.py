@@ -127,7 +127,10 @@ class BundleServer:
     """A file's or message's bytes -> float32 `[N, *latent_shape,
     channels]`, the signatures' input; BitstreamError in one line for bytes
     that are corrupt or not of this bundle's encoder side."""
-    coded = self.codec.read(data)
+    return self.decode_coded(self.codec.read(data))
+
+  def decode_coded(self, coded):
+    """`decode` of a file or message already read by `codec.read`."""
     (strings,) = coded.strings
     if coded.dither_seed is None:
       return latent_decoder.decode_factorized(strings, self._tables,
