@@ -263,8 +263,7 @@ class ChannelContextCoder(_Coder):
           range_coder_precision=self.range_coder_precision)
       return model.cdf, model.cdf_offset
 
-    self._cdf, self._cdf_offset = build_tables()
-    self.load_tables(self.tables())  # which also parses them for `decode`
+    self._set_latent_tables(*(t.numpy() for t in build_tables()))
 
   def tables(self):
     """Flat-keyed numpy tables, as `np.savez` stores them."""
@@ -277,12 +276,14 @@ class ChannelContextCoder(_Coder):
   def load_tables(self, tables):
     self.hyper_coder.load_tables(
         {k: tables[f"hyper/{k}"] for k in ("cdf", "cdf_offset")})
-    self._cdf = tf.constant(np.asarray(tables["latent/cdf"]), tf.int32)
-    self._cdf_offset = tf.constant(
-        np.asarray(tables["latent/cdf_offset"]), tf.int32)
-    self._index_tables = range_coder.CdfTables(
-        np.asarray(tables["latent/cdf"]),
-        np.asarray(tables["latent/cdf_offset"]))
+    self._set_latent_tables(np.asarray(tables["latent/cdf"]),
+                            np.asarray(tables["latent/cdf_offset"]))
+
+  def _set_latent_tables(self, cdf, cdf_offset):
+    """TFC's tables, and the same parsed for `decode`."""
+    self._cdf = tf.constant(cdf, tf.int32)
+    self._cdf_offset = tf.constant(cdf_offset, tf.int32)
+    self._index_tables = range_coder.CdfTables(cdf, cdf_offset)
 
   def compress(self, latent):
     """Latent (batch, H, W, channels) -> (z strings, y strings)."""
