@@ -1,0 +1,171 @@
+"""Fuzzing every decode of bytes from outside: bounded time, user errors only.
+
+Files of three coders (factorized, channel context, dithered) are mutated
+raw (bit flips, truncation, splices, garbage) and crafted the way an
+attacker would: each image's strings replaced with random bytes under a
+recomputed, valid CRC. Such payloads made TFC's range decoder run for
+minutes (issue 14); the project's decoder must finish each file within a
+bound proportional to its size, and raise nothing but one-line user errors.
+Deterministic seeds; a few thousand cases.
+"""
+
+import dataclasses
+import time
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import train_small_joint
+from tfvaeclf import bitstream, codec, codec_spec, entropy, errors
+
+# Seconds a decode may take: a generous multiple of what it takes (about
+# 3 ms for a 16-image MNIST file, 20 ms with the context coder's eager
+# slice loop) on a loaded 2-core machine, plus a per-byte share.
+BASE_SECONDS = {"factorized": .25, "context": .5, "dithered": .25}
+SECONDS_PER_BYTE = 2e-6
+
+
+@pytest.fixture(scope="module")
+def digits(mnist):
+  images, _ = next(iter(mnist.test.batch(16)))
+  return images.numpy()
+
+
+@pytest.fixture(scope="module")
+def context(mnist, tmp_path_factory):
+  from tfvaeclf import model_dir
+  return model_dir.load(train_small_joint(
+      tmp_path_factory.mktemp("context"), mnist, 500,
+      entropy_model="context"))
+
+
+@pytest.fixture(scope="module")
+def dithered():
+  """A dithered coder and the spec of its files: what decoding needs of an
+  rdc model dir (whose training would take longer than this whole test)."""
+  coder = entropy.DitheredCoder((1, 1, 8), 4, seed=3)
+  latent = tf.random.stateless_uniform((256, 1, 1, 8), (0, 1), 0., 3.)
+  coder(latent, training=True)
+  coder.freeze()
+  spec = codec_spec.CodecSpec(
+      fingerprint=bytes(range(8)), image_shape=(28, 28, 1),
+      latent_shape=(1, 1), stream_names=("latent",), dither_seed=3)
+  loaded = types.SimpleNamespace(codec=spec,
+                                 model=types.SimpleNamespace(coder=coder))
+  files = [spec.pack([s.numpy() for s in coder.compress(latent[:n])])
+           for n in (1, 16)]
+  return loaded, files
+
+
+def raw_mutations(rng, files, count):
+  """Bit flips, truncations, splices of two files, garbage."""
+  cases = []
+  for i in range(count):
+    data = bytearray(files[rng.integers(len(files))])
+    kind = i % 5
+    if kind == 0:
+      for bit in rng.integers(0, 8 * len(data), size=rng.integers(1, 4)):
+        data[bit // 8] ^= 1 << (bit % 8)
+    elif kind == 1:
+      del data[rng.integers(len(data)):]
+    elif kind == 2:
+      other = files[rng.integers(len(files))]
+      data = data[:rng.integers(len(data))] + other[rng.integers(len(other)):]
+    elif kind == 3:
+      data = rng.bytes(int(rng.integers(0, 400)))
+    else:  # a valid start, garbage after it
+      data = data[:rng.integers(len(data))] + rng.bytes(
+          int(rng.integers(1, 200)))
+    cases.append(bytes(data))
+  return cases
+
+
+def crafted_payloads(rng, files, count):
+  """Files with a valid header and CRC, each image's strings replaced with
+  random bytes (of a stream chosen at random, or of all streams)."""
+  cases = []
+  for i in range(count):
+    coded = bitstream.unpack(files[i % len(files)])
+    streams = coded.strings
+    replaced = (range(len(streams)) if i % 3 == 0
+                else [int(rng.integers(len(streams)))])
+    longest = 4000 if i % 50 == 0 else 40  # some long strings, too
+    strings = [[rng.bytes(int(rng.integers(0, longest))) for _ in stream]
+               if k in replaced else stream
+               for k, stream in enumerate(streams)]
+    cases.append(bitstream.pack(dataclasses.replace(coded, strings=strings)))
+  return cases
+
+
+def fuzz(decode, cases, base_seconds=float("inf")):
+  """Decodes every case; returns {outcome: count} and the longest decode
+  (seconds, bytes), failing on an error that is not a user error or on a
+  decode slower than its bound (tools/bench_decoder.py runs it too)."""
+  outcomes, worst = {}, (0., 0)
+  for data in cases:
+    start = time.perf_counter()
+    try:
+      decode(data)
+      outcome = "decoded"
+    except errors.UserError as e:
+      assert "\n" not in str(e)
+      outcome = ("escape" if "escape code" in str(e) else
+                 "corrupt" if "payload does not decode" in str(e) else
+                 "refused")
+    took = time.perf_counter() - start
+    assert took < base_seconds + SECONDS_PER_BYTE * len(data), (
+        took, len(data))
+    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    worst = max(worst, (took, len(data)))
+  return outcomes, worst
+
+
+def _files(loaded, digits):
+  return [codec.compress_images(loaded, digits[:n]) for n in (1, 16)]
+
+
+@pytest.mark.parametrize("kind", ["factorized", "context", "dithered"])
+def test_fuzzed_files_decode_in_bounded_time_or_fail_in_one_line(
+    kind, request, digits):
+  if kind == "dithered":
+    loaded, files = request.getfixturevalue("dithered")
+    decode = lambda data: codec.decode_latent(loaded, data)
+  else:
+    loaded = request.getfixturevalue(
+        "loaded" if kind == "factorized" else "context")
+    files = _files(loaded, digits)
+    decode = lambda data: codec.classify_file(loaded, data)
+  count = 400 if kind == "context" else 1000
+  rng = np.random.default_rng(14)
+  for data in files:
+    decode(data)  # valid, and every lazy initialization done
+  raw, _ = fuzz(decode, raw_mutations(rng, files, count), BASE_SECONDS[kind])
+  crafted, _ = fuzz(decode, crafted_payloads(rng, files, count),
+                    BASE_SECONDS[kind])
+  assert raw["refused"] > count * .8, raw  # mostly by the CRC
+  # Crafted payloads reach the range decoder: most decode to something
+  # (a range decoder reads any bytes), the rest are caught by it.
+  assert crafted.get("refused", 0) == 0, crafted
+  assert crafted["decoded"] > count / 4, crafted
+  assert crafted.get("corrupt", 0) + crafted.get("escape", 0) > 0, crafted
+
+
+def test_the_issues_attack_finishes_fast(loaded, digits):
+  """16 images of random-byte strings with a valid CRC: files like it made
+  TFC's decoder run for minutes; here, escape codes no encoder writes are
+  refused at once."""
+  rng = np.random.default_rng(1414)
+  coded = bitstream.unpack(codec.compress_images(loaded, digits))
+  escapes = 0
+  for _ in range(200):
+    strings = [[rng.bytes(int(rng.integers(4, 14))) for _ in range(16)]]
+    data = bitstream.pack(dataclasses.replace(coded, strings=strings))
+    start = time.perf_counter()
+    try:
+      codec.classify_file(loaded, data)
+    except errors.BitstreamError as e:
+      escapes += "escape code" in str(e)
+    assert time.perf_counter() - start < BASE_SECONDS["factorized"]
+  assert escapes > 0
