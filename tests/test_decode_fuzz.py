@@ -155,21 +155,26 @@ def test_fuzzed_files_decode_in_bounded_time_or_fail_in_one_line(
   assert crafted["decoded"] > 0 and crafted["corrupt"] > 0, crafted
 
 
-def test_the_issues_attack_finishes_fast(loaded, digits):
-  """16 images whose strings open an escape code and then end, with a
-  valid CRC: TFC's decoder reads the code's zeros past the end for minutes
-  (the issue's random strings did this by chance); here it fails at once."""
-  coded = bitstream.unpack(codec.compress_images(loaded, digits))
+def escape_attack(loaded, images):
+  """A file of `images`' count whose strings open an escape code and then
+  end, with a valid CRC: TFC's decoder reads the code's zeros past the end
+  for minutes (the issue's random strings did this by chance). The model's
+  coder must be factorized."""
+  coded = bitstream.unpack(codec.compress_images(loaded, images))
   tables = loaded.model.coder.channel_tables
   assert tables.overflow[0]
   # The first value lands at the start of channel 0's escape bin.
   escape = int(tables.cdfs[0][tables.num_symbols[0] - 1])
   value = escape << (32 - int(tables.precision[0]))
-  strings = [value.to_bytes(4, "big").rstrip(b"\0")] * 16
+  strings = [value.to_bytes(4, "big").rstrip(b"\0")] * coded.num_images
   with pytest.raises(ValueError, match="escape code"):  # TFC's endless loop
     range_coder.decode_channel(
         strings, tables, (*coded.latent_shape, tables.num_tables))
-  data = bitstream.pack(dataclasses.replace(coded, strings=[strings]))
+  return bitstream.pack(dataclasses.replace(coded, strings=[strings]))
+
+
+def test_the_issues_attack_finishes_fast(loaded, digits):
+  data = escape_attack(loaded, digits)  # 16 images
   start = time.perf_counter()
   with pytest.raises(errors.BitstreamError, match="payload does not decode"):
     codec.classify_file(loaded, data)
