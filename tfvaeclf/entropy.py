@@ -336,7 +336,7 @@ class ChannelContextCoder(_Coder):
     """
     self._require_frozen()
     z_strings, y_strings = strings
-    spatial_shape = tuple(int(d) for d in spatial_shape)
+    spatial_shape = np.asarray(spatial_shape, np.int64).tolist()
     z_hat = latent_decoder.decode_factorized(
         z_strings, self.hyper_coder.channel_tables,
         [(d + 1) // 2 for d in spatial_shape], stream="hyper")

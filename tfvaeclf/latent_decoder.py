@@ -61,7 +61,7 @@ def decode_factorized(strings, tables, latent_shape, stream="latent"):
     BitstreamError: a string does not decode (one line).
   """
   tables = channel_tables(tables)
-  shape = (*(int(d) for d in latent_shape), tables.num_tables)
+  shape = (*np.asarray(latent_shape, np.int64).tolist(), tables.num_tables)
   try:
     values, ok = native.decode_channel(strings, tables, shape,
                                        check=False)
