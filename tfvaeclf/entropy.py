@@ -32,9 +32,7 @@ import tensorflow as tf
 import tensorflow_compression as tfc
 
 from tfvaeclf import dither, latent_decoder
-from tfvaeclf.edge import native
 from tfvaeclf.edge import range_coder
-from tfvaeclf.errors import BitstreamError
 
 __all__ = ["FactorizedCoder", "HyperpriorCoder", "ChannelContextCoder",
            "DitheredCoder", "build_coder", "CODER_NAMES"]
@@ -340,19 +338,16 @@ class ChannelContextCoder(_Coder):
     z_hat = latent_decoder.decode_factorized(
         z_strings, self.hyper_coder.channel_tables,
         [(d + 1) // 2 for d in spatial_shape], stream="hyper")
-    decoder = native.IndexDecoder(y_strings, self._index_tables)
+    y_streams = latent_decoder.IndexedStreams(y_strings, self._index_tables)
 
     def code_slice(k, loc, index):
-      del k  # the decoder resumes where the slice before ended
-      try:
-        symbols = decoder.decode(tf.cast(index, tf.int32).numpy())
-      except ValueError as e:  # an escape TFC cannot write, an int32 overflow
-        raise BitstreamError(f"payload does not decode: {e}") from None
+      del k  # each image's decoder resumes where the slice before ended
+      symbols = y_streams.decode(tf.cast(index, tf.int32).numpy())
       return tf.cast(symbols, loc.dtype) + loc
 
     latent_hat, _, _ = self._decode_slices(
         tf.constant(z_hat), spatial_shape, code_slice)
-    latent_decoder.check_decoded(decoder.finish())
+    y_streams.finish()
     return latent_hat
 
 
