@@ -27,12 +27,15 @@ a crafted string. It returns what `decompress` (TFC's ops, kept as the
 reference in tests) returns, bit for bit.
 """
 
+import itertools
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_compression as tfc
 
 from tfvaeclf import dither, latent_decoder
 from tfvaeclf.edge import range_coder
+from tfvaeclf.errors import BitstreamError
 
 __all__ = ["FactorizedCoder", "HyperpriorCoder", "ChannelContextCoder",
            "DitheredCoder", "build_coder", "CODER_NAMES"]
@@ -338,17 +341,54 @@ class ChannelContextCoder(_Coder):
     z_hat = latent_decoder.decode_factorized(
         z_strings, self.hyper_coder.channel_tables,
         [(d + 1) // 2 for d in spatial_shape], stream="hyper")
-    y_streams = latent_decoder.IndexedStreams(y_strings, self._index_tables)
+    key = next(_stream_keys)
+    _open_streams[key] = latent_decoder.IndexedStreams(
+        y_strings, self._index_tables)
+    try:
+      latent_hat = self._decode_traced(
+          tf.constant(z_hat), tf.constant(spatial_shape, tf.int32),
+          tf.constant(key, tf.int64))
+      if key in _slice_errors:
+        raise _slice_errors[key]
+      _open_streams[key].finish()
+    finally:
+      del _open_streams[key]
+      _slice_errors.pop(key, None)
+    return latent_hat
 
+  @tf.function(reduce_retracing=True)
+  def _decode_traced(self, z_hat, spatial_shape, key):
+    """The slice loop of `decode` in a graph (eagerly it takes longer than
+    the range decoding); the symbols come from the open streams `key`."""
     def code_slice(k, loc, index):
       del k  # each image's decoder resumes where the slice before ended
-      symbols = y_streams.decode(tf.cast(index, tf.int32).numpy())
+      index = tf.cast(index, tf.int32)
+      symbols = tf.numpy_function(_decode_slice, [key, index], tf.int32,
+                                  stateful=True)
+      symbols.set_shape(index.shape)
       return tf.cast(symbols, loc.dtype) + loc
 
-    latent_hat, _, _ = self._decode_slices(
-        tf.constant(z_hat), spatial_shape, code_slice)
-    y_streams.finish()
+    latent_hat, _, _ = self._decode_slices(z_hat, spatial_shape, code_slice)
     return latent_hat
+
+
+# The indexed streams that `ChannelContextCoder.decode` calls are decoding,
+# and their errors, by the key their traced slice loop is given.
+_open_streams, _slice_errors = {}, {}
+_stream_keys = itertools.count()
+
+
+def _decode_slice(key, index):
+  """The next slice of the open streams `key`; zeros after an error, which
+  is kept for `decode` to raise (raised here, it would leave the graph as
+  TensorFlow's error)."""
+  key = int(key)
+  if key not in _slice_errors:
+    try:
+      return _open_streams[key].decode(index)
+    except BitstreamError as e:
+      _slice_errors[key] = e
+  return np.zeros(index.shape, np.int32)
 
 
 class HyperpriorCoder(ChannelContextCoder):
