@@ -1,10 +1,14 @@
-"""The conditional coders: bit-exact round trips, tables, rate, end to end."""
+"""The coders: bit-exact round trips, tables, rate, end to end; `decode`
+(the project's decoder) against `decompress` (TFC's ops)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_compression as tfc
+from tensorflow_compression.python.ops import gen_ops
 
-from tfvaeclf import cli, codec, data, entropy, model_dir, models, train
+from tfvaeclf import bitstream, cli, codec, data, entropy, latent_decoder
+from tfvaeclf import model_dir, models, train
 from tests.conftest import SMALL_JOINT, run_spec
 
 CONDITIONAL = ("hyperprior", "context")
@@ -49,6 +53,88 @@ def test_decompress_returns_what_the_classifier_saw(frozen, shape):
   decoded = frozen.decompress(strings, shape)
   np.testing.assert_array_equal(decoded.numpy(), latent_hat.numpy())
   assert np.any(decoded.numpy() != np.round(decoded.numpy()))  # mu is used
+
+
+def _decode_without_tfc(coder, strings, shape, **options):
+  """`coder.decode`, where TFC's decode ops fail if called."""
+  def refuse(*args, **kwargs):
+    raise AssertionError("TFC's range decoder was called")
+  with pytest.MonkeyPatch.context() as patch:
+    for module in (gen_ops, tfc):
+      for name in ("create_range_decoder", "entropy_decode_channel",
+                   "entropy_decode_index"):
+        patch.setattr(module, name, refuse)
+    return coder.decode(strings, shape, **options)
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (7, 7), (3, 6), (1, 1)])
+def test_decode_equals_tfcs_decompress_bit_for_bit(frozen, shape):
+  for seed in range(3):
+    latent = _latent(shape, seed=seed, spread=3. * (seed + 1))
+    strings = frozen.compress(latent)
+    expected = frozen.decompress(strings, shape).numpy()
+    decoded = _decode_without_tfc(frozen, [s.numpy() for s in strings],
+                                  shape)
+    assert decoded.dtype == tf.float32
+    np.testing.assert_array_equal(decoded.numpy(), expected)
+
+
+@pytest.mark.parametrize("coding_rank,shape", [(3, (5, 3)), (3, (1, 1)),
+                                               (2, (6,))])
+def test_factorized_decode_equals_tfcs_decompress(coding_rank, shape):
+  coder = entropy.FactorizedCoder(CHANNELS, coding_rank=coding_rank)
+  latent = tf.random.stateless_normal((9, *shape, CHANNELS), (4, 5)) * 5
+  coder(latent)
+  coder.freeze()
+  # Far outliers take the escape code.
+  latent = latent.numpy()
+  latent[0].flat[0], latent[3].flat[-1] = 1e4, -3e5
+  strings = coder.compress(latent)
+  expected = coder.decompress(strings, shape).numpy()
+  assert np.abs(expected).max() == 3e5
+  np.testing.assert_array_equal(
+      _decode_without_tfc(coder, [s.numpy() for s in strings], shape).numpy(),
+      expected)
+
+
+def test_dithered_decode_equals_tfcs_decompress():
+  coder = entropy.DitheredCoder((2, 2, 5), 6, seed=7)
+  latent = tf.random.stateless_uniform((30, 2, 2, 5), (6, 7), 0., 5.)
+  coder(latent, training=True)
+  coder.freeze()
+  for seed in (None, 12345):
+    strings = coder.compress(latent, seed=seed)
+    expected = coder.decompress(strings, (2, 2), seed=seed).numpy()
+    np.testing.assert_array_equal(
+        _decode_without_tfc(coder, [s.numpy() for s in strings], (2, 2),
+                            seed=seed).numpy(), expected)
+  # Image i of a batch may take any dither index (a message's counter).
+  (strings,) = coder.compress(latent)
+  decoded = coder.decode([strings.numpy()[[7, 6]]], (2, 2),
+                         dither_indices=[7, 6])
+  np.testing.assert_array_equal(
+      decoded.numpy(), coder(latent, training=False)[0].numpy()[[7, 6]])
+
+
+def test_strings_that_do_not_decode_raise_one_line(frozen):
+  latent = _latent((4, 4))
+  strings = [s.numpy().tolist() for s in frozen.compress(latent)]
+  for stream, name in enumerate(("hyper", "latent")):
+    bad = [list(s) for s in strings]
+    bad[stream][3] += b"\x07\x01\x02"  # bytes after the stream's end
+    with pytest.raises(bitstream.BitstreamError,
+                       match=f"the {name} string of image 3 is corrupt"):
+      frozen.decode(bad, (4, 4))
+
+
+def test_escapes_no_encoder_writes_raise_one_line():
+  # Bin 0 of width 1, then the escape bin: the string's value 1 opens an
+  # escape, and the zeros after it make an escape code longer than any
+  # encoder writes (its decoding would loop on in TFC).
+  tables = {"cdf": np.array([-16, 0, 1, 65536]), "cdf_offset": [0]}
+  with pytest.raises(bitstream.BitstreamError,
+                     match="payload does not decode: .*escape code"):
+    latent_decoder.decode_factorized([b"\0\1" + bytes(40)], tables, (1,))
 
 
 def test_hyper_latent_shape_is_half_the_latent_rounded_up(frozen):
@@ -138,9 +224,10 @@ def test_joint_model_round_trips_through_the_file(trained, mnist):
   coded = trained.codec.unpack(file_bytes)
   assert len(coded.strings) == 2 and coded.num_images == 32
   outputs = trained.model(data.to_float(images), training=False)
-  np.testing.assert_array_equal(
-      codec.decode_latent(trained, file_bytes).numpy(),
-      outputs["latent_hat"].numpy())
+  decoded = codec.decode_latent(trained, file_bytes).numpy()
+  np.testing.assert_array_equal(decoded, outputs["latent_hat"].numpy())
+  np.testing.assert_array_equal(decoded, trained.model.decompress(
+      [tf.constant(s) for s in coded.strings], coded.latent_shape))
   np.testing.assert_array_equal(codec.classify_file(trained, file_bytes),
                                 tf.argmax(outputs["logits"], -1).numpy())
   actual_bits = 8 * np.sum([[len(s) for s in stream]

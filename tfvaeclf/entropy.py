@@ -27,12 +27,13 @@ a crafted string. It returns what `decompress` (TFC's ops, kept as the
 reference in tests) returns, bit for bit.
 """
 
+import itertools
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_compression as tfc
 
 from tfvaeclf import dither, latent_decoder
-from tfvaeclf.edge import native
 from tfvaeclf.edge import range_coder
 from tfvaeclf.errors import BitstreamError
 
@@ -263,8 +264,7 @@ class ChannelContextCoder(_Coder):
           range_coder_precision=self.range_coder_precision)
       return model.cdf, model.cdf_offset
 
-    self._cdf, self._cdf_offset = build_tables()
-    self.load_tables(self.tables())  # which also parses them for `decode`
+    self._set_latent_tables(*(t.numpy() for t in build_tables()))
 
   def tables(self):
     """Flat-keyed numpy tables, as `np.savez` stores them."""
@@ -277,12 +277,14 @@ class ChannelContextCoder(_Coder):
   def load_tables(self, tables):
     self.hyper_coder.load_tables(
         {k: tables[f"hyper/{k}"] for k in ("cdf", "cdf_offset")})
-    self._cdf = tf.constant(np.asarray(tables["latent/cdf"]), tf.int32)
-    self._cdf_offset = tf.constant(
-        np.asarray(tables["latent/cdf_offset"]), tf.int32)
-    self._index_tables = range_coder.CdfTables(
-        np.asarray(tables["latent/cdf"]),
-        np.asarray(tables["latent/cdf_offset"]))
+    self._set_latent_tables(np.asarray(tables["latent/cdf"]),
+                            np.asarray(tables["latent/cdf_offset"]))
+
+  def _set_latent_tables(self, cdf, cdf_offset):
+    """TFC's tables, and the same parsed for `decode`."""
+    self._cdf = tf.constant(cdf, tf.int32)
+    self._cdf_offset = tf.constant(cdf_offset, tf.int32)
+    self._index_tables = range_coder.CdfTables(cdf, cdf_offset)
 
   def compress(self, latent):
     """Latent (batch, H, W, channels) -> (z strings, y strings)."""
@@ -335,24 +337,58 @@ class ChannelContextCoder(_Coder):
     """
     self._require_frozen()
     z_strings, y_strings = strings
-    spatial_shape = tuple(int(d) for d in spatial_shape)
+    spatial_shape = np.asarray(spatial_shape, np.int64).tolist()
     z_hat = latent_decoder.decode_factorized(
         z_strings, self.hyper_coder.channel_tables,
         [(d + 1) // 2 for d in spatial_shape], stream="hyper")
-    decoder = native.IndexDecoder(y_strings, self._index_tables)
+    key = next(_stream_keys)
+    _open_streams[key] = latent_decoder.IndexedStreams(
+        y_strings, self._index_tables)
+    try:
+      latent_hat = self._decode_traced(
+          tf.constant(z_hat), tf.constant(spatial_shape, tf.int32),
+          tf.constant(key, tf.int64))
+      if key in _slice_errors:
+        raise _slice_errors[key]
+      _open_streams[key].finish()
+    finally:
+      del _open_streams[key]
+      _slice_errors.pop(key, None)
+    return latent_hat
 
+  @tf.function(reduce_retracing=True)
+  def _decode_traced(self, z_hat, spatial_shape, key):
+    """The slice loop of `decode` in a graph (eagerly it takes longer than
+    the range decoding); the symbols come from the open streams `key`."""
     def code_slice(k, loc, index):
-      del k  # the decoder resumes where the slice before ended
-      try:
-        symbols = decoder.decode(tf.cast(index, tf.int32).numpy())
-      except ValueError as e:  # an escape TFC cannot write, an int32 overflow
-        raise BitstreamError(f"payload does not decode: {e}") from None
+      del k  # each image's decoder resumes where the slice before ended
+      index = tf.cast(index, tf.int32)
+      symbols = tf.numpy_function(_decode_slice, [key, index], tf.int32,
+                                  stateful=True)
+      symbols.set_shape(index.shape)
       return tf.cast(symbols, loc.dtype) + loc
 
-    latent_hat, _, _ = self._decode_slices(
-        tf.constant(z_hat), spatial_shape, code_slice)
-    latent_decoder.check_decoded(decoder.finish())
+    latent_hat, _, _ = self._decode_slices(z_hat, spatial_shape, code_slice)
     return latent_hat
+
+
+# The indexed streams that `ChannelContextCoder.decode` calls are decoding,
+# and their errors, by the key their traced slice loop is given.
+_open_streams, _slice_errors = {}, {}
+_stream_keys = itertools.count()
+
+
+def _decode_slice(key, index):
+  """The next slice of the open streams `key`; zeros after an error, which
+  is kept for `decode` to raise (raised here, it would leave the graph as
+  TensorFlow's error)."""
+  key = int(key)
+  if key not in _slice_errors:
+    try:
+      return _open_streams[key].decode(index)
+    except BitstreamError as e:
+      _slice_errors[key] = e
+  return np.zeros(index.shape, np.int32)
 
 
 class HyperpriorCoder(ChannelContextCoder):

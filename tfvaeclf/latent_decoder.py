@@ -8,10 +8,10 @@ for minutes on a crafted string. Values equal TFC's `decompress` bit for
 bit on every string TFC's encoder writes.
 
 This module decodes the streams coded with one table per channel (the
-factorized coder, and the dithered coder's symbols); the conditional coders
-(`tfvaeclf.entropy`) decode their hyper-latent here and their latent slice
-by slice with `native.IndexDecoder`. It imports without TensorFlow: the
-server bundle and the Keras models use it alike.
+factorized coder, and the dithered coder's symbols), and the indexed
+streams of the conditional coders slice by slice (`IndexedStreams`; the
+slice loop that predicts their tables is `tfvaeclf.entropy`'s). It imports
+without TensorFlow: the server bundle and the Keras models use it alike.
 """
 
 import numpy as np
@@ -21,7 +21,7 @@ from tfvaeclf.edge import native
 from tfvaeclf.edge import range_coder
 from tfvaeclf.errors import BitstreamError
 
-__all__ = ["channel_tables", "check_decoded", "decode_dithered",
+__all__ = ["IndexedStreams", "channel_tables", "decode_dithered",
            "decode_factorized"]
 
 
@@ -35,7 +35,13 @@ def channel_tables(tables):
                                np.asarray(tables["cdf_offset"]))
 
 
-def check_decoded(ok, stream="latent"):
+def _undecodable(error):
+  """The decoder's ValueError (an escape code no encoder writes, an int32
+  overflow) as the user's error."""
+  return BitstreamError(f"payload does not decode: {error}")
+
+
+def _check_decoded(ok, stream="latent"):
   """Raises BitstreamError naming the first image whose string failed."""
   bad = np.flatnonzero(~np.asarray(ok, bool))
   if bad.size:
@@ -61,13 +67,13 @@ def decode_factorized(strings, tables, latent_shape, stream="latent"):
     BitstreamError: a string does not decode (one line).
   """
   tables = channel_tables(tables)
-  shape = (*(int(d) for d in latent_shape), tables.num_tables)
+  shape = (*np.asarray(latent_shape, np.int64).tolist(), tables.num_tables)
   try:
     values, ok = native.decode_channel(strings, tables, shape,
                                        check=False)
-  except ValueError as e:  # an escape TFC cannot write, int32 overflow
-    raise BitstreamError(f"payload does not decode: {e}") from None
-  check_decoded(ok, stream)
+  except ValueError as e:
+    raise _undecodable(e) from None
+  _check_decoded(ok, stream)
   return values.astype(np.float32)
 
 
@@ -81,3 +87,30 @@ def decode_dithered(strings, tables, latent_shape, seed, dither_indices=None):
   if dither_indices is None:
     dither_indices = len(symbols)
   return symbols - dither.np_dither(seed, dither_indices, symbols.shape[1:])
+
+
+class IndexedStreams:
+  """A conditional latent's strings, one per image, decoded a slice at a
+  time: each slice's tables depend on the slices decoded before, and each
+  image's decoder resumes where the slice before ended.
+
+  Args:
+    strings: one bytes per image.
+    tables: a `range_coder.CdfTables` of the indexed tables.
+  """
+
+  def __init__(self, strings, tables):
+    self._decoder = native.IndexDecoder(strings, tables)
+
+  def decode(self, indexes):
+    """The next slice: int32 values shaped like `indexes` (images first),
+    value i with table indexes[i]; BitstreamError if they do not decode."""
+    try:
+      return self._decoder.decode(indexes)
+    except ValueError as e:
+      raise _undecodable(e) from None
+
+  def finish(self, stream="latent"):
+    """After the last slice: BitstreamError unless every string ends as an
+    encoder ends one."""
+    _check_decoded(self._decoder.finish(), stream)
