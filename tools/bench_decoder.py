@@ -114,7 +114,7 @@ def main():
       ("crafted payloads", crafted_payloads(rng, files, args.fuzz_cases))):
     outcomes, (worst, size) = fuzz(
         lambda file_bytes: codec.decode_latent(loaded, file_bytes), corpus)
-    print(f"fuzz, {len(corpus)} {name}: worst decode {1e3 * worst:.1f} ms "
+    print(f"fuzz, {len(corpus)} {name}: worst decode {1e3 * worst:.2f} ms "
           f"(a {size}-byte file); outcomes {outcomes}")
 
   if args.tfc_timeout:

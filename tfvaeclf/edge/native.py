@@ -1,8 +1,8 @@
 """The C range coder (`csrc/range_coder.c`), with the numpy coder as fallback.
 
-`encode_channel`, `encode_index`, `decode_channel` and `decode_index` take
-the arguments of their namesakes in `range_coder` and return the same bytes
-and values, coding a whole batch in one C call. Tables are parsed by
+`encode_channel`, `encode_index`, `decode_channel`, `decode_index` and
+`IndexDecoder` take the arguments of their namesakes in `range_coder` and
+return the same bytes and values, coding a whole batch in one C call. Tables are parsed by
 `range_coder.CdfTables`, errors in values or tables are reported by the
 numpy coder (the C coder only detects them), so both speak alike.
 

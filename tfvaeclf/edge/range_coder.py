@@ -10,6 +10,8 @@ plain Python, the coder behind these TFC 2.14.1 ops:
   create_range_decoder + entropy_decode_channel / entropy_decode_index
       + entropy_decode_finalize                  -> `decode_channel`,
                                                     `decode_index`
+  entropy_decode_index again and again on one
+      handle (a latent slice by slice)           -> `IndexDecoder`
 
 so strings made on the board decode with TFC on the server and vice versa.
 
