@@ -58,6 +58,7 @@ def test_training_prints_progress_without_noise(trained):
   assert "is slow" not in stderr
   assert "WARNING:tensorflow" not in stderr  # TensorFlow's own handler
   assert "dataset mnist" in stderr
+  assert "training on 2000 of the 59500 training images" in stderr
   _assert_each_once(stderr)
 
 

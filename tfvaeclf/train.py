@@ -238,8 +238,14 @@ def _train(run, splits, *, strategy, scratch, verbose):
   initial_epoch = int(epoch.numpy())
   epochs, batch_size = settings.epochs, settings.batch_size
   if initial_epoch < epochs:
-    train = (splits.train.take(settings.train_subset)
-             if settings.train_subset else splits.train)
+    train = splits.train
+    if settings.train_subset:
+      train = train.take(settings.train_subset)
+      total = splits.sizes["train"]  # None: a stream of unknown length
+      logging.info("training on %s (--train_subset)", (
+          f"the first {settings.train_subset} training images" if total is None
+          else f"{min(settings.train_subset, total)} of the {total} training "
+          "images"))
     global_batch = batch_size * strategy.num_replicas_in_sync
     recorder = _EpochRecorder(manager, epoch, None if scratch else layout)
     model.fit(
