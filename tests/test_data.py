@@ -245,9 +245,12 @@ def make_class_folders(root, counts):
     (root / name / "notes.txt").write_text("not an image: ignored")
 
 
-def test_folder_split_and_resize(tmp_path):
+def test_folder_split_and_resize(tmp_path, caplog):
   make_class_folders(tmp_path, {"owl": 4, "cat": 4, "dog": 4})
-  splits = data.load(f"folder:{tmp_path}", image_size=16, validation_size=3)
+  with caplog.at_level(logging.INFO):
+    splits = data.load(f"folder:{tmp_path}", image_size=16, validation_size=3)
+  assert (f"folder:{tmp_path} has no train/ and test/ subfolders: the last "
+          "10% of its shuffled images (2) are the test split") in caplog.text
   assert splits.info.class_names == ("cat", "dog", "owl")
   assert splits.info.image_shape == (16, 16, 3)
   assert splits.info.num_classes == 3
@@ -258,6 +261,13 @@ def test_folder_split_and_resize(tmp_path):
   assert x.shape == (7, 16, 16, 3) and x.dtype == np.uint8
   assert set(y) <= {0, 1, 2}
   assert sum(len(take(getattr(splits, k))[1]) for k in SPLITS) == 12
+
+
+def test_a_folder_needs_image_size_named_as_the_flag(tmp_path):
+  make_class_folders(tmp_path, {"a": 2})
+  with pytest.raises(ValueError, match="folder datasets need --image_size "
+                     r".*e\.g\. --image_size=64"):
+    data.load(f"folder:{tmp_path}")
 
 
 def test_folder_resize_covers_then_center_crops(tmp_path):

@@ -361,3 +361,66 @@ def test_user_errors_are_one_line_exit_2(case, runs, rates, tmp_path,
   # Only the skip note may come before the error line.
   assert all("skipping" in line for line in stderr.splitlines()[:-1])
   assert not os.path.exists(tmp_path / "out" / "points.csv")
+
+
+@pytest.mark.parametrize("model, model_config, setting", [
+    ("rdc", {"lmbda": 0., "lambda_cls": 0.03}, "rdc, λ_cls=0.03"),
+    ("beta_vae", {"entropy_model": "factorized", "lmbda": 0., "beta": 3.},
+     "beta_vae, factorized, β=3"),
+    ("split", {"entropy_model": "context", "lmbda": 2.},
+     "split, context, λ=2"),
+])
+def test_a_model_is_labelled_with_its_objectives_weight(
+    model, model_config, setting, tmp_path):
+  directory = write_run(tmp_path / "run", "mnist", .9, .1, 9.8, None)
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    json.dump({"model": model, "dataset": {"name": "mnist"},
+               "model_config": model_config}, f)
+  assert report.load_run(directory).setting == setting
+
+
+def _figures(monkeypatch):
+  """The figures `write_report` saves, by file name."""
+  figures, save = {}, report._save
+  def keep(figure, path):
+    save(figure, path)
+    figures[os.path.basename(path)] = figure
+  monkeypatch.setattr(report, "_save", keep)
+  return figures
+
+
+def _model_markers(figure):
+  return {line.get_label().split(" (")[0]: line.get_marker()
+          for line in figure.axes[0].get_lines()
+          if line.get_label().endswith(")")}
+
+
+def test_a_model_keeps_its_marker_in_every_plot(tmp_path, monkeypatch):
+  points = [report.Point("mnist", "model", name, "joint", .1 * (i + 1),
+                         .1 * (i + 1), 10., 10., accuracy=.9,
+                         psnr=20. if name != "a" else None)
+            for i, name in enumerate("abc")]
+  figures = _figures(monkeypatch)
+  report.write_report(points, {}, str(tmp_path), note=lambda line: None)
+  accuracy = _model_markers(figures["accuracy_mnist.png"])
+  psnr = _model_markers(figures["psnr_mnist.png"])
+  assert set(accuracy) == {"a", "b", "c"} and set(psnr) == {"b", "c"}
+  assert len(set(accuracy.values())) == 3
+  assert {name: accuracy[name] for name in psnr} == psnr
+
+
+def test_model_names_in_a_crowded_plot_do_not_overlap(tmp_path, monkeypatch):
+  points = [report.Point("mnist", "model", f"model_{i:02d}", "joint",
+                         .1 * 1.02 ** i, .1 * 1.02 ** i, 10., 10.,
+                         accuracy=.9 + .001 * (i % 5))
+            for i in range(30)]
+  figures = _figures(monkeypatch)
+  report.write_report(points, {}, str(tmp_path), note=lambda line: None)
+  figure = figures["accuracy_mnist.png"]
+  renderer = figure.canvas.get_renderer()
+  shown = [text.get_window_extent(renderer)
+           for text in figure.axes[0].texts if text.get_visible()]
+  assert 3 <= len(shown) < 30
+  for i, box in enumerate(shown):
+    assert not any(box.overlaps(other) for other in shown[i + 1:])
+  assert_png(tmp_path / "accuracy_mnist.png")

@@ -192,6 +192,12 @@ def test_budget_objective_ranks_over_budget_below_within_budget():
   far_over = search.objective_score("budget", 0.99, 0.50, max_bpp=0.1)
   worst_within = search.objective_score("budget", 0.0, 0.01, max_bpp=0.1)
   assert within > worst_within > over > far_over
+  # All over budget: accuracy still counts, discounted by the excess rate.
+  accurate = search.objective_score("budget", 0.400, 0.12, max_bpp=0.1)
+  cheap = search.objective_score("budget", 0.207, 0.11, max_bpp=0.1)
+  assert accurate > cheap
+  assert search.objective_score("budget", 0.4, 0.2, max_bpp=0.1) == (
+      pytest.approx(-0.8))
   assert search.objective_score("accuracy", 0.9, 5.) == 0.9
   assert search.objective_score("lagrangian", 0.9, 0.5,
                                 tradeoff=0.2) == pytest.approx(0.8)

@@ -1,6 +1,7 @@
 """tools/*.py run as the README writes them: `tools/x.py`, or with python."""
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -30,3 +31,53 @@ def test_a_tool_runs_by_its_own_name(tool):
   assert "Traceback" not in result.stderr
   summary = ast.get_docstring(ast.parse(source)).splitlines()[0]
   assert summary in result.stdout
+
+
+def _readme():
+  with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+    return f.read()
+
+
+def _table_rows(text, header):
+  """The rows (lists of cells) of the Markdown table under `header`."""
+  lines = text[text.index(header):].splitlines()[2:]
+  rows = []
+  for line in lines:
+    if not line.startswith("|"):
+      break
+    rows.append([cell.strip() for cell in line.strip("|").split("|")])
+  return rows
+
+
+def test_check_targets_prints_the_readmes_table(tmp_path):
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "model.json").write_text("{}")
+  (run / "eval.json").write_text(json.dumps({
+      "accuracy": 0.989, "bpp": 0.0916, "bytes_per_image": 8.98,
+      "estimated_bytes_per_image": 8.66, "encode_ms_per_image": 0.172,
+      "decode_ms_per_image": 0.085}))
+  later = os.path.getmtime(run / "model.json") + 1
+  os.utime(run / "eval.json", (later, later))  # newer: not re-evaluated
+  result = subprocess.run(
+      [sys.executable, "tools/check_targets.py", f"--model_dir={run}"],
+      cwd=REPO, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+  printed = _table_rows(result.stdout, "| measure |")
+  readme = _table_rows(_readme(), "| measure | measured | target | met |")
+  assert printed == readme
+
+
+def test_baselines_label_qualities_as_the_readme_does(tmp_path):
+  out = str(tmp_path / "baselines_mnist.csv")
+  result = subprocess.run(
+      [sys.executable, "tools/baselines.py", "--dataset=mnist",
+       "--max_examples=4", "--codecs=jpeg,jpeg2000",
+       "--qualities=jpeg:5:90,jpeg2000:3:1", f"--out={out}"],
+      cwd=REPO, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-2000:]
+  for label in ("q 5", "q 90", "level 3 (ratio 6)", "level 1 (ratio 2)"):
+    assert label in result.stdout
+  readme = _readme()
+  assert "| JPEG (q 5 … 90) |" in readme
+  assert "| JPEG 2000 (level 3 … 1, ratio 6 … 2) |" in readme

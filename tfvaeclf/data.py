@@ -354,6 +354,9 @@ def _load_folder(path, validation_size, seed):
   else:
     n_test = math.ceil(len(files) / 10)
     files, test = files[:-n_test], files[-n_test:]
+    logging.info("folder:%s has no train/ and test/ subfolders: the last "
+                 "10%% of its shuffled images (%d) are the test split",
+                 path, n_test)
   n_train = _train_count(len(files), validation_size)
 
   def decode(file, label):
@@ -469,7 +472,8 @@ def load(name, *, data_dir=None, image_size=None, validation_size=5000,
     size = tuple(size)
   if name.startswith("folder:"):
     if size is None:
-      raise ValueError("folder datasets need image_size, e.g. image_size=64")
+      raise ValueError("folder datasets need --image_size (their images "
+                       "vary in size), e.g. --image_size=64")
     splits = _load_folder(name[len("folder:"):], validation_size, seed)
   elif name in DATASET_NAMES:
     splits = _load_named(name, data_dir, validation_size, download)

@@ -220,4 +220,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main, argv=specs.flagfiles_first(sys.argv))
+  cli.run(main, argv=specs.flagfiles_first(sys.argv), many_models=True)

@@ -41,8 +41,11 @@ import sys
 
 from absl import flags
 from matplotlib import ticker
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 from matplotlib.lines import Line2D
+from matplotlib.text import Annotation
 
 from tfvaeclf import fileio
 from tfvaeclf.layout import ModelDir
@@ -86,13 +89,21 @@ class Point:
 # --- reading ----------------------------------------------------------------
 
 
+# The weight of each kind's objective: the first of these model config
+# fields that a config has (an rdc config also has an unused `lmbda` of 0,
+# a VAE's `lmbda` only scales the rate's gradient to the encoder).
+_OBJECTIVE_WEIGHTS = (("lambda_cls", "λ_cls"), ("beta", "β"), ("lmbda", "λ"))
+
+
 def _model_setting(config):
   model_config = config.get("model_config", {})
   parts = [str(config.get("model", "model"))]
   if "entropy_model" in model_config:
     parts.append(str(model_config["entropy_model"]))
-  if "lmbda" in model_config:
-    parts.append(f"λ={model_config['lmbda']:g}")
+  for field, symbol in _OBJECTIVE_WEIGHTS:
+    if field in model_config:
+      parts.append(f"{symbol}={model_config[field]:g}")
+      break
   return ", ".join(parts)
 
 
@@ -347,6 +358,13 @@ def summary_markdown(dataset, points):
 _MODEL_MARKERS = ("*", "D", "P", "X", "s", "^", "v", "p")
 
 
+def _model_markers(points):
+  """{model name: marker}, the same in every plot of a report."""
+  names = sorted({p.name for p in points if p.kind == "model"})
+  return {name: _MODEL_MARKERS[i % len(_MODEL_MARKERS)]
+          for i, name in enumerate(names)}
+
+
 def _codec_colors(points):
   names = sorted({p.name for p in points if p.kind == "codec"})
   palette = [f"C{i}" for i in range(10)]
@@ -366,12 +384,13 @@ def _new_axes(title, ylabel):
   return figure, axes
 
 
-def _draw_models(axes, models, value):
+def _draw_models(axes, models, value, markers):
   """Each model filled at its whole-file rate, hollow at its payload rate,
-  joined by a thin line, as the codecs' solid and dashed curves are."""
+  joined by a thin line, as the codecs' solid and dashed curves are; its
+  name beside it where there is room (see `_place_labels`)."""
   handles = []
-  for i, p in enumerate(models):
-    marker = _MODEL_MARKERS[i % len(_MODEL_MARKERS)]
+  for p in models:
+    marker = markers[p.name]
     size = 11 if marker == "*" else 8
     (handle,) = axes.plot([p.bpp], [value(p)], marker=marker, color="black",
                           markersize=size, linestyle="none",
@@ -382,8 +401,8 @@ def _draw_models(axes, models, value):
       axes.plot([p.payload_bpp], [value(p)], marker=marker, color="black",
                 markerfacecolor="none", markersize=size, linestyle="none")
     axes.annotate(p.name, (p.payload_bpp, value(p)),
-                  textcoords="offset points",
-                  xytext=(7, -12 if i % 2 else 6), fontsize=9)
+                  textcoords="offset points", xytext=_LABEL_OFFSETS[0],
+                  fontsize=9)
     handles.append(handle)
   if any(p.payload_bpp != p.bpp for p in models):
     handles += [Line2D([], [], color="black", marker="o", linestyle="none",
@@ -422,6 +441,47 @@ def _draw_codecs(axes, points, colors, scale, kinds):
   return handles
 
 
+# Where a model's name may go, in points from its payload marker: right
+# above, right below, left above, left below.
+_LABEL_OFFSETS = ((7, 6), (7, -12), (-7, 6), (-7, -12))
+
+
+def _marker_boxes(axes, renderer):
+  """The display boxes of the markers drawn in `axes`."""
+  half = renderer.points_to_pixels(5)
+  points = [axes.transData.transform(xy) for line in axes.get_lines()
+            if line.get_marker() not in ("None", "", None)
+            for xy in line.get_xydata()]
+  return [Bbox.from_extents(x - half, y - half, x + half, y + half)
+          for x, y in points]
+
+
+def _place_labels(figure):
+  """Moves each model's name to the first of `_LABEL_OFFSETS` where it
+  covers no marker and no name placed before it, inside the axes; a name
+  with no such place is left out (the legend still names its marker)."""
+  renderer = FigureCanvasAgg(figure).get_renderer()
+  figure.draw_without_rendering()  # the constrained layout, final limits
+  figure.set_layout_engine("none")  # kept as placed: names move with it
+  for axes in figure.axes:
+    taken = _marker_boxes(axes, renderer)
+    inside = axes.get_window_extent(renderer)
+    for label in axes.texts:
+      if not isinstance(label, Annotation):  # a note, not a name
+        continue
+      for dx, dy in _LABEL_OFFSETS:
+        label.set_horizontalalignment("left" if dx > 0 else "right")
+        label.xyann = (dx, dy)
+        box = label.get_window_extent(renderer)
+        fits = (inside.contains(box.x0, box.y0)
+                and inside.contains(box.x1, box.y1))
+        if fits and not any(box.overlaps(other) for other in taken):
+          taken.append(box)
+          break
+      else:
+        label.set_visible(False)
+
+
 def _save(figure, path):
   for axes in figure.axes:  # at least a decade of rate, ticks at 1, 2, 5
     low, high = axes.get_xlim()
@@ -432,16 +492,17 @@ def _save(figure, path):
     axes.xaxis.set_major_formatter(
         ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     axes.xaxis.set_minor_formatter(ticker.NullFormatter())
+  _place_labels(figure)
   with fileio.atomic_writer(path, "wb") as f:
     figure.savefig(f, format="png")
 
 
-def plot_accuracy(dataset, points, reference, colors, path):
+def plot_accuracy(dataset, points, reference, colors, markers, path):
   figure, axes = _new_axes(
       f"{dataset}: test accuracy against rate, learned models and classical "
       "codecs", "test accuracy (%)")
   models = [p for p in points if p.kind == "model"]
-  handles = _draw_models(axes, models, lambda p: 100 * p.accuracy)
+  handles = _draw_models(axes, models, lambda p: 100 * p.accuracy, markers)
   handles += _draw_codecs(axes, points, colors, 100,
                           _accuracy_kinds(points))
   if reference is not None:
@@ -460,11 +521,11 @@ def plot_accuracy(dataset, points, reference, colors, path):
   _save(figure, path)
 
 
-def plot_psnr(dataset, points, colors, path):
+def plot_psnr(dataset, points, colors, markers, path):
   figure, axes = _new_axes(
       f"{dataset}: reconstruction PSNR against rate", "PSNR (dB)")
   models = [p for p in points if p.kind == "model" and p.psnr is not None]
-  handles = _draw_models(axes, models, lambda p: p.psnr)
+  handles = _draw_models(axes, models, lambda p: p.psnr, markers)
   handles += _draw_codecs(axes, points, colors, 1., [("psnr", "")])
   if not models:
     axes.text(0.99, 0.02, "no learned model here has a decoder: "
@@ -507,7 +568,7 @@ def write_report(points, references, out, note=None):
   for dataset in sorted(set(references) - set(datasets)):
     note(f"--reference for {dataset}: no points of that dataset")
   write_points([p for ps in datasets.values() for p in ps], out)
-  colors = _codec_colors(points)
+  colors, markers = _codec_colors(points), _model_markers(points)
   summaries = []
   for dataset, ds_points in datasets.items():
     if not any(p.kind == "model" for p in ds_points):
@@ -515,9 +576,9 @@ def write_report(points, references, out, note=None):
     name = _file_name(dataset)
     if any(p.accuracy is not None for p in ds_points):
       plot_accuracy(dataset, ds_points, references.get(dataset), colors,
-                    os.path.join(out, f"accuracy_{name}.png"))
+                    markers, os.path.join(out, f"accuracy_{name}.png"))
     if any(p.psnr is not None for p in ds_points):
-      plot_psnr(dataset, ds_points, colors,
+      plot_psnr(dataset, ds_points, colors, markers,
                 os.path.join(out, f"psnr_{name}.png"))
     summaries.append(summary_markdown(dataset, ds_points))
   summary = "## Rate needed to match the best model's accuracy\n\n" + (

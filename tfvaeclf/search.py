@@ -115,15 +115,21 @@ def objective_score(objective, val_accuracy, val_bpp, max_bpp=None,
   """The number the tuner maximizes, from a trial's last validation epoch.
 
   accuracy:   val_accuracy.
-  budget:     val_accuracy when val_bpp <= max_bpp; otherwise
-              -val_bpp / max_bpp, which is below -1 and so below every trial
-              within budget, and ranks trials over it by how far over.
+  budget:     val_accuracy when val_bpp <= max_bpp (a score in [0, 1]);
+              otherwise val_accuracy * max_bpp / val_bpp - 1, in [-1, 0):
+              every trial within budget ranks above every trial over it,
+              and among those over it accuracy still counts, discounted by
+              how far over the rate is (twice the budget halves it). So a
+              search whose trials are all over budget picks an accurate
+              one near the budget, not the one with the least rate.
   lagrangian: val_accuracy - tradeoff * val_bpp.
   """
   if objective == "accuracy":
     return val_accuracy
   if objective == "budget":
-    return val_accuracy if val_bpp <= max_bpp else -val_bpp / max_bpp
+    if val_bpp <= max_bpp:
+      return val_accuracy
+    return val_accuracy * max_bpp / val_bpp - 1.
   if objective == "lagrangian":
     return val_accuracy - tradeoff * val_bpp
   raise ValueError(f"Unknown objective {objective!r}.")
@@ -508,7 +514,11 @@ def main(argv):
       f" (the model's estimate), {_describe(best.hyperparameters.values)}"])
   print(f"best: trial {best.trial_id} ({_describe(best.hyperparameters.values)}"
         f", score {best.score:.4f}); wrote {search_dir}/trials.csv and {path}")
+  if FLAGS.objective == "budget" and row["val_bpp"] > FLAGS.max_bpp:
+    print(f"no trial was within --max_bpp={FLAGS.max_bpp:g}: the best one "
+          "over it is the most accurate for its excess rate (see "
+          "objective_score)")
 
 
 if __name__ == "__main__":
-  cli.run(main, argv=specs.flagfiles_first(sys.argv))
+  cli.run(main, argv=specs.flagfiles_first(sys.argv), many_models=True)

@@ -56,7 +56,11 @@ class _EpochRecorder(tf.keras.callbacks.Callback):
 
   A row whose checkpoint never landed (a kill in between) is dropped on
   resume, so the history always matches the checkpoints. An epoch in which
-  the loss went non-finite is not saved at all.
+  the loss went non-finite is not saved at all, and ends the training.
+
+  The loss is watched on the device: reading it after every batch would
+  wait for each step to finish (Keras warns that the callback is slow), so
+  the first non-finite batch is only noted there and read at the epoch end.
   """
 
   def __init__(self, manager, epoch, layout):
@@ -64,7 +68,11 @@ class _EpochRecorder(tf.keras.callbacks.Callback):
     checkpoints."""
     super().__init__()
     self.manager, self.epoch, self.layout = manager, epoch, layout
+    self._supports_tf_logs = True  # the batch logs stay tensors
     self.diverged_at = None
+    # Batches of this epoch so far, and the first non-finite one (0: none).
+    self._batches = tf.Variable(0, dtype=tf.int64, trainable=False)
+    self._first_bad = tf.Variable(0, dtype=tf.int64, trainable=False)
 
   def _rows(self):
     return [row for row in self.layout.history()
@@ -72,14 +80,22 @@ class _EpochRecorder(tf.keras.callbacks.Callback):
 
   def on_epoch_begin(self, epoch, logs=None):
     self.started = time.perf_counter()
+    self._batches.assign(0)
+    self._first_bad.assign(0)
 
   def on_train_batch_end(self, batch, logs=None):
-    if not math.isfinite(float(logs["loss"])):
-      self.diverged_at = (int(self.epoch.numpy()) + 1, batch + 1)
-      self.model.stop_training = True
+    # A few eager ops, not a tf.function: a sweep's every model would trace
+    # it again, and TensorFlow warns of retracing.
+    self._batches.assign_add(1)
+    self._first_bad.assign(tf.where(
+        (self._first_bad == 0) & ~tf.math.is_finite(logs["loss"]),
+        self._batches, self._first_bad))
 
   def on_epoch_end(self, epoch, logs=None):
-    if self.diverged_at is not None:
+    first_bad = int(self._first_bad.numpy())
+    if first_bad:
+      self.diverged_at = (epoch + 1, first_bad)
+      self.model.stop_training = True
       return
     if self.layout:
       self.layout.write_history(self._rows() + [{"epoch": epoch, **{
@@ -222,8 +238,14 @@ def _train(run, splits, *, strategy, scratch, verbose):
   initial_epoch = int(epoch.numpy())
   epochs, batch_size = settings.epochs, settings.batch_size
   if initial_epoch < epochs:
-    train = (splits.train.take(settings.train_subset)
-             if settings.train_subset else splits.train)
+    train = splits.train
+    if settings.train_subset:
+      train = train.take(settings.train_subset)
+      total = splits.sizes["train"]  # None: a stream of unknown length
+      logging.info("training on %s (--train_subset)", (
+          f"the first {settings.train_subset} training images" if total is None
+          else f"{min(settings.train_subset, total)} of the {total} training "
+          "images"))
     global_batch = batch_size * strategy.num_replicas_in_sync
     recorder = _EpochRecorder(manager, epoch, None if scratch else layout)
     model.fit(
@@ -237,8 +259,11 @@ def _train(run, splits, *, strategy, scratch, verbose):
             *_learning_rate_callback(settings.lr_schedule,
                                      settings.learning_rate, epochs),
             recorder,
-            # Keras sends a non-chief's summaries to a temporary dir.
-            tf.keras.callbacks.TensorBoard(layout.logs_dir),
+            # Keras sends a non-chief's summaries to a temporary dir. No
+            # graph: writing it in the first batch makes Keras warn that
+            # the callbacks are slow.
+            tf.keras.callbacks.TensorBoard(layout.logs_dir,
+                                           write_graph=False),
         ])
     if recorder.diverged_at is not None:
       last = int(epoch.numpy())

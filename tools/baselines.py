@@ -59,6 +59,15 @@ flags.DEFINE_float("finetune_learning_rate", 1e-4,
                    "Adam learning rate of the fine-tuning.")
 
 
+def _setting(codec, quality):
+  """A codec's quality setting as the README's tables name it."""
+  if codec in ("hevc", "av1"):
+    return f"CRF {quality}"
+  if codec == "jpeg2000":  # OpenJPEG's compression ratio is twice the level
+    return f"level {quality} (ratio {2 * int(quality)})"
+  return f"q {quality}"
+
+
 def _images_and_labels(dataset, count):
   pairs = list(dataset.take(count).as_numpy_iterator())
   return (np.stack([x for x, _ in pairs]),
@@ -187,7 +196,7 @@ def main(argv):
         for key, label in (("accuracy", "accuracy"),
                            ("finetuned_accuracy", "fine-tuned"))
         if key in row)
-    print(f"{row['codec']:<9} q={row['quality']:<3} "
+    print(f"{row['codec']:<9} {_setting(row['codec'], row['quality']):<18}"
           f"{row['bytes_per_image']:8.1f} B  payload "
           f"{row['payload_bytes_per_image']:7.1f} B  {row['psnr']:5.1f} dB"
           f"{accuracies}")

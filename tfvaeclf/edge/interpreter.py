@@ -3,10 +3,12 @@
 A board installs a runtime package (`pip install tfvaeclf[edge]` brings
 ai-edge-litert); the old tflite-runtime works too. Where neither is
 installed, TensorFlow's own `tf.lite` is used, and only then is TensorFlow
-imported, so a board without it never loads it.
+imported, so a board without it never loads it, and quietly: its C++
+start-up chatter (CUDA, cuDNN, CPU features) says nothing about encoding.
 """
 
 import importlib
+import os
 
 __all__ = ["RUNTIMES", "load_interpreter"]
 
@@ -21,6 +23,7 @@ def _interpreter_class():
       return importlib.import_module(module_name).Interpreter, module_name
     except ImportError:
       continue
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # read as TF loads
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return tf.lite.Interpreter, "tensorflow.lite"
 
