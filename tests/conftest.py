@@ -147,3 +147,20 @@ def train_small_rdc(directory, splits, classifier_dir, lambda_cls, seed,
       seed=seed, train_subset=600, freeze_encoder_from=pretrained_dir),
       splits, verbose=0)
   return str(directory)
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(trained_dir, tmp_path_factory):
+  """The session's small model, exported once through the export CLI (tests
+  that alter a bundle alter a copy)."""
+  from absl.testing import flagsaver
+  from tfvaeclf import cli
+  from export import __main__ as export_main
+  out = str(tmp_path_factory.mktemp("export") / "bundle")
+  with flagsaver.flagsaver():
+    with pytest.raises(SystemExit) as exit_info:
+      cli.run(export_main.main, argv=[
+          "export", f"--model_dir={trained_dir}", f"--out={out}",
+          "--calibration_examples=100"])
+  assert exit_info.value.code is None
+  return out

@@ -6,12 +6,11 @@ import shutil
 import subprocess
 import sys
 
-from absl.testing import flagsaver
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import cli, codec, data, model_dir
+from tfvaeclf import codec, data, model_dir
 from tfvaeclf.codec_spec import CodecSpec
 from tfvaeclf.edge import BundleError, EdgeEncoder, bundle
 from tfvaeclf.errors import BitstreamError
@@ -60,19 +59,6 @@ def classify_without_tfc(bundle_dir, files, directory):
 
 def _export_cli(argv, capsys):
   return run_cli(export_main.main, argv, capsys)
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(trained_dir, tmp_path_factory):
-  """The session's small model, exported once through the CLI."""
-  out = str(tmp_path_factory.mktemp("export") / "bundle")
-  with flagsaver.flagsaver():
-    with pytest.raises(SystemExit) as exit_info:
-      cli.run(export_main.main, argv=[
-          "export", f"--model_dir={trained_dir}", f"--out={out}",
-          "--calibration_examples=100"])
-  assert exit_info.value.code is None
-  return out
 
 
 @pytest.fixture(scope="module")

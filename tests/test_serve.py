@@ -19,7 +19,6 @@ import tempfile
 import threading
 import time
 
-from absl.testing import flagsaver
 import httpx
 import numpy as np
 from paho.mqtt import client as mqtt
@@ -27,11 +26,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 import pytest
 
-from tfvaeclf import cli, codec
+from tfvaeclf import codec
 from tfvaeclf.edge import EdgeEncoder
 from tfvaeclf.serve.core import Core, Refusal
 
-from export import __main__ as export_main
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None,
                                 reason="needs Debian's mosquitto broker")
@@ -61,24 +59,11 @@ def _wait_for_port(port, process, deadline):
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(trained_dir, tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("serve") / "bundle")
-  with flagsaver.flagsaver():
-    with pytest.raises(SystemExit) as exit_info:
-      cli.run(export_main.main, argv=[
-          "export", f"--model_dir={trained_dir}", f"--out={out}",
-          "--calibration_examples=100"])
-  assert exit_info.value.code is None
-  return out
-
-
-@pytest.fixture(scope="module")
 def digits(bundle_dir, loaded, mnist):
-  """(one-image files of real digits from the edge runtime, the class
-  names `codec classify` gives them)."""
+  """(one-image messages of real digits from the edge runtime, what a board
+  sends, and the class names `codec classify` gives them)."""
   images, _ = next(iter(mnist.test.batch(NUM_DIGITS)))
-  encoder = EdgeEncoder(bundle_dir)
-  files = [encoder.encode_file(image[None]) for image in images.numpy()]
+  files = EdgeEncoder(bundle_dir).encode_messages(images.numpy())
   names = loaded.config["class_names"]
   expected = [names[int(codec.classify_file(loaded, f)[0])] for f in files]
   return files, expected
@@ -91,7 +76,9 @@ def _hostile(files, codec_spec, seed):
   flipped = bytearray(good)
   flipped[int(rng.integers(len(good)))] ^= 1 << int(rng.integers(8))
   # A valid header and CRC around a random string: anyone can make one.
-  crafted = codec_spec.pack([[rng.bytes(int(rng.integers(1, 30)))]])
+  strings = [[rng.bytes(int(rng.integers(1, 30)))]]
+  crafted = (codec_spec.pack(strings) if rng.integers(2) else
+             codec_spec.pack_messages(strings)[0])
   return [("truncated", good[:int(rng.integers(1, len(good)))]),
           ("flipped", bytes(flipped)),
           ("garbage", rng.bytes(int(rng.integers(1, 200)))),

@@ -15,7 +15,7 @@ Scaled down: each command gets the flags of `OVERRIDES` after its own (the
 last value of a flag wins), so every training is one short epoch and every
 evaluation a few hundred images. Commands that cannot run here are skipped
 with the reason (`SKIPS`): the set-up scripts, clusters, data that is not
-offline, and commands with a placeholder (DIR). Optional flags in brackets
+offline, commands with a placeholder (DIR) and the server. Optional flags in brackets
 (`[--int8]`) are given.
 
 Prints, per block, PASS, FAIL (with the failing command and its last line
@@ -61,6 +61,8 @@ SKIPS = (
     (r"\bTF_CONFIG=|\bKERASTUNER_|^export\b", "needs several machines"),
     (r"\bcifar10", "CIFAR-10 is not offline here"),
     (r"=(DIR|F|D)\b", "a placeholder (DIR, F, D) to fill in"),
+    (r"-m tfvaeclf\.serve\b|^curl\b", "a server that runs until stopped "
+     "(tests/test_serve.py starts, uses and stops one)"),
 )
 # The module of `python -m NAME`, as a file of the checkout.
 _MODULE_FILES = ("{}.py", "{}/__main__.py")

@@ -58,19 +58,20 @@ def _loopback(host):
              for a in addresses)
 
 
-def _token():
-  if FLAGS.token and FLAGS.token_file:
+def _token(token, token_file):
+  """The token given inline or in a file (one of them), or None."""
+  if token and token_file:
     raise cli.UserError("give --token or --token_file, not both")
-  if not FLAGS.token_file:
-    return FLAGS.token
+  if not token_file:
+    return token
   try:
-    with open(FLAGS.token_file) as f:
+    with open(token_file) as f:
       token = f.read().strip()
   except OSError as e:
     raise cli.UserError(
-        f"cannot read --token_file {FLAGS.token_file}: {e.strerror}") from None
+        f"cannot read --token_file {token_file}: {e.strerror}") from None
   if not token:
-    raise cli.UserError(f"--token_file {FLAGS.token_file} is empty")
+    raise cli.UserError(f"--token_file {token_file} is empty")
   return token
 
 
@@ -84,7 +85,7 @@ def main(argv):
   if FLAGS.max_batch < 1 or FLAGS.max_wait_ms < 0 or FLAGS.max_bytes < 1:
     raise cli.UserError("--max_batch and --max_bytes must be positive, "
                         "--max_wait_ms not negative")
-  token = _token()
+  token = _token(FLAGS.token, FLAGS.token_file)
   http = FLAGS.http and _address("http", FLAGS.http)
   mqtt = FLAGS.mqtt and _address("mqtt", FLAGS.mqtt)
   if not token and not FLAGS.insecure_listen:
