@@ -1,0 +1,240 @@
+"""The microcontroller bundle (`export --mcu`): its C coder, built by the
+host's gcc, writes the Python edge's messages byte for byte; the int8
+encoder runs under TFLM (the `tflite-micro` package) with the exported op
+list and arena, and the server classifies what the two make of real
+digits as the Keras model does."""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tflite_micro import runtime as tflm
+
+from tfvaeclf import data, dither
+from tfvaeclf.edge import EdgeEncoder, bundle, range_coder
+from tfvaeclf.edge import encoder as edge_encoder
+from tfvaeclf.edge.interpreter import load_interpreter
+
+import export
+from export import mcu, server
+from tests.conftest import REPO, train_small_rdc
+
+NUM_IMAGES = 300
+HARNESS = os.path.join(REPO, "tools", "mcu", "harness.c")
+# -Wconversion is left out: it warns on int8 -> int arithmetic C99 defines.
+CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror")
+
+
+def export_mcu(loaded, directory):
+  out = str(directory / "bundle")
+  export.export_bundle(loaded, out,
+                       export.calibration_images(loaded.config, 100),
+                       with_mcu=True)
+  return out
+
+
+def build_harness(bundle_dir):
+  """The host program of tools/mcu/harness.c with the bundle's coder."""
+  source = os.path.join(bundle_dir, mcu.MCU_DIR)
+  program = os.path.join(os.path.dirname(bundle_dir), "harness")
+  sources = [os.path.join(source, name) for name in
+             ("range_coder.c", "tfvaeclf_message.c", "tfvaeclf_model.c")]
+  subprocess.run(["gcc", *CFLAGS, f"-I{source}", HARNESS, *sources, "-o",
+                  program], check=True)
+  return program
+
+
+def c_messages(program, latents, first_counter=0):
+  """int8 latents (N, ...) -> the harness's messages (counters from
+  `first_counter`)."""
+  stdin = b"".join(
+      np.uint32(first_counter + i).astype("<u4").tobytes() + latent.tobytes()
+      for i, latent in enumerate(np.asarray(latents, np.int8)))
+  out = subprocess.run([program], input=stdin, capture_output=True,
+                       check=True).stdout
+  messages = []
+  while out:
+    length = int.from_bytes(out[:4], "little")
+    messages.append(out[4:4 + length])
+    out = out[4 + length:]
+  return messages
+
+
+def python_messages(bundle_dir, latents, first_counter=0):
+  """What the Python edge sends for int8 encoder outputs `latents`."""
+  # pylint: disable=protected-access
+  encoder = EdgeEncoder(bundle_dir, int8=True)
+  (stream,) = encoder.manifest["streams"]
+  output = encoder.manifest["edge"]["encoders"][bundle.ENCODER_INT8][
+      "outputs"][stream["name"]]["quantization"]
+  dequantize = edge_encoder._dequantization({
+      "dtype": np.int8, "quantization_parameters": {
+          "scales": [output["scale"]],
+          "zero_points": [output["zero_point"]]}})
+  values = edge_encoder._quantizer(stream)(dequantize(latents),
+                                           first_counter)
+  counter = first_counter if "dither" in stream else None
+  return encoder.codec.pack_messages(encoder.code({stream["name"]: values}),
+                                     counter)
+
+
+def _int8_model(bundle_dir):
+  return os.path.join(bundle_dir, *bundle.ENCODER_INT8.split("/"))
+
+
+def litert_outputs(bundle_dir, images):
+  """(pixels the int8 encoder takes, its raw outputs under LiteRT, batched
+  as the edge runs it)."""
+  interpreter, _ = load_interpreter(_int8_model(bundle_dir))
+  (detail,) = interpreter.get_input_details()
+  (output,) = interpreter.get_output_details()
+  pixels = edge_encoder._pixel_table(detail)[images]  # pylint: disable=W0212
+  interpreter.resize_tensor_input(detail["index"], images.shape)
+  interpreter.allocate_tensors()
+  interpreter.set_tensor(detail["index"], pixels)
+  interpreter.invoke()
+  return pixels, interpreter.get_tensor(output["index"])
+
+
+def tflm_outputs(bundle_dir, pixels):
+  """The int8 encoder's outputs under TFLM, one image at a time, with the
+  arena the export measured."""
+  with open(_int8_model(bundle_dir), "rb") as f:
+    model = f.read()
+  arena = read_manifest(bundle_dir)["mcu"]["arena_bytes"]
+  interpreter = tflm.Interpreter.from_bytes(model, arena_size=arena)
+  outputs = []
+  for image in pixels:
+    interpreter.set_input(image[np.newaxis], 0)
+    interpreter.invoke()
+    outputs.append(interpreter.get_output(0)[0])
+  return np.stack(outputs)
+
+
+def read_manifest(bundle_dir):
+  with open(os.path.join(bundle_dir, bundle.MANIFEST)) as f:
+    return json.load(f)
+
+
+def server_classes(bundle_dir, messages):
+  served = server.BundleServer(bundle_dir)
+  latent_hat = np.concatenate([served.decode(m) for m in messages])
+  return served.classify(latent_hat)["classes"]
+
+
+@pytest.fixture(scope="module")
+def mcu_bundle(loaded, tmp_path_factory):
+  return export_mcu(loaded, tmp_path_factory.mktemp("mcu"))
+
+
+@pytest.fixture(scope="module")
+def harness(mcu_bundle):
+  return build_harness(mcu_bundle)
+
+
+@pytest.fixture(scope="module")
+def test_digits(mnist):
+  images, labels = next(iter(mnist.test.batch(NUM_IMAGES)))
+  return images.numpy(), labels.numpy()
+
+
+def test_bundle_lists_the_model_ops_and_measured_arena(mcu_bundle):
+  manifest = read_manifest(mcu_bundle)
+  figures = manifest["mcu"]
+  files = {"model_data.c", "model_data.h", "tfvaeclf_model.c",
+           "tfvaeclf_model.h", "range_coder.c", "range_coder.h",
+           "tfvaeclf_message.c", "tfvaeclf_message.h", "main.cc",
+           "tfvaeclf.mk", "README.md"}
+  assert {f"mcu/{name}" for name in files} <= set(manifest["files"])
+  with open(_int8_model(mcu_bundle), "rb") as f:
+    model = f.read()
+  assert figures["ops"] == mcu.model_ops(model)
+  assert figures["model_bytes"] == len(model)
+  with open(os.path.join(mcu_bundle, "mcu", "main.cc")) as f:
+    main = f.read()
+  assert f"MicroMutableOpResolver<{len(figures['ops'])}>" in main
+  for op in figures["ops"]:
+    assert f"resolver.{mcu._op_method(op)}()" in main
+  with open(os.path.join(mcu_bundle, "mcu", "tfvaeclf_model.h")) as f:
+    header = f.read()
+  assert f"#define TFVAECLF_ARENA_BYTES {figures['arena_bytes']}\n" in header
+  # The arena is the smallest that runs (to 16 bytes).
+  # pylint: disable=protected-access
+  assert mcu._runs(model, figures["arena_bytes"])
+  assert not mcu._runs(model, figures["arena_bytes"] - 16)
+
+
+def test_c_messages_are_the_python_edges(mcu_bundle, harness, test_digits):
+  images = test_digits[0][:100]
+  _, latents = litert_outputs(mcu_bundle, images)
+  assert c_messages(harness, latents) == EdgeEncoder(
+      mcu_bundle, int8=True).encode_messages(images)
+
+
+def test_extreme_outputs_fit_the_stated_worst_case(mcu_bundle, harness):
+  """Every int8 output, escapes included, codes as Python's, within
+  TFVAECLF_MAX_MESSAGE_BYTES."""
+  shape = read_manifest(mcu_bundle)["streams"][0]["shape"]
+  rng = np.random.default_rng(0)
+  latents = np.concatenate([
+      np.full((1, *shape), -128), np.full((1, *shape), 127),
+      rng.integers(-128, 128, (20, *shape))]).astype(np.int8)
+  messages = c_messages(harness, latents)
+  assert messages == python_messages(mcu_bundle, latents)
+  worst = read_manifest(mcu_bundle)["mcu"]["max_message_bytes"]
+  assert max(map(len, messages)) <= worst
+
+
+def test_tflm_messages_classify_as_keras(loaded, mcu_bundle, harness,
+                                         test_digits):
+  images, labels = test_digits
+  pixels, litert = litert_outputs(mcu_bundle, images)
+  tflm = tflm_outputs(mcu_bundle, pixels)
+  messages = c_messages(harness, tflm)
+  classes = server_classes(mcu_bundle, messages)
+  keras = tf.argmax(loaded.model(data.to_float(images), training=False)[
+      "logits"], -1).numpy()
+  litert_classes = server_classes(mcu_bundle, c_messages(harness, litert))
+  differ = np.mean(tflm != litert)
+  print(f"TFLM vs LiteRT int8 outputs: {differ:.4%} of elements differ "
+        f"(max {np.abs(tflm.astype(int) - litert).max()} LSB); classes "
+        f"differ on {np.sum(classes != litert_classes)} of {len(images)}")
+  assert np.abs(tflm.astype(int) - litert).max() <= 1
+  assert abs(np.mean(classes == labels) - np.mean(keras == labels)) <= .005
+
+
+def test_dither_tables_match_float_arithmetic():
+  """value + (k >= step1) + (k >= step2) is the edge's float32 rounding of
+  the dequantized output plus the dither, for every output and sampled
+  hashes (the ends of the hash range included)."""
+  rng = np.random.default_rng(0)
+  for scale, zero_point in ((.0371, -3), (.5, 0), (.25, 7), (1.3, 2)):
+    value, step1, step2 = mcu.symbol_tables(scale, zero_point, 16)
+    q = np.arange(256)
+    for k in [np.zeros(256, np.int64), np.full(256, 2**24 - 1),
+              *rng.integers(0, 2**24, (200, 256))]:
+      latent = (q.astype(np.float32) - 128 - np.float32(zero_point)) * \
+          np.float32(scale)
+      u = k.astype(np.float32) * np.float32(2.**-24) - np.float32(.5)
+      expected = range_coder.quantize(latent + u)
+      np.testing.assert_array_equal(
+          value + (k >= step1) + (k >= step2), expected)
+
+
+def test_dithered_messages_and_counters(mnist, classifier_dir,
+                                        tmp_path_factory, test_digits):
+  directory = tmp_path_factory.mktemp("mcu_rdc")
+  from tfvaeclf import model_dir
+  rdc = model_dir.load(train_small_rdc(directory / "run", mnist,
+                                       classifier_dir, lambda_cls=.01,
+                                       seed=0))
+  bundle_dir = export_mcu(rdc, directory)
+  program = build_harness(bundle_dir)
+  images = test_digits[0][:50]
+  _, latents = litert_outputs(bundle_dir, images)
+  for first in (0, 5, dither.MAX_SEED - 49):  # 1- to 5-byte counters
+    assert c_messages(program, latents, first) == EdgeEncoder(
+        bundle_dir, int8=True).encode_messages(images, first)
