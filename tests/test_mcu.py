@@ -6,6 +6,7 @@ digits as the Keras model does."""
 
 import json
 import os
+import shutil
 import subprocess
 
 import numpy as np
@@ -238,3 +239,47 @@ def test_dithered_messages_and_counters(mnist, classifier_dir,
   for first in (0, 5, dither.MAX_SEED - 49):  # 1- to 5-byte counters
     assert c_messages(program, latents, first) == EdgeEncoder(
         bundle_dir, int8=True).encode_messages(images, first)
+
+
+def fixed_latents_header(latents, counters):
+  """fixed_latents.h for tools/mcu/fixed.c."""
+  rows = ",\n".join("  {" + ", ".join(map(str, latent.reshape(-1))) + "}"
+                    for latent in np.asarray(latents, np.int8))
+  return (f"#include <stdint.h>\n#define FIXED_IMAGES {len(latents)}\n"
+          f"static const int8_t fixed_latents[{len(latents)}]"
+          f"[{latents[0].size}] = {{\n{rows}\n}};\n"
+          f"static const uint32_t fixed_counters[{len(latents)}] = "
+          f"{{{', '.join(f'{c}u' for c in counters)}}};\n")
+
+
+@pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and
+                         shutil.which("qemu-system-arm")),
+                    reason="no arm-none-eabi-gcc or qemu-system-arm: run "
+                    "tools/setup.sh")
+def test_cortex_m4_under_qemu_writes_the_hosts_bytes(mcu_bundle, tmp_path):
+  """The coder built for Cortex-M4 (thumb, -Os) and run on QEMU's
+  mps2-an386 codes fixed latents, escapes included, into the host's
+  bytes, which are the Python edge's."""
+  shape = read_manifest(mcu_bundle)["streams"][0]["shape"]
+  rng = np.random.default_rng(1)
+  latents = np.concatenate([np.full((1, *shape), 127),
+                            rng.integers(-128, 128, (3, *shape)),
+                            rng.integers(-4, 5, (4, *shape))]).astype(np.int8)
+  header = tmp_path / "fixed_latents.h"
+  header.write_text(fixed_latents_header(latents, range(len(latents))))
+  source = os.path.join(mcu_bundle, mcu.MCU_DIR)
+  host = str(tmp_path / "fixed")
+  subprocess.run(["gcc", *CFLAGS, f"-I{source}", f"-I{tmp_path}",
+                  os.path.join(REPO, "tools", "mcu", "fixed.c"),
+                  *[os.path.join(source, f"{name}.c") for name in
+                    ("range_coder", "tfvaeclf_message", "tfvaeclf_model")],
+                  "-o", host], check=True)
+  on_host = subprocess.run([host], capture_output=True, text=True,
+                           check=True).stdout
+  on_m4 = subprocess.run(
+      [os.path.join(REPO, "tools", "mcu", "qemu.sh"), source, str(header),
+       str(tmp_path / "arm")], capture_output=True, text=True, check=True)
+  assert on_m4.stdout == on_host
+  assert [bytes.fromhex(line) for line in on_host.split()] == \
+      python_messages(mcu_bundle, latents)
+  print((tmp_path / "arm" / "size.txt").read_text())
