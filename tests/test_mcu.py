@@ -4,7 +4,6 @@ encoder runs under TFLM (the `tflite-micro` package) with the exported op
 list and arena, and the server classifies what the two make of real
 digits as the Keras model does."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -12,21 +11,18 @@ import subprocess
 import numpy as np
 import pytest
 import tensorflow as tf
-from tflite_micro import runtime as tflm
 
 from tfvaeclf import data, dither
 from tfvaeclf.edge import EdgeEncoder, bundle, range_coder
 from tfvaeclf.edge import encoder as edge_encoder
-from tfvaeclf.edge.interpreter import load_interpreter
 
 import export
-from export import mcu, server
+from export import mcu, mcu_host
+from export.mcu_host import (CFLAGS, c_messages, int8_model, litert_outputs,
+                             read_manifest, server_classes, tflm_outputs)
 from tests.conftest import REPO, train_small_rdc
 
 NUM_IMAGES = 300
-HARNESS = os.path.join(REPO, "tools", "mcu", "harness.c")
-# -Wconversion is left out: it warns on int8 -> int arithmetic C99 defines.
-CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror")
 
 
 def export_mcu(loaded, directory):
@@ -38,30 +34,9 @@ def export_mcu(loaded, directory):
 
 
 def build_harness(bundle_dir):
-  """The host program of tools/mcu/harness.c with the bundle's coder."""
-  source = os.path.join(bundle_dir, mcu.MCU_DIR)
   program = os.path.join(os.path.dirname(bundle_dir), "harness")
-  sources = [os.path.join(source, name) for name in
-             ("range_coder.c", "tfvaeclf_message.c", "tfvaeclf_model.c")]
-  subprocess.run(["gcc", *CFLAGS, f"-I{source}", HARNESS, *sources, "-o",
-                  program], check=True)
+  mcu_host.build_harness(bundle_dir, program)
   return program
-
-
-def c_messages(program, latents, first_counter=0):
-  """int8 latents (N, ...) -> the harness's messages (counters from
-  `first_counter`)."""
-  stdin = b"".join(
-      np.uint32(first_counter + i).astype("<u4").tobytes() + latent.tobytes()
-      for i, latent in enumerate(np.asarray(latents, np.int8)))
-  out = subprocess.run([program], input=stdin, capture_output=True,
-                       check=True).stdout
-  messages = []
-  while out:
-    length = int.from_bytes(out[:4], "little")
-    messages.append(out[4:4 + length])
-    out = out[4 + length:]
-  return messages
 
 
 def python_messages(bundle_dir, latents, first_counter=0):
@@ -80,50 +55,6 @@ def python_messages(bundle_dir, latents, first_counter=0):
   counter = first_counter if "dither" in stream else None
   return encoder.codec.pack_messages(encoder.code({stream["name"]: values}),
                                      counter)
-
-
-def _int8_model(bundle_dir):
-  return os.path.join(bundle_dir, *bundle.ENCODER_INT8.split("/"))
-
-
-def litert_outputs(bundle_dir, images):
-  """(pixels the int8 encoder takes, its raw outputs under LiteRT, batched
-  as the edge runs it)."""
-  interpreter, _ = load_interpreter(_int8_model(bundle_dir))
-  (detail,) = interpreter.get_input_details()
-  (output,) = interpreter.get_output_details()
-  pixels = edge_encoder._pixel_table(detail)[images]  # pylint: disable=W0212
-  interpreter.resize_tensor_input(detail["index"], images.shape)
-  interpreter.allocate_tensors()
-  interpreter.set_tensor(detail["index"], pixels)
-  interpreter.invoke()
-  return pixels, interpreter.get_tensor(output["index"])
-
-
-def tflm_outputs(bundle_dir, pixels):
-  """The int8 encoder's outputs under TFLM, one image at a time, with the
-  arena the export measured."""
-  with open(_int8_model(bundle_dir), "rb") as f:
-    model = f.read()
-  arena = read_manifest(bundle_dir)["mcu"]["arena_bytes"]
-  interpreter = tflm.Interpreter.from_bytes(model, arena_size=arena)
-  outputs = []
-  for image in pixels:
-    interpreter.set_input(image[np.newaxis], 0)
-    interpreter.invoke()
-    outputs.append(interpreter.get_output(0)[0])
-  return np.stack(outputs)
-
-
-def read_manifest(bundle_dir):
-  with open(os.path.join(bundle_dir, bundle.MANIFEST)) as f:
-    return json.load(f)
-
-
-def server_classes(bundle_dir, messages):
-  served = server.BundleServer(bundle_dir)
-  latent_hat = np.concatenate([served.decode(m) for m in messages])
-  return served.classify(latent_hat)["classes"]
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +81,7 @@ def test_bundle_lists_the_model_ops_and_measured_arena(mcu_bundle):
            "tfvaeclf_message.c", "tfvaeclf_message.h", "main.cc",
            "tfvaeclf.mk", "README.md"}
   assert {f"mcu/{name}" for name in files} <= set(manifest["files"])
-  with open(_int8_model(mcu_bundle), "rb") as f:
+  with open(int8_model(mcu_bundle), "rb") as f:
     model = f.read()
   assert figures["ops"] == mcu.model_ops(model)
   assert figures["model_bytes"] == len(model)
