@@ -8,15 +8,17 @@ import os
 import shutil
 import subprocess
 
+from absl.testing import flagsaver
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import data, dither
+from tfvaeclf import cli, data, dither
 from tfvaeclf.edge import EdgeEncoder, bundle, range_coder
 from tfvaeclf.edge import encoder as edge_encoder
 
 import export
+from export import __main__ as export_main
 from export import mcu, mcu_host
 from export.mcu_host import (CFLAGS, c_messages, int8_model, litert_outputs,
                              read_manifest, server_classes, tflm_outputs)
@@ -58,8 +60,16 @@ def python_messages(bundle_dir, latents, first_counter=0):
 
 
 @pytest.fixture(scope="module")
-def mcu_bundle(loaded, tmp_path_factory):
-  return export_mcu(loaded, tmp_path_factory.mktemp("mcu"))
+def mcu_bundle(trained_dir, tmp_path_factory):
+  """The session's small model, exported through the CLI with --mcu."""
+  out = str(tmp_path_factory.mktemp("mcu") / "bundle")
+  with flagsaver.flagsaver():
+    with pytest.raises(SystemExit) as exit_info:
+      cli.run(export_main.main, argv=[
+          "export", f"--model_dir={trained_dir}", f"--out={out}",
+          "--calibration_examples=100", "--mcu"])
+  assert exit_info.value.code is None
+  return out
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +110,8 @@ def test_bundle_lists_the_model_ops_and_measured_arena(mcu_bundle):
 
 
 def test_c_messages_are_the_python_edges(mcu_bundle, harness, test_digits):
+  """Real digits: the C coder on LiteRT's int8 outputs writes exactly the
+  messages of `EdgeEncoder(int8=True).encode_messages`."""
   images = test_digits[0][:100]
   _, latents = litert_outputs(mcu_bundle, images)
   assert c_messages(harness, latents) == EdgeEncoder(
@@ -122,6 +134,9 @@ def test_extreme_outputs_fit_the_stated_worst_case(mcu_bundle, harness):
 
 def test_tflm_messages_classify_as_keras(loaded, mcu_bundle, harness,
                                          test_digits):
+  """TFLM's int8 outputs, coded by the C coder, classify as the Keras model
+  does (within 0.5 pt of accuracy); TFLM and LiteRT differ by 1 LSB at
+  most."""
   images, labels = test_digits
   pixels, litert = litert_outputs(mcu_bundle, images)
   tflm = tflm_outputs(mcu_bundle, pixels)
@@ -158,6 +173,8 @@ def test_dither_tables_match_float_arithmetic():
 
 def test_dithered_messages_and_counters(mnist, classifier_dir,
                                         tmp_path_factory, test_digits):
+  """A dithered rdc model's C messages are the Python edge's, counters of
+  1 to 5 LEB128 bytes included."""
   directory = tmp_path_factory.mktemp("mcu_rdc")
   from tfvaeclf import model_dir
   rdc = model_dir.load(train_small_rdc(directory / "run", mnist,
