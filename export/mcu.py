@@ -38,6 +38,7 @@ _COPIED = ("range_coder.h", "range_coder.c", "tfvaeclf_message.h",
            "tfvaeclf_message.c")
 _NEVER = 1 << 24  # TFVAECLF_NEVER: the dither hash has 24 bits
 _ARENA_ALIGN = 16
+_ARENA_LIMIT = 1 << 26
 
 
 def model_ops(flatbuffer):
@@ -84,9 +85,12 @@ def arena_size(flatbuffer):
   except ImportError:
     raise cli.UserError("--mcu measures the TFLM arena with the tflite-micro "
                         "package: pip install tflite-micro") from None
-  high = 10 * len(flatbuffer)
-  if not _runs(flatbuffer, high):
-    raise cli.UserError("TFLM cannot run the int8 encoder")
+  high = 10 * len(flatbuffer)  # tflite-micro's default
+  while not _runs(flatbuffer, high):
+    if high > _ARENA_LIMIT:
+      raise cli.UserError(f"TFLM cannot run the int8 encoder in "
+                          f"{_ARENA_LIMIT} bytes of arena")
+    high *= 2
   low = 0  # fails; `high` runs
   while high - low > _ARENA_ALIGN:
     middle = (low + high) // 2 // _ARENA_ALIGN * _ARENA_ALIGN
