@@ -1,4 +1,4 @@
-"""python -m export --model_dir=DIR --out=BUNDLE [--calibration_examples=N]
+"""python -m export --model_dir=DIR --out=BUNDLE [--calibration_examples=N] [--mcu]
 
 Exports a trained model dir as a deployment bundle (see `export`). Errors a
 user can cause end with one line on stderr and exit code 2.
@@ -17,6 +17,8 @@ __all__ = ["main"]
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("calibration_examples", 500,
                      "Training images that calibrate the int8 encoder.")
+flags.DEFINE_bool("mcu", False, "Also write BUNDLE/mcu/: C sources that run "
+                  "the int8 encoder and the coder on a microcontroller.")
 
 
 def main(argv):
@@ -24,13 +26,13 @@ def main(argv):
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.model_dir or not FLAGS.out:
     raise cli.UserError("usage: python -m export --model_dir=DIR "
-                        "--out=BUNDLE [--calibration_examples=N]")
+                        "--out=BUNDLE [--calibration_examples=N] [--mcu]")
   if FLAGS.calibration_examples < 1:
     raise cli.UserError("--calibration_examples must be at least 1")
   loaded = model_dir_lib.load(FLAGS.model_dir)
   calibration = exporter.calibration_images(
       loaded.config, FLAGS.calibration_examples, FLAGS.data_dir)
-  exporter.export_bundle(loaded, FLAGS.out, calibration)
+  exporter.export_bundle(loaded, FLAGS.out, calibration, FLAGS.mcu)
   print(f"exported {FLAGS.model_dir} (fingerprint "
         f"{loaded.fingerprint.hex()}) to {FLAGS.out}")
 

@@ -17,7 +17,7 @@ import numpy as np
 from tfvaeclf import cli, data, fileio
 from tfvaeclf.edge import bundle
 
-from export import encoder, server
+from export import encoder, mcu, server
 
 __all__ = ["calibration_images", "export_bundle"]
 
@@ -73,7 +73,7 @@ def _versions():
           **{name: metadata.version(name) for name in packages}}
 
 
-def _write(loaded, directory, calibration):
+def _write(loaded, directory, calibration, with_mcu):
   """Writes every file of the bundle into `directory`, the manifest last."""
   model, codec = loaded.model, loaded.codec
   streams, tables = _streams(model, codec)
@@ -90,6 +90,11 @@ def _write(loaded, directory, calibration):
     edge[name] = encoder.describe(flatbuffer)
   with fileio.atomic_writer(os.path.join(directory, bundle.TABLES)) as f:
     np.savez(f, **tables)
+  board = {}
+  if with_mcu:
+    board = {"mcu": mcu.write_mcu(directory, codec.fingerprint, streams,
+                                  tables, edge[bundle.ENCODER_INT8],
+                                  flatbuffer)}
   signatures = server.save(model, streams[0]["shape"],
                            os.path.join(directory, bundle.SERVER_DIR))
   fileio.write_json(os.path.join(directory, bundle.MANIFEST), {
@@ -103,6 +108,7 @@ def _write(loaded, directory, calibration):
       "image_dtype": "uint8",
       "streams": streams,
       "edge": {"encoders": edge, "calibration_examples": len(calibration)},
+      **board,
       "server": {"signatures": signatures,
                  "load": "tf.saved_model.load(BUNDLE/server) or TF Serving; "
                          "its input is the latent decoded by tfvaeclf "
@@ -127,12 +133,13 @@ def _replace(staging, out):
   shutil.rmtree(old)
 
 
-def export_bundle(loaded, out, calibration):
+def export_bundle(loaded, out, calibration, with_mcu=False):
   """Exports `loaded` (a model_dir.LoadedModel) to the bundle dir `out`.
 
   calibration: float32 images in [0, 1] for the int8 encoder (see
-  `calibration_images`). An existing bundle at `out` is replaced; any
-  other existing path is refused.
+  `calibration_images`). with_mcu: also write `mcu/`, C sources for a
+  microcontroller (`export.mcu`). An existing bundle at `out` is replaced;
+  any other existing path is refused.
   """
   out = os.path.abspath(out)
   if os.path.exists(out) and not os.path.isfile(
@@ -144,7 +151,7 @@ def export_bundle(loaded, out, calibration):
   staging = os.path.join(parent, f".{name}.{secrets.token_hex(4)}.tmp")
   os.mkdir(staging)
   try:
-    _write(loaded, staging, calibration)
+    _write(loaded, staging, calibration, with_mcu)
     _replace(staging, out)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):

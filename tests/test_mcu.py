@@ -1,0 +1,233 @@
+"""The microcontroller bundle (`export --mcu`): its C coder, built by the
+host's gcc, writes the Python edge's messages byte for byte; the int8
+encoder runs under TFLM (the `tflite-micro` package) with the exported op
+list and arena, and the server classifies what the two make of real
+digits as the Keras model does."""
+
+import os
+import shutil
+import subprocess
+
+from absl.testing import flagsaver
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfvaeclf import cli, data, dither
+from tfvaeclf.edge import EdgeEncoder, bundle, range_coder
+from tfvaeclf.edge import encoder as edge_encoder
+
+import export
+from export import __main__ as export_main
+from export import mcu, mcu_host
+from export.mcu_host import (CFLAGS, c_messages, int8_model, litert_outputs,
+                             read_manifest, server_classes, tflm_outputs)
+from tests.conftest import REPO, train_small_rdc
+
+NUM_IMAGES = 300
+
+
+def export_mcu(loaded, directory):
+  out = str(directory / "bundle")
+  export.export_bundle(loaded, out,
+                       export.calibration_images(loaded.config, 100),
+                       with_mcu=True)
+  return out
+
+
+def build_harness(bundle_dir):
+  program = os.path.join(os.path.dirname(bundle_dir), "harness")
+  mcu_host.build_harness(bundle_dir, program)
+  return program
+
+
+def python_messages(bundle_dir, latents, first_counter=0):
+  """What the Python edge sends for int8 encoder outputs `latents`."""
+  # pylint: disable=protected-access
+  encoder = EdgeEncoder(bundle_dir, int8=True)
+  (stream,) = encoder.manifest["streams"]
+  output = encoder.manifest["edge"]["encoders"][bundle.ENCODER_INT8][
+      "outputs"][stream["name"]]["quantization"]
+  dequantize = edge_encoder._dequantization({
+      "dtype": np.int8, "quantization_parameters": {
+          "scales": [output["scale"]],
+          "zero_points": [output["zero_point"]]}})
+  values = edge_encoder._quantizer(stream)(dequantize(latents),
+                                           first_counter)
+  counter = first_counter if "dither" in stream else None
+  return encoder.codec.pack_messages(encoder.code({stream["name"]: values}),
+                                     counter)
+
+
+@pytest.fixture(scope="module")
+def mcu_bundle(trained_dir, tmp_path_factory):
+  """The session's small model, exported through the CLI with --mcu."""
+  out = str(tmp_path_factory.mktemp("mcu") / "bundle")
+  with flagsaver.flagsaver():
+    with pytest.raises(SystemExit) as exit_info:
+      cli.run(export_main.main, argv=[
+          "export", f"--model_dir={trained_dir}", f"--out={out}",
+          "--calibration_examples=100", "--mcu"])
+  assert exit_info.value.code is None
+  return out
+
+
+@pytest.fixture(scope="module")
+def harness(mcu_bundle):
+  return build_harness(mcu_bundle)
+
+
+@pytest.fixture(scope="module")
+def test_digits(mnist):
+  images, labels = next(iter(mnist.test.batch(NUM_IMAGES)))
+  return images.numpy(), labels.numpy()
+
+
+def test_bundle_lists_the_model_ops_and_measured_arena(mcu_bundle):
+  manifest = read_manifest(mcu_bundle)
+  figures = manifest["mcu"]
+  files = {"model_data.c", "model_data.h", "tfvaeclf_model.c",
+           "tfvaeclf_model.h", "range_coder.c", "range_coder.h",
+           "tfvaeclf_message.c", "tfvaeclf_message.h", "main.cc",
+           "tfvaeclf.mk", "README.md"}
+  assert {f"mcu/{name}" for name in files} <= set(manifest["files"])
+  with open(int8_model(mcu_bundle), "rb") as f:
+    model = f.read()
+  assert figures["ops"] == mcu.model_ops(model)
+  assert figures["model_bytes"] == len(model)
+  with open(os.path.join(mcu_bundle, "mcu", "main.cc")) as f:
+    main = f.read()
+  assert f"MicroMutableOpResolver<{len(figures['ops'])}>" in main
+  for op in figures["ops"]:
+    assert f"resolver.{mcu._op_method(op)}()" in main
+  with open(os.path.join(mcu_bundle, "mcu", "tfvaeclf_model.h")) as f:
+    header = f.read()
+  assert f"#define TFVAECLF_ARENA_BYTES {figures['arena_bytes']}\n" in header
+  # The arena is the smallest that runs (to 16 bytes).
+  # pylint: disable=protected-access
+  assert mcu._runs(model, figures["arena_bytes"])
+  assert not mcu._runs(model, figures["arena_bytes"] - 16)
+
+
+def test_c_messages_are_the_python_edges(mcu_bundle, harness, test_digits):
+  """Real digits: the C coder on LiteRT's int8 outputs writes exactly the
+  messages of `EdgeEncoder(int8=True).encode_messages`."""
+  images = test_digits[0][:100]
+  _, latents = litert_outputs(mcu_bundle, images)
+  assert c_messages(harness, latents) == EdgeEncoder(
+      mcu_bundle, int8=True).encode_messages(images)
+
+
+def test_extreme_outputs_fit_the_stated_worst_case(mcu_bundle, harness):
+  """Every int8 output, escapes included, codes as Python's, within
+  TFVAECLF_MAX_MESSAGE_BYTES."""
+  shape = read_manifest(mcu_bundle)["streams"][0]["shape"]
+  rng = np.random.default_rng(0)
+  latents = np.concatenate([
+      np.full((1, *shape), -128), np.full((1, *shape), 127),
+      rng.integers(-128, 128, (20, *shape))]).astype(np.int8)
+  messages = c_messages(harness, latents)
+  assert messages == python_messages(mcu_bundle, latents)
+  worst = read_manifest(mcu_bundle)["mcu"]["max_message_bytes"]
+  assert max(map(len, messages)) <= worst
+
+
+def test_tflm_messages_classify_as_keras(loaded, mcu_bundle, harness,
+                                         test_digits):
+  """TFLM's int8 outputs, coded by the C coder, classify as the Keras model
+  does (within 0.5 pt of accuracy); TFLM and LiteRT differ by 1 LSB at
+  most."""
+  images, labels = test_digits
+  pixels, litert = litert_outputs(mcu_bundle, images)
+  tflm = tflm_outputs(mcu_bundle, pixels)
+  messages = c_messages(harness, tflm)
+  classes = server_classes(mcu_bundle, messages)
+  keras = tf.argmax(loaded.model(data.to_float(images), training=False)[
+      "logits"], -1).numpy()
+  litert_classes = server_classes(mcu_bundle, c_messages(harness, litert))
+  differ = np.mean(tflm != litert)
+  print(f"TFLM vs LiteRT int8 outputs: {differ:.4%} of elements differ "
+        f"(max {np.abs(tflm.astype(int) - litert).max()} LSB); classes "
+        f"differ on {np.sum(classes != litert_classes)} of {len(images)}")
+  assert np.abs(tflm.astype(int) - litert).max() <= 1
+  assert abs(np.mean(classes == labels) - np.mean(keras == labels)) <= .005
+
+
+def test_dither_tables_match_float_arithmetic():
+  """value + (k >= step1) + (k >= step2) is the edge's float32 rounding of
+  the dequantized output plus the dither, for every output and sampled
+  hashes (the ends of the hash range included)."""
+  rng = np.random.default_rng(0)
+  for scale, zero_point in ((.0371, -3), (.5, 0), (.25, 7), (1.3, 2)):
+    value, step1, step2 = mcu.symbol_tables(scale, zero_point, 16)
+    q = np.arange(256)
+    for k in [np.zeros(256, np.int64), np.full(256, 2**24 - 1),
+              *rng.integers(0, 2**24, (200, 256))]:
+      latent = (q.astype(np.float32) - 128 - np.float32(zero_point)) * \
+          np.float32(scale)
+      u = k.astype(np.float32) * np.float32(2.**-24) - np.float32(.5)
+      expected = range_coder.quantize(latent + u)
+      np.testing.assert_array_equal(
+          value + (k >= step1) + (k >= step2), expected)
+
+
+def test_dithered_messages_and_counters(mnist, classifier_dir,
+                                        tmp_path_factory, test_digits):
+  """A dithered rdc model's C messages are the Python edge's, counters of
+  1 to 5 LEB128 bytes included."""
+  directory = tmp_path_factory.mktemp("mcu_rdc")
+  from tfvaeclf import model_dir
+  rdc = model_dir.load(train_small_rdc(directory / "run", mnist,
+                                       classifier_dir, lambda_cls=.01,
+                                       seed=0))
+  bundle_dir = export_mcu(rdc, directory)
+  program = build_harness(bundle_dir)
+  images = test_digits[0][:50]
+  _, latents = litert_outputs(bundle_dir, images)
+  for first in (0, 5, dither.MAX_SEED - 49):  # 1- to 5-byte counters
+    assert c_messages(program, latents, first) == EdgeEncoder(
+        bundle_dir, int8=True).encode_messages(images, first)
+
+
+def fixed_latents_header(latents, counters):
+  """fixed_latents.h for tools/mcu/fixed.c."""
+  rows = ",\n".join("  {" + ", ".join(map(str, latent.reshape(-1))) + "}"
+                    for latent in np.asarray(latents, np.int8))
+  return (f"#include <stdint.h>\n#define FIXED_IMAGES {len(latents)}\n"
+          f"static const int8_t fixed_latents[{len(latents)}]"
+          f"[{latents[0].size}] = {{\n{rows}\n}};\n"
+          f"static const uint32_t fixed_counters[{len(latents)}] = "
+          f"{{{', '.join(f'{c}u' for c in counters)}}};\n")
+
+
+@pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and
+                         shutil.which("qemu-system-arm")),
+                    reason="no arm-none-eabi-gcc or qemu-system-arm: run "
+                    "tools/setup.sh")
+def test_cortex_m4_under_qemu_writes_the_hosts_bytes(mcu_bundle, tmp_path):
+  """The coder built for Cortex-M4 (thumb, -Os) and run on QEMU's
+  mps2-an386 codes fixed latents, escapes included, into the host's
+  bytes, which are the Python edge's."""
+  shape = read_manifest(mcu_bundle)["streams"][0]["shape"]
+  rng = np.random.default_rng(1)
+  latents = np.concatenate([np.full((1, *shape), 127),
+                            rng.integers(-128, 128, (3, *shape)),
+                            rng.integers(-4, 5, (4, *shape))]).astype(np.int8)
+  header = tmp_path / "fixed_latents.h"
+  header.write_text(fixed_latents_header(latents, range(len(latents))))
+  source = os.path.join(mcu_bundle, mcu.MCU_DIR)
+  host = str(tmp_path / "fixed")
+  subprocess.run(["gcc", *CFLAGS, f"-I{source}", f"-I{tmp_path}",
+                  os.path.join(REPO, "tools", "mcu", "fixed.c"),
+                  *[os.path.join(source, f"{name}.c") for name in
+                    ("range_coder", "tfvaeclf_message", "tfvaeclf_model")],
+                  "-o", host], check=True)
+  on_host = subprocess.run([host], capture_output=True, text=True,
+                           check=True).stdout
+  on_m4 = subprocess.run(
+      [os.path.join(REPO, "tools", "mcu", "qemu.sh"), source, str(header),
+       str(tmp_path / "arm")], capture_output=True, text=True, check=True)
+  assert on_m4.stdout == on_host
+  assert [bytes.fromhex(line) for line in on_host.split()] == \
+      python_messages(mcu_bundle, latents)
+  print((tmp_path / "arm" / "size.txt").read_text())

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""The microcontroller bundle on a whole test set, and its size on a board.
+
+Exports the model dir with `--mcu` (into a temporary dir), runs its int8
+encoder under TFLM (the `tflite-micro` package, the exported arena) and
+under LiteRT on the dataset's test images, codes both outputs into
+messages with the bundle's C coder (host gcc), classifies them with the
+bundle's server, and compares with the Keras model. With
+arm-none-eabi-gcc and qemu-system-arm (tools/setup.sh), also builds the
+coder and tables for Cortex-M4 (thumb, -Os), checks QEMU's bytes for the
+first images against the host's and prints arm-none-eabi-size figures.
+
+  PYTHONPATH=. tools/bench_mcu.py --model_dir=DIR [--num_images=10000]
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tensorflow as tf  # noqa: E402
+
+import export  # noqa: E402
+from export import mcu, mcu_host  # noqa: E402
+from tests.test_mcu import fixed_latents_header  # noqa: E402
+from tfvaeclf import data, model_dir  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QEMU_IMAGES = 8
+
+
+def _test_images(config, count):
+  test = data.load(**dict(config["dataset"], download=False)).test
+  images, labels = zip(*test.take(count).as_numpy_iterator())
+  return np.stack(images), np.array(labels)
+
+
+def _keras_classes(model, images):
+  return np.concatenate([
+      tf.argmax(model(data.to_float(images[i:i + 500]), training=False)[
+          "logits"], -1).numpy() for i in range(0, len(images), 500)])
+
+
+def _litert(bundle_dir, images):
+  outputs = [mcu_host.litert_outputs(bundle_dir, images[i:i + 1000])
+             for i in range(0, len(images), 1000)]
+  return (np.concatenate([pixels for pixels, _ in outputs]),
+          np.concatenate([latents for _, latents in outputs]))
+
+
+def _cortex_m4(bundle_dir, latents, host_messages, directory):
+  """QEMU's messages for the first latents equal the host's; the size
+  figures of tools/mcu/qemu.sh."""
+  header = os.path.join(directory, "fixed_latents.h")
+  with open(header, "w") as f:
+    f.write(fixed_latents_header(latents, range(len(latents))))
+  run = subprocess.run(
+      [os.path.join(REPO, "tools", "mcu", "qemu.sh"),
+       os.path.join(bundle_dir, mcu.MCU_DIR), header,
+       os.path.join(directory, "arm")], capture_output=True, text=True,
+      check=True)
+  same = [bytes.fromhex(line) for line in run.stdout.split()] == host_messages
+  with open(os.path.join(directory, "arm", "size.txt")) as f:
+    return same, f.read()
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--model_dir", required=True)
+  parser.add_argument("--num_images", type=int, default=10_000)
+  parser.add_argument("--calibration_examples", type=int, default=500)
+  args = parser.parse_args()
+  loaded = model_dir.load(args.model_dir)
+  images, labels = _test_images(loaded.config, args.num_images)
+  with tempfile.TemporaryDirectory() as directory:
+    bundle_dir = os.path.join(directory, "bundle")
+    export.export_bundle(loaded, bundle_dir, export.calibration_images(
+        loaded.config, args.calibration_examples), with_mcu=True)
+    program = os.path.join(directory, "harness")
+    mcu_host.build_harness(bundle_dir, program)
+    pixels, litert = _litert(bundle_dir, images)
+    tflm = mcu_host.tflm_outputs(bundle_dir, pixels)
+    messages = mcu_host.c_messages(program, tflm)
+    classes = mcu_host.server_classes(bundle_dir, messages)
+    litert_classes = mcu_host.server_classes(
+        bundle_dir, mcu_host.c_messages(program, litert))
+    keras = _keras_classes(loaded.model, images)
+    figures = mcu_host.read_manifest(bundle_dir)["mcu"]
+    print(f"model {loaded.config['model']}, {len(images)} test images")
+    print(f"int8 model {figures['model_bytes']} bytes, TFLM arena "
+          f"{figures['arena_bytes']} bytes, ops {', '.join(figures['ops'])}")
+    print(f"message: mean {np.mean([len(m) for m in messages]):.1f} bytes, "
+          f"worst case {figures['max_message_bytes']}")
+    differ = tflm != litert
+    print(f"TFLM vs LiteRT int8 outputs: {differ.mean():.4%} of elements "
+          f"differ (max {np.abs(tflm.astype(int) - litert).max()} LSB) on "
+          f"{differ.reshape(len(images), -1).any(1).sum()} images; class "
+          f"changes: {np.sum(classes != litert_classes)}")
+    for name, predicted in (("Keras", keras), ("LiteRT + C coder",
+                                               litert_classes),
+                            ("TFLM + C coder", classes)):
+      print(f"accuracy {name}: {np.mean(predicted == labels):.4f}")
+    if shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"):
+      same, sizes = _cortex_m4(bundle_dir, tflm[:QEMU_IMAGES],
+                               messages[:QEMU_IMAGES], directory)
+      print(f"Cortex-M4 (QEMU mps2-an386): bytes equal to the host's: {same}")
+      print(sizes)
+    else:
+      print("no arm-none-eabi-gcc or qemu-system-arm: run tools/setup.sh")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
