@@ -16,8 +16,8 @@ from tfvaeclf.edge.interpreter import load_interpreter
 
 from export import mcu, server
 
-__all__ = ["CFLAGS", "build_harness", "c_messages", "int8_model",
-           "litert_outputs", "read_manifest", "server_classes",
+__all__ = ["CFLAGS", "build_harness", "c_messages", "fixed_latents_header",
+           "int8_model", "litert_outputs", "read_manifest", "server_classes",
            "tflm_outputs"]
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,3 +95,14 @@ def server_classes(bundle_dir, messages):
   served = server.BundleServer(bundle_dir)
   latent_hat = np.concatenate([served.decode(m) for m in messages])
   return served.classify(latent_hat)["classes"]
+
+
+def fixed_latents_header(latents, counters):
+  """fixed_latents.h for tools/mcu/fixed.c."""
+  rows = ",\n".join("  {" + ", ".join(map(str, latent.reshape(-1))) + "}"
+                    for latent in np.asarray(latents, np.int8))
+  return (f"#include <stdint.h>\n#define FIXED_IMAGES {len(latents)}\n"
+          f"static const int8_t fixed_latents[{len(latents)}]"
+          f"[{latents[0].size}] = {{\n{rows}\n}};\n"
+          f"static const uint32_t fixed_counters[{len(latents)}] = "
+          f"{{{', '.join(f'{c}u' for c in counters)}}};\n")

@@ -20,8 +20,9 @@ from tfvaeclf.edge import encoder as edge_encoder
 import export
 from export import __main__ as export_main
 from export import mcu, mcu_host
-from export.mcu_host import (CFLAGS, c_messages, int8_model, litert_outputs,
-                             read_manifest, server_classes, tflm_outputs)
+from export.mcu_host import (CFLAGS, c_messages, fixed_latents_header,
+                             int8_model, litert_outputs, read_manifest,
+                             server_classes, tflm_outputs)
 from tests.conftest import REPO, train_small_rdc
 
 NUM_IMAGES = 300
@@ -187,17 +188,6 @@ def test_dithered_messages_and_counters(mnist, classifier_dir,
   for first in (0, 5, dither.MAX_SEED - 49):  # 1- to 5-byte counters
     assert c_messages(program, latents, first) == EdgeEncoder(
         bundle_dir, int8=True).encode_messages(images, first)
-
-
-def fixed_latents_header(latents, counters):
-  """fixed_latents.h for tools/mcu/fixed.c."""
-  rows = ",\n".join("  {" + ", ".join(map(str, latent.reshape(-1))) + "}"
-                    for latent in np.asarray(latents, np.int8))
-  return (f"#include <stdint.h>\n#define FIXED_IMAGES {len(latents)}\n"
-          f"static const int8_t fixed_latents[{len(latents)}]"
-          f"[{latents[0].size}] = {{\n{rows}\n}};\n"
-          f"static const uint32_t fixed_counters[{len(latents)}] = "
-          f"{{{', '.join(f'{c}u' for c in counters)}}};\n")
 
 
 @pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and

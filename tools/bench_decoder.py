@@ -29,11 +29,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # noqa: E402
 
 from bench_native_coder import best_rate  # noqa: E402  (this script's dir)
-from tests.test_decode_fuzz import crafted_payloads  # noqa: E402
-from tests.test_decode_fuzz import escape_attack  # noqa: E402
-from tests.test_decode_fuzz import fuzz  # noqa: E402
-from tests.test_decode_fuzz import raw_mutations  # noqa: E402
 from tfvaeclf import codec, data, entropy, errors, model_dir  # noqa: E402
+from tfvaeclf.hostile import crafted_payloads, escape_attack  # noqa: E402
+from tfvaeclf.hostile import fuzz, raw_mutations  # noqa: E402
 
 # TFC's decompress of one file, in a process of its own (it may not end).
 TFC_DECODE = """

@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 
 import export  # noqa: E402
 from export import mcu, mcu_host  # noqa: E402
-from tests.test_mcu import fixed_latents_header  # noqa: E402
+from export.mcu_host import fixed_latents_header  # noqa: E402
 from tfvaeclf import data, model_dir  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
