@@ -84,7 +84,7 @@ def arena_size(flatbuffer):
     import tflite_micro  # noqa: F401  pylint: disable=unused-import
   except ImportError:
     raise cli.UserError("--mcu measures the TFLM arena with the tflite-micro "
-                        "package: pip install tflite-micro") from None
+                        "package: pip install -e .[mcu]") from None
   high = 10 * len(flatbuffer)  # tflite-micro's default
   while not _runs(flatbuffer, high):
     if high > _ARENA_LIMIT:
