@@ -205,6 +205,17 @@ def test_a_classifier_of_another_shape_is_refused(mnist, classifier_dir):
         "backbone_widths": (8, 16, 32)}))
 
 
+def test_a_missing_classifier_dir_says_how_to_train_it(tmp_path):
+  missing = str(tmp_path / "mnist_classifier")
+  with pytest.raises(model_dir.ModelDirError) as error:
+    model_dir.restore_backbone(models.build("rdc", {
+        **SMALL_RDC, "backbone_from": missing}))
+  message = str(error.value)
+  assert "\n" not in message
+  assert "--flagfile=configs/DATASET_classifier.flags" in message
+  assert f"--model_dir={missing}" in message
+
+
 # -- the sweep ----------------------------------------------------------------
 
 def test_sweep_of_two_points_writes_its_table_and_plot(tmp_path, capsys,

@@ -181,5 +181,11 @@ def restore_backbone(model):
   config's `backbone_from`, else its `backbone_weights` file. Models read
   no files; `load` restores the backbone from the model's own checkpoint."""
   source_dir = getattr(model.config, "backbone_from", None)
+  if source_dir and not ModelDir(source_dir).exists:
+    raise ModelDirError(
+        f"--backbone_from={source_dir} holds no trained classifier; train "
+        "it first: python -m tfvaeclf.train "
+        "--flagfile=configs/DATASET_classifier.flags "
+        f"--model_dir={source_dir} (e.g. configs/mnist_classifier.flags)")
   classifier.load_backbone(model,
                            load_classifier(source_dir) if source_dir else None)
