@@ -63,10 +63,11 @@ def _wait_for_port(port, seconds=30):
 
 
 def _payloads(bundle_dir, dataset, count):
-  """(good one-image payloads, their expected class names, hostile ones)."""
+  """(good payloads: one-image messages, as boards send; their expected
+  class names; hostile ones)."""
   images, _ = next(iter(data.load(dataset).test.batch(count)))
   encoder = EdgeEncoder(bundle_dir)
-  good = [encoder.encode_file(image[None]) for image in images.numpy()]
+  good = encoder.encode_messages(images.numpy())
   core = Core(bundle_dir)
   expected = [r["classes"] for r in core.classify_batch(good)]
   rng = np.random.default_rng(0)
@@ -82,8 +83,8 @@ def _payloads(bundle_dir, dataset, count):
     elif kind == 2:
       hostile.append(rng.bytes(int(rng.integers(1, 200))))
     else:
-      hostile.append(encoder.codec.pack([[rng.bytes(
-          int(rng.integers(1, 30)))]]))
+      hostile.append(encoder.codec.pack_messages([[rng.bytes(
+          int(rng.integers(1, 30)))]])[0])
   return core, good, expected, hostile
 
 
