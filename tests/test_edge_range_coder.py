@@ -84,6 +84,17 @@ def random_symbols(rng, shape, tables, escape_rate=0.05, far=False):
   return sym.astype(np.int64)
 
 
+def truncations_and_flips(good, rng, flips):
+  """Every truncation of the string `good`, and `flips` copies with one
+  byte changed at random."""
+  corrupt = [good[:k] for k in range(len(good))]
+  for _ in range(flips):
+    data = bytearray(good)
+    data[rng.integers(len(data))] ^= int(rng.integers(1, 256))
+    corrupt.append(bytes(data))
+  return corrupt
+
+
 # ---------------------------------------------------------------------------
 # Byte equality with TFC
 # ---------------------------------------------------------------------------
@@ -358,11 +369,7 @@ def test_corrupt_strings():
   with pytest.raises(ValueError, match="sanity check"):
     rc.decode_channel([good], tables, [8])
   # Truncations and byte flips: same verdict and symbols as TFC's decoder.
-  corrupt = [good[:k] for k in range(len(good))]
-  for _ in range(60):
-    data = bytearray(good)
-    data[rng.integers(len(data))] ^= int(rng.integers(1, 256))
-    corrupt.append(bytes(data))
+  corrupt = truncations_and_flips(good, rng, 60)
   caught = 0
   for data in corrupt:
     try:

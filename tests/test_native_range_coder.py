@@ -25,7 +25,7 @@ from tfvaeclf.edge import range_coder as rc
 
 # TFC's ops, called as the numpy coder's tests call them.
 from tests.test_edge_range_coder import (random_lookup, tf, tfc, tfc_decode,
-                                         tfc_encode)
+                                         tfc_encode, truncations_and_flips)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "tfvaeclf", "edge", "csrc", "range_coder.c")
@@ -401,12 +401,8 @@ def test_corrupt_strings_agree_with_tfc():
   values = random_values(rng, tables, channel_tidx(tables, (1, 64)),
                          escape_rate=0.03)
   (good,) = native.encode_channel(values, tables)
-  corrupt = [good[:k] for k in range(len(good))]
+  corrupt = truncations_and_flips(good, rng, 100)
   corrupt += [good + extra for extra in (b"\0", b"\1", b"\0\0\0", b"\xff")]
-  for _ in range(100):
-    data = bytearray(good)
-    data[rng.integers(len(data))] ^= int(rng.integers(1, 256))
-    corrupt.append(bytes(data))
   stricter = 0
   for data in corrupt:
     try:
