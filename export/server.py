@@ -30,7 +30,7 @@ import tensorflow as tf
 from tfvaeclf import latent_decoder
 from tfvaeclf.codec_spec import CodecSpec
 from tfvaeclf.edge import bundle
-from tfvaeclf.errors import BundleError
+from tfvaeclf.errors import BitstreamError, BundleError
 
 __all__ = ["BundleServer", "ServerModule", "save"]
 
@@ -132,14 +132,42 @@ class BundleServer:
   def decode_coded(self, coded):
     """`decode` of a file or message already read by `codec.read`."""
     (strings,) = coded.strings
-    if coded.dither_seed is None:
+    return self._decode(strings, coded.latent_shape, coded.dither_seed,
+                        coded.dither_index + np.arange(coded.num_images))
+
+  def decode_many(self, coded):
+    """`decode_coded` of several files or messages in one call of the range
+    decoder (the per-call cost dominates one-image messages): per payload,
+    its latents or the BitstreamError it alone raises."""
+    seeds = {c.dither_seed for c in coded}
+    if len(seeds) == 1:
+      strings = [s for c in coded for s in c.strings[0]]
+      indices = np.concatenate(
+          [c.dither_index + np.arange(c.num_images) for c in coded])
+      try:
+        latents = self._decode(strings, coded[0].latent_shape, seeds.pop(),
+                               indices)
+        return np.split(latents,
+                        np.cumsum([c.num_images for c in coded])[:-1])
+      except BitstreamError:
+        pass  # one payload or more is bad: decode each to find which
+    return [self._decode_or_error(c) for c in coded]
+
+  def _decode_or_error(self, coded):
+    try:
+      return self.decode_coded(coded)
+    except BitstreamError as e:
+      return e
+
+  def _decode(self, strings, latent_shape, dither_seed, dither_indices):
+    if dither_seed is None:
       return latent_decoder.decode_factorized(strings, self._tables,
-                                              coded.latent_shape)
+                                              latent_shape)
     # The receiver draws the dither from the file's seed, not its own, and
     # from a message's counter.
-    return latent_decoder.decode_dithered(
-        strings, self._tables, coded.latent_shape, coded.dither_seed,
-        coded.dither_index + np.arange(coded.num_images))
+    return latent_decoder.decode_dithered(strings, self._tables,
+                                          latent_shape, dither_seed,
+                                          dither_indices)
 
   def _run(self, name, latent_hat):
     outputs = self._signatures[name](

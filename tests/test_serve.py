@@ -28,6 +28,7 @@ import pytest
 
 from tfvaeclf import codec
 from tfvaeclf.edge import EdgeEncoder
+from tfvaeclf.hostile import escape_attack
 from tfvaeclf.serve.core import Core, Refusal
 
 
@@ -254,6 +255,20 @@ def test_core_refuses_per_payload(bundle_dir, digits):
   assert results[0]["fingerprint"] == core.fingerprint
   np.testing.assert_allclose(np.sum(results[0]["probabilities"]), 1,
                              atol=1e-4)
+
+
+def test_core_refuses_what_does_not_decode_and_answers_the_rest(
+    bundle_dir, digits, loaded, mnist):
+  """A payload that passes every check but the range decoder's own (the
+  escape attack) is refused alone: the batch's others are still answered."""
+  files, expected = digits
+  images, _ = next(iter(mnist.test.batch(2)))
+  attack = escape_attack(loaded, images.numpy())
+  results = Core(bundle_dir).classify_batch([files[0], attack, files[1]])
+  assert results[0]["classes"] == expected[:1]
+  assert results[2]["classes"] == expected[1:2]
+  assert isinstance(results[1], Refusal)
+  assert "does not decode" in results[1].message
 
 
 def test_core_limits_images_per_payload(bundle_dir, mnist):

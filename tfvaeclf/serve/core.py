@@ -60,7 +60,13 @@ class Core:
     its index ("indices") and the probabilities of every class, plus the
     model's "fingerprint". One bad payload never affects another.
     """
-    decoded = [self._unpack(payload) for payload in payloads]
+    decoded = [self._read(payload) for payload in payloads]
+    readable = [d for d in decoded if not isinstance(d, Refusal)]
+    latents = iter(self._server.decode_many(readable) if readable else [])
+    decoded = [d if isinstance(d, Refusal) else next(latents)
+               for d in decoded]
+    decoded = [_refusal(d) if isinstance(d, BitstreamError) else d
+               for d in decoded]
     accepted = [d for d in decoded if not isinstance(d, Refusal)]
     if not accepted:
       return decoded
@@ -75,16 +81,16 @@ class Core:
       start = stop
     return results
 
-  def _unpack(self, payload):
-    """Checks and decodes one payload: its latents, or a Refusal."""
+  def _read(self, payload):
+    """Checks one payload: what it holds (`CodedImages`), or a Refusal."""
     try:
       coded = self._server.codec.read(bytes(payload))
-      if not 0 < coded.num_images <= self.max_images:
-        return Refusal("bad_input", f"payload holds {coded.num_images} "
-                       f"images, the server takes 1 to {self.max_images}")
-      return self._server.decode_coded(coded)
     except BitstreamError as e:
-      return Refusal("bad_input", " ".join(str(e).split()))
+      return _refusal(e)
+    if not 0 < coded.num_images <= self.max_images:
+      return Refusal("bad_input", f"payload holds {coded.num_images} "
+                     f"images, the server takes 1 to {self.max_images}")
+    return coded
 
   def _run(self, accepted):
     """The SavedModel on the latents of every accepted payload, in order."""
@@ -97,3 +103,7 @@ class Core:
             "indices": indices,
             "probabilities": np.round(probabilities, 6).tolist(),
             "fingerprint": self.fingerprint}
+
+
+def _refusal(error):
+  return Refusal("bad_input", " ".join(str(error).split()))
