@@ -126,7 +126,7 @@ def test_a_weights_file_that_does_not_fit_is_one_line(tmp_path, backbone):
 def test_classifier_trains_into_a_model_dir_without_tables(classifier_dir):
   files = set(os.listdir(classifier_dir))
   assert {"config.json", "model.json", "checkpoints", "history.csv"} <= files
-  assert model_dir.TABLES_FILE not in files
+  assert model_dir.ModelDir.TABLES not in files
   with open(os.path.join(classifier_dir, "config.json")) as f:
     config = json.load(f)
   assert config["model"] == "classifier"

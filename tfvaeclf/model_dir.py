@@ -25,11 +25,6 @@ __all__ = ["ModelDir", "ModelDirError", "LoadedModel", "write_config",
            "checkpoint_manager", "finalize", "load", "load_classifier",
            "restore_pretrained", "restore_backbone"]
 
-# The old names of two of ModelDir's, for code that spells paths itself.
-TABLES_FILE = ModelDir.TABLES
-CHECKPOINT_DIR = ModelDir.CHECKPOINTS
-
-
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
   model: tf.keras.Model
