@@ -98,3 +98,20 @@ def test_the_issues_attack_finishes_fast(loaded, digits):
   with pytest.raises(errors.BitstreamError, match="payload does not decode"):
     codec.classify_file(loaded, data)
   assert time.perf_counter() - start < BASE_SECONDS["factorized"]
+
+
+def test_fuzzed_messages_decode_in_bounded_time_or_fail_in_one_line(
+    loaded, digits):
+  """One-image messages, mutated raw and crafted with a valid CRC around
+  random strings: the same bound and the same one-line errors as files."""
+  messages = codec.compress_messages(loaded, digits)
+  decode = lambda data: codec.decode_latent(loaded, data)
+  rng = np.random.default_rng(15)
+  raw, _ = fuzz(decode, raw_mutations(rng, messages, 1000),
+                BASE_SECONDS["factorized"])
+  crafted, _ = fuzz(decode, [
+      loaded.codec.pack_messages([[rng.bytes(int(rng.integers(0, 40)))]])[0]
+      for _ in range(1000)], BASE_SECONDS["factorized"])
+  assert raw["refused"] > 800, raw  # by the CRC
+  assert crafted.get("refused", 0) == 0, crafted  # all reach the decoder
+  assert crafted.get("corrupt", 0) > 0, crafted
