@@ -106,6 +106,7 @@ def _write(loaded, directory, calibration, with_mcu):
                 "class_names": loaded.config["class_names"]},
       **codec.manifest_fields(),
       "image_dtype": "uint8",
+      bundle.PREPROCESSING: loaded.preprocessing.record(),
       "streams": streams,
       "edge": {"encoders": edge, "calibration_examples": len(calibration)},
       **board,

@@ -5,7 +5,10 @@
     python -m tfvaeclf.codec classify   --model_dir=DIR FILE
     python -m tfvaeclf.codec decompress --model_dir=DIR --output=PNG FILE
 
-`--format=file` (the default) writes one multi-image file; `message` writes
+Each IMAGE is turned into the model's input as training turned its files
+(`imageio.Preprocessing`: decoded, converted to its mode, resized and
+centre-cropped if it was trained with --image_size). `--format=file` (the
+default) writes one multi-image file; `message` writes
 one compact message per image (`tfvaeclf.bitstream`): OUT for one image,
 OUT_0, OUT_1, ... (keeping OUT's extension) for several. A dithered model's
 messages take counters 0, 1, ... or from `--first_counter`, to continue a
@@ -124,7 +127,7 @@ def main(argv):
         "sends no counter")
 
   if command == "compress":
-    images = data.read_image_files(paths, loaded.model.config.image_shape)
+    images = data.read_image_files(paths, loaded.preprocessing)
     if FLAGS.format == "file":
       fileio.write_bytes(FLAGS.output, compress_images(loaded, images))
     else:

@@ -23,11 +23,13 @@ import tensorflow_datasets as tfds
 
 from tfvaeclf.errors import DatasetUnavailableError
 # Re-exported: image files are read and written without TensorFlow there.
-from tfvaeclf.imageio import ImageFileError, read_image_files, write_png
+from tfvaeclf.imageio import (ImageFileError, Preprocessing, read_image_files,
+                              write_png)
 
 __all__ = ["DATASET_NAMES", "QUICKDRAW10_CLASSES", "DatasetUnavailableError",
-           "ImageFileError", "DatasetInfo", "Splits", "load", "pipeline",
-           "to_float", "AUGMENTATIONS", "read_image_files", "write_png"]
+           "ImageFileError", "DatasetInfo", "Splits", "Preprocessing", "load",
+           "preprocessing_of", "pipeline", "to_float", "AUGMENTATIONS",
+           "read_image_files", "write_png"]
 
 # Plus "folder:PATH".
 DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "quickdraw10",
@@ -47,8 +49,8 @@ _IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
-# What tf.image.decode_image reads.
-_FOLDER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+# Decoded by Pillow (`imageio`), as the codec and the board decode them.
+_FOLDER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 # Datasets up to MNIST/CIFAR size are shuffled whole; bigger or unknown-size
 # ones through a window, to bound memory.
 _FULL_SHUFFLE_MAX = 60_000
@@ -63,6 +65,9 @@ class DatasetInfo:
   num_classes: int
   class_names: tuple
   source: str  # e.g. "tfds:mnist", "idx:/usr/share/datasets/fashion-mnist"
+  # How a file becomes an image of image_shape (`imageio.Preprocessing`);
+  # `load` sets it.
+  preprocessing: Preprocessing = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,12 +122,15 @@ def _prepared_builder(tfds_name, data_dir, download):
   return builder
 
 
-def _tfds_range(builder, split, start, stop):
-  """Examples [start, stop) of a TFDS split, in a fixed order."""
+def _tfds_range(builder, split, start, stop, encoded):
+  """Examples [start, stop) of a TFDS split, in a fixed order; `encoded`:
+  images as their files' bytes (which `imageio` then decodes)."""
   if stop <= start:  # TFDS refuses empty slices.
-    return _tfds_range(builder, split, 0, 1).take(0)
+    return _tfds_range(builder, split, 0, 1, encoded).take(0)
+  decoders = {"image": tfds.decode.SkipDecoding()} if encoded else None
   return builder.as_dataset(split=f"{split}[{start}:{stop}]",
-                            as_supervised=True, shuffle_files=False)
+                            as_supervised=True, shuffle_files=False,
+                            decoders=decoders)
 
 
 def _tfds_info(name, builder, class_names=None):
@@ -131,20 +139,20 @@ def _tfds_info(name, builder, class_names=None):
   return DatasetInfo(name, shape, len(names), names, f"tfds:{builder.name}")
 
 
-def _from_tfds(name, builder, test_split, validation_size):
+def _from_tfds(name, builder, test_split, validation_size, encoded):
   """A TFDS dataset; validation is the last `validation_size` of train."""
   n = builder.info.splits["train"].num_examples
   n_train = _train_count(n, validation_size)
   n_test = builder.info.splits[test_split].num_examples
   return Splits(
       info=_tfds_info(name, builder),
-      train=_tfds_range(builder, "train", 0, n_train),
-      validation=_tfds_range(builder, "train", n_train, n),
-      test=_tfds_range(builder, test_split, 0, n_test),
+      train=_tfds_range(builder, "train", 0, n_train, encoded),
+      validation=_tfds_range(builder, "train", n_train, n, encoded),
+      test=_tfds_range(builder, test_split, 0, n_test, encoded),
       sizes={"train": n_train, "validation": validation_size, "test": n_test})
 
 
-def _quickdraw10(builder, validation_size):
+def _quickdraw10(builder, validation_size, encoded):
   """Ten QuickDraw classes, labelled 0..9 in QUICKDRAW10_CLASSES order.
 
   quickdraw_bitmap has only a train split, stored shuffled: its last 10% is
@@ -162,12 +170,12 @@ def _quickdraw10(builder, validation_size):
     return dataset.filter(lambda x, y: y >= 0)
 
   n = builder.info.splits["train"].num_examples
-  pool = ten(_tfds_range(builder, "train", 0, n - n // 10))
+  pool = ten(_tfds_range(builder, "train", 0, n - n // 10, encoded))
   return Splits(
       info=_tfds_info("quickdraw10", builder, QUICKDRAW10_CLASSES),
       train=pool.skip(validation_size),
       validation=pool.take(validation_size),
-      test=ten(_tfds_range(builder, "train", n - n // 10, n)),
+      test=ten(_tfds_range(builder, "train", n - n // 10, n, encoded)),
       sizes={"train": None, "validation": None, "test": None})
 
 
@@ -326,7 +334,8 @@ def _image_files(root, class_names):
 def _load_folder(path, validation_size, seed):
   """Images in PATH/CLASS/, or PATH/train/CLASS/ and PATH/test/CLASS/.
 
-  Images are decoded as RGB at their own size. The train files are put in a
+  The splits yield the files' bytes, which `load` decodes (`imageio`: as
+  RGB, resized). The train files are put in a
   seeded random order, so that the validation tail mixes the classes; with no
   test/ folder, the last 10% (rounded up) of that order is the test split.
   """
@@ -359,16 +368,12 @@ def _load_folder(path, validation_size, seed):
                  path, n_test)
   n_train = _train_count(len(files), validation_size)
 
-  def decode(file, label):
-    image = tf.image.decode_image(tf.io.read_file(file), channels=3,
-                                  expand_animations=False)
-    return image, label
-
   def dataset(pairs):
     paths = tf.constant([f for f, _ in pairs], tf.string)
     labels = tf.constant([label for _, label in pairs], tf.int64)
     dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
-    return dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.map(lambda file, label: (tf.io.read_file(file), label),
+                       num_parallel_calls=tf.data.AUTOTUNE)
 
   info = DatasetInfo(f"folder:{path}", (None, None, 3), len(class_names),
                      class_names, f"folder:{os.path.abspath(path)}")
@@ -381,36 +386,24 @@ def _load_folder(path, validation_size, seed):
              "test": len(test)})
 
 
-# --- Resizing and the public functions --------------------------------------
+# --- Preprocessing and the public functions --------------------------------
 
 
-def _resize_image(image, size):
-  """Resizes, keeping the aspect ratio, to cover `size`, then center-crops.
+def _preprocessed(splits, preprocessing, encoded):
+  """`splits` whose images go through `preprocessing`, the very numpy and
+  Pillow code that the codec and the board run on a file: from the files'
+  bytes if `encoded`, else from the decoded images."""
+  convert = preprocessing.decode if encoded else preprocessing.fit
 
-  Nothing is distorted (the usual ImageNet evaluation transform), and an
-  image already of `size` comes back unchanged.
-  """
-  shape = tf.cast(tf.shape(image)[:2], tf.float32)
-  target = tf.constant(size, tf.float32)
-  scale = tf.reduce_max(target / shape)
-  covering = tf.cast(tf.maximum(tf.round(shape * scale), target), tf.int32)
-  image = tf.image.resize(image, covering, antialias=True)
-  # Slicing, not tf.image.resize_with_crop_or_pad, which is slow to trace.
-  top, left = tf.unstack((covering - tf.constant(size)) // 2)
-  image = image[top:top + size[0], left:left + size[1]]
-  image = tf.ensure_shape(image, (*size, None))
-  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-
-
-def _resized(splits, size):
-  def resize(image, label):
-    return _resize_image(image, size), label
+  def apply(image, label):
+    image = tf.numpy_function(convert, [image], tf.uint8, stateful=False)
+    return tf.ensure_shape(image, preprocessing.image_shape), label
 
   datasets = {
-      k: getattr(splits, k).map(resize, num_parallel_calls=tf.data.AUTOTUNE)
+      k: getattr(splits, k).map(apply, num_parallel_calls=tf.data.AUTOTUNE)
       for k in ("train", "validation", "test")}
-  shape = (*size, splits.info.image_shape[2])
-  info = dataclasses.replace(splits.info, image_shape=shape)
+  info = dataclasses.replace(splits.info,
+                             image_shape=preprocessing.image_shape)
   return dataclasses.replace(splits, info=info, **datasets)
 
 
@@ -437,14 +430,16 @@ _HOW_TO_GET = {
 }
 
 
-def _load_named(name, data_dir, validation_size, download):
+def _load_named(name, data_dir, validation_size, download, encoded):
+  """Splits of a named dataset; TFDS's images as their files' bytes if
+  `encoded` (then `.info.source` starts with "tfds:")."""
   tfds_name = _TFDS_NAMES.get(name, name)
   builder = _prepared_builder(tfds_name, data_dir, download)
   if builder and name == "quickdraw10":
-    return _quickdraw10(builder, validation_size)
+    return _quickdraw10(builder, validation_size, encoded)
   if builder:
     test_split = _TFDS_TEST_SPLITS.get(name, "test")
-    return _from_tfds(name, builder, test_split, validation_size)
+    return _from_tfds(name, builder, test_split, validation_size, encoded)
   splits = None
   if name in _OFFLINE:
     splits = _OFFLINE[name](data_dir, validation_size)
@@ -456,6 +451,23 @@ def _load_named(name, data_dir, validation_size, download):
   return splits
 
 
+def _size(name, image_size):
+  """The (H, W) dataset `name` is resized to, or None: not resized."""
+  if isinstance(image_size, int):
+    return (image_size, image_size)
+  if image_size is None:
+    return _IMAGENET_SIZE if name == "imagenet2012" else None
+  return tuple(image_size)
+
+
+def preprocessing_of(dataset, image_shape):
+  """The `Preprocessing` that `load(**dataset)` applies to make images of
+  `image_shape`: what a model dir from before preprocessing records was
+  trained on (the same steps, then computed by TensorFlow)."""
+  return Preprocessing(image_shape, resize=_size(
+      dataset["name"], dataset.get("image_size")) is not None)
+
+
 def load(name, *, data_dir=None, image_size=None, validation_size=5000,
          seed=0, download=False):
   """Loads `name` (in DATASET_NAMES, or "folder:PATH") as fixed-order Splits.
@@ -463,28 +475,30 @@ def load(name, *, data_dir=None, image_size=None, validation_size=5000,
   image_size (an int or (H, W)) resizes: aspect-preserving resize, then a
   center crop. It is required for folders and defaults to 224 for
   imagenet2012, whose images vary in size. `seed` only orders folder files.
-  `download=True` lets TFDS download and prepare what is missing.
+  `download=True` lets TFDS download and prepare what is missing. Files are
+  decoded and resized by `info.preprocessing` (numpy and Pillow), as the
+  codec and the board do it.
   """
-  size = image_size
-  if isinstance(size, int):
-    size = (size, size)
-  elif size is not None:
-    size = tuple(size)
+  size = _size(name, image_size)
   if name.startswith("folder:"):
     if size is None:
       raise ValueError("folder datasets need --image_size (their images "
                        "vary in size), e.g. --image_size=64")
     splits = _load_folder(name[len("folder:"):], validation_size, seed)
   elif name in DATASET_NAMES:
-    splits = _load_named(name, data_dir, validation_size, download)
-    if name == "imagenet2012" and size is None:
-      size = _IMAGENET_SIZE
+    splits = _load_named(name, data_dir, validation_size, download,
+                         encoded=size is not None)
   else:
     raise DatasetUnavailableError(
         f"unknown dataset {name!r}: choose one of "
         f"{', '.join(DATASET_NAMES)} or folder:PATH")
-  if size is not None and tuple(splits.info.image_shape[:2]) != size:
-    splits = _resized(splits, size)
+  shape = (*(size or splits.info.image_shape[:2]), splits.info.image_shape[2])
+  preprocessing = Preprocessing(shape, resize=size is not None)
+  if size is not None:
+    encoded = splits.info.source.startswith(("folder:", "tfds:"))
+    splits = _preprocessed(splits, preprocessing, encoded)
+  splits = dataclasses.replace(splits, info=dataclasses.replace(
+      splits.info, preprocessing=preprocessing))
   logging.info("dataset %s from %s: image shape %s, sizes %s", name,
                splits.info.source, splits.info.image_shape, splits.sizes)
   return splits

@@ -1,8 +1,25 @@
-"""Reading a user's image files and writing PNGs, with numpy and Pillow only.
+"""How an image file becomes a network's input, with numpy and Pillow only.
+
+A `Preprocessing` is what training did to a file: decode it (Pillow, the
+first frame of an animation, no EXIF rotation), convert it to the network's
+mode ("L" or "RGB": palette, CMYK, RGBA (alpha dropped), greyscale, 16-bit
+(top byte) ...), and, for a model trained with `--image_size`, resize it
+keeping its aspect ratio to cover the size (bilinear, antialiased when
+shrinking) and crop the centre. The network then takes `pixel / 255`.
+Training's data pipeline runs these very functions (`tfvaeclf.data`), and a
+model dir and a bundle record them (`record`), so `codec compress`, the edge
+runtime and training turn a file into the same pixels.
+
+A model trained without resizing (MNIST, CIFAR-10 ...) refuses files of
+another size rather than silently feeding it a different input.
 
 Kept apart from `tfvaeclf.data` (which needs TensorFlow) because the edge
 runtime reads the images it codes on boards that have no TensorFlow.
 """
+
+import dataclasses
+import io
+import os
 
 import numpy as np
 from PIL import Image
@@ -10,35 +27,147 @@ from PIL import Image
 from tfvaeclf import fileio
 from tfvaeclf.errors import ImageFileError
 
-__all__ = ["ImageFileError", "read_image_files", "write_png"]
+__all__ = ["ImageFileError", "Preprocessing", "read_image_files",
+           "write_png"]
+
+_MODES = {1: "L", 3: "RGB"}
+# A record's fixed fields: what this tfvaeclf does, named so that a newer
+# way is refused instead of misapplied.
+_DECODE = "pillow_first_frame"
+_RESIZE = "cover_bilinear_center_crop"
+_SCALE = "pixel/255"
+# 16-bit modes, whose top byte is the 8-bit value (as TensorFlow's decoders
+# give it); Pillow's own conversion would clip at 255.
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
-def read_image_files(paths, image_shape):
-  """The images in `paths` as a uint8 (N, H, W, C) array.
+def _one_line(error):
+  return " ".join(str(error).split())
 
-  Each file must already have `image_shape` (8-bit grayscale for C=1, RGB for
-  C=3): a user's file of another size or kind is refused rather than silently
-  turned into a different input.
+
+def _covering(shape, size):
+  """The (H, W) that covers `size` at `shape`'s aspect ratio: computed in
+  float32 and rounded half to even, as training's TensorFlow resize did."""
+  shape = np.float32(shape)
+  scale = np.max(np.float32(size) / shape)
+  return tuple(int(d) for d in np.maximum(np.rint(shape * scale), size))
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+  """How a file becomes a network input of `image_shape`.
+
+  Attributes:
+    image_shape: (H, W, C) of the input, C=1 ("L") or 3 ("RGB").
+    resize: whether a file of another size is resized (cover, centre crop)
+      or refused.
+    refusal: why a file of another size is refused, for the error message.
   """
-  height, width, channels = image_shape
-  modes = {1: "L", 3: "RGB"}
-  if channels not in modes:
-    raise ValueError(f"image_shape needs 1 or 3 channels, got {image_shape}")
-  out = np.empty((len(paths), height, width, channels), np.uint8)
-  for i, path in enumerate(paths):
+  image_shape: tuple
+  resize: bool = False
+  refusal: str = dataclasses.field(default=None, compare=False)
+
+  def __post_init__(self):
+    shape = tuple(int(d) for d in self.image_shape)
+    if len(shape) != 3 or shape[2] not in _MODES:
+      raise ValueError(f"image_shape needs (H, W, 1 or 3), got {shape}")
+    object.__setattr__(self, "image_shape", shape)
+    if self.refusal is None:
+      object.__setattr__(self, "refusal", (
+          "the model was trained without resizing; retrain with "
+          f"--image_size={shape[0]} to take images of any size"))
+
+  @property
+  def mode(self):
+    return _MODES[self.image_shape[2]]
+
+  def record(self):
+    """The JSON a model dir's config and a bundle's manifest hold."""
+    return {"decode": _DECODE, "mode": self.mode,
+            "size": list(self.image_shape[:2]),
+            "resize": _RESIZE if self.resize else None, "scale": _SCALE}
+
+  @classmethod
+  def from_record(cls, record, image_shape, refusal=None):
+    """The preprocessing `record` describes, for a model of `image_shape`.
+
+    A None record (a model dir or bundle from before records) is no
+    resizing, refused with `refusal`. ValueError if the record does not
+    fit the model, or names a step this tfvaeclf does not know.
+    """
+    if record is None:
+      return cls(image_shape, refusal=refusal)
+    expected = cls(image_shape, resize=record.get("resize") is not None)
+    if record != expected.record():
+      raise ValueError(
+          f"preprocessing {record} is not one this tfvaeclf applies to a "
+          f"{tuple(image_shape)} model (update tfvaeclf)")
+    return expected
+
+  def _converted(self, image):
+    """A decoded Pillow image in the model's mode (its pixels loaded)."""
+    if image.mode in _SIXTEEN_BIT:
+      image = Image.fromarray((np.asarray(image, np.uint16) >> 8).astype(
+          np.uint8))
+    return image.convert(self.mode)
+
+  def _fitted(self, image, name):
+    """An image in the model's mode -> the uint8 (H, W, C) input;
+    ImageFileError naming `name` for a size the model refuses."""
+    height, width = size = self.image_shape[:2]
+    if image.size != (width, height):
+      if not self.resize:
+        raise ImageFileError(
+            f"{name}: is {image.height}x{image.width}, expected "
+            f"{height}x{width}: {self.refusal}")
+      covering = _covering((image.height, image.width), size)
+      top, left = ((c - s) // 2 for c, s in zip(covering, size))
+      image = image.resize(covering[::-1], Image.Resampling.BILINEAR)
+      image = image.crop((left, top, left + width, top + height))
+    return np.asarray(image).reshape(self.image_shape)
+
+  def load(self, file, name=None):
+    """An image file (path or file object) -> its uint8 (H, W, C) input;
+    ImageFileError, in one line naming `name` (default: the path), if it
+    cannot be."""
+    name = name or os.fspath(file)
     try:
-      with Image.open(path) as img:
-        mode, (w, h), pixels = img.mode, img.size, np.asarray(img)
+      with Image.open(file) as image:
+        image = self._converted(image)
     except (OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as e:
-      reason = " ".join(str(e).split())
       raise ImageFileError(
-          f"{path}: not a readable image ({reason})") from None
-    if (h, w, mode) != (height, width, modes[channels]):
-      raise ImageFileError(
-          f"{path}: is {h}x{w} mode {mode}, expected {height}x{width} mode "
-          f"{modes[channels]} (images are not resized)")
-    out[i] = pixels.reshape(height, width, channels)
+          f"{name}: not a readable image ({_one_line(e)})") from None
+    return self._fitted(image, name)
+
+  def decode(self, file_bytes):
+    """The bytes of an image file -> its uint8 (H, W, C) input: what
+    training's pipeline runs on the files it reads."""
+    return self.load(io.BytesIO(bytes(file_bytes)), "image")
+
+  def fit(self, pixels):
+    """A decoded uint8 (h, w, C) image in the model's mode -> the input,
+    resized as a file would be: what training's pipeline runs on datasets
+    that come decoded."""
+    pixels = np.asarray(pixels)
+    return self._fitted(
+        Image.fromarray(pixels.reshape(pixels.shape[:2]) if
+                        self.image_shape[2] == 1 else pixels, self.mode),
+        "image")
+
+
+def read_image_files(paths, preprocessing):
+  """The images in `paths` as a uint8 (N, H, W, C) array, preprocessed.
+
+  `preprocessing` is a `Preprocessing`, or an (H, W, C) shape for files
+  that have it already (no resizing). ImageFileError, in one line, names the
+  first file that cannot be turned into the model's input.
+  """
+  if not isinstance(preprocessing, Preprocessing):
+    preprocessing = Preprocessing(preprocessing)
+  out = np.empty((len(paths), *preprocessing.image_shape), np.uint8)
+  for i, path in enumerate(paths):
+    out[i] = preprocessing.load(path)
   return out
 
 

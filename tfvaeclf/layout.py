@@ -1,7 +1,8 @@
 """The model dir's layout: `ModelDir` alone names its files.
 
-    config.json        model kind, its config, the dataset, its class names
-                       and the training flags
+    config.json        model kind, its config, the dataset, its class names,
+                       the training flags and how a file becomes the
+                       model's input ("preprocessing", `imageio`)
     checkpoints/       per-epoch training checkpoints (model + optimizer)
     history.csv        per-epoch metrics, a row per finished epoch
     logs/              TensorBoard
@@ -32,6 +33,9 @@ class ModelDir:
   """One model dir, by path; nothing is read until asked for."""
 
   CONFIG = "config.json"
+  # config.json's key for `imageio.Preprocessing.record()`; a dir from
+  # before it has none.
+  PREPROCESSING = "preprocessing"
   SUMMARY = "model.json"
   TABLES = "coder_tables.npz"
   CHECKPOINTS = "checkpoints"

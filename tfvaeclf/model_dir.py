@@ -15,15 +15,15 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from tfvaeclf import codec_spec, fileio, models
+from tfvaeclf import codec_spec, data, fileio, models
 from tfvaeclf.errors import ModelDirError
 from tfvaeclf.layout import ModelDir
 from tfvaeclf.models import classifier
 
 __all__ = ["ModelDir", "ModelDirError", "LoadedModel", "write_config",
-           "read_config", "build_model", "training_checkpoint",
-           "checkpoint_manager", "finalize", "load", "load_classifier",
-           "restore_pretrained", "restore_backbone"]
+           "read_config", "preprocessing_of", "build_model",
+           "training_checkpoint", "checkpoint_manager", "finalize", "load",
+           "load_classifier", "restore_pretrained", "restore_backbone"]
 
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
@@ -31,21 +31,42 @@ class LoadedModel:
   fingerprint: bytes
   config: dict  # the contents of config.json
   codec: codec_spec.CodecSpec = None  # what its files hold; None: no coder
+  # How a file becomes its input (`imageio.Preprocessing`).
+  preprocessing: data.Preprocessing = None
 
 
 def write_config(model_dir, model_name, model_config, dataset, class_names,
-                 training):
-  ModelDir(model_dir).write_config({
+                 training, preprocessing=None):
+  """Writes config.json; `preprocessing`: the loaded dataset's
+  `info.preprocessing`, how training turned files into inputs."""
+  config = {
       "model": model_name,
       "model_config": dataclasses.asdict(model_config),
       "dataset": dataset,
       "class_names": list(class_names),
       "training": training,
-  })
+  }
+  if preprocessing is not None:
+    config[ModelDir.PREPROCESSING] = preprocessing.record()
+  ModelDir(model_dir).write_config(config)
 
 
 def read_config(model_dir):
   return ModelDir(model_dir).config
+
+
+def preprocessing_of(config):
+  """The `Preprocessing` a model dir's config records; a dir from before
+  records gets its dataset's (`data.preprocessing_of`). ModelDirError if
+  the record does not fit the model."""
+  image_shape = config["model_config"]["image_shape"]
+  record = config.get(ModelDir.PREPROCESSING)
+  if record is None:
+    return data.preprocessing_of(config["dataset"], image_shape)
+  try:
+    return data.Preprocessing.from_record(record, image_shape)
+  except ValueError as e:
+    raise ModelDirError(f"config.json: {e}") from None
 
 
 def build_model(config):
@@ -130,7 +151,8 @@ def load(model_dir, allow_uncompressed=False):
         "training (fingerprint mismatch)")
   codec = (None if model.coder is None
            else codec_spec.CodecSpec.from_model(model))
-  return LoadedModel(model, fingerprint, config, codec)
+  return LoadedModel(model, fingerprint, config, codec,
+                     preprocessing_of(config))
 
 
 def load_classifier(model_dir):

@@ -233,7 +233,8 @@ def _train(run, splits, *, strategy, scratch, verbose):
                    int(epoch.numpy()))
     elif not scratch:
       model_dir_lib.write_config(directory, model_name, model_config,
-                                 dataset, splits.info.class_names, training)
+                                 dataset, splits.info.class_names, training,
+                                 splits.info.preprocessing)
 
   initial_epoch = int(epoch.numpy())
   epochs, batch_size = settings.epochs, settings.batch_size
@@ -279,7 +280,8 @@ def _train(run, splits, *, strategy, scratch, verbose):
   if epochs > config["training"]["epochs"]:  # resumed to train further
     model_dir_lib.write_config(
         directory, model_name, model_config, dataset,
-        splits.info.class_names, {**config["training"], "epochs": epochs})
+        splits.info.class_names, {**config["training"], "epochs": epochs},
+        splits.info.preprocessing)
   # Frozen and stamped: a plain copy restored from the last checkpoint, as
   # `model_dir.load` will rebuild it. (Reading a multi-worker model's
   # variables would wait for the workers, which are gone by now.)

@@ -20,8 +20,9 @@ import logging
 import sys
 
 from tfvaeclf import fileio, imageio
+from tfvaeclf.edge import bundle
 from tfvaeclf.edge.encoder import EdgeEncoder
-from tfvaeclf.errors import UserError
+from tfvaeclf.errors import BundleError, UserError
 
 __all__ = ["main"]
 
@@ -48,7 +49,8 @@ def _parser():
   encode.add_argument("--verbose", action="store_true",
                       help="log which range coder runs")
   encode.add_argument("images", nargs="+", metavar="IMAGE",
-                      help="image files of the model's size and mode")
+                      help="image files, turned into the model's input as "
+                      "its training did (the bundle's preprocessing)")
   return parser
 
 
@@ -60,7 +62,14 @@ def _encode(args):
   if args.first_counter is not None and not encoder.codec.dithered:
     raise UserError("--first_counter is for dithered bundles; this one "
                     "sends no counter")
-  images = imageio.read_image_files(args.images, encoder.image_shape)
+  try:
+    preprocessing = imageio.Preprocessing.from_record(
+        encoder.manifest.get(bundle.PREPROCESSING), encoder.image_shape,
+        refusal="the bundle records no preprocessing (exported by an older "
+        "tfvaeclf): export it again")
+  except ValueError as e:
+    raise BundleError(f"{args.bundle}: {e}") from None
+  images = imageio.read_image_files(args.images, preprocessing)
   if args.format == "file":
     fileio.write_bytes(args.output, encoder.encode_file(images))
     return

@@ -10,7 +10,9 @@
 
 The manifest also carries the model's `CodecSpec` (`tfvaeclf.codec_spec`):
 `codec_fingerprint`, the identity of its encoder side that the board's
-files carry, and the image and latent shapes.
+files carry, and the image and latent shapes; and under "preprocessing"
+how training turned an image file into the encoder's input
+(`tfvaeclf.imageio.Preprocessing.record`), which the board applies too.
 
 `python -m export` writes it; the edge runtime and the server load it. Both
 sides check the files they use against the manifest before using them, so a
@@ -43,7 +45,7 @@ from tfvaeclf.errors import BundleError
 __all__ = ["BundleError", "FORMAT", "FORMAT_VERSION", "MANIFEST",
            "EDGE_DIR", "SERVER_DIR", "ENCODER", "ENCODER_INT8", "TABLES",
            "ENCODER_INPUT", "SERVER_INPUT", "file_digests", "format_version",
-           "read_manifest", "read_tables"]
+           "read_manifest", "read_tables", "PREPROCESSING"]
 
 FORMAT = "tfvaeclf-bundle"
 FORMAT_VERSION = 2  # the newest; it adds a stream's "dither" to version 1
@@ -58,6 +60,9 @@ TABLES = f"{EDGE_DIR}/tables.npz"
 ENCODER_INPUT = "images"
 # The server's signatures' input: the decoded latent, float32 [N, ..., C].
 SERVER_INPUT = "latent_hat"
+# The manifest's key for the model's preprocessing (absent: exported before
+# it was recorded).
+PREPROCESSING = "preprocessing"
 _CHUNK = 1 << 20
 _REQUIRED = ("model", codec_spec.FINGERPRINT_KEY, "image_shape",
              "latent_shape", "streams", "files")
