@@ -10,8 +10,9 @@ Training's data pipeline runs these very functions (`tfvaeclf.data`), and a
 model dir and a bundle record them (`record`), so `codec compress`, the edge
 runtime and training turn a file into the same pixels.
 
-A model trained without resizing (MNIST, CIFAR-10 ...) refuses files of
-another size rather than silently feeding it a different input.
+A model trained without resizing (MNIST, CIFAR-10 ...) took its images as
+they came: it refuses files of another size or mode rather than silently
+feeding it an input that training never made.
 
 Kept apart from `tfvaeclf.data` (which needs TensorFlow) because the edge
 runtime reads the images it codes on boards that have no TensorFlow.
@@ -34,6 +35,7 @@ _MODES = {1: "L", 3: "RGB"}
 # A record's fixed fields: what this tfvaeclf does, named so that a newer
 # way is refused instead of misapplied.
 _DECODE = "pillow_first_frame"
+_CONVERT = "any_mode"
 _RESIZE = "cover_bilinear_center_crop"
 _SCALE = "pixel/255"
 # 16-bit modes, whose top byte is the 8-bit value (as TensorFlow's decoders
@@ -59,9 +61,10 @@ class Preprocessing:
 
   Attributes:
     image_shape: (H, W, C) of the input, C=1 ("L") or 3 ("RGB").
-    resize: whether a file of another size is resized (cover, centre crop)
-      or refused.
-    refusal: why a file of another size is refused, for the error message.
+    resize: whether a file of another mode or size is converted and resized
+      (cover, centre crop) as training did, or refused (training took its
+      images as they came).
+    refusal: why such a file is refused, for the error message.
   """
   image_shape: tuple
   resize: bool = False
@@ -74,8 +77,8 @@ class Preprocessing:
     object.__setattr__(self, "image_shape", shape)
     if self.refusal is None:
       object.__setattr__(self, "refusal", (
-          "the model was trained without resizing; retrain with "
-          f"--image_size={shape[0]} to take images of any size"))
+          "the model was trained on images as they came; retrain it with "
+          f"--image_size={shape[0]} to take images of any size and mode"))
 
   @property
   def mode(self):
@@ -85,15 +88,16 @@ class Preprocessing:
     """The JSON a model dir's config and a bundle's manifest hold."""
     return {"decode": _DECODE, "mode": self.mode,
             "size": list(self.image_shape[:2]),
+            "convert": _CONVERT if self.resize else None,
             "resize": _RESIZE if self.resize else None, "scale": _SCALE}
 
   @classmethod
   def from_record(cls, record, image_shape, refusal=None):
     """The preprocessing `record` describes, for a model of `image_shape`.
 
-    A None record (a model dir or bundle from before records) is no
-    resizing, refused with `refusal`. ValueError if the record does not
-    fit the model, or names a step this tfvaeclf does not know.
+    A None record (a model dir or bundle from before records) takes files
+    as they come, refusing others with `refusal`. ValueError if the record
+    does not fit the model, or names a step this tfvaeclf does not know.
     """
     if record is None:
       return cls(image_shape, refusal=refusal)
@@ -105,21 +109,25 @@ class Preprocessing:
     return expected
 
   def _converted(self, image):
-    """A decoded Pillow image in the model's mode (its pixels loaded)."""
+    """A decoded Pillow image, its pixels read: in the model's mode if
+    converting, else as it is."""
+    if not self.resize:
+      return image.copy()
     if image.mode in _SIXTEEN_BIT:
       image = Image.fromarray((np.asarray(image, np.uint16) >> 8).astype(
           np.uint8))
     return image.convert(self.mode)
 
   def _fitted(self, image, name):
-    """An image in the model's mode -> the uint8 (H, W, C) input;
-    ImageFileError naming `name` for a size the model refuses."""
+    """A converted image -> the uint8 (H, W, C) input; ImageFileError
+    naming `name` for a mode or size the model refuses."""
     height, width = size = self.image_shape[:2]
+    if not self.resize and (image.size, image.mode) != ((width, height),
+                                                         self.mode):
+      raise ImageFileError(
+          f"{name}: is {image.height}x{image.width} mode {image.mode}, "
+          f"expected {height}x{width} mode {self.mode} ({self.refusal})")
     if image.size != (width, height):
-      if not self.resize:
-        raise ImageFileError(
-            f"{name}: is {image.height}x{image.width}, expected "
-            f"{height}x{width}: {self.refusal}")
       covering = _covering((image.height, image.width), size)
       top, left = ((c - s) // 2 for c, s in zip(covering, size))
       image = image.resize(covering[::-1], Image.Resampling.BILINEAR)
@@ -150,10 +158,9 @@ class Preprocessing:
     resized as a file would be: what training's pipeline runs on datasets
     that come decoded."""
     pixels = np.asarray(pixels)
-    return self._fitted(
-        Image.fromarray(pixels.reshape(pixels.shape[:2]) if
-                        self.image_shape[2] == 1 else pixels, self.mode),
-        "image")
+    if self.image_shape[2] == 1:
+      pixels = pixels.reshape(pixels.shape[:2])
+    return self._fitted(Image.fromarray(pixels), "image")
 
 
 def read_image_files(paths, preprocessing):
