@@ -55,6 +55,8 @@ _FOLDER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 # ones through a window, to bound memory.
 _FULL_SHUFFLE_MAX = 60_000
 _SHUFFLE_WINDOW = 10_000
+# Decoded images resized per numpy call.
+_FIT_BATCH = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,18 +394,34 @@ def _load_folder(path, validation_size, seed):
 def _preprocessed(splits, preprocessing, encoded):
   """`splits` whose images go through `preprocessing`, the very numpy and
   Pillow code that the codec and the board run on a file: from the files'
-  bytes if `encoded`, else from the decoded images."""
-  convert = preprocessing.decode if encoded else preprocessing.fit
+  bytes if `encoded`, else from the decoded images (which come from arrays,
+  all of one size: converted a batch per call, as one image costs a call
+  far more than its resize)."""
+  shape = preprocessing.image_shape
 
-  def apply(image, label):
-    image = tf.numpy_function(convert, [image], tf.uint8, stateful=False)
-    return tf.ensure_shape(image, preprocessing.image_shape), label
+  def from_files(dataset):
+    def apply(file_bytes, label):
+      image = tf.numpy_function(preprocessing.decode, [file_bytes], tf.uint8,
+                                stateful=False)
+      return tf.ensure_shape(image, shape), label
+    return dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
 
-  datasets = {
-      k: getattr(splits, k).map(apply, num_parallel_calls=tf.data.AUTOTUNE)
-      for k in ("train", "validation", "test")}
-  info = dataclasses.replace(splits.info,
-                             image_shape=preprocessing.image_shape)
+  def fit_all(images):
+    return np.stack([preprocessing.fit(image) for image in images])
+
+  def from_images(dataset):
+    def apply(images, labels):
+      images = tf.numpy_function(fit_all, [images], tf.uint8, stateful=False)
+      return tf.ensure_shape(images, (None, *shape)), labels
+    resized = dataset.batch(_FIT_BATCH).map(
+        apply, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    return resized.apply(tf.data.experimental.assert_cardinality(
+        dataset.cardinality()))
+
+  convert = from_files if encoded else from_images
+  datasets = {k: convert(getattr(splits, k))
+              for k in ("train", "validation", "test")}
+  info = dataclasses.replace(splits.info, image_shape=shape)
   return dataclasses.replace(splits, info=info, **datasets)
 
 
