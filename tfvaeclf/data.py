@@ -336,10 +336,10 @@ def _image_files(root, class_names):
 def _load_folder(path, validation_size, seed):
   """Images in PATH/CLASS/, or PATH/train/CLASS/ and PATH/test/CLASS/.
 
-  The splits yield the files' bytes, which `load` decodes (`imageio`: as
-  RGB, resized). The train files are put in a
-  seeded random order, so that the validation tail mixes the classes; with no
-  test/ folder, the last 10% (rounded up) of that order is the test split.
+  The splits yield the files' bytes, which `load` decodes (`imageio`: to
+  RGB, resized). The train files are put in a seeded random order, so that
+  the validation tail mixes the classes; with no test/ folder, the last 10%
+  (rounded up) of that order is the test split.
   """
   has_train = os.path.isdir(os.path.join(path, "train"))
   train_root = os.path.join(path, "train") if has_train else path
