@@ -329,3 +329,12 @@ def test_a_model_dir_without_a_record_gets_its_datasets(dataset, resize):
   config = {"dataset": dataset, "model_config": {"image_shape": [8, 8, 3]}}
   assert model_dir.preprocessing_of(config) == imageio.Preprocessing(
       (8, 8, 3), resize=resize)
+
+
+def test_a_huge_image_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
+  path = tmp_path / "huge.png"
+  Image.new("RGB", (40, 30)).save(path)
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+  with pytest.raises(imageio.ImageFileError,
+                     match=r"huge.png: is 30x40, more than the 1000 pixels"):
+    imageio.read_image_files([path], imageio.Preprocessing((8, 8, 3), True))

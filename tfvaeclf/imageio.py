@@ -141,6 +141,11 @@ class Preprocessing:
     name = name or os.fspath(file)
     try:
       with Image.open(file) as image:
+        # Bounded work: Pillow only warns below twice its limit.
+        if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+          raise ImageFileError(
+              f"{name}: is {image.height}x{image.width}, more than the "
+              f"{Image.MAX_IMAGE_PIXELS} pixels an image may have")
         image = self._converted(image)
     except (OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as e:

@@ -35,7 +35,10 @@ class DataSpec:
   name: str = setting("mnist", f"One of {', '.join(data.DATASET_NAMES)} or "
                       "folder:PATH.", flag="dataset")
   data_dir: str = None  # --data_dir, defined in cli
-  image_size: int = setting(None, "Resize images to this size.")
+  image_size: int = setting(
+      None, "Resize images to this size (keeping their aspect ratio, then "
+      "cropping the centre); the model then takes image files of any size "
+      "and mode, resized the same way.")
   validation_size: int = setting(
       5000, "Examples carved from the end of train for validation.")
   seed: int = None  # --seed, defined with TrainSpec's
