@@ -63,9 +63,8 @@ FORMATS = {
 
 def write_photos(root, split):
   """Every photo in every format, each at its own size of SIZES (upscaled
-  or shrunk with Pillow), in root/CLASS/, CLASS "cifar" or "imagenet";
-  `split(i)` picks the photos (by index) written. Returns the paths."""
-  paths = []
+  or shrunk with Pillow), in root/CLASS/, CLASS "cifar10" or "imagenet";
+  `split(i)` picks the photos (by index) written."""
   for i, photo in enumerate(PHOTOS):
     if not split(i):
       continue
@@ -77,10 +76,8 @@ def write_photos(root, split):
       height, width = SIZES[(i + j) % len(SIZES)]
       resized = image.resize((width, height), Image.Resampling.LANCZOS)
       path = folder / f"{photo.stem}_{name}{extension}"
-      convert(resized).save(path, quality=90) if extension in (
-          ".jpg", ".jpeg", ".webp") else convert(resized).save(path)
-      paths.append(path)
-  return paths
+      lossy = extension in (".jpg", ".jpeg", ".webp")
+      convert(resized).save(path, **({"quality": 90} if lossy else {}))
 
 
 @pytest.fixture(scope="module")
@@ -175,13 +172,14 @@ def test_tensorflow_resize_agrees_within_one(size, photos):
 
 @pytest.fixture(scope="module")
 def folder_run(photos, tmp_path_factory):
-  """A small joint model trained on the photo folder at 32x32: (splits,
-  model dir, loaded model, bundle dir)."""
+  """A small joint model trained on the photo folder at 32x32 (36 steps:
+  ~89% accurate, telling CIFAR-10 from ImageNet photos): (splits, model
+  dir, loaded model, bundle dir)."""
   run = specs.RunSpec(
       "joint", models.get("joint").Config(**SMALL_JOINT),
       specs.DataSpec(name=f"folder:{photos}", image_size=32,
                      validation_size=8, seed=0),
-      specs.TrainSpec(epochs=2, batch_size=16, learning_rate=3e-3, seed=0),
+      specs.TrainSpec(epochs=6, batch_size=16, learning_rate=3e-3, seed=0),
       model_dir=str(tmp_path_factory.mktemp("folder_joint")))
   splits = data.load(**{k: getattr(run.data, k) for k in (
       "name", "image_size", "validation_size", "seed")})
@@ -234,6 +232,7 @@ def test_codec_board_and_evaluate_agree(folder_run, photos, tmp_path,
   assert edge_output.read_bytes() == from_codec
 
   classes = codec.classify_file(loaded, from_codec)
+  assert set(classes) == {0, 1}  # a model that tells the classes apart
   in_graph = tf.argmax(loaded.model(data.to_float(pipeline),
                                     training=False)["logits"], -1).numpy()
   np.testing.assert_array_equal(classes, in_graph)
