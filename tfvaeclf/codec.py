@@ -5,10 +5,12 @@
     python -m tfvaeclf.codec classify   --model_dir=DIR FILE
     python -m tfvaeclf.codec decompress --model_dir=DIR --output=PNG FILE
 
-Each IMAGE is turned into the model's input as training turned its files
-(`imageio.Preprocessing`: decoded, converted to its mode, resized and
-centre-cropped if it was trained with --image_size). `--format=file` (the
-default) writes one multi-image file; `message` writes
+Each IMAGE becomes the model's input as training made its inputs
+(`imageio.Preprocessing`): a model trained with --image_size takes files of
+any size and mode (converted, resized to cover, centre-cropped); one trained
+on images as they came takes only files of its size and mode.
+
+`--format=file` (the default) writes one multi-image file; `message` writes
 one compact message per image (`tfvaeclf.bitstream`): OUT for one image,
 OUT_0, OUT_1, ... (keeping OUT's extension) for several. A dithered model's
 messages take counters 0, 1, ... or from `--first_counter`, to continue a
