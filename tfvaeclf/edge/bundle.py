@@ -23,10 +23,22 @@ Each latent stream of the model's coder is one entry of the manifest's
 and `cdf_offset` (TFC's lookup format), `coding_rank`, `precision` and the
 per-image `shape` of the values it codes. A stream's "tables" kind says how
 values pick their table: "channel" (table = channel, the factorized coder).
+"indexed" (a conditional coder's latent: table = a scale index that
+sub-models predict, see below) is the other kind.
 A universally quantized stream (the dithered coder) also has a "dither":
 `{"seed", "levels"}`, and codes the symbols `clip(round(y + u), 0, levels -
 1)` of its dither `u` (`tfvaeclf.dither`); such a bundle is format version
 2, which a tfvaeclf that would code it without the dither refuses.
+
+A conditional coder (hyperprior, channel context) writes two streams: the
+hyper-latent "hyper" (channel tables) and the latent "latent" (indexed
+tables), whose entry adds a "conditional": `{"on": "hyper", "slices":
+[channels per slice], "num_scales", "models": {name: file}}`. The encoders
+then output both `hyper` (z) and `latent` (y), and the float32 sub-models
+(`HYPER_SYNTHESIS`: z_hat -> features; `slice_model(k)`: features and the
+slices decoded before -> loc, index) predict each slice's location and
+scale index from the coded hyper-latent, as the server's decoder does.
+A tfvaeclf that knows no "indexed" tables refuses such a bundle in one line.
 numpy only: this module runs on the board.
 """
 
@@ -42,8 +54,10 @@ from tfvaeclf.errors import BundleError
 
 __all__ = ["BundleError", "FORMAT", "FORMAT_VERSION", "MANIFEST",
            "EDGE_DIR", "SERVER_DIR", "ENCODER", "ENCODER_INT8", "TABLES",
-           "ENCODER_INPUT", "SERVER_INPUT", "file_digests", "format_version",
-           "read_manifest", "read_tables"]
+           "ENCODER_INPUT", "SERVER_INPUT", "HYPER_SYNTHESIS", "HYPER_INPUT",
+           "FEATURES", "DECODED", "LOC", "INDEX",
+           "file_digests", "format_version", "model_file", "read_manifest",
+           "read_tables", "slice_model"]
 
 FORMAT = "tfvaeclf-bundle"
 FORMAT_VERSION = 2  # the newest; it adds a stream's "dither" to version 1
@@ -58,6 +72,12 @@ TABLES = f"{EDGE_DIR}/tables.npz"
 ENCODER_INPUT = "images"
 # The server's signatures' input: the decoded latent, float32 [N, ..., C].
 SERVER_INPUT = "latent_hat"
+# A conditional coder's sub-models (TFLite on the board, signatures of the
+# server's SavedModel): z_hat -> features, and per slice (features[,
+# decoded]) -> loc, index.
+HYPER_SYNTHESIS = "hyper_synthesis"
+HYPER_INPUT, FEATURES, DECODED, LOC, INDEX = (
+    "z_hat", "features", "decoded", "loc", "index")
 _CHUNK = 1 << 20
 _REQUIRED = ("model", codec_spec.FINGERPRINT_KEY, "image_shape",
              "latent_shape", "streams", "files")
@@ -110,6 +130,16 @@ def _load_json(bundle_dir):
   return manifest
 
 
+def slice_model(k):
+  """The name of slice `k`'s sub-model."""
+  return f"slice_{k}"
+
+
+def model_file(name):
+  """The bundle path of the TFLite sub-model `name`."""
+  return f"{EDGE_DIR}/{name}.tflite"
+
+
 def format_version(streams):
   """The oldest format version that describes `streams` (manifest entries):
   a bundle without a dither stays readable by older boards."""
@@ -150,16 +180,31 @@ def read_manifest(bundle_dir, parts, expected_fingerprint=None):
 
 
 def read_tables(bundle_dir, manifest):
-  """{stream name: (CdfTables, coding_rank)} from a checked bundle."""
+  """{stream name: (CdfTables, coding_rank)} from a checked bundle.
+
+  A conditional stream's sub-models must be files the manifest lists (the
+  checks of `read_manifest` then cover them), or BundleError.
+  """
   with np.load(os.path.join(bundle_dir, TABLES), allow_pickle=False) as npz:
     arrays = {name: npz[name] for name in npz.files}
   tables = {}
   for stream in manifest["streams"]:
     name = stream["name"]
-    if stream["tables"] != "channel":
+    if stream["tables"] not in ("channel", "indexed"):
       raise BundleError(
           f"{bundle_dir}: stream {name!r} uses {stream['tables']!r} tables, "
           "which this tfvaeclf cannot code; update tfvaeclf")
+    missing = [key for key in ("cdf", "cdf_offset", "coding_rank")
+               if f"{name}/{key}" not in arrays]
+    if missing:
+      raise BundleError(f"{bundle_dir}: {TABLES} lacks the {name!r} "
+                        f"stream's {', '.join(missing)}: export the bundle "
+                        "again")
+    unlisted = [path for path in stream.get("conditional", {}).get(
+        "models", {}).values() if path not in manifest["files"]]
+    if unlisted:
+      raise BundleError(f"{bundle_dir}: the manifest lists no "
+                        f"{', '.join(unlisted)}: export the bundle again")
     tables[name] = (
         range_coder.CdfTables(arrays[f"{name}/cdf"],
                               arrays[f"{name}/cdf_offset"]),
