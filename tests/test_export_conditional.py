@@ -3,6 +3,7 @@ TensorFlow writes, from real MNIST digits, the very bytes `codec compress`
 writes (float32), or bytes of the same format that the server decodes (int8).
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -11,13 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfvaeclf import codec, data, model_dir
+from tfvaeclf import codec, data, model_dir, models, train
 from tfvaeclf.edge import BundleError, EdgeEncoder, bundle
 
 import export
 from export import __main__ as export_main
 from export import server
-from tests.conftest import edge_process, run_cli, train_small_joint
+from tests.conftest import (MNIST_ARGS, edge_process, run_cli, run_spec,
+                            train_small_joint)
 
 CODERS = ("hyperprior", "context")
 NUM_IMAGES = 300
@@ -142,10 +144,12 @@ def test_int8_board_is_decoded_by_the_server(trained, digits, pngs,
   """The int8 encoder's latents differ from the float one's by up to half
   an output step, which moves a few of them to the next integer; the
   sub-models run in float32 on both sides, so the server decodes exactly
-  what the board coded. Over 300 digits the classes agree with the Keras
-  model's but for the few images near a decision boundary (measured: 98 to
-  100%; the factorized model's int8 encoder, whose latents round alike,
-  agrees to 99.5% on the whole test set)."""
+  what the board coded. The classes then differ from the Keras model's
+  only for digits near a decision boundary, which this 88%-accurate model
+  has more of than the default one: measured 97.3% (hyperprior) and 98.0%
+  (context) agreement on these 300 digits, at equal accuracy; the bound
+  leaves room for one or two more flips, far below what a decoder that
+  lost its way (a wrong table) would cause."""
   _, loaded, out = trained
   images, labels, keras = digits
   file_bytes = _edge_encode(out, pngs, str(tmp_path / "int8.tfvc"), "--int8")
@@ -162,6 +166,7 @@ def test_int8_board_is_decoded_by_the_server(trained, digits, pngs,
         f"{100 * np.mean(keras == labels):.1f}%)")
   assert np.mean(keras == labels) > 0.75
   assert agreement >= 0.96
+  assert abs(np.mean(classes == labels) - np.mean(keras == labels)) <= 0.02
 
 
 def _copy(bundle_dir, tmp_path):
@@ -230,3 +235,47 @@ def test_mcu_export_refuses_a_conditional_coder_in_one_line(
       "--calibration_examples=10"], capsys)
   assert code == 2 and err.count("\n") == 1 and "--mcu" in err
   assert not os.path.exists(tmp_path / "b")
+
+
+# The kinds the joint model's tests leave out, each with a coder it takes
+# (rdc codes only dithered symbols: tests/test_export_rdc.py), and what
+# makes it small: (kind, coder, config, image size).
+KINDS = (
+    ("beta_vae", "factorized", {"filters": (8, 16, 16), "latent_dim": 8},
+     None),
+    ("beta_vae", "context", {"filters": (8, 16, 16), "latent_dim": 8}, None),
+    ("grouped_vae", "hyperprior", {"version": "v2", "image_shape": (32, 32, 1)},
+     32),
+    ("split", "context", {"backbone_widths": (16, 32, 64),
+                          "compress_factor": 8, "split_point": "S2"}, None),
+)
+
+
+@pytest.mark.parametrize("kind, coder, config, image_size", KINDS,
+                         ids=[f"{k}-{c}" for k, c, _, _ in KINDS])
+def test_every_kind_exports_with_its_coders(kind, coder, config, image_size,
+                                            request, tmp_path):
+  """Two training steps make a model whose bundle must code as the model
+  does: float32 bytes equal, int8 bytes decoded by the server exactly as
+  by the model."""
+  if kind == "split":
+    config = {**config,
+              "backbone_from": request.getfixturevalue("classifier_dir")}
+  spec = run_spec(tmp_path / "run", kind,
+                  models.get(kind).Config(entropy_model=coder, **config),
+                  epochs=1, batch_size=32, learning_rate=3e-3, seed=0,
+                  train_subset=64)
+  spec = dataclasses.replace(spec, data=dataclasses.replace(
+      spec.data, image_size=image_size))
+  splits = data.load(**{**MNIST_ARGS, "image_size": image_size})
+  train.run_training(spec, splits, verbose=0)
+  loaded = model_dir.load(str(tmp_path / "run"))
+  out = str(tmp_path / "bundle")
+  export.export_bundle(loaded, out,
+                       export.calibration_images(loaded.config, 20))
+  images = next(iter(splits.test.batch(20)))[0].numpy()
+  assert EdgeEncoder(out).encode_file(images) == codec.compress_images(
+      loaded, images)
+  int8 = EdgeEncoder(out, int8=True).encode_file(images)
+  np.testing.assert_array_equal(server.BundleServer(out).decode(int8),
+                                codec.decode_latent(loaded, int8))
