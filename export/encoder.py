@@ -12,10 +12,11 @@ so every op on the board is an integer op; the board dequantizes and
 rounds in numpy, as `tf.round` does (half to even).
 
 A conditional coder's encoders output its hyper-latent `z` too (stream
-"hyper"), and its sub-models (`parameter_functions`: hyper-synthesis, and
-each slice's predictor) are converted in float32 only: the scale index
-they predict picks the range coder's table, so the board's must be the
-server's, which predicts it in float32; an int8 predictor's indexes would
+"hyper"), and its slice loop is a third model (`slice_coder_function`:
+z_hat, y -> the values and scale indexes the range coder takes), in
+float32 only: the scale index picks the range coder's table, so the
+board's must be the server's, which predicts it in float32 from the
+decoded slices (`parameter_functions`); an int8 predictor's indexes would
 differ from it now and then, and the decoder would lose its way.
 """
 
@@ -25,7 +26,7 @@ import tensorflow as tf
 from tfvaeclf.edge import bundle
 
 __all__ = ["convert", "convert_function", "describe",
-           "parameter_functions"]
+           "parameter_functions", "slice_coder_function"]
 
 
 def convert(encode_streams, image_shape, calibration_images=None):
@@ -66,10 +67,9 @@ def convert_function(function, calibration_images=None):
   return converter.convert()
 
 
-def parameter_functions(coder, latent_shape):
-  """A conditional coder's sub-models as `tf.function`s with named inputs
-  and outputs (`bundle.HYPER_SYNTHESIS`, `bundle.slice_model(k)`): what
-  the board converts to TFLite and the server saves as signatures."""
+def _specs(coder, latent_shape):
+  """`spec(name, channels, shape=latent's)`: a float32 input of any batch,
+  and the hyper-latent's spatial shape and channels."""
   latent_shape = [int(d) for d in latent_shape]
   z_shape = coder.hyper_analysis(
       tf.zeros([1, *latent_shape, coder.channels])).shape[1:]
@@ -77,8 +77,32 @@ def parameter_functions(coder, latent_shape):
   def spec(name, channels, shape=latent_shape):
     return tf.TensorSpec([None, *shape, channels], tf.float32, name=name)
 
-  @tf.function(input_signature=[spec(bundle.HYPER_INPUT, z_shape[-1],
-                                     z_shape[:-1])])
+  return spec, spec(bundle.HYPER_INPUT, z_shape[-1], z_shape[:-1])
+
+
+def slice_coder_function(coder, latent_shape):
+  """The board's half of a conditional coder: `slice_coder(z_hat, latent)
+  -> {values, indexes}`, what the Keras model's `compress` range-codes."""
+  spec, z_spec = _specs(coder, latent_shape)
+
+  @tf.function(input_signature=[z_spec, spec(bundle.LATENT_INPUT,
+                                             coder.channels)])
+  def slice_coder(z_hat, latent):
+    values, indexes = coder.slice_symbols(latent, z_hat)
+    return {bundle.VALUES: values, bundle.INDEXES: indexes}
+
+  return slice_coder
+
+
+def parameter_functions(coder, latent_shape):
+  """The decoder's half, as `tf.function`s with named inputs and outputs
+  (`bundle.HYPER_SYNTHESIS`: z_hat -> features; `bundle.slice_model(k)`:
+  features and the slices decoded before -> loc, index), which the server
+  saves as signatures."""
+  spec, z_spec = _specs(coder, latent_shape)
+  latent_shape = [int(d) for d in latent_shape]
+
+  @tf.function(input_signature=[z_spec])
   def hyper_synthesis(z_hat):
     return {bundle.FEATURES: coder.hyper_features(z_hat, latent_shape)}
 

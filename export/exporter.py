@@ -54,8 +54,6 @@ def _streams(model, codec):
         np.zeros([1, *codec.latent_shape, coder.channels],
                  np.float32)).shape[1:-1]
     hyper, arrays = _channel_stream(hyper_name, coder.hyper_coder, z_shape)
-    models = [bundle.HYPER_SYNTHESIS, *map(bundle.slice_model,
-                                           range(len(coder.slice_sizes)))]
     tables = coder.tables()
     latent = {"name": name, "tables": "indexed",
               "shape": [*codec.latent_shape, coder.channels],
@@ -63,7 +61,7 @@ def _streams(model, codec):
               "conditional": {
                   "on": hyper_name, "slices": list(coder.slice_sizes),
                   "num_scales": coder.num_scales,
-                  "models": {m: bundle.model_file(m) for m in models}}}
+                  "model": bundle.SLICE_CODER}}
     arrays.update({
         f"{name}/cdf": tables["latent/cdf"],
         f"{name}/cdf_offset": tables["latent/cdf_offset"],
@@ -132,15 +130,14 @@ def _write(loaded, directory, calibration, with_mcu):
         encode_streams, model.config.image_shape, images)
     fileio.write_bytes(os.path.join(directory, name), flatbuffer)
     edge[name] = encoder.describe(flatbuffer)
-  parameters = {}
+  parameters, slice_coder = {}, {}
   if "conditional" in streams[-1]:
     parameters = encoder.parameter_functions(model.coder, codec.latent_shape)
-  sub_models = {}
-  for name, function in parameters.items():
-    path = bundle.model_file(name)
-    sub_model = encoder.convert_function(function)
-    fileio.write_bytes(os.path.join(directory, path), sub_model)
-    sub_models[path] = encoder.describe(sub_model)
+    converted = encoder.convert_function(encoder.slice_coder_function(
+        model.coder, codec.latent_shape))
+    fileio.write_bytes(os.path.join(directory, bundle.SLICE_CODER),
+                       converted)
+    slice_coder = {"slice_coder": encoder.describe(converted)}
   with fileio.atomic_writer(os.path.join(directory, bundle.TABLES)) as f:
     np.savez(f, **tables)
   board = {}
@@ -162,7 +159,7 @@ def _write(loaded, directory, calibration, with_mcu):
       "image_dtype": "uint8",
       "streams": streams,
       "edge": {"encoders": edge, "calibration_examples": len(calibration),
-               **({"sub_models": sub_models} if sub_models else {})},
+               **slice_coder},
       **board,
       "server": {"signatures": signatures,
                  "load": "tf.saved_model.load(BUNDLE/server) or TF Serving; "

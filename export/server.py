@@ -21,7 +21,7 @@ busy for minutes.
 A conditional coder's latent is decoded slice by slice: the SavedModel
 also holds its sub-models (`bundle.HYPER_SYNTHESIS`, `bundle.slice_model(k)`)
 as signatures, which predict each slice's tables from the hyper-latent and
-the slices decoded before (`tfvaeclf.edge.conditional`).
+the slices decoded before, as `entropy.ChannelContextCoder.decode` does.
 
 Nothing here imports TFC, nor the model code: a server without TFC runs
 `BundleServer` (`save` is handed a built model).
@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from tfvaeclf import latent_decoder
 from tfvaeclf.codec_spec import CodecSpec
-from tfvaeclf.edge import bundle, conditional
+from tfvaeclf.edge import bundle
 from tfvaeclf.errors import BitstreamError, BundleError
 
 __all__ = ["BundleServer", "ServerModule", "save"]
@@ -195,18 +195,21 @@ class BundleServer:
     features = self._run(bundle.HYPER_SYNTHESIS,
                          **{bundle.HYPER_INPUT: z_hat})[bundle.FEATURES]
 
-    def predict(k, features, decoded):
-      outputs = self._run(bundle.slice_model(k),
-                          **conditional.slice_inputs(features, decoded))
-      return outputs[bundle.LOC], outputs[bundle.INDEX]
-
-    spec = latent["conditional"]
     streams = latent_decoder.IndexedStreams(strings,
                                             self._tables[latent["name"]])
-    latent_hat = conditional.decode_slices(
-        streams, features, spec["slices"], spec["num_scales"], predict)
+    num_scales = latent["conditional"]["num_scales"]
+    decoded = []
+    for k in range(len(latent["conditional"]["slices"])):
+      inputs = {bundle.FEATURES: features}
+      if decoded:
+        inputs[bundle.DECODED] = np.concatenate(decoded, -1)
+      outputs = self._run(bundle.slice_model(k), **inputs)
+      # The index as the model rounds it: half to even, within the table.
+      index = np.clip(np.rint(outputs[bundle.INDEX]), 0, num_scales - 1)
+      symbols = streams.decode(index.astype(np.int32))
+      decoded.append(symbols.astype(np.float32) + outputs[bundle.LOC])
     streams.finish(latent["name"])
-    return latent_hat
+    return np.concatenate(decoded, -1)
 
   def _run(self, name, **inputs):
     outputs = self._signatures[name](

@@ -6,7 +6,6 @@ writes (float32), or bytes of the same format that the server decodes (int8).
 import dataclasses
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from export import __main__ as export_main
 from export import server
 from tests.conftest import (MNIST_ARGS, edge_process, run_cli, run_spec,
                             train_small_joint)
+from tests.test_export import _assert_one_line, _copy
 
 CODERS = ("hyperprior", "context")
 NUM_IMAGES = 300
@@ -77,7 +77,7 @@ def _edge_encode(bundle_dir, paths, output, *flags):
   return messages
 
 
-def test_manifest_lists_the_sub_models_and_tables(trained):
+def test_manifest_lists_the_slice_coder_and_tables(trained):
   _, loaded, out = trained
   with open(os.path.join(out, bundle.MANIFEST)) as f:
     manifest = json.load(f)
@@ -89,12 +89,15 @@ def test_manifest_lists_the_sub_models_and_tables(trained):
   assert spec["slices"] == coder.slice_sizes
   assert len(spec["slices"]) == (1 if loaded.config["model_config"][
       "entropy_model"] == "hyperprior" else 4)
-  assert set(spec["models"].values()) == set(manifest["edge"]["sub_models"])
-  for path, described in manifest["edge"]["sub_models"].items():
-    assert path in manifest["files"]
-    assert all(tensor["dtype"] == "float32"
-               for tensor in (*described["inputs"].values(),
-                              *described["outputs"].values()))
+  assert spec["model"] == bundle.SLICE_CODER in manifest["files"]
+  described = manifest["edge"]["slice_coder"]
+  assert {name: t["dtype"] for name, t in described["inputs"].items()} == {
+      bundle.HYPER_INPUT: "float32", bundle.LATENT_INPUT: "float32"}
+  assert {name: t["dtype"] for name, t in described["outputs"].items()} == {
+      bundle.VALUES: "int32", bundle.INDEXES: "int32"}
+  assert set(manifest["server"]["signatures"]) == {
+      "serving_default", "classify", bundle.HYPER_SYNTHESIS,
+      *map(bundle.slice_model, range(len(spec["slices"])))}
   int8 = manifest["edge"]["encoders"][bundle.ENCODER_INT8]
   assert {name: t["dtype"] for name, t in int8["outputs"].items()} == {
       "hyper": "int8", "latent": "int8"}
@@ -169,27 +172,14 @@ def test_int8_board_is_decoded_by_the_server(trained, digits, pngs,
   assert abs(np.mean(classes == labels) - np.mean(keras == labels)) <= 0.02
 
 
-def _copy(bundle_dir, tmp_path):
-  copy = str(tmp_path / "copy")
-  shutil.copytree(bundle_dir, copy)
-  return copy
-
-
-def _one_line(excinfo, *needles):
-  message = str(excinfo.value)
-  assert "\n" not in message
-  for needle in needles:
-    assert needle in message, message
-
-
-def test_missing_sub_model_fails_in_one_line(trained, tmp_path, pngs):
+def test_missing_slice_coder_fails_in_one_line(trained, tmp_path, pngs):
   _, _, out = trained
   copy = _copy(out, tmp_path)
-  path = bundle.model_file(bundle.slice_model(0))
+  path = bundle.SLICE_CODER
   os.remove(os.path.join(copy, path))
   with pytest.raises(BundleError) as excinfo:
     EdgeEncoder(copy)
-  _one_line(excinfo, path, "missing")
+  _assert_one_line(excinfo, path, "missing")
   result = edge_process("encode", f"--bundle={copy}",
                         f"--output={tmp_path / 'out.tfvc'}", pngs[0])
   assert result.returncode == 2
@@ -203,7 +193,7 @@ def test_missing_sub_model_fails_in_one_line(trained, tmp_path, pngs):
     json.dump(manifest, f)
   with pytest.raises(BundleError) as excinfo:
     EdgeEncoder(copy)
-  _one_line(excinfo, "lists no", path)
+  _assert_one_line(excinfo, "lists no", path)
 
 
 def test_missing_table_fails_in_one_line(trained, tmp_path):
@@ -224,7 +214,7 @@ def test_missing_table_fails_in_one_line(trained, tmp_path):
   for load in (EdgeEncoder, server.BundleServer):
     with pytest.raises(BundleError) as excinfo:
       load(copy)
-    _one_line(excinfo, bundle.TABLES, "'latent'", "cdf_offset")
+    _assert_one_line(excinfo, bundle.TABLES, "'latent'", "cdf_offset")
 
 
 def test_mcu_export_refuses_a_conditional_coder_in_one_line(

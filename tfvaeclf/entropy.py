@@ -263,6 +263,23 @@ class ChannelContextCoder(_Coder):
                                       training=training)
     return tf.split(params, 2, axis=-1)
 
+  def slice_symbols(self, latent, z_hat):
+    """What `compress` range-codes, given the coded hyper-latent `z_hat`:
+    `(symbols, indexes)`, int32 (batch, values per image) in coding order,
+    slice after slice, each in C order (an edge encoder's graph)."""
+    slices = tf.split(latent, self.slice_sizes, axis=-1)
+    symbols, indexes = [], []
+
+    def code_slice(k, loc, index):
+      rounded = tf.round(slices[k] - loc)
+      for coded, values in ((symbols, rounded), (indexes, index)):
+        coded.append(tf.reshape(tf.cast(values, tf.int32),
+                                [tf.shape(latent)[0], -1]))
+      return rounded + loc
+
+    self._decode_slices(z_hat, latent.shape[1:3], code_slice)
+    return tf.concat(symbols, 1), tf.concat(indexes, 1)
+
   def freeze(self):
     """Freezes the hyper prior and the logistic tables, in graphs."""
     self.hyper_coder.freeze()

@@ -33,12 +33,14 @@ A universally quantized stream (the dithered coder) also has a "dither":
 A conditional coder (hyperprior, channel context) writes two streams: the
 hyper-latent "hyper" (channel tables) and the latent "latent" (indexed
 tables), whose entry adds a "conditional": `{"on": "hyper", "slices":
-[channels per slice], "num_scales", "models": {name: file}}`. The encoders
-then output both `hyper` (z) and `latent` (y), and the float32 sub-models
-(`HYPER_SYNTHESIS`: z_hat -> features; `slice_model(k)`: features and the
-slices decoded before -> loc, index) predict each slice's location and
-scale index from the coded hyper-latent, as the server's decoder does.
-A tfvaeclf that knows no "indexed" tables refuses such a bundle in one line.
+[channels per slice], "num_scales", "model": SLICE_CODER's file}`. The
+encoders then output both `hyper` (z) and `latent` (y); the float32
+`SLICE_CODER` model (z_hat, y -> values, indexes) runs the model's slice
+loop: each slice's location and scale index predicted from the coded
+hyper-latent and the slices quantized before it, as the server's decoder
+predicts them with its SavedModel's `HYPER_SYNTHESIS` and `slice_model(k)`
+signatures. A tfvaeclf that knows no "indexed" tables refuses such a
+bundle in one line.
 numpy only: this module runs on the board.
 """
 
@@ -54,10 +56,10 @@ from tfvaeclf.errors import BundleError
 
 __all__ = ["BundleError", "FORMAT", "FORMAT_VERSION", "MANIFEST",
            "EDGE_DIR", "SERVER_DIR", "ENCODER", "ENCODER_INT8", "TABLES",
-           "ENCODER_INPUT", "SERVER_INPUT", "HYPER_SYNTHESIS", "HYPER_INPUT",
-           "FEATURES", "DECODED", "LOC", "INDEX",
-           "file_digests", "format_version", "model_file", "read_manifest",
-           "read_tables", "slice_model"]
+           "ENCODER_INPUT", "SERVER_INPUT", "SLICE_CODER", "HYPER_INPUT",
+           "LATENT_INPUT", "VALUES", "INDEXES", "HYPER_SYNTHESIS",
+           "FEATURES", "DECODED", "LOC", "INDEX", "file_digests",
+           "format_version", "read_manifest", "read_tables", "slice_model"]
 
 FORMAT = "tfvaeclf-bundle"
 FORMAT_VERSION = 2  # the newest; it adds a stream's "dither" to version 1
@@ -72,12 +74,15 @@ TABLES = f"{EDGE_DIR}/tables.npz"
 ENCODER_INPUT = "images"
 # The server's signatures' input: the decoded latent, float32 [N, ..., C].
 SERVER_INPUT = "latent_hat"
-# A conditional coder's sub-models (TFLite on the board, signatures of the
-# server's SavedModel): z_hat -> features, and per slice (features[,
+# A conditional coder's board model: (z_hat, latent) -> (values, indexes),
+# int32 (N, values per image) in coding order.
+SLICE_CODER = f"{EDGE_DIR}/slice_coder.tflite"
+HYPER_INPUT, LATENT_INPUT, VALUES, INDEXES = (
+    "z_hat", "latent", "values", "indexes")
+# Its server signatures: z_hat -> features, and per slice (features[,
 # decoded]) -> loc, index.
 HYPER_SYNTHESIS = "hyper_synthesis"
-HYPER_INPUT, FEATURES, DECODED, LOC, INDEX = (
-    "z_hat", "features", "decoded", "loc", "index")
+FEATURES, DECODED, LOC, INDEX = "features", "decoded", "loc", "index"
 _CHUNK = 1 << 20
 _REQUIRED = ("model", codec_spec.FINGERPRINT_KEY, "image_shape",
              "latent_shape", "streams", "files")
@@ -131,13 +136,8 @@ def _load_json(bundle_dir):
 
 
 def slice_model(k):
-  """The name of slice `k`'s sub-model."""
+  """The name of slice `k`'s server signature."""
   return f"slice_{k}"
-
-
-def model_file(name):
-  """The bundle path of the TFLite sub-model `name`."""
-  return f"{EDGE_DIR}/{name}.tflite"
 
 
 def format_version(streams):
@@ -182,8 +182,8 @@ def read_manifest(bundle_dir, parts, expected_fingerprint=None):
 def read_tables(bundle_dir, manifest):
   """{stream name: (CdfTables, coding_rank)} from a checked bundle.
 
-  A conditional stream's sub-models must be files the manifest lists (the
-  checks of `read_manifest` then cover them), or BundleError.
+  A conditional stream's model must be a file the manifest lists (the
+  checks of `read_manifest` then cover it), or BundleError.
   """
   with np.load(os.path.join(bundle_dir, TABLES), allow_pickle=False) as npz:
     arrays = {name: npz[name] for name in npz.files}
@@ -200,11 +200,10 @@ def read_tables(bundle_dir, manifest):
       raise BundleError(f"{bundle_dir}: {TABLES} lacks the {name!r} "
                         f"stream's {', '.join(missing)}: export the bundle "
                         "again")
-    unlisted = [path for path in stream.get("conditional", {}).get(
-        "models", {}).values() if path not in manifest["files"]]
-    if unlisted:
-      raise BundleError(f"{bundle_dir}: the manifest lists no "
-                        f"{', '.join(unlisted)}: export the bundle again")
+    model = stream.get("conditional", {}).get("model")
+    if model is not None and model not in manifest["files"]:
+      raise BundleError(f"{bundle_dir}: the manifest lists no {model}: "
+                        "export the bundle again")
     tables[name] = (
         range_coder.CdfTables(arrays[f"{name}/cdf"],
                               arrays[f"{name}/cdf_offset"]),

@@ -15,9 +15,10 @@ message its counter, and the file (or the receiver's spec) carries that
 seed so that the server subtracts the same `u`.
 
 A conditional coder's bundle (hyperprior, channel context) codes the
-hyper-latent like a factorized latent, then runs the bundle's float32
-sub-models on it and codes the latent slice by slice with the scale tables
-they pick (`conditional`), one string per image as the Keras model writes.
+hyper-latent like a factorized latent, then runs the bundle's float32 slice
+coder on it and the latent, which quantizes the latent slice by slice and
+picks each value's scale table as the Keras model does; the range coder
+codes them in one string per image, as the Keras model writes it.
 """
 
 import logging
@@ -27,7 +28,7 @@ import numpy as np
 
 from tfvaeclf import dither
 from tfvaeclf.codec_spec import CodecSpec
-from tfvaeclf.edge import bundle, conditional, native, range_coder
+from tfvaeclf.edge import bundle, native, range_coder
 from tfvaeclf.edge.interpreter import SignatureModel
 
 __all__ = ["EdgeEncoder"]
@@ -96,8 +97,8 @@ class _ChannelStream:
   def __init__(self, stream, tables, coding_rank, encode_channel):
     self._quantize = _quantizer(stream)
     self._shape = tuple(stream["shape"])
-    self._code = lambda values: encode_channel(values, tables,
-                                               coding_rank=coding_rank)
+    self._encode_channel, self._tables = encode_channel, tables
+    self._coding_rank = coding_rank
 
   def quantize(self, latents, first_index, coded):
     del coded  # the stream depends on no other
@@ -107,48 +108,37 @@ class _ChannelStream:
     return np.zeros((0, *self._shape), np.int64)
 
   def code(self, values):
-    return self._code(values)
+    return self._encode_channel(values, self._tables,
+                                coding_rank=self._coding_rank)
 
 
 class _IndexedStream:
-  """A conditional coder's latent: its slices' tables are predicted by the
-  bundle's float32 sub-models from the coded hyper-latent (for the int8
-  encoder too: the server predicts them in float32 from the same integers,
+  """A conditional coder's latent: the bundle's float32 slice coder runs
+  the model's slice loop on the coded hyper-latent (for the int8 encoder
+  too: the server predicts the tables in float32 from the same integers,
   so the board's tables are the decoder's)."""
 
   def __init__(self, bundle_dir, stream, tables, encode_index, num_threads):
-    spec = stream["conditional"]
-    self._on, self._slice_sizes = spec["on"], spec["slices"]
-    self._num_scales = spec["num_scales"]
+    self._on = stream["conditional"]["on"]
     self._size = int(np.prod(stream["shape"]))
-    models = {name: SignatureModel(
-        os.path.join(bundle_dir, *path.split("/")), num_threads)
-              for name, path in spec["models"].items()}
-    self._hyper_synthesis = models[bundle.HYPER_SYNTHESIS]
-    self._slices = [models[bundle.slice_model(k)]
-                    for k in range(len(self._slice_sizes))]
-    self._code = lambda coded: encode_index(*coded, tables, coding_rank=1)
-
-  def _predict(self, k, features, decoded):
-    outputs = self._slices[k].run(conditional.slice_inputs(features,
-                                                           decoded))
-    return outputs[bundle.LOC], outputs[bundle.INDEX]
+    self._model = SignatureModel(
+        os.path.join(bundle_dir, *stream["conditional"]["model"].split("/")),
+        num_threads)
+    self._encode_index, self._tables = encode_index, tables
 
   def quantize(self, latents, first_index, coded):
     """-> (values, table indexes), (N, values per image) in coding order."""
     del first_index  # no dither
-    z_hat = coded[self._on].astype(np.float32)
-    features = self._hyper_synthesis.run(
-        {bundle.HYPER_INPUT: z_hat})[bundle.FEATURES]
-    return conditional.encode_slices(latents, features, self._slice_sizes,
-                                     self._num_scales, self._predict)
+    outputs = self._model.run({
+        bundle.HYPER_INPUT: coded[self._on].astype(np.float32),
+        bundle.LATENT_INPUT: latents})
+    return outputs[bundle.VALUES], outputs[bundle.INDEXES]
 
   def empty(self):
-    return (np.zeros((0, self._size), np.int64),
-            np.zeros((0, self._size), np.int32))
+    return (np.zeros((0, self._size), np.int32),) * 2
 
   def code(self, coded):
-    return self._code(coded)
+    return self._encode_index(*coded, self._tables, coding_rank=1)
 
 
 class EdgeEncoder:
