@@ -5,6 +5,8 @@
     BUNDLE/edge/encoder.tflite         float32 encoder: images -> latents
     BUNDLE/edge/encoder_int8.tflite    the same, full-integer
     BUNDLE/edge/tables.npz             frozen range-coding tables, per stream
+    BUNDLE/edge/slice_coder.tflite     conditional coders only: float32
+                                       (z_hat, latent) -> values, indexes
     BUNDLE/server/                     SavedModel: decoded latents ->
                                        probabilities (`export.server`)
 
