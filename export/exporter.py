@@ -41,7 +41,7 @@ def _streams(model, codec):
 
   A factorized or dithered coder writes one stream, the whole latent, table
   = channel; the conditional coders write two: the hyper-latent (channel)
-  and the latent (indexed, with the sub-models that predict its tables). A
+  and the latent (indexed, with the slice coder that picks its tables). A
   dithered coder's stream is its symbol coder's, plus the "dither" the board
   adds before rounding: the edge encoder still outputs y. (No isinstance on
   `tfvaeclf.entropy`'s coders: importing it imports TFC, which

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfvaeclf import codec, data, model_dir, models, train
+from tfvaeclf import bitstream, codec, data, model_dir, models, train
 from tfvaeclf.edge import BundleError, EdgeEncoder, bundle
+from tfvaeclf.errors import BitstreamError
 
 import export
 from export import __main__ as export_main
@@ -140,6 +141,17 @@ def test_server_decodes_as_the_model_does(trained, digits):
   classes = served.classify(served.decode(
       codec.compress_images(loaded, digits[0])))["classes"]
   np.testing.assert_array_equal(classes, digits[2])
+  # Messages in one call of the decoder, as the serving core batches them;
+  # one whose latent string runs on past its end (CRC-valid) fails alone.
+  messages = codec.compress_messages(loaded, digits[0][:4])
+  hyper, latent = loaded.codec.read(messages[1]).strings
+  messages[1] = bitstream.pack_message(loaded.codec.fingerprint,
+                                       [hyper[0], latent[0] + bytes(range(1, 17))])
+  decoded = served.decode_many([served.codec.read(m) for m in messages])
+  assert isinstance(decoded[1], BitstreamError)
+  assert "\n" not in str(decoded[1])
+  for i in (0, 2, 3):
+    np.testing.assert_array_equal(decoded[i], served.decode(messages[i]))
 
 
 def test_int8_board_is_decoded_by_the_server(trained, digits, pngs,
