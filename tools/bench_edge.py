@@ -110,7 +110,7 @@ def _fmt(value, digits=3):
 
 
 def _report(bundle_dir, images_count, qualities, repeats):
-  """Prints one bundle's tables; returns (coder, its slowest edge total)."""
+  """Prints one bundle's tables; returns (coder, {edge row: total ms})."""
   manifest = bundle.read_manifest(bundle_dir, bundle.EDGE_DIR)
   images = _test_images(manifest["model"]["dataset"], images_count)
   rows = (_edge_rows(bundle_dir, images, repeats)
@@ -153,7 +153,8 @@ def _report(bundle_dir, images_count, qualities, repeats):
         f"int8 encoder <= {TARGET_INT8_KB} KB: "
         f"{'met' if int8_kb <= TARGET_INT8_KB else 'MISSED'} "
         f"({int8_kb:.1f} KB)\n")
-  return coder, slowest
+  return coder, {label: total for label, _, _, total, _, _ in rows
+                 if label.startswith("edge")}
 
 
 def main():
@@ -169,10 +170,16 @@ def main():
   totals = dict(_report(bundle_dir, args.images, qualities, args.repeats)
                 for bundle_dir in args.bundle)
   if {"factorized", "context"} <= set(totals):
-    ratio = totals["context"] / totals["factorized"]
-    print(f"target: context total <= {TARGET_CONTEXT_RATIO}x factorized: "
-          f"{'met' if ratio <= TARGET_CONTEXT_RATIO else 'MISSED'} "
-          f"({ratio:.2f}x)")
+    # Like for like: the same encoder and range coder.
+    ratios = {label: total / totals["factorized"][label]
+              for label, total in totals["context"].items()
+              if label in totals["factorized"]}
+    worst = max(ratios, key=ratios.get)
+    print(f"target: context total <= {TARGET_CONTEXT_RATIO}x factorized's "
+          f"(same encoder and coder): "
+          f"{'met' if ratios[worst] <= TARGET_CONTEXT_RATIO else 'MISSED'} "
+          f"({', '.join(f'{r:.2f}x' for r in ratios.values())}; worst: "
+          f"{worst})")
 
 
 if __name__ == "__main__":
