@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from export import server  # noqa: E402
-from tfvaeclf import codec, data, model_dir  # noqa: E402
+from tfvaeclf import data, model_dir  # noqa: E402
 from tfvaeclf.edge import EdgeEncoder  # noqa: E402
 
 TARGET_POINTS = 0.5
