@@ -18,6 +18,11 @@ runs the signatures. No signature takes the strings: decoding in the graph
 needs TFC's custom ops, and its range decoder, which crafted bytes can keep
 busy for minutes.
 
+A conditional coder's latent is decoded slice by slice: the SavedModel
+also holds its sub-models (`bundle.HYPER_SYNTHESIS`, `bundle.slice_model(k)`)
+as signatures, which predict each slice's tables from the hyper-latent and
+the slices decoded before, as `entropy.ChannelContextCoder.decode` does.
+
 Nothing here imports TFC, nor the model code: a server without TFC runs
 `BundleServer` (`save` is handed a built model).
 """
@@ -40,9 +45,10 @@ class ServerModule(tf.Module):
   signatures.
 
   `latent_shape`: one image's decoded latent, channels last.
+  `parameters`: a conditional coder's sub-models, {name: tf.function}.
   """
 
-  def __init__(self, model, latent_shape):
+  def __init__(self, model, latent_shape, parameters=None):
     super().__init__(name="tfvaeclf_server")
     spec = [tf.TensorSpec([None, *latent_shape], tf.float32,
                           name=bundle.SERVER_INPUT)]
@@ -64,6 +70,9 @@ class ServerModule(tf.Module):
 
       self.reconstruct = reconstruct
       functions.append(reconstruct.get_concrete_function())
+    self.parameters = dict(parameters or {})
+    functions += [function.get_concrete_function()
+                  for function in self.parameters.values()]
     # Exactly the weights the signatures read: the model's other variables
     # (its coder, training prior, metrics) are not part of the server.
     self.weights = list({id(v): v for f in functions
@@ -71,19 +80,21 @@ class ServerModule(tf.Module):
 
 
 def _describe(function):
-  """A signature's input (dtype, shape; null: any size) and outputs."""
-  (spec,) = tf.nest.flatten(function.structured_input_signature)
+  """A signature's inputs (dtype, shape; null: any size) and outputs."""
   return {"inputs": {spec.name: {"dtype": spec.dtype.name,
-                                 "shape": spec.shape.as_list()}},
+                                 "shape": spec.shape.as_list()}
+                     for spec in tf.nest.flatten(
+                         function.structured_input_signature)},
           "outputs": sorted(function.structured_outputs)}
 
 
-def save(model, latent_shape, path):
+def save(model, latent_shape, path, parameters=None):
   """Writes the SavedModel of `model`, whose decoded latents have the
-  per-image shape `latent_shape`; returns its signatures' descriptions."""
-  module = ServerModule(model, latent_shape)
+  per-image shape `latent_shape` (and a conditional coder's sub-models
+  `parameters`); returns its signatures' descriptions."""
+  module = ServerModule(model, latent_shape, parameters)
   functions = {"serving_default": module.classify,
-               "classify": module.classify}
+               "classify": module.classify, **module.parameters}
   if model.has_decoder:
     functions["reconstruct"] = module.reconstruct
   signatures = {name: function.get_concrete_function()
@@ -118,8 +129,9 @@ class BundleServer:
     self.codec = CodecSpec.from_manifest(self.manifest)
     self.class_names = self.manifest["model"]["class_names"]
     self.has_decoder = "reconstruct" in signatures
-    ((self._tables, _),) = bundle.read_tables(
-        bundle_dir, self.manifest).values()
+    self._tables = {name: tables for name, (tables, _) in
+                    bundle.read_tables(bundle_dir, self.manifest).items()}
+    self._streams = self.manifest["streams"]
     self._signatures = tf.saved_model.load(
         os.path.join(bundle_dir, bundle.SERVER_DIR)).signatures
 
@@ -131,8 +143,8 @@ class BundleServer:
 
   def decode_coded(self, coded):
     """`decode` of a file or message already read by `codec.read`."""
-    (strings,) = coded.strings
-    return self._decode(strings, coded.latent_shape, coded.dither_seed,
+    return self._decode(coded.strings, coded.latent_shape,
+                        coded.dither_seed,
                         coded.dither_index + np.arange(coded.num_images))
 
   def decode_many(self, coded):
@@ -141,7 +153,8 @@ class BundleServer:
     its latents or the BitstreamError it alone raises."""
     seeds = {c.dither_seed for c in coded}
     if len(seeds) == 1:
-      strings = [s for c in coded for s in c.strings[0]]
+      strings = [[s for c in coded for s in c.strings[stream]]
+                 for stream in range(self.codec.num_streams)]
       indices = np.concatenate(
           [c.dither_index + np.arange(c.num_images) for c in coded])
       try:
@@ -160,27 +173,58 @@ class BundleServer:
       return e
 
   def _decode(self, strings, latent_shape, dither_seed, dither_indices):
+    """strings[stream][image] -> the decoded latents."""
+    if len(strings) == 2:
+      return self._decode_conditional(*strings)
+    ((strings, stream),) = zip(strings, self._streams)
+    tables = self._tables[stream["name"]]
     if dither_seed is None:
-      return latent_decoder.decode_factorized(strings, self._tables,
-                                              latent_shape)
+      return latent_decoder.decode_factorized(strings, tables, latent_shape)
     # The receiver draws the dither from the file's seed, not its own, and
     # from a message's counter.
-    return latent_decoder.decode_dithered(strings, self._tables,
-                                          latent_shape, dither_seed,
-                                          dither_indices)
+    return latent_decoder.decode_dithered(strings, tables, latent_shape,
+                                          dither_seed, dither_indices)
 
-  def _run(self, name, latent_hat):
+  def _decode_conditional(self, hyper_strings, strings):
+    """The hyper-latent, then the latent slice by slice, each slice's
+    tables predicted by the SavedModel's sub-models."""
+    hyper, latent = self._streams
+    z_hat = latent_decoder.decode_factorized(
+        hyper_strings, self._tables[hyper["name"]], hyper["shape"][:-1],
+        stream=hyper["name"])
+    features = self._run(bundle.HYPER_SYNTHESIS,
+                         **{bundle.HYPER_INPUT: z_hat})[bundle.FEATURES]
+
+    streams = latent_decoder.IndexedStreams(strings,
+                                            self._tables[latent["name"]])
+    num_scales = latent["conditional"]["num_scales"]
+    decoded = []
+    for k in range(len(latent["conditional"]["slices"])):
+      inputs = {bundle.FEATURES: features}
+      if decoded:
+        inputs[bundle.DECODED] = np.concatenate(decoded, -1)
+      outputs = self._run(bundle.slice_model(k), **inputs)
+      # The index as the model rounds it: half to even, within the table.
+      index = np.clip(np.rint(outputs[bundle.INDEX]), 0, num_scales - 1)
+      symbols = streams.decode(index.astype(np.int32))
+      decoded.append(symbols.astype(np.float32) + outputs[bundle.LOC])
+    streams.finish(latent["name"])
+    return np.concatenate(decoded, -1)
+
+  def _run(self, name, **inputs):
     outputs = self._signatures[name](
-        **{bundle.SERVER_INPUT: tf.constant(latent_hat, tf.float32)})
+        **{key: tf.constant(value, tf.float32)
+           for key, value in inputs.items()})
     return {key: value.numpy() for key, value in outputs.items()}
 
   def classify(self, latent_hat):
     """Decoded latents -> {"probabilities": [N, classes], "classes": [N]}."""
-    return self._run("classify", latent_hat)
+    return self._run("classify", **{bundle.SERVER_INPUT: latent_hat})
 
   def reconstruct(self, latent_hat):
     """Decoded latents -> uint8 images, for a model with a decoder."""
     if not self.has_decoder:
       raise BundleError("the bundle's model has no decoder: it classifies "
                         "but does not reconstruct images")
-    return self._run("reconstruct", latent_hat)["images"]
+    return self._run("reconstruct",
+                     **{bundle.SERVER_INPUT: latent_hat})["images"]

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_compression as tfc
 from tensorflow_compression.python.ops import gen_ops
 
-from tfvaeclf import bitstream, cli, codec, data, entropy, latent_decoder
+from tfvaeclf import bitstream, codec, data, entropy, latent_decoder
 from tfvaeclf import model_dir, models, train
 from tests.conftest import SMALL_JOINT, run_spec
 
@@ -234,12 +234,3 @@ def test_joint_model_round_trips_through_the_file(trained, mnist):
                             for stream in coded.strings], axis=0)
   # Two strings, each within a few bytes of its information content.
   assert np.all(np.abs(actual_bits - outputs["bits"].numpy()) < 8 * 5)
-
-
-def test_export_refuses_conditional_coders_in_one_line(trained, tmp_path):
-  from export import exporter
-  out = tmp_path / "bundle"
-  with pytest.raises(cli.UserError,
-                     match="supports the factorized and dithered coders, not"):
-    exporter.export_bundle(trained, str(out), calibration=None)
-  assert not list(tmp_path.iterdir())  # no bundle, no staging dir left

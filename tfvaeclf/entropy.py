@@ -239,19 +239,46 @@ class ChannelContextCoder(_Coder):
     Outside training the scale index is an integer, as the tables need.
     Returns the quantized latent, its locations and its scale indexes.
     """
-    features = self.hyper_synthesis(z_hat, training=training)
-    features = features[:, :spatial_shape[0], :spatial_shape[1], :]
+    features = self.hyper_features(z_hat, spatial_shape, training)
     decoded, locs, indexes = [], [], []
-    for k, transform in enumerate(self.slice_transforms):
-      params = transform(tf.concat([features, *decoded], -1),
-                         training=training)
-      loc, index = tf.split(params, 2, axis=-1)
+    for k in range(len(self.slice_sizes)):
+      loc, index = self.slice_parameters(k, features, decoded, training)
       if not training:
         index = tf.clip_by_value(tf.round(index), 0., self.num_scales - 1.)
       decoded.append(code_slice(k, loc, index))
       locs.append(loc)
       indexes.append(index)
     return tf.concat(decoded, -1), tf.concat(locs, -1), tf.concat(indexes, -1)
+
+  def hyper_features(self, z_hat, spatial_shape, training=False):
+    """The hyper-synthesis of `z_hat`, cropped to the latent's spatial
+    shape: what every slice's parameters are predicted from."""
+    features = self.hyper_synthesis(z_hat, training=training)
+    return features[:, :spatial_shape[0], :spatial_shape[1], :]
+
+  def slice_parameters(self, k, features, decoded, training=False):
+    """`(loc, index)` of slice `k` from the hyper features and the slices
+    decoded before it (a list); the index unrounded, as predicted."""
+    params = self.slice_transforms[k](tf.concat([features, *decoded], -1),
+                                      training=training)
+    return tf.split(params, 2, axis=-1)
+
+  def slice_symbols(self, latent, z_hat):
+    """What `compress` range-codes, given the coded hyper-latent `z_hat`:
+    `(symbols, indexes)`, int32 (batch, values per image) in coding order,
+    slice after slice, each in C order (an edge encoder's graph)."""
+    slices = tf.split(latent, self.slice_sizes, axis=-1)
+    symbols, indexes = [], []
+
+    def code_slice(k, loc, index):
+      rounded = tf.round(slices[k] - loc)
+      for coded, values in ((symbols, rounded), (indexes, index)):
+        coded.append(tf.reshape(tf.cast(values, tf.int32),
+                                [tf.shape(latent)[0], -1]))
+      return rounded + loc
+
+    self._decode_slices(z_hat, latent.shape[1:3], code_slice)
+    return tf.concat(symbols, 1), tf.concat(indexes, 1)
 
   def freeze(self):
     """Freezes the hyper prior and the logistic tables, in graphs."""

@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
-"""Edge encode time per image, against Pillow JPEG; prints a Markdown table.
+"""Edge encode time per image, against Pillow JPEG; prints Markdown tables.
 
-    python tools/bench_edge.py --bundle=BUNDLE [--images=1000]
+    python tools/bench_edge.py --bundle=BUNDLE [--bundle=BUNDLE...] \
+        [--images=1000]
 
-Codes test images of the bundle's dataset one at a time (batch 1) on one
+Codes test images of each bundle's dataset one at a time (batch 1) on one
 core (the process is pinned to a CPU and the interpreter gets 1 thread):
-the TFLite encoder (with rounding), the range coder, and both together, for
-the float32 and the int8 encoder, each with the C and the numpy range coder;
-then Pillow's JPEG encoder on the same
-images, and the bundle's file sizes. Times are CPU time (what one
-dedicated core would spend), the best of `--repeats` passes over the
-images: robust on a machine shared with other jobs. Targets (issue 6):
-<= 0.5 ms per image in total; int8 encoder <= 100 KB for the default MNIST
-model; with the C coder, at most 3x JPEG's encode time (issue 17).
+the TFLite models with rounding ("encoder": the encoder, and a conditional
+coder's sub-models that predict its tables), the range coder, and both
+together, for the float32 and the int8 encoder, each with the C and the
+numpy range coder; then Pillow's JPEG encoder on the same images, and the
+bundle's file sizes. Times are CPU time (what one dedicated core would
+spend), the best of `--repeats` passes over the images: robust on a machine
+shared with other jobs. Targets (issue 6): <= 0.5 ms per image in total;
+int8 encoder <= 100 KB for the default MNIST model; with the C coder, at
+most 3x JPEG's encode time (issue 17); given a factorized and a context
+bundle, the context one's total at most 2x the factorized one's (issue 15).
 """
 
 import argparse
@@ -30,6 +33,7 @@ from tfvaeclf.edge import EdgeEncoder, bundle  # noqa: E402
 TARGET_MS = 0.5
 TARGET_INT8_KB = 100
 TARGET_JPEG_RATIO = 3  # the edge's total against JPEG's encode (issue 17)
+TARGET_CONTEXT_RATIO = 2  # context against factorized, total (issue 15)
 
 
 def _test_images(dataset, count):
@@ -49,9 +53,19 @@ def _ms_per_image(code_one, images, repeats):
   return 1e3 * best / len(images)
 
 
+def _coder_name(manifest):
+  """Which coder the bundle's model has, from its streams."""
+  latent = manifest["streams"][-1]
+  if "conditional" in latent:
+    return ("context" if len(latent["conditional"]["slices"]) > 1
+            else "hyperprior")
+  return "dithered" if "dither" in latent else "factorized"
+
+
 def _edge_rows(bundle_dir, images, repeats):
-  """(label, encoder ms, coder ms, total ms, bytes per image) per encoder
-  and range coder (the C coder, if it builds here, and the numpy one)."""
+  """(label, encoder ms, coder ms, total ms, bytes per image, bytes per
+  message) per encoder and range coder (the C coder, if it builds here,
+  and the numpy one)."""
   rows = []
   for int8 in (False, True):
     for native_coder in (True, False):
@@ -62,13 +76,15 @@ def _edge_rows(bundle_dir, images, repeats):
       singles = [image[np.newaxis] for image in images]
       latents = [edge.latents(image) for image in singles]
       strings = [edge.code(latent) for latent in latents]
-      size = np.mean([sum(len(s[0]) for s in per) for per in strings])
+      lengths = [[len(s[0]) for s in per] for per in strings]
       rows.append((
           f"edge, {'int8' if int8 else 'float32'} encoder, {edge.coder} "
           f"coder ({edge.runtime})",
           _ms_per_image(edge.latents, singles, repeats),
           _ms_per_image(edge.code, latents, repeats),
-          _ms_per_image(edge.encode, singles, repeats), size))
+          _ms_per_image(edge.encode, singles, repeats),
+          np.mean([sum(n) for n in lengths]),
+          np.mean([edge.codec.message_size(n) for n in lengths])))
   return rows
 
 
@@ -84,53 +100,49 @@ def _jpeg_rows(images, qualities, repeats):
 
     size = np.mean([len(encode(p)) for p in pictures])
     ms = _ms_per_image(encode, pictures, repeats)
-    rows.append((f"Pillow JPEG, quality {quality}", None, None, ms, size))
+    rows.append((f"Pillow JPEG, quality {quality}", None, None, ms, size,
+                 None))
   return rows
 
 
-def _fmt(ms):
-  return "" if ms is None else f"{ms:.3f}"
+def _fmt(value, digits=3):
+  return "" if value is None else f"{value:.{digits}f}"
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--bundle", required=True)
-  parser.add_argument("--images", type=int, default=1000)
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--jpeg_qualities", default="50,75,90")
-  args = parser.parse_args()
-  os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-
-  manifest = bundle.read_manifest(args.bundle, bundle.EDGE_DIR)
-  images = _test_images(manifest["model"]["dataset"], args.images)
-  qualities = [int(q) for q in args.jpeg_qualities.split(",")]
-  rows = (_edge_rows(args.bundle, images, args.repeats)
-          + _jpeg_rows(images, qualities, args.repeats))
-
+def _report(bundle_dir, images_count, qualities, repeats):
+  """Prints one bundle's tables; returns (coder, {edge row: total ms})."""
+  manifest = bundle.read_manifest(bundle_dir, bundle.EDGE_DIR)
+  images = _test_images(manifest["model"]["dataset"], images_count)
+  rows = (_edge_rows(bundle_dir, images, repeats)
+          + _jpeg_rows(images, qualities, repeats))
+  coder = _coder_name(manifest)
   shape = "x".join(str(d) for d in manifest["image_shape"])
-  print(f"{manifest['model']['name']} {manifest['model']['fingerprint']}: "
-        f"{len(images)} {shape} test images, batch 1, one core, CPU ms "
-        f"per image (best of {args.repeats})\n")
-  print("| coder | encoder ms | range coder ms | total ms | bytes/image |")
-  print("|---|---|---|---|---|")
-  for label, encoder_ms, coder_ms, total_ms, size in rows:
+  print(f"{manifest['model']['name']} ({coder} coder) "
+        f"{manifest['model']['fingerprint']}: {len(images)} {shape} test "
+        f"images, batch 1, one core, CPU ms per image (best of {repeats})"
+        "\n")
+  print("| coder | encoder ms | range coder ms | total ms | bytes/image | "
+        "bytes/message |")
+  print("|---|---|---|---|---|---|")
+  for label, encoder_ms, coder_ms, total_ms, size, message in rows:
     print(f"| {label} | {_fmt(encoder_ms)} | {_fmt(coder_ms)} | "
-          f"{_fmt(total_ms)} | {size:.1f} |")
+          f"{_fmt(total_ms)} | {size:.1f} | {_fmt(message, 1)} |")
 
   files = manifest["files"]
   server_kb = sum(e["size"] for name, e in files.items()
                   if name.startswith(bundle.SERVER_DIR + "/")) / 1e3
   print("\n| bundle file | KB |\n|---|---|")
-  for name in (bundle.ENCODER, bundle.ENCODER_INT8, bundle.TABLES):
-    print(f"| {name} | {files[name]['size'] / 1e3:.1f} |")
+  for name, entry in files.items():
+    if name.startswith(bundle.EDGE_DIR + "/"):
+      print(f"| {name} | {entry['size'] / 1e3:.1f} |")
   print(f"| {bundle.SERVER_DIR}/ (SavedModel) | {server_kb:.1f} |")
 
-  edge_totals = [total for label, _, _, total, _ in rows
+  edge_totals = [total for label, _, _, total, _, _ in rows
                  if label.startswith("edge") and " C coder" in label] or [
-                     total for label, _, _, total, _ in rows
+                     total for label, _, _, total, _, _ in rows
                      if label.startswith("edge")]
   slowest = max(edge_totals)
-  jpeg = min(total for label, _, _, total, _ in rows
+  jpeg = min(total for label, _, _, total, _, _ in rows
              if label.startswith("Pillow"))
   int8_kb = files[bundle.ENCODER_INT8]["size"] / 1e3
   print(f"\ntargets: edge total <= {TARGET_MS} ms/image: "
@@ -140,7 +152,34 @@ def main():
         f"({slowest / jpeg:.1f}x); "
         f"int8 encoder <= {TARGET_INT8_KB} KB: "
         f"{'met' if int8_kb <= TARGET_INT8_KB else 'MISSED'} "
-        f"({int8_kb:.1f} KB)")
+        f"({int8_kb:.1f} KB)\n")
+  return coder, {label: total for label, _, _, total, _, _ in rows
+                 if label.startswith("edge")}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--bundle", required=True, action="append",
+                      help="a bundle; repeat to compare coders")
+  parser.add_argument("--images", type=int, default=1000)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--jpeg_qualities", default="50,75,90")
+  args = parser.parse_args()
+  os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+  qualities = [int(q) for q in args.jpeg_qualities.split(",")]
+  totals = dict(_report(bundle_dir, args.images, qualities, args.repeats)
+                for bundle_dir in args.bundle)
+  if {"factorized", "context"} <= set(totals):
+    # Like for like: the same encoder and range coder.
+    ratios = {label: total / totals["factorized"][label]
+              for label, total in totals["context"].items()
+              if label in totals["factorized"]}
+    worst = max(ratios, key=ratios.get)
+    print(f"target: context total <= {TARGET_CONTEXT_RATIO}x factorized's "
+          f"(same encoder and coder): "
+          f"{'met' if ratios[worst] <= TARGET_CONTEXT_RATIO else 'MISSED'} "
+          f"({', '.join(f'{r:.2f}x' for r in ratios.values())}; worst: "
+          f"{worst})")
 
 
 if __name__ == "__main__":

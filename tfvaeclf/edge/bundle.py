@@ -5,6 +5,8 @@
     BUNDLE/edge/encoder.tflite         float32 encoder: images -> latents
     BUNDLE/edge/encoder_int8.tflite    the same, full-integer
     BUNDLE/edge/tables.npz             frozen range-coding tables, per stream
+    BUNDLE/edge/slice_coder.tflite     conditional coders only: float32
+                                       (z_hat, latent) -> values, indexes
     BUNDLE/server/                     SavedModel: decoded latents ->
                                        probabilities (`export.server`)
 
@@ -25,10 +27,24 @@ Each latent stream of the model's coder is one entry of the manifest's
 and `cdf_offset` (TFC's lookup format), `coding_rank`, `precision` and the
 per-image `shape` of the values it codes. A stream's "tables" kind says how
 values pick their table: "channel" (table = channel, the factorized coder).
+"indexed" (a conditional coder's latent: table = a scale index that
+sub-models predict, see below) is the other kind.
 A universally quantized stream (the dithered coder) also has a "dither":
 `{"seed", "levels"}`, and codes the symbols `clip(round(y + u), 0, levels -
 1)` of its dither `u` (`tfvaeclf.dither`); such a bundle is format version
 2, which a tfvaeclf that would code it without the dither refuses.
+
+A conditional coder (hyperprior, channel context) writes two streams: the
+hyper-latent "hyper" (channel tables) and the latent "latent" (indexed
+tables), whose entry adds a "conditional": `{"on": "hyper", "slices":
+[channels per slice], "num_scales", "model": SLICE_CODER's file}`. The
+encoders then output both `hyper` (z) and `latent` (y); the float32
+`SLICE_CODER` model (z_hat, y -> values, indexes) runs the model's slice
+loop: each slice's location and scale index predicted from the coded
+hyper-latent and the slices quantized before it, as the server's decoder
+predicts them with its SavedModel's `HYPER_SYNTHESIS` and `slice_model(k)`
+signatures. A tfvaeclf that knows no "indexed" tables refuses such a
+bundle in one line.
 numpy only: this module runs on the board.
 """
 
@@ -44,8 +60,11 @@ from tfvaeclf.errors import BundleError
 
 __all__ = ["BundleError", "FORMAT", "FORMAT_VERSION", "MANIFEST",
            "EDGE_DIR", "SERVER_DIR", "ENCODER", "ENCODER_INT8", "TABLES",
-           "ENCODER_INPUT", "SERVER_INPUT", "file_digests", "format_version",
-           "read_manifest", "read_tables", "PREPROCESSING"]
+           "ENCODER_INPUT", "SERVER_INPUT", "SLICE_CODER", "HYPER_INPUT",
+           "LATENT_INPUT", "VALUES", "INDEXES", "HYPER_SYNTHESIS",
+           "FEATURES", "DECODED", "LOC", "INDEX", "PREPROCESSING",
+           "file_digests", "format_version", "read_manifest", "read_tables",
+           "slice_model"]
 
 FORMAT = "tfvaeclf-bundle"
 FORMAT_VERSION = 2  # the newest; it adds a stream's "dither" to version 1
@@ -63,6 +82,15 @@ SERVER_INPUT = "latent_hat"
 # The manifest's key for the model's preprocessing (absent: exported before
 # it was recorded).
 PREPROCESSING = "preprocessing"
+# A conditional coder's board model: (z_hat, latent) -> (values, indexes),
+# int32 (N, values per image) in coding order.
+SLICE_CODER = f"{EDGE_DIR}/slice_coder.tflite"
+HYPER_INPUT, LATENT_INPUT, VALUES, INDEXES = (
+    "z_hat", "latent", "values", "indexes")
+# Its server signatures: z_hat -> features, and per slice (features[,
+# decoded]) -> loc, index.
+HYPER_SYNTHESIS = "hyper_synthesis"
+FEATURES, DECODED, LOC, INDEX = "features", "decoded", "loc", "index"
 _CHUNK = 1 << 20
 _REQUIRED = ("model", codec_spec.FINGERPRINT_KEY, "image_shape",
              "latent_shape", "streams", "files")
@@ -115,6 +143,11 @@ def _load_json(bundle_dir):
   return manifest
 
 
+def slice_model(k):
+  """The name of slice `k`'s server signature."""
+  return f"slice_{k}"
+
+
 def format_version(streams):
   """The oldest format version that describes `streams` (manifest entries):
   a bundle without a dither stays readable by older boards."""
@@ -155,16 +188,30 @@ def read_manifest(bundle_dir, parts, expected_fingerprint=None):
 
 
 def read_tables(bundle_dir, manifest):
-  """{stream name: (CdfTables, coding_rank)} from a checked bundle."""
+  """{stream name: (CdfTables, coding_rank)} from a checked bundle.
+
+  A conditional stream's model must be a file the manifest lists (the
+  checks of `read_manifest` then cover it), or BundleError.
+  """
   with np.load(os.path.join(bundle_dir, TABLES), allow_pickle=False) as npz:
     arrays = {name: npz[name] for name in npz.files}
   tables = {}
   for stream in manifest["streams"]:
     name = stream["name"]
-    if stream["tables"] != "channel":
+    if stream["tables"] not in ("channel", "indexed"):
       raise BundleError(
           f"{bundle_dir}: stream {name!r} uses {stream['tables']!r} tables, "
           "which this tfvaeclf cannot code; update tfvaeclf")
+    missing = [key for key in ("cdf", "cdf_offset", "coding_rank")
+               if f"{name}/{key}" not in arrays]
+    if missing:
+      raise BundleError(f"{bundle_dir}: {TABLES} lacks the {name!r} "
+                        f"stream's {', '.join(missing)}: export the bundle "
+                        "again")
+    model = stream.get("conditional", {}).get("model")
+    if model is not None and model not in manifest["files"]:
+      raise BundleError(f"{bundle_dir}: the manifest lists no {model}: "
+                        "export the bundle again")
     tables[name] = (
         range_coder.CdfTables(arrays[f"{name}/cdf"],
                               arrays[f"{name}/cdf_offset"]),

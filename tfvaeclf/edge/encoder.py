@@ -13,6 +13,12 @@ A stream with a "dither" (a universally quantized latent, see
 instead: image i of a file takes dither index i of the bundle's seed, a
 message its counter, and the file (or the receiver's spec) carries that
 seed so that the server subtracts the same `u`.
+
+A conditional coder's bundle (hyperprior, channel context) codes the
+hyper-latent like a factorized latent, then runs the bundle's float32 slice
+coder on it and the latent, which quantizes the latent slice by slice and
+picks each value's scale table as the Keras model does; the range coder
+codes them in one string per image, as the Keras model writes it.
 """
 
 import logging
@@ -23,11 +29,12 @@ import numpy as np
 from tfvaeclf import dither
 from tfvaeclf.codec_spec import CodecSpec
 from tfvaeclf.edge import bundle, native, range_coder
-from tfvaeclf.edge.interpreter import load_interpreter
+from tfvaeclf.edge.interpreter import SignatureModel
 
 __all__ = ["EdgeEncoder"]
 
 _log = logging.getLogger(__name__)
+
 
 def _quantization(detail):
   params = detail["quantization_parameters"]
@@ -84,6 +91,56 @@ def _quantizer(stream):
   return quantize
 
 
+class _ChannelStream:
+  """A stream coded with a table per channel (factorized, dithered)."""
+
+  def __init__(self, stream, tables, coding_rank, encode_channel):
+    self._quantize = _quantizer(stream)
+    self._shape = tuple(stream["shape"])
+    self._encode_channel, self._tables = encode_channel, tables
+    self._coding_rank = coding_rank
+
+  def quantize(self, latents, first_index, coded):
+    del coded  # the stream depends on no other
+    return self._quantize(latents, first_index)
+
+  def empty(self):
+    return np.zeros((0, *self._shape), np.int64)
+
+  def code(self, values):
+    return self._encode_channel(values, self._tables,
+                                coding_rank=self._coding_rank)
+
+
+class _IndexedStream:
+  """A conditional coder's latent: the bundle's float32 slice coder runs
+  the model's slice loop on the coded hyper-latent (for the int8 encoder
+  too: the server predicts the tables in float32 from the same integers,
+  so the board's tables are the decoder's)."""
+
+  def __init__(self, bundle_dir, stream, tables, encode_index, num_threads):
+    self._on = stream["conditional"]["on"]
+    self._size = int(np.prod(stream["shape"]))
+    self._model = SignatureModel(
+        os.path.join(bundle_dir, *stream["conditional"]["model"].split("/")),
+        num_threads)
+    self._encode_index, self._tables = encode_index, tables
+
+  def quantize(self, latents, first_index, coded):
+    """-> (values, table indexes), (N, values per image) in coding order."""
+    del first_index  # no dither
+    outputs = self._model.run({
+        bundle.HYPER_INPUT: coded[self._on].astype(np.float32),
+        bundle.LATENT_INPUT: latents})
+    return outputs[bundle.VALUES], outputs[bundle.INDEXES]
+
+  def empty(self):
+    return (np.zeros((0, self._size), np.int32),) * 2
+
+  def code(self, coded):
+    return self._encode_index(*coded, self._tables, coding_rank=1)
+
+
 class EdgeEncoder:
   """A bundle's encoder and coding tables, checked against its manifest.
 
@@ -109,33 +166,31 @@ class EdgeEncoder:
     self.codec = CodecSpec.from_manifest(manifest)
     self.image_shape = self.codec.image_shape
     self.latent_shape = self.codec.latent_shape
-    self._streams = bundle.read_tables(bundle_dir, manifest)
+    tables = bundle.read_tables(bundle_dir, manifest)
     model_file = bundle.ENCODER_INT8 if int8 else bundle.ENCODER
-    self._interpreter, self.runtime = load_interpreter(
+    self._encoder = SignatureModel(
         os.path.join(bundle_dir, *model_file.split("/")), num_threads)
-    # Tensors are found by the names in the signature, then used directly:
-    # the signature runner reallocates on every call.
-    runner = self._interpreter.get_signature_runner()
-    image_input = runner.get_input_details()[bundle.ENCODER_INPUT]
-    self._input_index = image_input["index"]
-    self._pixels = _pixel_table(image_input)
-    outputs = runner.get_output_details()
-    self._outputs = {
-        stream["name"]: (outputs[stream["name"]]["index"],
-                         _dequantization(outputs[stream["name"]]),
-                         _quantizer(stream))
-        for stream in manifest["streams"]}
-    self._batch_size = None
-    self._stream_shapes = {stream["name"]: tuple(stream["shape"])
-                           for stream in manifest["streams"]}
+    self.runtime = self._encoder.runtime
+    self._pixels = _pixel_table(self._encoder.inputs[bundle.ENCODER_INPUT])
+    self._dequantize = {name: _dequantization(detail)
+                        for name, detail in self._encoder.outputs.items()}
     # Which range coder runs: "C" or "numpy".
     self.coder = "C" if native_coder and native.available() else "numpy"
-    self._encode_channel = (native.encode_channel if self.coder == "C"
-                            else range_coder.encode_channel)
+    coders = native if self.coder == "C" else range_coder
+    self._streams = {}
+    for stream in manifest["streams"]:  # a hyper-latent before its latent
+      stream_tables, coding_rank = tables[stream["name"]]
+      self._streams[stream["name"]] = (
+          _IndexedStream(bundle_dir, stream, stream_tables,
+                         coders.encode_index, num_threads)
+          if "conditional" in stream else
+          _ChannelStream(stream, stream_tables, coding_rank,
+                         coders.encode_channel))
     _log.info("tfvaeclf.edge: range coding with the %s coder", self.coder)
 
   def latents(self, images, first_index=0):
-    """uint8 images (N, H, W, C) -> {stream: int64 quantized values}.
+    """uint8 images (N, H, W, C) -> {stream: what it codes}: int64
+    quantized values, a conditional latent's with their table indexes.
 
     A dithered stream's image i takes dither index `first_index + i`.
     """
@@ -144,24 +199,18 @@ class EdgeEncoder:
       raise ValueError(f"images must be uint8 (N, {self.image_shape}), got "
                        f"{images.dtype} {images.shape}")
     if not len(images):  # TFLite can't allocate an empty batch
-      return {name: np.zeros((0, *shape), np.int64)
-              for name, shape in self._stream_shapes.items()}
-    interpreter = self._interpreter
-    if len(images) != self._batch_size:
-      interpreter.resize_tensor_input(self._input_index, images.shape)
-      interpreter.allocate_tensors()
-      self._batch_size = len(images)
-    interpreter.set_tensor(self._input_index, self._pixels[images])
-    interpreter.invoke()
-    return {name: quantize(dequantize(interpreter.get_tensor(index)),
-                           first_index)
-            for name, (index, dequantize, quantize) in self._outputs.items()}
+      return {name: stream.empty() for name, stream in self._streams.items()}
+    outputs = self._encoder.run({bundle.ENCODER_INPUT: self._pixels[images]})
+    coded = {}
+    for name, stream in self._streams.items():
+      coded[name] = stream.quantize(self._dequantize[name](outputs[name]),
+                                    first_index, coded)
+    return coded
 
   def code(self, latents):
-    """{stream: values} -> per stream, one range-coded string per image."""
-    return [self._encode_channel(latents[name], tables,
-                                 coding_rank=coding_rank)
-            for name, (tables, coding_rank) in self._streams.items()]
+    """`latents` -> per stream, one range-coded string per image."""
+    return [stream.code(latents[name])
+            for name, stream in self._streams.items()]
 
   def encode(self, images, first_index=0):
     """uint8 images -> strings[stream][image], as the model's `compress`

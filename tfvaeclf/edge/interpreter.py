@@ -10,7 +10,7 @@ start-up chatter (CUDA, cuDNN, CPU features) says nothing about encoding.
 import importlib
 import os
 
-__all__ = ["RUNTIMES", "load_interpreter"]
+__all__ = ["RUNTIMES", "SignatureModel", "load_interpreter"]
 
 # Module of each runtime, first found wins; TensorFlow is the last resort.
 RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
@@ -33,3 +33,37 @@ def load_interpreter(model_path, num_threads=None):
   interpreter_class, runtime = _interpreter_class()
   return interpreter_class(model_path=model_path,
                            num_threads=num_threads), runtime
+
+
+class SignatureModel:
+  """A .tflite file's signature, run through tensor indexes (the signature
+  runner reallocates on every call, which costs more than a small model).
+
+  Attributes:
+    runtime: the runtime module's name.
+    inputs, outputs: {name: TFLite tensor details} of the signature.
+  """
+
+  def __init__(self, model_path, num_threads=None):
+    self._interpreter, self.runtime = load_interpreter(model_path,
+                                                      num_threads)
+    runner = self._interpreter.get_signature_runner()
+    self.inputs = runner.get_input_details()
+    self.outputs = runner.get_output_details()
+    self._batch_size = None
+
+  def run(self, inputs):
+    """{input name: array, batch first} -> {output name: array}."""
+    interpreter = self._interpreter
+    batch_size = len(next(iter(inputs.values())))
+    if batch_size != self._batch_size:
+      for name, value in inputs.items():
+        interpreter.resize_tensor_input(self.inputs[name]["index"],
+                                        value.shape)
+      interpreter.allocate_tensors()
+      self._batch_size = batch_size
+    for name, value in inputs.items():
+      interpreter.set_tensor(self.inputs[name]["index"], value)
+    interpreter.invoke()
+    return {name: interpreter.get_tensor(detail["index"])
+            for name, detail in self.outputs.items()}
