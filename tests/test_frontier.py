@@ -2,7 +2,10 @@
 edge; and the frontier sweep with its Pareto front."""
 
 import csv
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ import tensorflow as tf
 from tfvaeclf import codec, data, evaluate, frontier, model_dir, models
 from tfvaeclf.edge import EdgeEncoder
 from export import server
-from tests.conftest import run_cli, train_small_joint
+from tests.conftest import REPO, run_cli, train_small_joint
 
 
 def test_global_latent_is_one_vector_an_image():
@@ -150,3 +153,32 @@ def test_frontier_flags_are_checked_in_one_line(tmp_path, capsys, flag,
   code, _, stderr = run_cli(frontier.main, [
       "--model=joint", f"--out={tmp_path}", flag], capsys)
   assert code == 2 and message in stderr and len(stderr.splitlines()) == 1
+
+
+def _evaluated_dir(path, **results):
+  """A model dir whose eval.json (newer than the model) holds `results`."""
+  path.mkdir()
+  (path / "model.json").write_text("{}")
+  (path / "eval.json").write_text(json.dumps({
+      "bpp": 8 * results["bytes_per_image"] / 784.,
+      "estimated_bytes_per_image": results["bytes_per_image"] - .3,
+      "encode_ms_per_image": .1, "decode_ms_per_image": .05, **results}))
+  later = os.path.getmtime(path / "model.json") + 1
+  os.utime(path / "eval.json", (later, later))
+  return str(path)
+
+
+def test_bench_checks_each_dataset_against_its_targets(tmp_path):
+  mnist = _evaluated_dir(tmp_path / "mnist", accuracy=.9908,
+                         bytes_per_image=3.14, message_bytes_per_image=8.14)
+  fashion = _evaluated_dir(tmp_path / "fashion", accuracy=.9049,
+                           bytes_per_image=5.5)
+  result = subprocess.run(
+      [sys.executable, "tools/bench_frontier.py", f"--mnist_dir={mnist}",
+       f"--fashion_mnist_dir={fashion}"],
+      cwd=REPO, capture_output=True, text=True)
+  assert result.returncode == 1, result.stderr
+  assert "| one-image message bytes | 8.14 | <= 10 | yes |" in result.stdout
+  assert "| payload bytes per image | 5.50 | <= 6 | yes |" in result.stdout
+  assert "| test accuracy | 90.49% | >= 90.5% | NO |" in result.stdout
+  assert result.stdout.rstrip().endswith("targets missed: fashion_mnist")
