@@ -90,6 +90,11 @@ EXPECTED = {
         {"name": "fashion_mnist"}, {**BETA_VAE_TRAIN, "epochs": 6}),
     "fashion_mnist_classifier.flags": _resnet("fashion_mnist",
                                               (32, 64, 128), 10),
+    "fashion_mnist_frontier.flags": _run(
+        "joint", {**JOINT, "latent": "global", "filters": (32, 64, 128),
+                  "lmbda": 1.}, {"name": "fashion_mnist"},
+        {**JOINT_TRAIN, "augment": "shift_flip", "epochs": 12,
+         "lr_schedule": "cosine"}),
     "fashion_mnist_grouped_vae_v2.flags": _run(
         "grouped_vae", {**GROUPED, "version": "v2"},
         {"name": "fashion_mnist", "image_size": 32},
