@@ -154,17 +154,11 @@ def main(argv):
   for rate, _ in RATES:
     for row, on_front in zip(rows, pareto_front(rows, rate)):
       row[f"front_{rate}"] = on_front
-  sweep.write_csv(os.path.join(FLAGS.out, "points.csv"), rows)
-  dataset = run.data.name
-  plot_frontier(rows, f"{dataset}: accuracy against rate, {run.model_name} "
-                f"({run.model.latent} latent, {run.model.entropy_model})",
-                os.path.join(FLAGS.out, f"frontier_{dataset}.png"))
-  print(f"wrote {len(rows)} points to {FLAGS.out}/points.csv and "
-        f"frontier_{dataset}.png")
-  if failed:
-    print(f"error: {len(failed)} points diverged: {', '.join(failed)}",
-          file=sys.stderr)
-    sys.exit(3)
+  figure = f"frontier_{run.data.name}.png"
+  plot_frontier(rows, f"{run.data.name}: accuracy against rate, "
+                f"{run.model_name} ({run.model.latent} latent, "
+                f"{run.model.entropy_model})", os.path.join(FLAGS.out, figure))
+  sweep.finish(FLAGS.out, rows, figure, failed)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,16 @@ where it stopped. So a killed sweep, rerun, repeats nothing it finished.
 import csv
 import dataclasses
 import json
+import os
+import sys
 
 import tensorflow as tf
 
 from tfvaeclf import data, evaluate, fileio, model_dir as model_dir_lib
 from tfvaeclf import train
 
-__all__ = ["dataset_key", "load_splits", "train_and_evaluate", "write_csv"]
+__all__ = ["dataset_key", "load_splits", "train_and_evaluate", "write_csv",
+           "finish"]
 
 def dataset_key(data_spec):
   """The key of a `specs.DataSpec` in a `load_splits` cache."""
@@ -64,3 +67,15 @@ def write_csv(path, rows):
     writer = csv.DictWriter(f, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
+
+
+def finish(out, rows, figure, failed):
+  """Writes `rows` to `out`/points.csv beside the plot `figure` written
+  there, says so, and exits with code 3 naming the points (dirs) in
+  `failed` whose training diverged."""
+  write_csv(os.path.join(out, "points.csv"), rows)
+  print(f"wrote {len(rows)} points to {out}/points.csv and {figure}")
+  if failed:
+    print(f"error: {len(failed)} points diverged: {', '.join(failed)}",
+          file=sys.stderr)
+    sys.exit(3)
