@@ -130,7 +130,8 @@ EXPECTED = {
     "mnist_joint_search.flags": _run(
         "joint", JOINT, {"name": "mnist"}, {**JOINT_TRAIN, "epochs": 1}),
     "mnist_frontier.flags": _run(
-        "joint", {**JOINT, "latent": "global", "lmbda": 2.}, {"name": "mnist"},
+        "joint", {**JOINT, "latent": "global", "latent_channels": 8,
+                  "lmbda": 2.}, {"name": "mnist"},
         {**JOINT_TRAIN, "epochs": 8, "lr_schedule": "cosine"}),
     "mnist_rdc.flags": _rdc("mnist", (16, 32, 64)),
     "mnist_resnet.flags": _resnet("mnist", (16, 32, 64), 3),
