@@ -92,7 +92,7 @@ EXPECTED = {
                                               (32, 64, 128), 10),
     "fashion_mnist_frontier.flags": _run(
         "joint", {**JOINT, "latent": "global", "filters": (32, 64, 128),
-                  "lmbda": 1.}, {"name": "fashion_mnist"},
+                  "lmbda": 2.}, {"name": "fashion_mnist"},
         {**JOINT_TRAIN, "augment": "shift_flip", "epochs": 12,
          "lr_schedule": "cosine"}),
     "fashion_mnist_grouped_vae_v2.flags": _run(
