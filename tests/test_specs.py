@@ -90,6 +90,11 @@ EXPECTED = {
         {"name": "fashion_mnist"}, {**BETA_VAE_TRAIN, "epochs": 6}),
     "fashion_mnist_classifier.flags": _resnet("fashion_mnist",
                                               (32, 64, 128), 10),
+    "fashion_mnist_frontier.flags": _run(
+        "joint", {**JOINT, "latent": "global", "filters": (32, 64, 128),
+                  "lmbda": 2.}, {"name": "fashion_mnist"},
+        {**JOINT_TRAIN, "augment": "shift_flip", "epochs": 12,
+         "lr_schedule": "cosine"}),
     "fashion_mnist_grouped_vae_v2.flags": _run(
         "grouped_vae", {**GROUPED, "version": "v2"},
         {"name": "fashion_mnist", "image_size": 32},
@@ -124,6 +129,10 @@ EXPECTED = {
         {**JOINT_TRAIN, "epochs": 8, "lr_schedule": "cosine"}),
     "mnist_joint_search.flags": _run(
         "joint", JOINT, {"name": "mnist"}, {**JOINT_TRAIN, "epochs": 1}),
+    "mnist_frontier.flags": _run(
+        "joint", {**JOINT, "latent": "global", "latent_channels": 8,
+                  "lmbda": 2.}, {"name": "mnist"},
+        {**JOINT_TRAIN, "epochs": 8, "lr_schedule": "cosine"}),
     "mnist_rdc.flags": _rdc("mnist", (16, 32, 64)),
     "mnist_resnet.flags": _resnet("mnist", (16, 32, 64), 3),
     "quickdraw10_beta_vae.flags": _run(
@@ -177,7 +186,7 @@ def test_a_flag_of_other_kinds_is_a_one_line_error(kind, tmp_path, capsys):
 def test_the_flags_of_a_kind_are_its_config_fields():
   assert specs.model_flag_names("joint") == [
       "entropy_model", "lmbda", "gamma", "filters", "kernel_size",
-      "latent_channels", "classifier_units", "decoder"]
+      "latent", "latent_channels", "classifier_units", "decoder"]
   assert specs.model_flag_names("classifier") == [
       "backbone", "backbone_weights", "backbone_widths"]
   assert specs.model_flag_names("beta_vae") == [

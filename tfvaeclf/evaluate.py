@@ -6,7 +6,8 @@ Every image is range-coded to bytes, decoded back (by the project's
 bounded decoder, as the codec decodes files) and classified from the
 decoded latent, exactly as a server would; the rate is counted from those
 bytes (the range-coded strings; `file_*` adds what a file holding that one
-image also carries: header, checksum and length prefixes). The model's own
+image also carries: header, checksum and length prefixes; `message_*` what
+a one-image message carries, as a board sends it). The model's own
 rate estimate (the information content under its prior) is reported beside
 it, and so is how often the classification from the bitstream agrees with
 the in-graph test path (it must always).
@@ -83,7 +84,7 @@ def evaluate(loaded, dataset, batch_size=256, progress=True):
                               first_shape))  # trace before timing
 
   totals = {"correct": 0, "agree": 0, "ce": 0., "bytes": 0, "est_bits": 0.,
-            "file_bytes": 0,
+            "file_bytes": 0, "message_bytes": 0,
             "encode_s": 0., "decode_s": 0., "psnr": 0., "mse": 0., "n": 0}
   for images, labels in tqdm.tqdm(batches, desc="evaluate", unit="batch",
                                   disable=not progress):
@@ -105,9 +106,9 @@ def evaluate(loaded, dataset, batch_size=256, progress=True):
     totals["ce"] += float(tf.reduce_sum(
         losses.cross_entropy(labels, logits)))
     totals["bytes"] += sum(len(s) for stream in strings for s in stream)
-    totals["file_bytes"] += sum(
-        loaded.codec.file_size([len(s) for s in image])
-        for image in zip(*strings))
+    lengths = [[len(s) for s in image] for image in zip(*strings)]
+    totals["file_bytes"] += sum(map(loaded.codec.file_size, lengths))
+    totals["message_bytes"] += sum(map(loaded.codec.message_size, lengths))
     totals["est_bits"] += float(tf.reduce_sum(reference["bits"]))
     totals["encode_s"] += encoded - start
     totals["decode_s"] += decoded - encoded
@@ -126,6 +127,7 @@ def evaluate(loaded, dataset, batch_size=256, progress=True):
       "bpp": 8. * totals["bytes"] / n / pixels,
       "file_bytes_per_image": totals["file_bytes"] / n,
       "file_bpp": 8. * totals["file_bytes"] / n / pixels,
+      "message_bytes_per_image": totals["message_bytes"] / n,
       "estimated_bytes_per_image": totals["est_bits"] / 8. / n,
       "estimated_bpp": totals["est_bits"] / n / pixels,
       "agreement_with_in_graph": totals["agree"] / n,

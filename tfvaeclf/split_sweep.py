@@ -257,16 +257,10 @@ def main(argv):
                  "bpp": results["bpp"], "dir": directory})
     print(f"  {100 * results['accuracy']:.2f}% at "
           f"{results['bytes_per_image']:.2f} bytes per image", flush=True)
-  sweep.write_csv(os.path.join(FLAGS.out, "points.csv"), rows)
   plot_points(rows, uncut,
               f"{splits.info.name}: split {backbone}, accuracy against rate",
               os.path.join(FLAGS.out, "accuracy_vs_bytes.png"))
-  print(f"wrote {len(rows)} points to {FLAGS.out}/points.csv and "
-        "accuracy_vs_bytes.png")
-  if failed:
-    print(f"error: {len(failed)} points diverged: {', '.join(failed)}",
-          file=sys.stderr)
-    sys.exit(3)
+  sweep.finish(FLAGS.out, rows, "accuracy_vs_bytes.png", failed)
 
 
 if __name__ == "__main__":

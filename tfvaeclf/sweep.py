@@ -1,9 +1,10 @@
 """Train-and-evaluate many settings of one model kind: what sweeps share.
 
-A sweep command (`tfvaeclf.rdc_sweep`, `tfvaeclf.split_sweep`) reads the
-training flags of `tfvaeclf.train` once into a `specs.RunSpec`, then for
-each point of its curve derives a variant (`dataclasses.replace`) with a
-model dir of its own and calls `train_and_evaluate`. A point whose dir has
+A sweep command (`tfvaeclf.rdc_sweep`, `tfvaeclf.split_sweep`,
+`tfvaeclf.frontier`) reads the training flags of `tfvaeclf.train` once
+into a `specs.RunSpec`, then for each point of its curve derives a variant
+(`dataclasses.replace`) with a model dir of its own and calls
+`train_and_evaluate`. A point whose dir has
 an `eval.json` is done and is read back; an unfinished one resumes training
 where it stopped. So a killed sweep, rerun, repeats nothing it finished.
 """
@@ -11,13 +12,16 @@ where it stopped. So a killed sweep, rerun, repeats nothing it finished.
 import csv
 import dataclasses
 import json
+import os
+import sys
 
 import tensorflow as tf
 
 from tfvaeclf import data, evaluate, fileio, model_dir as model_dir_lib
 from tfvaeclf import train
 
-__all__ = ["dataset_key", "load_splits", "train_and_evaluate", "write_csv"]
+__all__ = ["dataset_key", "load_splits", "train_and_evaluate", "write_csv",
+           "finish"]
 
 def dataset_key(data_spec):
   """The key of a `specs.DataSpec` in a `load_splits` cache."""
@@ -64,3 +68,15 @@ def write_csv(path, rows):
     writer = csv.DictWriter(f, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
+
+
+def finish(out, rows, figure, failed):
+  """Writes `rows` to `out`/points.csv beside the plot `figure` written
+  there, says so, and exits with code 3 naming the points (dirs) in
+  `failed` whose training diverged."""
+  write_csv(os.path.join(out, "points.csv"), rows)
+  print(f"wrote {len(rows)} points to {out}/points.csv and {figure}")
+  if failed:
+    print(f"error: {len(failed)} points diverged: {', '.join(failed)}",
+          file=sys.stderr)
+    sys.exit(3)

@@ -3,6 +3,11 @@
 A convolutional analysis transform maps the image to a small latent; the
 latent is quantized and range-coded under a learned prior; the classifier
 reads the quantized latent directly, so the server never rebuilds the image.
+The latent is spatial (a stride-2 conv: H/8 x W/8 x channels) or global (a
+dense layer: `latent_channels` entries per image). At a few bytes per
+image the global one is cheaper: under a factorized prior every element of
+a spatial latent costs a fraction of a bit, where a small dense latent
+carries about the class and little else.
 An optional light synthesis transform reconstructs the image from the same
 latent when a person needs to look at it.
 
@@ -17,7 +22,9 @@ from tfvaeclf import entropy
 from tfvaeclf.models import base
 from tfvaeclf.models.registry import register
 
-__all__ = ["JointConfig", "JointVAEClassifier"]
+__all__ = ["JointConfig", "JointVAEClassifier", "LATENTS"]
+
+LATENTS = ("spatial", "global")
 
 
 @dataclasses.dataclass
@@ -29,8 +36,12 @@ class JointConfig(base.BaseConfig):
   filters: tuple = base.setting(
       (32, 64), "Conv widths of the encoder, each stride 2.")
   kernel_size: int = base.setting(5, "Conv kernel size of the encoder.")
+  latent: str = base.setting(
+      "spatial", "The latent's shape: spatial (a feature map) or global (a "
+      "vector).", choices=LATENTS)
   latent_channels: int = base.setting(
-      16, "Channels of the latent (a further stride-2 conv).")
+      16, "Channels of the latent: of a further stride-2 conv (spatial), or "
+      "entries of a dense layer (global).")
   classifier_units: tuple = base.setting(
       (128,), "Hidden widths of the latent classifier.")
   decoder: bool = base.setting(
@@ -38,15 +49,20 @@ class JointConfig(base.BaseConfig):
 
 
 class AnalysisTransform(tf.keras.Sequential):
-  """Image -> latent: stride-2 convolutions, the last one linear."""
+  """Image -> latent: stride-2 convolutions, then a linear stride-2 conv
+  (spatial) or a linear dense layer on the flattened features (global)."""
 
-  def __init__(self, filters, kernel_size, latent_channels):
+  def __init__(self, filters, kernel_size, latent_channels, latent="spatial"):
     super().__init__(name="analysis")
     for width in filters:
       self.add(tf.keras.layers.Conv2D(
           width, kernel_size, strides=2, padding="same", activation="relu"))
-    self.add(tf.keras.layers.Conv2D(
-        latent_channels, 3, strides=2, padding="same", name="latent"))
+    if latent == "global":
+      self.add(tf.keras.layers.Flatten())
+      self.add(tf.keras.layers.Dense(latent_channels, name="latent"))
+    else:
+      self.add(tf.keras.layers.Conv2D(
+          latent_channels, 3, strides=2, padding="same", name="latent"))
 
 
 class SynthesisTransform(tf.keras.Sequential):
@@ -98,11 +114,20 @@ class JointVAEClassifier(base.CompressiveClassifier):
   def __init__(self, config):
     if config.decoder and config.gamma <= 0:
       raise ValueError("A decoder needs --gamma > 0 to be trained.")
+    if config.latent not in LATENTS:
+      raise ValueError(f"Unknown --latent {config.latent!r}; choose one of "
+                       f"{', '.join(LATENTS)}.")
+    if config.decoder and config.latent == "global":
+      raise ValueError("--decoder mirrors a spatial latent; it cannot "
+                       "reconstruct from --latent=global.")
     super().__init__(config)
     self.analysis = AnalysisTransform(
-        config.filters, config.kernel_size, config.latent_channels)
+        config.filters, config.kernel_size, config.latent_channels,
+        config.latent)
+    # A global latent is one vector an image: its one axis is the string.
     self.coder = entropy.build_coder(
-        config.entropy_model, config.latent_channels)
+        config.entropy_model, config.latent_channels,
+        coding_rank=1 if config.latent == "global" else 3)
     self.classifier = LatentClassifier(
         config.classifier_units, config.num_classes)
     self.synthesis = (

@@ -1,0 +1,165 @@
+"""The rate frontier: accuracy against bytes per image, and its Pareto front.
+
+    python -m tfvaeclf.frontier --flagfile=configs/mnist_frontier.flags \
+        --lambda_grid=0.5,1,2 --latent_grid=8,16 --out=runs/mnist_frontier \
+        [--max_examples=N]
+
+Every point of the grid (each `--latent_channels` of `--latent_grid` times
+each `--lmbda` of `--lambda_grid`; an empty grid keeps the flagfile's
+value) is trained with the flagfile's other settings into a model dir of
+its own under `--out`, then evaluated on real range-coded strings of the
+test split (`tfvaeclf.sweep`): payload bytes per image, and what a
+one-image message (`tfvaeclf.bitstream`) and a one-image file take. A
+point evaluated before is only read back, an unfinished one resumes.
+
+Written into `--out`: `points.csv` (one row a point, with whether it is on
+the Pareto front of accuracy against payload bytes and against message
+bytes) and `frontier_<dataset>.png` (both fronts, every point shown).
+"""
+
+from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
+
+import dataclasses
+import os
+import sys
+
+from absl import flags
+from matplotlib.figure import Figure
+
+from tfvaeclf import fileio, specs, sweep, train
+from tfvaeclf.layout import ModelDir
+
+__all__ = ["grid_points", "pareto_front", "plot_frontier", "MODEL", "RATES"]
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("lambda_grid", [],
+                  "Values of --lmbda to train (default: the flagfile's).")
+flags.DEFINE_list("latent_grid", [],
+                  "Values of --latent_channels to train (default: the "
+                  "flagfile's).")
+
+MODEL = "joint"
+# The rates a point is counted in: eval.json's field, and its label.
+RATES = (("bytes_per_image", "payload bytes per image"),
+         ("message_bytes_per_image", "one-image message bytes"))
+
+
+def _values(name, texts, run):
+  """`texts` as values of flag `name` of `run` (its own if empty);
+  cli.UserError in one line if one is not, or one repeats."""
+  if not texts:
+    return [getattr(run.model, name)]
+  try:
+    values = [specs.parse_value(run, name, text) for text in texts]
+  except ValueError as e:
+    raise cli.UserError(f"--{name}: {e}") from None
+  if len(set(values)) != len(values):
+    raise cli.UserError(f"--{name}: a value is repeated")
+  return values
+
+
+def grid_points(run, latent_texts, lambda_texts):
+  """[(latent_channels, lmbda)] of the grid, in training order."""
+  return [(channels, lmbda)
+          for channels in _values("latent_channels", latent_texts, run)
+          for lmbda in _values("lmbda", lambda_texts, run)]
+
+
+def pareto_front(rows, rate):
+  """Whether each row is on the front of accuracy against `rate`: no other
+  row has at least its accuracy at a lower rate, or more at the same."""
+  return [not any((other[rate] < row[rate]
+                   and other["accuracy"] >= row["accuracy"])
+                  or (other[rate] == row[rate]
+                      and other["accuracy"] > row["accuracy"])
+                  for other in rows)
+          for row in rows]
+
+
+def plot_frontier(rows, title, path):
+  """Accuracy against each of `RATES`, a panel each: every point, coloured
+  by its latent size, and the Pareto front as a step line."""
+  figure = Figure(figsize=(11, 4.6), dpi=110, layout="constrained")
+  sizes = sorted({row["latent_channels"] for row in rows})
+  for i, (rate, label) in enumerate(RATES):
+    axes = figure.add_subplot(1, len(RATES), i + 1)
+    for size in sizes:
+      points = [row for row in rows if row["latent_channels"] == size]
+      axes.scatter([row[rate] for row in points],
+                   [100 * row["accuracy"] for row in points],
+                   color=f"C{sizes.index(size) % 10}",
+                   label=f"latent {size}")
+    front = sorted((row for row in rows if row[f"front_{rate}"]),
+                   key=lambda row: row[rate])
+    axes.step([row[rate] for row in front],
+              [100 * row["accuracy"] for row in front], where="post",
+              color="black", linewidth=1, label="Pareto front")
+    for row in front:
+      axes.annotate(f"λ={row['lmbda']:g}", (row[rate], 100 * row["accuracy"]),
+                    textcoords="offset points", xytext=(4, -10), fontsize=7)
+    axes.set_xlabel(label)
+    axes.set_ylabel("test accuracy (%)")
+    axes.grid(True, alpha=0.4)
+    axes.legend(fontsize=8, loc="lower right")
+  figure.suptitle(title)
+  with fileio.atomic_writer(path, "wb") as f:
+    figure.savefig(f, format="png")
+
+
+def _point_dir(out, channels, lmbda):
+  return os.path.join(out, f"latent{channels}_lmbda{lmbda:g}")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS.out:
+    raise cli.UserError(
+        "usage: python -m tfvaeclf.frontier --flagfile=FLAGS --out=DIR "
+        "[--lambda_grid=L1,L2,...] [--latent_grid=N1,N2,...] "
+        "[--max_examples=N]")
+  run = specs.from_flags(FLAGS)
+  if run.model_name != MODEL:
+    raise cli.UserError(f"the frontier trains --model={MODEL}, not "
+                        f"{run.model_name}")
+  todo = grid_points(run, FLAGS.latent_grid, FLAGS.lambda_grid)
+  rows, failed, cache = [], [], {}
+  for i, (channels, lmbda) in enumerate(todo, start=1):
+    directory = _point_dir(FLAGS.out, channels, lmbda)
+    done = os.path.exists(ModelDir(directory).eval_path())
+    print(f"[{i}/{len(todo)}] latent_channels={channels} lmbda={lmbda:g}: "
+          f"{'done before' if done else 'training'}", flush=True)
+    variant = dataclasses.replace(run, model_dir=directory, model=(
+        dataclasses.replace(run.model, latent_channels=channels,
+                            lmbda=lmbda)))
+    try:
+      results = sweep.train_and_evaluate(
+          variant, max_examples=FLAGS.max_examples, splits_cache=cache)
+    except ValueError as e:
+      raise cli.UserError(f"latent_channels={channels} lmbda={lmbda:g}: "
+                          f"{e}") from None
+    except train.TrainingDiverged as e:
+      print(f"  skipped: {e}", file=sys.stderr, flush=True)
+      failed.append(directory)
+      continue
+    rows.append({"latent_channels": channels, "lmbda": lmbda,
+                 "accuracy": results["accuracy"],
+                 **{rate: results[rate] for rate, _ in RATES},
+                 "file_bytes_per_image": results["file_bytes_per_image"],
+                 "num_images": results["num_images"], "dir": directory})
+    print(f"  {100 * results['accuracy']:.2f}% at "
+          f"{results['bytes_per_image']:.2f} bytes per image "
+          f"({results['message_bytes_per_image']:.2f} as a message)",
+          flush=True)
+  for rate, _ in RATES:
+    for row, on_front in zip(rows, pareto_front(rows, rate)):
+      row[f"front_{rate}"] = on_front
+  figure = f"frontier_{run.data.name}.png"
+  plot_frontier(rows, f"{run.data.name}: accuracy against rate, "
+                f"{run.model_name} ({run.model.latent} latent, "
+                f"{run.model.entropy_model})", os.path.join(FLAGS.out, figure))
+  sweep.finish(FLAGS.out, rows, figure, failed)
+
+
+if __name__ == "__main__":
+  cli.run(main, argv=specs.flagfiles_first(sys.argv), many_models=True)
