@@ -283,7 +283,8 @@ class StreamsEncoder:
   per stream, what `encode_channel` (or `encode_index`, given indexes)
   returns, in one C call. A board codes one image at a time, where the
   cost of a call, not the coding, dominates: so the values are copied into
-  int32 buffers kept, with the C call's arguments, per shape of input.
+  int32 buffers kept, with the C call's arguments, per shape of input (one
+  thread at a time, like the TFLite interpreter it follows).
 
   Args:
     streams: per stream, (CdfTables, coding_rank).
