@@ -4,7 +4,8 @@ The TFLite encoder gives each image's latent as floats (dequantized here
 when the int8 encoder gives integers); it is rounded half to even, as
 TensorFlow's `round` does, and range-coded with the bundle's frozen tables,
 byte for byte what TFC's ops write: by the C coder (`native`) where it
-builds, else by the numpy one (`range_coder`); one log line says which. The
+builds, every stream of the images in one call, else by the numpy one
+(`range_coder`); one log line says which. The
 bundle's `CodecSpec` packs them into the same file, or one message per
 image, that `python -m tfvaeclf.codec` reads.
 
