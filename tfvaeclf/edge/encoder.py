@@ -5,9 +5,9 @@ when the int8 encoder gives integers); it is rounded half to even, as
 TensorFlow's `round` does, and range-coded with the bundle's frozen tables,
 byte for byte what TFC's ops write: by the C coder (`native`) where it
 builds, every stream of the images in one call, else by the numpy one
-(`range_coder`); one log line says which. The
-bundle's `CodecSpec` packs them into the same file, or one message per
-image, that `python -m tfvaeclf.codec` reads.
+(`range_coder`); one log line says which. The bundle's `CodecSpec` packs
+them into the same file, or one message per image, that
+`python -m tfvaeclf.codec` reads.
 
 A stream with a "dither" (a universally quantized latent, see
 `tfvaeclf.dither`) sends the symbols `clip(round(y + u), 0, levels - 1)`
