@@ -3,7 +3,10 @@
 Files of three coders (factorized, channel context, dithered) are mutated
 raw (bit flips, truncation, splices, garbage) and crafted the way an
 attacker would: each image's strings replaced with random bytes under a
-recomputed, valid CRC. Such payloads made TFC's range decoder run for
+recomputed, valid CRC. So are the files and messages a bundle's server
+(`export.server.BundleServer`) decodes for hyperprior and context models,
+whose slice loop runs the SavedModel's sub-models on whatever the hostile
+hyper-latent decodes to. Such payloads made TFC's range decoder run for
 minutes (issue 14); the project's decoder must finish each file within a
 bound proportional to its size, and raise nothing but one-line user errors.
 Deterministic seeds; a few thousand cases.
@@ -16,6 +19,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import export
+from export import server
 from tests.conftest import train_small_joint
 from tfvaeclf import codec, codec_spec, entropy, errors
 from tfvaeclf.hostile import (crafted_payloads, escape_attack, fuzz,
@@ -26,6 +31,9 @@ from tfvaeclf.hostile import (crafted_payloads, escape_attack, fuzz,
 # slice loop) on a loaded 2-core machine, plus a per-byte share
 # (`hostile.SECONDS_PER_BYTE`).
 BASE_SECONDS = {"factorized": .25, "context": .5, "dithered": .25}
+# A bundle server's decode runs the SavedModel's signatures (hyper-synthesis,
+# then each slice's): about 10 ms a file.
+SERVER_SECONDS = 1.
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +42,34 @@ def digits(mnist):
   return images.numpy()
 
 
-@pytest.fixture(scope="module")
-def context(mnist, tmp_path_factory):
+def _conditional(mnist, tmp_path_factory, coder):
   from tfvaeclf import model_dir
   return model_dir.load(train_small_joint(
-      tmp_path_factory.mktemp("context"), mnist, 500,
-      entropy_model="context"))
+      tmp_path_factory.mktemp(coder), mnist, 500, entropy_model=coder))
+
+
+@pytest.fixture(scope="module")
+def context(mnist, tmp_path_factory):
+  return _conditional(mnist, tmp_path_factory, "context")
+
+
+@pytest.fixture(scope="module")
+def hyperprior(mnist, tmp_path_factory):
+  return _conditional(mnist, tmp_path_factory, "hyperprior")
+
+
+def crafted_messages(rng, spec, messages, count):
+  """One-image messages with a valid CRC around random strings: of every
+  stream, or of one, the others real."""
+  cases = []
+  for i in range(count):
+    strings = spec.read(messages[i % len(messages)]).strings
+    replaced = (range(len(strings)) if i % 3 == 0
+                else [int(rng.integers(len(strings)))])
+    cases.append(spec.pack_messages([
+        [rng.bytes(int(rng.integers(0, 40)))] if k in replaced else stream
+        for k, stream in enumerate(strings)])[0])
+  return cases
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +139,50 @@ def test_fuzzed_messages_decode_in_bounded_time_or_fail_in_one_line(
   rng = np.random.default_rng(15)
   raw, _ = fuzz(decode, raw_mutations(rng, messages, 1000),
                 BASE_SECONDS["factorized"])
-  crafted, _ = fuzz(decode, [
-      loaded.codec.pack_messages([[rng.bytes(int(rng.integers(0, 40)))]])[0]
-      for _ in range(1000)], BASE_SECONDS["factorized"])
+  crafted, _ = fuzz(decode, crafted_messages(rng, loaded.codec, messages,
+                                             1000),
+                    BASE_SECONDS["factorized"])
   assert raw["refused"] > 800, raw  # by the CRC
   assert crafted.get("refused", 0) == 0, crafted  # all reach the decoder
   assert crafted.get("corrupt", 0) > 0, crafted
+
+
+@pytest.mark.parametrize("coder", ["hyperprior", "context"])
+def test_server_of_a_conditional_bundle_decodes_fuzz_in_bounded_time(
+    coder, request, digits, tmp_path):
+  """Files and messages, raw and crafted, one by one and batched as the
+  serving core batches messages: each decode within its bound, only
+  one-line user errors, a batch's bad messages failing alone."""
+  loaded = request.getfixturevalue(coder)
+  out = str(tmp_path / "bundle")
+  export.export_bundle(loaded, out,
+                       export.calibration_images(loaded.config, 10))
+  served = server.BundleServer(out, loaded.fingerprint)
+  files = [codec.compress_images(loaded, digits[:n]) for n in (1, 16)]
+  messages = codec.compress_messages(loaded, digits[:4])
+  for data in files + messages:  # valid, and every lazy initialization done
+    np.testing.assert_array_equal(served.decode(data),
+                                  codec.decode_latent(loaded, data))
+  rng = np.random.default_rng(16)
+  raw, _ = fuzz(served.decode, raw_mutations(rng, files + messages, 400),
+                SERVER_SECONDS)
+  crafted, _ = fuzz(served.decode, crafted_payloads(rng, files, 150),
+                    SERVER_SECONDS)
+  hostile = crafted_messages(rng, loaded.codec, messages, 160)
+  crafted_one, _ = fuzz(served.decode, hostile, SERVER_SECONDS)
+  assert raw["refused"] > 300, raw  # mostly by the CRC
+  for outcomes in (crafted, crafted_one):
+    assert outcomes.get("refused", 0) == 0, outcomes  # all reach the decoder
+    assert outcomes["decoded"] > 0 and outcomes["corrupt"] > 0, outcomes
+  decode_many = lambda batch: served.decode_many(
+      [served.codec.read(m) for m in batch])
+  for start in range(0, len(hostile), 8):
+    batch = hostile[start:start + 8]
+    begin = time.perf_counter()
+    decoded = decode_many(batch)
+    assert time.perf_counter() - begin < SERVER_SECONDS * len(batch)
+    for message, result in zip(batch, decoded):
+      if isinstance(result, errors.BitstreamError):
+        assert "\n" not in str(result)
+      else:
+        np.testing.assert_array_equal(result, served.decode(message))

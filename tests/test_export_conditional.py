@@ -242,14 +242,19 @@ def test_mcu_export_refuses_a_conditional_coder_in_one_line(
 # The kinds the joint model's tests leave out, each with a coder it takes
 # (rdc codes only dithered symbols: tests/test_export_rdc.py), and what
 # makes it small: (kind, coder, config, image size).
+_BETA_VAE = {"filters": (8, 16, 16), "latent_dim": 8}
+_GROUPED_VAE = {"version": "v2", "image_shape": (32, 32, 1)}
+_SPLIT = {"backbone_widths": (16, 32, 64), "compress_factor": 8,
+          "split_point": "S2"}
 KINDS = (
-    ("beta_vae", "factorized", {"filters": (8, 16, 16), "latent_dim": 8},
-     None),
-    ("beta_vae", "context", {"filters": (8, 16, 16), "latent_dim": 8}, None),
-    ("grouped_vae", "hyperprior", {"version": "v2", "image_shape": (32, 32, 1)},
-     32),
-    ("split", "context", {"backbone_widths": (16, 32, 64),
-                          "compress_factor": 8, "split_point": "S2"}, None),
+    ("beta_vae", "factorized", _BETA_VAE, None),
+    ("beta_vae", "hyperprior", _BETA_VAE, None),
+    ("beta_vae", "context", _BETA_VAE, None),
+    ("grouped_vae", "factorized", _GROUPED_VAE, 32),
+    ("grouped_vae", "hyperprior", _GROUPED_VAE, 32),
+    ("grouped_vae", "context", _GROUPED_VAE, 32),
+    ("split", "hyperprior", _SPLIT, None),
+    ("split", "context", _SPLIT, None),
 )
 
 

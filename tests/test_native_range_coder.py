@@ -262,6 +262,45 @@ def test_coding_rank_and_batch_axes():
       values)
 
 
+def test_streams_encoder_codes_each_stream_as_alone():
+  """One C call for a channel stream and an indexed one (escapes, far
+  ones, need the retry with room for the worst case) writes what each
+  stream's own call writes; values that only the numpy coder takes, and
+  errors, go to the per-stream calls."""
+  rng = np.random.default_rng(12)
+  channel = rc.CdfTables(mixed_lookup(rng, 12, [1, 0, 1, 1]),
+                         rng.integers(-5, 5, size=4))
+  indexed = rc.CdfTables(random_lookup(rng, 16, 6, overflow=True),
+                         rng.integers(-20, 0, size=6))
+  coders = [native.StreamsEncoder([(channel, 2), (indexed, 1)],
+                                  numpy_coder=numpy_coder)
+            for numpy_coder in (False, True)]
+  for batch in (1, 1, 7, 0, 1, *range(2, 12)):  # more shapes than it keeps
+    index = rng.integers(0, 6, size=(batch, 50))
+    values = [random_values(rng, channel,
+                            channel_tidx(channel, (batch, 3, 4)),
+                            escape_rate=.3, far=batch == 7),
+              random_values(rng, indexed, index,
+                            escape_rate=.3).astype(np.int32)]
+    expected = [rc.encode_channel(values[0], channel, coding_rank=2),
+                rc.encode_index(values[1], index, indexed)]
+    for coder in coders:
+      assert coder.encode(values, [None, index]) == expected
+  wide = rc.CdfTables(random_lookup(rng, 12, 1), [2 ** 40])
+  values = np.array([[2 ** 40 + 1, 2 ** 40]])
+  assert native.StreamsEncoder([(wide, 1)]).encode([values], [None]) == [
+      rc.encode_channel(values, wide)]
+  zeros = [np.zeros((1, 3, 4), np.int64), np.zeros((1, 50), np.int32)]
+  for values, indexes in (
+      (zeros, [None, index[:1] + 6]),                    # no such table
+      ([zeros[0] + 2 ** 40, zeros[1]], [None, index[:1]]),  # gamma >= 2**30
+      ([zeros[0] + .5, zeros[1]], [None, index[:1]])):    # not integers
+    with pytest.raises((ValueError, TypeError)) as expected:
+      coders[1].encode(values, indexes)
+    with pytest.raises(expected.type, match=re.escape(str(expected.value))):
+      coders[0].encode(values, indexes)
+
+
 def test_errors_match_the_numpy_coder():
   tables = rc.CdfTables([-8, 0, 100, 100, 200, 256, 5, 0, 3, 20, 32])
   calls = [

@@ -4,9 +4,10 @@ The TFLite encoder gives each image's latent as floats (dequantized here
 when the int8 encoder gives integers); it is rounded half to even, as
 TensorFlow's `round` does, and range-coded with the bundle's frozen tables,
 byte for byte what TFC's ops write: by the C coder (`native`) where it
-builds, else by the numpy one (`range_coder`); one log line says which. The
-bundle's `CodecSpec` packs them into the same file, or one message per
-image, that `python -m tfvaeclf.codec` reads.
+builds, every stream of the images in one call, else by the numpy one
+(`range_coder`); one log line says which. The bundle's `CodecSpec` packs
+them into the same file, or one message per image, that
+`python -m tfvaeclf.codec` reads.
 
 A stream with a "dither" (a universally quantized latent, see
 `tfvaeclf.dither`) sends the symbols `clip(round(y + u), 0, levels - 1)`
@@ -67,10 +68,10 @@ def _dequantization(detail):
   if detail["dtype"] == np.float32:
     return lambda values: values
   scale, zero_point = _quantization(detail)
-  lowest = int(np.iinfo(detail["dtype"]).min)
-  table = (np.arange(lowest, lowest + 256).astype(np.float32)
-           - zero_point) * scale
-  return lambda values: table[values.astype(np.int64) - lowest]
+  # Indexed by the output's bytes, whatever its signedness: one `take`.
+  codes = np.arange(256, dtype=np.uint8).view(detail["dtype"])
+  table = (codes.astype(np.float32) - zero_point) * scale
+  return lambda values: table[values.view(np.uint8)]
 
 
 def _quantizer(stream):
@@ -94,11 +95,9 @@ def _quantizer(stream):
 class _ChannelStream:
   """A stream coded with a table per channel (factorized, dithered)."""
 
-  def __init__(self, stream, tables, coding_rank, encode_channel):
+  def __init__(self, stream):
     self._quantize = _quantizer(stream)
     self._shape = tuple(stream["shape"])
-    self._encode_channel, self._tables = encode_channel, tables
-    self._coding_rank = coding_rank
 
   def quantize(self, latents, first_index, coded):
     del coded  # the stream depends on no other
@@ -107,9 +106,10 @@ class _ChannelStream:
   def empty(self):
     return np.zeros((0, *self._shape), np.int64)
 
-  def code(self, values):
-    return self._encode_channel(values, self._tables,
-                                coding_rank=self._coding_rank)
+  @staticmethod
+  def coded(values):
+    """-> (values, table indexes or None) for the range coder."""
+    return values, None
 
 
 class _IndexedStream:
@@ -118,13 +118,12 @@ class _IndexedStream:
   too: the server predicts the tables in float32 from the same integers,
   so the board's tables are the decoder's)."""
 
-  def __init__(self, bundle_dir, stream, tables, encode_index, num_threads):
+  def __init__(self, bundle_dir, stream, num_threads):
     self._on = stream["conditional"]["on"]
     self._size = int(np.prod(stream["shape"]))
     self._model = SignatureModel(
         os.path.join(bundle_dir, *stream["conditional"]["model"].split("/")),
         num_threads)
-    self._encode_index, self._tables = encode_index, tables
 
   def quantize(self, latents, first_index, coded):
     """-> (values, table indexes), (N, values per image) in coding order."""
@@ -137,8 +136,9 @@ class _IndexedStream:
   def empty(self):
     return (np.zeros((0, self._size), np.int32),) * 2
 
-  def code(self, coded):
-    return self._encode_index(*coded, self._tables, coding_rank=1)
+  @staticmethod
+  def coded(values_and_indexes):
+    return values_and_indexes
 
 
 class EdgeEncoder:
@@ -176,16 +176,18 @@ class EdgeEncoder:
                         for name, detail in self._encoder.outputs.items()}
     # Which range coder runs: "C" or "numpy".
     self.coder = "C" if native_coder and native.available() else "numpy"
-    coders = native if self.coder == "C" else range_coder
     self._streams = {}
     for stream in manifest["streams"]:  # a hyper-latent before its latent
-      stream_tables, coding_rank = tables[stream["name"]]
       self._streams[stream["name"]] = (
-          _IndexedStream(bundle_dir, stream, stream_tables,
-                         coders.encode_index, num_threads)
-          if "conditional" in stream else
-          _ChannelStream(stream, stream_tables, coding_rank,
-                         coders.encode_channel))
+          _IndexedStream(bundle_dir, stream, num_threads)
+          if "conditional" in stream else _ChannelStream(stream))
+    # Every stream of an image in one call of the range coder; an indexed
+    # stream's values and indexes are (N, values per image).
+    self._coder = native.StreamsEncoder(
+        [(tables[stream["name"]][0],
+          1 if "conditional" in stream else tables[stream["name"]][1])
+         for stream in manifest["streams"]],
+        numpy_coder=self.coder == "numpy")
     _log.info("tfvaeclf.edge: range coding with the %s coder", self.coder)
 
   def latents(self, images, first_index=0):
@@ -209,8 +211,9 @@ class EdgeEncoder:
 
   def code(self, latents):
     """`latents` -> per stream, one range-coded string per image."""
-    return [stream.code(latents[name])
-            for name, stream in self._streams.items()]
+    return self._coder.encode(*zip(*(
+        stream.coded(latents[name])
+        for name, stream in self._streams.items())))
 
   def encode(self, images, first_index=0):
     """uint8 images -> strings[stream][image], as the model's `compress`

@@ -51,19 +51,21 @@ class SignatureModel:
     self.inputs = runner.get_input_details()
     self.outputs = runner.get_output_details()
     self._batch_size = None
+    self._input_indexes = {name: d["index"] for name, d in self.inputs.items()}
+    self._output_indexes = [(name, d["index"])
+                            for name, d in self.outputs.items()]
 
   def run(self, inputs):
     """{input name: array, batch first} -> {output name: array}."""
-    interpreter = self._interpreter
+    interpreter, indexes = self._interpreter, self._input_indexes
     batch_size = len(next(iter(inputs.values())))
     if batch_size != self._batch_size:
       for name, value in inputs.items():
-        interpreter.resize_tensor_input(self.inputs[name]["index"],
-                                        value.shape)
+        interpreter.resize_tensor_input(indexes[name], value.shape)
       interpreter.allocate_tensors()
       self._batch_size = batch_size
     for name, value in inputs.items():
-      interpreter.set_tensor(self.inputs[name]["index"], value)
+      interpreter.set_tensor(indexes[name], value)
     interpreter.invoke()
-    return {name: interpreter.get_tensor(detail["index"])
-            for name, detail in self.outputs.items()}
+    return {name: interpreter.get_tensor(index)
+            for name, index in self._output_indexes}

@@ -2,7 +2,9 @@
 
 `encode_channel`, `encode_index`, `decode_channel`, `decode_index` and
 `IndexDecoder` take the arguments of their namesakes in `range_coder` and
-return the same bytes and values, coding a whole batch in one C call. Tables are parsed by
+return the same bytes and values, coding a whole batch in one C call;
+`StreamsEncoder` codes several streams (a conditional coder's hyper-latent
+and latent) in one. Tables are parsed by
 `range_coder.CdfTables`, errors in values or tables are reported by the
 numpy coder (the C coder only detects them), so both speak alike.
 
@@ -43,7 +45,7 @@ from tfvaeclf.edge import range_coder as rc
 # Argument checks and error messages are range_coder's, shared with it.
 # pylint: disable=protected-access
 
-__all__ = ["IndexDecoder", "available", "decode_channel", "decode_index",
+__all__ = ["IndexDecoder", "StreamsEncoder", "available", "decode_channel", "decode_index",
            "encode_channel", "encode_index", "library_path"]
 
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -72,6 +74,13 @@ class _Table(ctypes.Structure):
   _fields_ = [("cdf", ctypes.c_void_p), ("num_symbols", ctypes.c_int32),
               ("offset", ctypes.c_int32), ("precision", ctypes.c_int16),
               ("overflow", ctypes.c_int16)]
+
+
+class _Stream(ctypes.Structure):
+  """`rc_stream` of range_coder.h."""
+  _fields_ = [("tables", ctypes.c_void_p), ("num_tables", ctypes.c_int32),
+              ("n", ctypes.c_int32), ("index", ctypes.c_void_p),
+              ("values", ctypes.c_void_p)]
 
 
 class _Decoder(ctypes.Structure):
@@ -142,6 +151,8 @@ def _load():
   lib.rc_strerror.restype = ctypes.c_char_p
   lib.rc_encode_batch.argtypes = [p, i32, p, p, i32, i32, p, i64, p, p]
   lib.rc_encode_batch.restype = ctypes.c_int
+  lib.rc_encode_streams.argtypes = [p, i32, i32, p, i64, p, p]
+  lib.rc_encode_streams.restype = ctypes.c_int
   lib.rc_decode_batch.argtypes = [p, i32, p, ctypes.c_char_p, p, i32, i32,
                                   p, p]
   lib.rc_decode_batch.restype = None
@@ -265,6 +276,133 @@ def _encode(values, indexes, cdf, cdf_offset, coding_rank):
   data = out[:ends[-1]].tobytes()
   bounds = [0] + ends.tolist()
   return [data[start:end] for start, end in zip(bounds, bounds[1:])]
+
+
+class StreamsEncoder:
+  """Codes several streams of the same images, each with its own tables:
+  per stream, what `encode_channel` (or `encode_index`, given indexes)
+  returns, in one C call. A board codes one image at a time, where the
+  cost of a call, not the coding, dominates: so the values are copied into
+  int32 buffers kept, with the C call's arguments, per shape of input (one
+  thread at a time, like the TFLite interpreter it follows).
+
+  Args:
+    streams: per stream, (CdfTables, coding_rank).
+    numpy_coder: code with the numpy coder, not the C one.
+  """
+
+  _MAX_PLANS = 8  # shapes kept; a board codes one shape
+
+  def __init__(self, streams, numpy_coder=False):
+    self._streams = [(rc._as_tables(tables, None), int(coding_rank))
+                     for tables, coding_rank in streams]
+    self._numpy = numpy_coder
+    lib = None if numpy_coder else _library()
+    self._c_tables = [lib and _c_tables(lib, tables)
+                      for tables, _ in self._streams]
+    self._lib = lib if all(self._c_tables) else None
+    self._plans = {}
+
+  def encode(self, values, indexes):
+    """values[stream], indexes[stream] (None: channel coding) ->
+    strings[stream][image]."""
+    plan = self._lib and self._plan(values, indexes)
+    if not plan or not all(_copy_int32(buffer, array) for buffer, array in
+                           zip(plan.buffers, (*values, *indexes))):
+      return self._encode_each(values, indexes)
+    if plan.batch == 0:
+      return [[] for _ in values]
+    status = self._lib.rc_encode_streams(*plan.arguments)
+    if status == _ERR_CAPACITY:  # escapes: room for the worst case
+      status = self._lib.rc_encode_streams(*plan.escape_arguments)
+    if status != _OK:  # the per-stream coder raises, in its words
+      return self._encode_each(values, indexes)
+    ends = plan.ends
+    data = plan.out[:ends[-1]].tobytes()
+    bounds = [0] + ends.tolist()
+    strings = [data[start:end] for start, end in zip(bounds, bounds[1:])]
+    return [strings[s * plan.batch:(s + 1) * plan.batch]
+            for s in range(len(values))]
+
+  def _encode_each(self, values, indexes):
+    strings = []
+    for v, index, (tables, coding_rank) in zip(values, indexes,
+                                               self._streams):
+      if not self._numpy:
+        strings.append(_encode(v, index, tables, None, coding_rank))
+      elif index is None:
+        strings.append(rc.encode_channel(v, tables, coding_rank=coding_rank))
+      else:
+        strings.append(rc.encode_index(v, index, tables,
+                                       coding_rank=coding_rank))
+    return strings
+
+  def _plan(self, values, indexes):
+    """The buffers and C arguments for inputs of these shapes, or None if
+    only the per-stream coder can code them (or raise their error)."""
+    shapes = tuple(np.shape(v) for v in values)
+    key = shapes + tuple(None if i is None else np.shape(i)
+                         for i in indexes)
+    if key in self._plans:
+      return self._plans[key]
+    if len(values) != len(self._streams) or any(
+        i is not None and np.shape(i) != shape
+        for i, shape in zip(indexes, shapes)):
+      return None
+    if any(rank > len(shape) for (_, rank), shape in zip(self._streams,
+                                                         shapes)):
+      return None
+    sizes = [rc._split_batch(shape, rank)
+             for (_, rank), shape in zip(self._streams, shapes)]
+    batch = sizes[0][0]
+    if (any(b != batch for b, _ in sizes) or
+        any(n > _I32_MAX for _, n in sizes) or
+        batch * len(sizes) > _I32_MAX):
+      return None
+    if len(self._plans) >= self._MAX_PLANS:
+      self._plans.clear()
+    self._plans[key] = _Plan(self._c_tables, shapes, sizes,
+                             [i is not None for i in indexes])
+    return self._plans[key]
+
+
+class _Plan:
+  """Buffers of one shape of input to `StreamsEncoder`, and the arguments
+  of `rc_encode_streams` that point at them."""
+
+  def __init__(self, c_tables, shapes, sizes, indexed):
+    self.batch = batch = sizes[0][0]
+    values = [np.empty(shape, np.int32) for shape in shapes]
+    indexes = [np.empty(shape, np.int32) if has else None
+               for shape, has in zip(shapes, indexed)]
+    self.buffers = values + indexes
+    self._streams = (_Stream * len(shapes))(*(
+        _Stream(tables.pointer, tables.num_tables, n,
+                None if index is None else index.ctypes.data,
+                value.ctypes.data)
+        for tables, (_, n), value, index in zip(c_tables, sizes, values,
+                                                indexes)))
+    self.ends = np.empty(max(batch * len(shapes), 1), np.int64)
+    self._failed = ctypes.c_int32()
+    capacity = [sum(batch * (2 + per_value * n) for _, n in sizes)
+                for per_value in (_BYTES_DIRECT, _BYTES_ANY)]
+    self.out = np.empty(capacity[1], np.uint8)
+    self.arguments, self.escape_arguments = (
+        (self._streams, len(shapes), batch, self.out.ctypes.data, room,
+         self.ends.ctypes.data, ctypes.byref(self._failed))
+        for room in capacity)
+
+
+def _copy_int32(buffer, array):
+  """Copies the integer `array` into the int32 `buffer` (or nothing, for
+  None into None); False if it is not integers that int32 holds."""
+  if buffer is None:
+    return True
+  array = np.asarray(array)
+  if array.dtype.kind not in "iu" or array.dtype == np.uint64:
+    return False
+  np.copyto(buffer, array, casting="unsafe")
+  return array.dtype == np.int32 or bool((buffer == array).all())
 
 
 # ---------------------------------------------------------------------------

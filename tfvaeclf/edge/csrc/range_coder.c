@@ -462,6 +462,33 @@ int rc_encode_batch(const rc_table *tables, int32_t num_tables,
   return RC_OK;
 }
 
+int rc_encode_streams(const rc_stream *streams, int32_t count, int32_t batch,
+                      uint8_t *out, int64_t capacity, int64_t *ends,
+                      int32_t *failed) {
+  int64_t start = 0;
+  int32_t s, b;
+  *failed = -1;
+  if (count < 0 || batch < 0 || capacity < 0 ||
+      (count > 0 && (streams == NULL || ends == NULL))) {
+    return RC_ERR_ARG;
+  }
+  for (s = 0; s < count; ++s) {
+    const rc_stream *stream = &streams[s];
+    int64_t *stream_ends = ends + (int64_t)s * batch;
+    const int status = rc_encode_batch(
+        stream->tables, stream->num_tables, stream->index, stream->values,
+        batch, stream->n, out == NULL ? NULL : out + start, capacity - start,
+        stream_ends, failed);
+    if (status != RC_OK) {
+      if (*failed >= 0) *failed += s * batch;
+      return status;
+    }
+    for (b = 0; b < batch; ++b) stream_ends[b] += start;
+    if (batch > 0) start = stream_ends[batch - 1];
+  }
+  return RC_OK;
+}
+
 void rc_decode_batch(const rc_table *tables, int32_t num_tables,
                      const int32_t *index, const uint8_t *data,
                      const int64_t *ends, int32_t batch, int32_t n,

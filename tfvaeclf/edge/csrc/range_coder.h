@@ -182,6 +182,25 @@ int rc_encode_batch(const rc_table *tables, int32_t num_tables,
                     int32_t n, uint8_t *out, int64_t capacity, int64_t *ends,
                     int32_t *failed);
 
+/* One stream of rc_encode_streams: its tables and its (batch, n) values
+ * (and table indexes, or NULL for channel coding), C order. */
+typedef struct rc_stream {
+  const rc_table *tables;
+  int32_t num_tables;
+  int32_t n;
+  const int32_t *index;
+  const int32_t *values;
+} rc_stream;
+
+/* rc_encode_batch of `count` streams of `batch` strings each in one call
+ * (a conditional coder's hyper-latent and latent: the per-call cost of a
+ * binding dominates one image). String b of stream s ends at
+ * ends[s * batch + b], the strings written one after another, stream by
+ * stream; the first error's string s * batch + b goes to *failed. */
+int rc_encode_streams(const rc_stream *streams, int32_t count, int32_t batch,
+                      uint8_t *out, int64_t capacity, int64_t *ends,
+                      int32_t *failed);
+
 /* String b is data[ends[b - 1], ends[b]); status[b] gets rc_decode's
  * result for it. */
 void rc_decode_batch(const rc_table *tables, int32_t num_tables,
