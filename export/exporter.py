@@ -118,10 +118,6 @@ def _write(loaded, directory, calibration, with_mcu):
   """Writes every file of the bundle into `directory`, the manifest last."""
   model, codec = loaded.model, loaded.codec
   streams, tables = _streams(model, codec)
-  if with_mcu and len(streams) != 1:
-    raise cli.UserError(
-        f"model {model.name}: --mcu supports the factorized and dithered "
-        "coders, not the conditional ones (export without --mcu)")
   encode_streams = _encode_streams(model, streams)
   edge = {}
   for name, images in ((bundle.ENCODER, None),
@@ -144,7 +140,9 @@ def _write(loaded, directory, calibration, with_mcu):
   if with_mcu:
     board = {"mcu": mcu.write_mcu(directory, codec.fingerprint, streams,
                                   tables, edge[bundle.ENCODER_INT8],
-                                  flatbuffer)}
+                                  flatbuffer, len(streams) == 2 and
+                                  mcu.slice_coder(model.coder,
+                                                  codec.latent_shape))}
   signatures = server.save(model, streams[-1]["shape"],
                            os.path.join(directory, bundle.SERVER_DIR),
                            parameters)

@@ -6,8 +6,9 @@
  * The message is: kind byte (0x10, | 0x01 with a counter), the counter in
  * LEB128 (dithered models only), the stream's range-coded string, and the
  * CRC32 of the model's 8-byte fingerprint followed by every byte before
- * it. The writer covers one-stream models (factorized and dithered coders:
- * what `python -m export` exports).
+ * it. A conditional coder's message (hyperprior, channel context) holds two
+ * strings: the hyper-latent's length in LEB128, its string, then the
+ * latent's (tfvaeclf_encode_conditional_message).
  *
  * Integer only. The encoder's int8 output q stands for the float
  * (q - zero_point) * scale, which the Python edge rounds half to even (after
@@ -27,6 +28,12 @@
  * (tfvaeclf_encode_message -> rc_encoder_put -> its escape step) uses a
  * fixed frame: 156 bytes with arm-none-eabi-gcc 12 -Os for Cortex-M4
  * (gcc -fstack-usage: 88 + 32 + 24 + 12; tools/mcu/qemu.sh lists them).
+ * The conditional writer's chain is as flat (qemu.sh lists its frames).
+ *
+ * Conditional coders: the board runs the float32 slice coder on the coded
+ * hyper-latent (hyper->value of its int8 output, as floats) and the
+ * dequantized latent; its int32 values and table indexes are coded here
+ * with the latent's indexed tables, value k with table indexes[k].
  */
 #ifndef TFVAECLF_MESSAGE_H_
 #define TFVAECLF_MESSAGE_H_
@@ -61,6 +68,15 @@ typedef struct tfvaeclf_codec {
   int32_t levels;
 } tfvaeclf_codec;
 
+/* A conditional coder: the hyper-latent coded as a factorized latent (its
+ * fingerprint is the message's), then the latent's indexed tables. */
+typedef struct tfvaeclf_conditional_codec {
+  const tfvaeclf_codec *hyper;  /* no dither */
+  const rc_table *tables;       /* value k uses table indexes[k] */
+  int32_t num_tables;
+  int32_t num_values;           /* latent values per image, coding order */
+} tfvaeclf_conditional_codec;
+
 /* CRC32 (zlib's) of data[0, length), continuing from `crc` (0 to start). */
 uint32_t tfvaeclf_crc32(uint32_t crc, const uint8_t *data, size_t length);
 
@@ -72,6 +88,17 @@ uint32_t tfvaeclf_crc32(uint32_t crc, const uint8_t *data, size_t length);
 int32_t tfvaeclf_encode_message(const tfvaeclf_codec *codec,
                                 const int8_t *latent, uint32_t counter,
                                 uint8_t *out, int32_t capacity);
+
+/* Writes the message of one image for a conditional coder: the int8
+ * hyper-latent `hyper` (codec->hyper->num_values), and the slice coder's
+ * `values` and `indexes` (codec->num_values each). Returns the message's
+ * length or an error (< 0): RC_ERR_INDEX for an index outside the tables,
+ * RC_ERR_CAPACITY if `capacity` is too small (see TFVAECLF_MAX_MESSAGE_BYTES
+ * in tfvaeclf_model.h for what suffices). */
+int32_t tfvaeclf_encode_conditional_message(
+    const tfvaeclf_conditional_codec *codec, const int8_t *hyper,
+    const int32_t *values, const int32_t *indexes, uint8_t *out,
+    int32_t capacity);
 
 #ifdef __cplusplus
 }
