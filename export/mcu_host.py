@@ -10,14 +10,15 @@ import subprocess
 import numpy as np
 from tflite_micro import runtime as tflm
 
-from tfvaeclf.edge import bundle
+from tfvaeclf.edge import EdgeEncoder, bundle
 from tfvaeclf.edge import encoder as edge_encoder
 from tfvaeclf.edge.interpreter import load_interpreter
 
 from export import mcu, server
 
 __all__ = ["CFLAGS", "build_harness", "c_conditional_messages", "c_messages",
-           "fixed_conditional_header", "fixed_latents_header", "int8_model",
+           "edge_conditional_messages", "fixed_conditional_header",
+           "fixed_latents_header", "int8_model", "litert_conditional",
            "litert_outputs", "read_manifest", "server_classes",
            "tflm_outputs", "tflm_slice_coder"]
 
@@ -98,6 +99,27 @@ def _tflm(path, arena, inputs):
     for name, results in outputs.items():
       results.append(interpreter.get_output(positions["outputs"][name])[0])
   return {name: np.stack(results) for name, results in outputs.items()}
+
+
+def litert_conditional(bundle_dir, images):
+  """A conditional bundle's: (pixels the int8 encoder takes, its raw
+  {stream name: int8 output} under LiteRT, as the edge runs it)."""
+  # pylint: disable=protected-access
+  encoder = EdgeEncoder(bundle_dir, int8=True)
+  pixels = encoder._pixels[images]
+  return pixels, encoder._encoder.run({bundle.ENCODER_INPUT: pixels})
+
+
+def edge_conditional_messages(bundle_dir, hyper, latent):
+  """What the Linux edge sends for a conditional bundle's int8 encoder
+  outputs (its LiteRT slice coder, its range coder)."""
+  # pylint: disable=protected-access
+  encoder = EdgeEncoder(bundle_dir, int8=True)
+  coded = {}
+  for name, outputs in zip(encoder._streams, (hyper, latent)):
+    coded[name] = encoder._streams[name].quantize(
+        encoder._dequantize[name](outputs), 0, coded)
+  return encoder.codec.pack_messages(encoder.code(coded))
 
 
 def tflm_outputs(bundle_dir, pixels):

@@ -24,11 +24,12 @@
  * Worst case: the message takes at most TFVAECLF_MESSAGE_OVERHEAD bytes
  * beyond its string, whose bound the export states per model
  * (TFVAECLF_MAX_MESSAGE_BYTES in tfvaeclf_model.h). Nothing recurses and
- * no function puts an array on the stack: the deepest call chain
- * (tfvaeclf_encode_message -> rc_encoder_put -> its escape step) uses a
- * fixed frame: 156 bytes with arm-none-eabi-gcc 12 -Os for Cortex-M4
- * (gcc -fstack-usage: 88 + 32 + 24 + 12; tools/mcu/qemu.sh lists them).
- * The conditional writer's chain is as flat (qemu.sh lists its frames).
+ * no function puts an array on the stack: the deepest call chains use a
+ * fixed frame, with arm-none-eabi-gcc 12 -Os for Cortex-M4 (gcc
+ * -fstack-usage; tools/mcu/qemu.sh lists them): tfvaeclf_encode_message ->
+ * its stream coder -> rc_encoder_put's escape step, 180 bytes (32 + 80 +
+ * 32 + 24 + 12); tfvaeclf_encode_conditional_message, 236 bytes (88 + 80 +
+ * 32 + 24 + 12).
  *
  * Conditional coders: the board runs the float32 slice coder on the coded
  * hyper-latent (hyper->value of its int8 output, as floats) and the
