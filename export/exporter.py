@@ -138,11 +138,12 @@ def _write(loaded, directory, calibration, with_mcu):
     np.savez(f, **tables)
   board = {}
   if with_mcu:
+    board_slice_coder = (mcu.convert_slice_coder(model.coder,
+                                                 codec.latent_shape)
+                         if "conditional" in streams[-1] else None)
     board = {"mcu": mcu.write_mcu(directory, codec.fingerprint, streams,
                                   tables, edge[bundle.ENCODER_INT8],
-                                  flatbuffer, len(streams) == 2 and
-                                  mcu.slice_coder(model.coder,
-                                                  codec.latent_shape))}
+                                  flatbuffer, board_slice_coder)}
   signatures = server.save(model, streams[-1]["shape"],
                            os.path.join(directory, bundle.SERVER_DIR),
                            parameters)

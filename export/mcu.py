@@ -34,8 +34,8 @@ import tensorflow as tf
 from tfvaeclf import cli, dither
 from tfvaeclf.edge import range_coder
 
-__all__ = ["MCU_DIR", "SLICE_CODER", "arena_size", "model_ops", "slice_coder",
-           "symbol_tables", "tensor_positions", "write_mcu"]
+__all__ = ["MCU_DIR", "SLICE_CODER", "arena_size", "convert_slice_coder",
+           "model_ops", "symbol_tables", "tensor_positions", "write_mcu"]
 
 MCU_DIR = "mcu"
 SLICE_CODER = "slice_coder.tflite"  # what slice_coder_data.c holds
@@ -59,7 +59,7 @@ def model_ops(*flatbuffers):
   return list(dict.fromkeys(ops))
 
 
-def slice_coder(coder, latent_shape):
+def convert_slice_coder(coder, latent_shape):
   """The float32 slice coder for TFLM, whose kernels need static shapes:
   `export.encoder.slice_coder_function` for one image."""
   from export import encoder

@@ -64,17 +64,22 @@ def python_messages(bundle_dir, latents, first_counter=0):
                                      counter)
 
 
-@pytest.fixture(scope="module")
-def mcu_bundle(trained_dir, tmp_path_factory):
-  """The session's small model, exported through the CLI with --mcu."""
-  out = str(tmp_path_factory.mktemp("mcu") / "bundle")
+def cli_export_mcu(directory, out):
+  """`python -m export --mcu` of the model dir `directory` into `out`."""
   with flagsaver.flagsaver():
     with pytest.raises(SystemExit) as exit_info:
       cli.run(export_main.main, argv=[
-          "export", f"--model_dir={trained_dir}", f"--out={out}",
+          "export", f"--model_dir={directory}", f"--out={out}",
           "--calibration_examples=100", "--mcu"])
   assert exit_info.value.code is None
   return out
+
+
+@pytest.fixture(scope="module")
+def mcu_bundle(trained_dir, tmp_path_factory):
+  """The session's small model, exported through the CLI with --mcu."""
+  return cli_export_mcu(trained_dir,
+                        str(tmp_path_factory.mktemp("mcu") / "bundle"))
 
 
 @pytest.fixture(scope="module", params=("hyperprior", "context"))
@@ -84,13 +89,7 @@ def conditional(request, mnist, tmp_path_factory):
   directory = tmp_path_factory.mktemp(request.param)
   run = train_small_joint(directory / "run", mnist, 2000, lmbda=1.0,
                           entropy_model=request.param)
-  out = str(directory / "bundle")
-  with flagsaver.flagsaver():
-    with pytest.raises(SystemExit) as exit_info:
-      cli.run(export_main.main, argv=[
-          "export", f"--model_dir={run}", f"--out={out}",
-          "--calibration_examples=100", "--mcu"])
-  assert exit_info.value.code is None
+  out = cli_export_mcu(run, str(directory / "bundle"))
   return out, build_harness(out)
 
 
