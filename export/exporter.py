@@ -118,10 +118,6 @@ def _write(loaded, directory, calibration, with_mcu):
   """Writes every file of the bundle into `directory`, the manifest last."""
   model, codec = loaded.model, loaded.codec
   streams, tables = _streams(model, codec)
-  if with_mcu and len(streams) != 1:
-    raise cli.UserError(
-        f"model {model.name}: --mcu supports the factorized and dithered "
-        "coders, not the conditional ones (export without --mcu)")
   encode_streams = _encode_streams(model, streams)
   edge = {}
   for name, images in ((bundle.ENCODER, None),
@@ -142,9 +138,12 @@ def _write(loaded, directory, calibration, with_mcu):
     np.savez(f, **tables)
   board = {}
   if with_mcu:
+    board_slice_coder = (mcu.convert_slice_coder(model.coder,
+                                                 codec.latent_shape)
+                         if "conditional" in streams[-1] else None)
     board = {"mcu": mcu.write_mcu(directory, codec.fingerprint, streams,
                                   tables, edge[bundle.ENCODER_INT8],
-                                  flatbuffer)}
+                                  flatbuffer, board_slice_coder)}
   signatures = server.save(model, streams[-1]["shape"],
                            os.path.join(directory, bundle.SERVER_DIR),
                            parameters)

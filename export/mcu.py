@@ -1,11 +1,17 @@
 """The microcontroller part of a bundle: `BUNDLE/mcu/`, C sources for a board.
 
     mcu/model_data.{h,c}        the int8 encoder, an aligned const array
+    mcu/slice_coder_data.{h,c}  conditional coders: the float32 slice coder
+                                (batch 1: TFLM needs static shapes; also
+                                as mcu/slice_coder.tflite) and the float
+                                of each int8 latent output it takes
     mcu/tfvaeclf_model.{h,c}    the frozen tables, the int8 output -> value
                                 tables, fingerprint, shapes, arena size and
                                 worst-case message size
     mcu/range_coder.{h,c}       the C99 range coder (tfvaeclf/edge/csrc)
-    mcu/tfvaeclf_message.{h,c}  int8 latent -> one wire-format message
+    mcu/tfvaeclf_message.{h,c}  int8 latent (a conditional coder's: int8
+                                hyper-latent and the slice coder's values
+                                and indexes) -> one wire-format message
     mcu/main.cc                 example: TFLM, then the message writer
     mcu/tfvaeclf.mk             Makefile fragment
     mcu/README.md               for the board
@@ -14,12 +20,12 @@ The coder side is integer only: every float the Python edge computes from
 an int8 output (dequantization, dither, rounding) is computed here, in
 numpy float32 as the edge does, for all 256 outputs (see
 tfvaeclf_message.h). The arena size is the smallest with which the PyPI
-`tflite-micro` interpreter allocates and runs the model.
+`tflite-micro` interpreter allocates and runs the model (each model).
 """
 
-import contextlib
 import os
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -28,58 +34,77 @@ import tensorflow as tf
 from tfvaeclf import cli, dither
 from tfvaeclf.edge import range_coder
 
-__all__ = ["MCU_DIR", "arena_size", "model_ops", "symbol_tables",
-           "write_mcu"]
+__all__ = ["MCU_DIR", "SLICE_CODER", "arena_size", "convert_slice_coder",
+           "model_ops", "symbol_tables", "tensor_positions", "write_mcu"]
 
 MCU_DIR = "mcu"
+SLICE_CODER = "slice_coder.tflite"  # what slice_coder_data.c holds
 _CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))), "tfvaeclf", "edge", "csrc")
 _COPIED = ("range_coder.h", "range_coder.c", "tfvaeclf_message.h",
            "tfvaeclf_message.c")
 _NEVER = 1 << 24  # TFVAECLF_NEVER: the dither hash has 24 bits
+_LEB128_BYTES = 5  # of a counter or a length
 _ARENA_ALIGN = 16
 _ARENA_LIMIT = 1 << 26
 
 
-def model_ops(flatbuffer):
-  """The model's builtin op names ("CONV_2D", ...), in order of first use."""
+def model_ops(*flatbuffers):
+  """The models' builtin op names ("CONV_2D", ...), in order of first use."""
+  ops = []
+  for flatbuffer in flatbuffers:
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    # pylint: disable=protected-access
+    ops += [op["op_name"] for op in interpreter._get_ops_details()]
+  return list(dict.fromkeys(ops))
+
+
+def convert_slice_coder(coder, latent_shape):
+  """The float32 slice coder for TFLM, whose kernels need static shapes:
+  `export.encoder.slice_coder_function` for one image."""
+  from export import encoder
+  function = encoder.slice_coder_function(coder, latent_shape)
+  specs = [tf.TensorSpec([1, *spec.shape[1:]], spec.dtype, name=spec.name)
+           for spec in function.input_signature]
+  return encoder.convert_function(tf.function(
+      lambda z_hat, latent: function(z_hat, latent), input_signature=specs))
+
+
+def tensor_positions(flatbuffer):
+  """{"inputs"/"outputs": {signature name: position}}: where TFLM, which
+  knows no signatures, finds each named tensor (`input(i)`/`output(i)`)."""
   interpreter = tf.lite.Interpreter(model_content=flatbuffer)
   # pylint: disable=protected-access
-  return list(dict.fromkeys(op["op_name"]
-                            for op in interpreter._get_ops_details()))
+  (signature,) = interpreter._get_full_signature_list().values()
+  positions = {}
+  for kind, details in (("inputs", interpreter.get_input_details()),
+                        ("outputs", interpreter.get_output_details())):
+    order = [detail["index"] for detail in details]
+    positions[kind] = {name: order.index(index)
+                       for name, index in signature[kind].items()}
+  return positions
 
 
-@contextlib.contextmanager
-def _quiet():
-  """Silences TFLM's C-level prints of each failed allocation."""
-  sys.stdout.flush()
-  sys.stderr.flush()
-  saved = [os.dup(1), os.dup(2)]
-  with open(os.devnull, "w") as null:
-    os.dup2(null.fileno(), 1)
-    os.dup2(null.fileno(), 2)
-  try:
-    yield
-  finally:
-    for fd, copy in zip((1, 2), saved):
-      os.dup2(copy, fd)
-      os.close(copy)
+# Runs a model (stdin) in an arena of argv[1] bytes, in a child process:
+# TFLM's Python wrapper may crash, not raise, when an arena is too small.
+_PROBE = """
+import sys
+from tflite_micro import runtime
+interpreter = runtime.Interpreter.from_bytes(sys.stdin.buffer.read(),
+                                             arena_size=int(sys.argv[1]))
+interpreter.invoke()
+"""
 
 
 def _runs(flatbuffer, size):
-  from tflite_micro import runtime
-  try:
-    with _quiet():
-      interpreter = runtime.Interpreter.from_bytes(flatbuffer,
-                                                   arena_size=size)
-      interpreter.invoke()
-  except RuntimeError:
-    return False
-  return True
+  return subprocess.run([sys.executable, "-c", _PROBE, str(size)],
+                        input=flatbuffer, capture_output=True,
+                        check=False).returncode == 0
 
 
 def arena_size(flatbuffer):
-  """The smallest TFLM arena (a multiple of 16 bytes) that runs the model."""
+  """The smallest TFLM arena (a multiple of 16 bytes) that runs the model
+  (on zero inputs)."""
   try:
     import tflite_micro  # noqa: F401  pylint: disable=unused-import
   except ImportError:
@@ -88,7 +113,7 @@ def arena_size(flatbuffer):
   high = 10 * len(flatbuffer)  # tflite-micro's default
   while not _runs(flatbuffer, high):
     if high > _ARENA_LIMIT:
-      raise cli.UserError(f"TFLM cannot run the int8 encoder in "
+      raise cli.UserError(f"TFLM cannot run the exported model in "
                           f"{_ARENA_LIMIT} bytes of arena")
     high *= 2
   low = 0  # fails; `high` runs
@@ -157,44 +182,65 @@ def _array(ctype, name, values, per_line=12, attributes=""):
           f"  {body}\n}};\n")
 
 
-def _model_files(flatbuffer):
-  header = f"""/* The int8 encoder ({len(flatbuffer)} bytes), for TFLM.
+def _model_files(flatbuffer, stem, what, extra_header="", extra_source=""):
+  """`stem`.{h,c}: the model `flatbuffer` as the aligned array
+  tfvaeclf_`stem`."""
+  guard, symbol = f"TFVAECLF_{stem.upper()}_H_", f"tfvaeclf_{stem}"
+  length = f"{symbol.upper()}_LEN"
+  header = f"""/* {what} ({len(flatbuffer)} bytes), for TFLM.
  * Generated by python -m export --mcu. */
-#ifndef TFVAECLF_MODEL_DATA_H_
-#define TFVAECLF_MODEL_DATA_H_
+#ifndef {guard}
+#define {guard}
 
 #ifdef __cplusplus
 extern "C" {{
 #endif
 
-#define TFVAECLF_MODEL_DATA_LEN {len(flatbuffer)}
-extern const unsigned char tfvaeclf_model_data[TFVAECLF_MODEL_DATA_LEN];
-
+#define {length} {len(flatbuffer)}
+extern const unsigned char {symbol}[{length}];
+{extra_header}
 #ifdef __cplusplus
 }}
 #endif
 
-#endif /* TFVAECLF_MODEL_DATA_H_ */
+#endif /* {guard} */
 """
-  source = ('/* Generated by python -m export --mcu. */\n'
-            '#include "model_data.h"\n\n'
+  source = (f'/* Generated by python -m export --mcu. */\n'
+            f'#include "{stem}.h"\n\n'
             '/* TFLM reads the flatbuffer in place: 16-byte aligned. */\n' +
-            _array("unsigned char", "tfvaeclf_model_data", list(flatbuffer),
-                   per_line=16,
-                   attributes="__attribute__((aligned(16)))\n"))
-  return {"model_data.h": header, "model_data.c": source}
+            _array("unsigned char", symbol, list(flatbuffer), per_line=16,
+                   attributes="__attribute__((aligned(16)))\n") +
+            extra_source)
+  return {f"{stem}.h": header, f"{stem}.c": source}
 
 
-def _codec_files(fingerprint, stream, arrays, output, pixels, arena, ops):
-  """tfvaeclf_model.{h,c} and the figures they state."""
-  name = stream["name"]
-  tables = range_coder.CdfTables(arrays[f"{name}/cdf"],
-                                 arrays[f"{name}/cdf_offset"])
-  shape = [int(d) for d in stream["shape"]]
-  num_values = int(np.prod(shape))
+def _cdf_tables(prefix, tables):
+  """C text of `tables` (a range_coder.CdfTables): {prefix}_tables."""
+  cdf_starts = np.concatenate([[0], np.cumsum([len(c) for c in tables.cdfs])])
+  rows = ",\n  ".join(
+      f"{{{prefix}_cdf + {int(start)}, {int(symbols)}, {int(offset)}, "
+      f"{int(precision)}, {int(overflow)}}}"
+      for start, symbols, offset, precision, overflow in zip(
+          cdf_starts, tables.num_symbols, tables.offsets, tables.precision,
+          tables.overflow))
+  return [_array("int32_t", f"{prefix}_cdf", np.concatenate(tables.cdfs),
+                 attributes="static "),
+          f"static const rc_table {prefix}_tables[{tables.num_tables}] = "
+          f"{{\n  {rows}\n}};\n"]
+
+
+def _read_tables(arrays, name):
+  return range_coder.CdfTables(arrays[f"{name}/cdf"],
+                               arrays[f"{name}/cdf_offset"])
+
+
+def _channel_codec(symbol, prefix, stream, arrays, quantization):
+  """C text of the tfvaeclf_codec `symbol` of a table-per-channel stream,
+  and its string's worst-case bytes."""
+  tables = _read_tables(arrays, stream["name"])
+  num_values = int(np.prod(stream["shape"]))
   channels = tables.num_tables
   levels = stream.get("dither", {}).get("levels")
-  quantization = output["quantization"]
   value, step1, step2 = symbol_tables(
       quantization["scale"], quantization["zero_point"], levels)
   if np.abs(value).max() > 2**15 - 3:
@@ -206,28 +252,106 @@ def _codec_files(fingerprint, stream, arrays, output, pixels, arena, ops):
     low, high = max(0, int(value.min())), min(levels - 1, int(value.max()) + 2)
   steps = _steps([(low, high)] * channels, tables)
   string_bytes = 2 + 2 * sum(steps[k % channels] for k in range(num_values))
-  counter_bytes = 5 if levels is not None else 0
-  max_message = 1 + counter_bytes + string_bytes + 4
-  cdf_starts = np.concatenate([[0], np.cumsum([len(c) for c in tables.cdfs])])
-  table_rows = ",\n  ".join(
-      f"{{tfvaeclf_cdf + {int(start)}, {int(symbols)}, {int(offset)}, "
-      f"{int(precision)}, {int(overflow)}}}"
-      for start, symbols, offset, precision, overflow in zip(
-          cdf_starts, tables.num_symbols, tables.offsets, tables.precision,
-          tables.overflow))
   dithered = levels is not None
   key = (int(dither._mix(np.int64((stream["dither"]["seed"] + dither._GOLDEN)
                                   & 0xFFFFFFFF), np.right_shift))
          if dithered else 0)  # pylint: disable=protected-access
-  shape_text = ", ".join(map(str, shape))
-  kind = f"dithered (levels {levels})" if dithered else "factorized"
+  parts = _cdf_tables(prefix, tables) + [
+      _array("int16_t", f"{prefix}_value", value, per_line=16,
+             attributes="static ")]
+  steps_refs = "NULL, NULL"
+  if dithered:
+    parts += [_array("uint32_t", f"{prefix}_step{i}", step, per_line=8,
+                     attributes="static ")
+              for i, step in ((1, step1), (2, step2))]
+    steps_refs = f"{prefix}_step1, {prefix}_step2"
+  parts.append(
+      f"const tfvaeclf_codec {symbol} = {{\n"
+      f"  tfvaeclf_fingerprint, {prefix}_tables, {channels}, {num_values},\n"
+      f"  {prefix}_value, {steps_refs}, {key}u, {levels or 0}\n}};\n")
+  return parts, string_bytes
+
+
+def _conditional_codec(stream, arrays, quantization):
+  """C text of tfvaeclf_model_codec's latent half, its values' bound and
+  its string's worst-case bytes when they keep to it."""
+  tables = _read_tables(arrays, stream["name"])
+  num_values = int(np.prod(stream["shape"]))
+  latent = symbol_tables(quantization["scale"], quantization["zero_point"])[0]
+  # A value is round(y - loc): y and its predicted mean loc both within
+  # what the int8 output can give.
+  bound = 2 * int(np.abs(latent).max()) + 1
+  steps = _steps([(-bound, bound)] * tables.num_tables, tables)
+  string_bytes = 2 + 2 * max(steps) * num_values
+  parts = _cdf_tables("tfvaeclf_latent", tables) + [
+      "const tfvaeclf_conditional_codec tfvaeclf_model_codec = {\n"
+      f"  &tfvaeclf_hyper_codec, tfvaeclf_latent_tables, "
+      f"{tables.num_tables}, {num_values}\n}};\n"]
+  return parts, bound, string_bytes
+
+
+def _codec_files(fingerprint, streams, arrays, outputs, pixels, defines,
+                 ops):
+  """tfvaeclf_model.{h,c} and the message's worst-case bytes. `outputs`:
+  the int8 encoder's, by stream name; `defines`: (name, value, comment) of
+  the models the header also states."""
+  parts = ['/* Generated by python -m export --mcu. */\n'
+           '#include "tfvaeclf_model.h"\n',
+           _array("uint8_t", "tfvaeclf_pixel", pixels["table"],
+                  per_line=16),
+           _array("uint8_t", "tfvaeclf_fingerprint", list(fingerprint),
+                  attributes="static ")]
+  first = streams[0]
+  conditional = len(streams) == 2
+  codec_parts, string_bytes = _channel_codec(
+      "tfvaeclf_hyper_codec" if conditional else "tfvaeclf_model_codec",
+      "tfvaeclf_hyper" if conditional else "tfvaeclf", first, arrays,
+      outputs[first["name"]]["quantization"])
+  parts += codec_parts
+  dithered = "dither" in first
+  values = [("TFVAECLF_LATENT_VALUES", int(np.prod(streams[-1]["shape"])),
+             "")]
+  if conditional:
+    latent_parts, bound, latent_bytes = _conditional_codec(
+        streams[1], arrays, outputs[streams[1]["name"]]["quantization"])
+    parts += latent_parts
+    string_bytes += latent_bytes
+    values = [("TFVAECLF_HYPER_VALUES", int(np.prod(first["shape"])), ""),
+              *values,
+              ("TFVAECLF_LATENT_VALUE_BOUND", bound,
+               "TFVAECLF_MAX_MESSAGE_BYTES holds if every value the slice "
+               "coder gives has |value| <= this (y and its predicted mean "
+               "within the int8 output's range); if not, the coder returns "
+               "RC_ERR_CAPACITY, never writing past the buffer")]
+    kind = "conditional (hyper-latent, then indexed latent)"
+    codec_type = "tfvaeclf_conditional_codec"
+  else:
+    kind = (f"dithered (levels {first['dither']['levels']})" if dithered
+            else "factorized")
+    codec_type = "tfvaeclf_codec"
+  # Kind, counter or hyper-latent length, CRC.
+  max_message = (1 + (_LEB128_BYTES if dithered or conditional else 0) +
+                 string_bytes + 4)
+  define_lines = "\n".join(
+      (f"/* {_wrap(comment)} */\n" if comment else "") +
+      f"#define {name} {value}"
+      for name, value, comment in [
+          ("TFVAECLF_IMAGE_BYTES", int(np.prod(pixels["shape"])), ""),
+          ("TFVAECLF_CONDITIONAL", int(conditional), ""),
+          *values, ("TFVAECLF_DITHERED", int(dithered), ""), *defines,
+          ("TFVAECLF_MAX_MESSAGE_BYTES", max_message, "")])
+  hyper_extern = ("/* The hyper-latent's coder: value[q + 128] is the coded "
+                  "value of int8\n * output q, the slice coder's z_hat "
+                  "input. */\n"
+                  "extern const tfvaeclf_codec tfvaeclf_hyper_codec;\n"
+                  if conditional else "")
   header = f"""/* The frozen coder of one tfvaeclf model. Generated by
  * python -m export --mcu.
  *
- * Encoder side (codec fingerprint) {fingerprint.hex()}; stream "{name}",
- * {kind}.
- * Encoder: uint8 image ({", ".join(map(str, pixels["shape"]))}) -> int8 latent
- * ({shape_text}); TFLM ops: {", ".join(ops)}.
+ * {_wrap(f"Encoder side (codec fingerprint) {fingerprint.hex()}; streams "
+         f"{_shapes_text(streams)}, {kind}.")}
+ * Image: uint8 ({", ".join(map(str, pixels["shape"]))}); TFLM ops:
+ * {_wrap(", ".join(ops))}.
  *
  * Worst-case output: TFVAECLF_MAX_MESSAGE_BYTES (every value at the most
  * costly end of what the int8 output can give). Worst-case stack: see
@@ -244,16 +368,11 @@ def _codec_files(fingerprint, stream, arrays, output, pixels, arena, ops):
 extern "C" {{
 #endif
 
-#define TFVAECLF_IMAGE_BYTES {int(np.prod(pixels["shape"]))}
-#define TFVAECLF_LATENT_VALUES {num_values}
-#define TFVAECLF_DITHERED {int(dithered)}
-/* Smallest TFLM arena that ran the encoder (tflite-micro, at export). */
-#define TFVAECLF_ARENA_BYTES {arena}
-#define TFVAECLF_MAX_MESSAGE_BYTES {max_message}
+{define_lines}
 
-/* The model's coder; pass it to tfvaeclf_encode_message. */
-extern const tfvaeclf_codec tfvaeclf_model_codec;
-/* The encoder's input for each pixel value 0..255 (its uint8
+/* The model's coder; pass it to tfvaeclf_encode_{"conditional_" if conditional else ""}message. */
+extern const {codec_type} tfvaeclf_model_codec;
+{hyper_extern}/* The encoder's input for each pixel value 0..255 (its uint8
  * quantization). */
 extern const uint8_t tfvaeclf_pixel[256];
 
@@ -263,32 +382,25 @@ extern const uint8_t tfvaeclf_pixel[256];
 
 #endif /* TFVAECLF_MODEL_H_ */
 """
-  cdf = np.concatenate(tables.cdfs)
-  parts = ['/* Generated by python -m export --mcu. */\n'
-           '#include "tfvaeclf_model.h"\n',
-           _array("uint8_t", "tfvaeclf_pixel", pixels["table"],
-                  per_line=16),
-           _array("uint8_t", "tfvaeclf_fingerprint", list(fingerprint),
-                  attributes="static "),
-           _array("int32_t", "tfvaeclf_cdf", cdf, attributes="static "),
-           f"static const rc_table tfvaeclf_tables[{channels}] = {{\n"
-           f"  {table_rows}\n}};\n",
-           _array("int16_t", "tfvaeclf_value", value, per_line=16,
-                  attributes="static ")]
-  if dithered:
-    parts += [_array("uint32_t", "tfvaeclf_step1", step1, per_line=8,
-                     attributes="static "),
-              _array("uint32_t", "tfvaeclf_step2", step2, per_line=8,
-                     attributes="static ")]
-  steps_refs = ("tfvaeclf_step1, tfvaeclf_step2" if dithered
-                else "NULL, NULL")
-  parts.append(
-      "const tfvaeclf_codec tfvaeclf_model_codec = {\n"
-      f"  tfvaeclf_fingerprint, tfvaeclf_tables, {channels}, {num_values},\n"
-      f"  tfvaeclf_value, {steps_refs}, {key}u, {levels or 0}\n}};\n")
-  figures = {"arena_bytes": arena, "max_message_bytes": max_message}
   return {"tfvaeclf_model.h": header,
-          "tfvaeclf_model.c": "\n".join(parts)}, figures
+          "tfvaeclf_model.c": "\n".join(parts)}, max_message
+
+
+def _shapes_text(streams):
+  return ", ".join(f'"{s["name"]}" ({", ".join(map(str, s["shape"]))})'
+                   for s in streams)
+
+
+def _wrap(text, width=72):
+  """`text` in lines of a C comment."""
+  lines, line = [], ""
+  for word in text.split():
+    if line and len(line) + 1 + len(word) > width:
+      lines.append(line)
+      line = word
+    else:
+      line = f"{line} {word}" if line else word
+  return "\n * ".join(lines + [line])
 
 
 _MAIN = """// Example: one image -> one message, on a board with TFLM.
@@ -301,18 +413,16 @@ _MAIN = """// Example: one image -> one message, on a board with TFLM.
 #include "tensorflow/lite/schema/schema_generated.h"
 
 extern "C" {
-#include "model_data.h"
-#include "tfvaeclf_model.h"
-}
+@INCLUDES@}
 
 namespace {
 
-// The smallest arena the export measured (tflite-micro, 64-bit host; a
+// The smallest arenas the export measured (tflite-micro, 64-bit host; a
 // 32-bit board's pointers are smaller).
 alignas(16) uint8_t tensor_arena[TFVAECLF_ARENA_BYTES];
-uint8_t message[TFVAECLF_MAX_MESSAGE_BYTES];
+@GLOBALS@uint8_t message[TFVAECLF_MAX_MESSAGE_BYTES];
 
-// Exactly the ops of the int8 encoder.
+// Exactly the ops of @WHICH@.
 using OpResolver = tflite::MicroMutableOpResolver<@NUM_OPS@>;
 
 TfLiteStatus AddOps(OpResolver& resolver) {
@@ -323,8 +433,26 @@ TfLiteStatus AddOps(OpResolver& resolver) {
 }  // namespace
 
 // uint8 pixels (TFVAECLF_IMAGE_BYTES, H x W x C) -> message length in
-// `message`, or < 0. `counter` is the message's dither index (dithered
-// models; increment it per message, never repeat it).
+// `message`, or < 0.@ENCODE@
+
+int main() {
+  static OpResolver resolver;
+  if (AddOps(resolver) != kTfLiteOk) return 1;
+  static tflite::MicroInterpreter interpreter(
+      tflite::GetModel(tfvaeclf_model_data), resolver, tensor_arena,
+      sizeof(tensor_arena));
+  if (interpreter.AllocateTensors() != kTfLiteOk) return 1;
+@SETUP@  static uint8_t image[TFVAECLF_IMAGE_BYTES];  // a black image: replace
+  int length = EncodeImage(@ARGS@);
+  if (length < 0) return 1;
+  for (int i = 0; i < length; ++i) printf("%02x", message[i]);
+  printf("\\n");
+  return 0;
+}
+"""
+
+_ENCODE = """ `counter` is the message's dither index (dithered models;
+// increment it per message, never repeat it).
 int EncodeImage(tflite::MicroInterpreter& interpreter, const uint8_t* image,
                 uint32_t counter) {
   TfLiteTensor* input = interpreter.input(0);
@@ -335,23 +463,67 @@ int EncodeImage(tflite::MicroInterpreter& interpreter, const uint8_t* image,
   return tfvaeclf_encode_message(&tfvaeclf_model_codec,
                                  interpreter.output(0)->data.int8, counter,
                                  message, sizeof(message));
-}
+}"""
 
-int main() {
-  const tflite::Model* model = tflite::GetModel(tfvaeclf_model_data);
-  static OpResolver resolver;
-  if (AddOps(resolver) != kTfLiteOk) return 1;
-  static tflite::MicroInterpreter interpreter(model, resolver, tensor_arena,
-                                              sizeof(tensor_arena));
-  if (interpreter.AllocateTensors() != kTfLiteOk) return 1;
-  static uint8_t image[TFVAECLF_IMAGE_BYTES];  // a black image: replace
-  int length = EncodeImage(interpreter, image, 0);
-  if (length < 0) return 1;
-  for (int i = 0; i < length; ++i) printf("%02x", message[i]);
-  printf("\\n");
-  return 0;
-}
+_ENCODE_CONDITIONAL = """ The int8 encoder gives the hyper-latent z and the
+// latent y; the float32 slice coder takes the coded z (as floats) and the
+// dequantized y, and gives the latent's values and table indexes.
+int EncodeImage(tflite::MicroInterpreter& encoder,
+                tflite::MicroInterpreter& slice_coder, const uint8_t* image) {
+  TfLiteTensor* input = encoder.input(0);
+  for (int i = 0; i < TFVAECLF_IMAGE_BYTES; ++i) {
+    input->data.uint8[i] = tfvaeclf_pixel[image[i]];
+  }
+  if (encoder.Invoke() != kTfLiteOk) return -100;
+  const int8_t* z = encoder.output(TFVAECLF_ENCODER_HYPER_OUTPUT)->data.int8;
+  const int8_t* y = encoder.output(TFVAECLF_ENCODER_LATENT_OUTPUT)->data.int8;
+  float* z_hat = slice_coder.input(TFVAECLF_SLICE_HYPER_INPUT)->data.f;
+  float* latent = slice_coder.input(TFVAECLF_SLICE_LATENT_INPUT)->data.f;
+  for (int i = 0; i < TFVAECLF_HYPER_VALUES; ++i) {
+    z_hat[i] = tfvaeclf_hyper_codec.value[z[i] + 128];
+  }
+  for (int i = 0; i < TFVAECLF_LATENT_VALUES; ++i) {
+    latent[i] = tfvaeclf_latent_input[y[i] + 128];
+  }
+  if (slice_coder.Invoke() != kTfLiteOk) return -101;
+  return tfvaeclf_encode_conditional_message(
+      &tfvaeclf_model_codec, z,
+      slice_coder.output(TFVAECLF_SLICE_VALUES_OUTPUT)->data.i32,
+      slice_coder.output(TFVAECLF_SLICE_INDEXES_OUTPUT)->data.i32, message,
+      sizeof(message));
+}"""
+
+_SETUP_CONDITIONAL = """  static tflite::MicroInterpreter slice_coder(
+      tflite::GetModel(tfvaeclf_slice_coder_data), resolver, slice_arena,
+      sizeof(slice_arena));
+  if (slice_coder.AllocateTensors() != kTfLiteOk) return 1;
 """
+
+
+def _main(ops, conditional):
+  """main.cc: TFLM runs the model(s), then the coder writes the message."""
+  add_ops = "\n".join(
+      f"  if (resolver.{_op_method(op)}() != kTfLiteOk) return kTfLiteError;"
+      for op in ops)
+  includes = ['"model_data.h"', '"tfvaeclf_model.h"']
+  if conditional:
+    includes.insert(1, '"slice_coder_data.h"')
+  fields = {
+      "@INCLUDES@": "".join(f"#include {name}\n" for name in includes),
+      "@GLOBALS@": ("alignas(16) uint8_t slice_arena["
+                    "TFVAECLF_SLICE_ARENA_BYTES];\n" if conditional else ""),
+      "@WHICH@": ("the int8 encoder and the slice coder" if conditional
+                  else "the int8 encoder"),
+      "@NUM_OPS@": str(len(ops)), "@ADD_OPS@": add_ops,
+      "@ENCODE@": _ENCODE_CONDITIONAL if conditional else _ENCODE,
+      "@SETUP@": _SETUP_CONDITIONAL if conditional else "",
+      "@ARGS@": ("interpreter, slice_coder, image" if conditional
+                 else "interpreter, image, 0")}
+  text = _MAIN
+  for field, value in fields.items():
+    text = text.replace(field, value)
+  return text
+
 
 _MAKEFILE = """# tfvaeclf's coder for a board: include this fragment, then add
 # $(TFVAECLF_SRCS) to your sources and $(TFVAECLF_INCLUDES) to CFLAGS.
@@ -360,7 +532,7 @@ _MAKEFILE = """# tfvaeclf's coder for a board: include this fragment, then add
 TFVAECLF_DIR := $(dir $(lastword $(MAKEFILE_LIST)))
 TFVAECLF_SRCS := $(TFVAECLF_DIR)range_coder.c \\
   $(TFVAECLF_DIR)tfvaeclf_message.c $(TFVAECLF_DIR)tfvaeclf_model.c \\
-  $(TFVAECLF_DIR)model_data.c
+  @MODELS@
 TFVAECLF_INCLUDES := -I$(TFVAECLF_DIR)
 """
 
@@ -369,26 +541,29 @@ _README = """# tfvaeclf on a microcontroller
 Encoder side {fingerprint} (the codec fingerprint), {kind} coder.
 Generated by `python -m export --mcu`.
 
-The board runs the int8 encoder under TensorFlow Lite Micro, then
-`tfvaeclf_encode_message` turns its int8 output into one message of the
-wire format, byte for byte what the Python edge (`tfvaeclf.edge`) sends;
-the server (`python -m tfvaeclf.codec classify` or
-`export.server.BundleServer`) reads it.
+The board runs {runs}
+under TensorFlow Lite Micro, then `{writer}`
+turns {what}
+into one message of the wire format, byte for byte what the Python edge
+(`tfvaeclf.edge`) sends; the server (`python -m tfvaeclf.codec classify`
+or `export.server.BundleServer`) reads it.
 
 | file | what |
 | --- | --- |
 | `model_data.{{h,c}}` | int8 encoder, {model_bytes} bytes, 16-byte aligned |
-| `tfvaeclf_model.{{h,c}}` | frozen tables, fingerprint, shapes, figures |
+{slice_row}| `tfvaeclf_model.{{h,c}}` | frozen tables, fingerprint, shapes, figures |
 | `range_coder.{{h,c}}`, `tfvaeclf_message.{{h,c}}` | C99 coder |
 | `main.cc` | example: TFLM, then the coder |
 | `tfvaeclf.mk` | Makefile fragment |
 
-- TFLM ops (a `MicroMutableOpResolver<{num_ops}>`): {op_list}.
-- Tensor arena: {arena_bytes} bytes (the smallest that ran, measured at
-  export with the `tflite-micro` package on a 64-bit host).
+- TFLM ops (a `MicroMutableOpResolver<{num_ops}>`, one for all models):
+  {op_list}.
+- Tensor arena: {arenas}
+  (the smallest that ran, measured at export with the `tflite-micro`
+  package on a 64-bit host).
 - Message: at most {max_message_bytes} bytes (`TFVAECLF_MAX_MESSAGE_BYTES`).
 - Input: uint8 pixels H x W x C, looked up in `tfvaeclf_pixel`.
-{dither_note}
+{note}
 Build: `include tfvaeclf.mk`, add `$(TFVAECLF_SRCS)` and
 `$(TFVAECLF_INCLUDES)`; the coder needs only `<stddef.h>`/`<stdint.h>`.
 """
@@ -398,6 +573,14 @@ _DITHER_NOTE = """- Dithered model: each message carries a counter, its dither
   never reuse one.
 """
 
+_CONDITIONAL_NOTE = """- Conditional model: the slice coder is a float32 model (the
+  latent's scale indexes must be the server's exactly), so it needs a
+  float-capable core (e.g. Cortex-M4F, M7, M33 with FPU); the coder itself
+  stays integer only. Its input is the coded hyper-latent
+  (`tfvaeclf_hyper_codec.value`) and the dequantized latent
+  (`tfvaeclf_latent_input`).
+"""
+
 
 def _op_method(op):
   """"DEPTHWISE_CONV_2D" -> "AddDepthwiseConv2D" (TFLM's resolver)."""
@@ -405,16 +588,41 @@ def _op_method(op):
                          for part in op.split("_"))
 
 
-def write_mcu(directory, fingerprint, streams, arrays, edge, flatbuffer):
-  """Writes `directory/mcu/` for the one-stream coder `streams` (manifest
-  entries) with tables `arrays` (tables.npz's), messages keyed by the codec
+def _float_array(name, values):
+  """A const float array, each value exact (C99 hex floats)."""
+  body = ",\n  ".join(f"{float(v).hex()}f" for v in
+                       np.asarray(values, np.float32))
+  return f"const float {name}[{len(values)}] = {{\n  {body}\n}};\n"
+
+
+def _slice_coder_files(slice_coder, quantization):
+  """slice_coder_data.{h,c}: the float32 slice coder, and the float its
+  latent input takes for each int8 output."""
+  q = np.arange(-128, 128).astype(np.float32)
+  latent = (q - np.float32(quantization["zero_point"])) * np.float32(
+      quantization["scale"])
+  return _model_files(
+      slice_coder, "slice_coder_data", "The float32 slice coder",
+      extra_header=("/* The slice coder's latent input for int8 output q: "
+                    "[q + 128]. */\n"
+                    "extern const float tfvaeclf_latent_input[256];\n"),
+      extra_source="\n" + _float_array("tfvaeclf_latent_input", latent))
+
+
+def write_mcu(directory, fingerprint, streams, arrays, edge, flatbuffer,
+              slice_coder=None):
+  """Writes `directory/mcu/` for the coder `streams` (manifest entries)
+  with tables `arrays` (tables.npz's), messages keyed by the codec
   `fingerprint`, and its int8 encoder `flatbuffer` described by `edge`
-  (`encoder.describe`). Returns the figures for the manifest."""
+  (`encoder.describe`); a conditional coder's `slice_coder` flatbuffer
+  too. Returns the figures for the manifest."""
+  from tfvaeclf.edge import bundle
   from tfvaeclf.edge import encoder as edge_encoder
   # pylint: disable=protected-access
-  (stream,) = streams
-  ops = model_ops(flatbuffer)
-  arena = arena_size(flatbuffer)
+  conditional = len(streams) == 2
+  models = [flatbuffer] + ([slice_coder] if conditional else [])
+  ops = model_ops(*models)
+  arenas = [arena_size(model) for model in models]
   (image,) = edge["inputs"].values()
   quantization = image["quantization"]
   pixels = {"shape": image["shape"][1:], "table": edge_encoder._pixel_table({
@@ -422,28 +630,68 @@ def write_mcu(directory, fingerprint, streams, arrays, edge, flatbuffer):
       "quantization_parameters": {"scales": [quantization["scale"]],
                                   "zero_points": [quantization["zero_point"]]}
   })}
-  files = _model_files(flatbuffer)
-  codec_files, figures = _codec_files(
-      fingerprint, stream, arrays, edge["outputs"][stream["name"]], pixels,
-      arena, ops)
+  defines = [("TFVAECLF_ARENA_BYTES", arenas[0],
+              "Smallest TFLM arenas that ran the models (tflite-micro, at "
+              "export).")]
+  files = _model_files(flatbuffer, "model_data", "The int8 encoder")
+  if conditional:
+    hyper, latent = (stream["name"] for stream in streams)
+    encoder_at = tensor_positions(flatbuffer)["outputs"]
+    slice_at = tensor_positions(slice_coder)
+    defines += [
+        ("TFVAECLF_SLICE_ARENA_BYTES", arenas[1], ""),
+        ("TFVAECLF_ENCODER_HYPER_OUTPUT", encoder_at[hyper],
+         "Where TFLM finds each tensor: output(i), input(i)."),
+        ("TFVAECLF_ENCODER_LATENT_OUTPUT", encoder_at[latent], ""),
+        ("TFVAECLF_SLICE_HYPER_INPUT",
+         slice_at["inputs"][bundle.HYPER_INPUT], ""),
+        ("TFVAECLF_SLICE_LATENT_INPUT",
+         slice_at["inputs"][bundle.LATENT_INPUT], ""),
+        ("TFVAECLF_SLICE_VALUES_OUTPUT", slice_at["outputs"][bundle.VALUES],
+         ""),
+        ("TFVAECLF_SLICE_INDEXES_OUTPUT",
+         slice_at["outputs"][bundle.INDEXES], "")]
+    files.update(_slice_coder_files(
+        slice_coder, edge["outputs"][latent]["quantization"]))
+  codec_files, max_message = _codec_files(
+      fingerprint, streams, arrays, edge["outputs"], pixels, defines, ops)
   files.update(codec_files)
-  add_ops = "\n".join(
-      f"  if (resolver.{_op_method(op)}() != kTfLiteOk) return kTfLiteError;"
-      for op in ops)
-  files["main.cc"] = (_MAIN.replace("@NUM_OPS@", str(len(ops)))
-                      .replace("@ADD_OPS@", add_ops))
-  files["tfvaeclf.mk"] = _MAKEFILE
-  figures.update(ops=ops, model_bytes=len(flatbuffer))
+  files["main.cc"] = _main(ops, conditional)
+  files["tfvaeclf.mk"] = _MAKEFILE.replace("@MODELS@", " ".join(
+      f"$(TFVAECLF_DIR){name}.c" for name in
+      ["model_data", "slice_coder_data"][:len(models)]))
+  figures = {"arena_bytes": arenas[0], "max_message_bytes": max_message,
+             "ops": ops, "model_bytes": len(flatbuffer)}
+  if conditional:
+    figures.update(slice_arena_bytes=arenas[1],
+                   slice_coder_bytes=len(slice_coder))
+  dithered = "dither" in streams[0]
   files["README.md"] = _README.format(
       fingerprint=fingerprint.hex(),
-      kind="dithered" if "dither" in stream else "factorized",
+      kind=("conditional" if conditional else
+            "dithered" if dithered else "factorized"),
+      runs=("the int8 encoder and the float32 slice coder" if conditional
+            else "the int8 encoder"),
+      writer=("tfvaeclf_encode_conditional_message" if conditional
+              else "tfvaeclf_encode_message"),
+      what=("the hyper-latent and the slice coder's values and indexes"
+            if conditional else "its int8 output"),
+      slice_row=(f"| `slice_coder_data.{{h,c}}` | float32 slice coder, "
+                 f"{len(slice_coder)} bytes, 16-byte aligned |\n"
+                 if conditional else ""),
+      arenas=(f"{arenas[0]} bytes (encoder), {arenas[1]} bytes (slice coder)"
+              if conditional else f"{arenas[0]} bytes"),
       num_ops=len(ops), op_list=", ".join(ops),
-      dither_note=_DITHER_NOTE if "dither" in stream else "", **figures)
+      note=(_CONDITIONAL_NOTE if conditional else
+            _DITHER_NOTE if dithered else ""), **figures)
   out = os.path.join(directory, MCU_DIR)
   os.makedirs(out)
   for name, text in files.items():
     with open(os.path.join(out, name), "w") as f:
       f.write(text)
+  if conditional:
+    with open(os.path.join(out, SLICE_CODER), "wb") as f:
+      f.write(slice_coder)
   for name in _COPIED:
     shutil.copyfile(os.path.join(_CSRC, name), os.path.join(out, name))
   return figures

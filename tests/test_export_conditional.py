@@ -16,9 +16,8 @@ from tfvaeclf.edge import BundleError, EdgeEncoder, bundle
 from tfvaeclf.errors import BitstreamError
 
 import export
-from export import __main__ as export_main
 from export import server
-from tests.conftest import (MNIST_ARGS, edge_process, run_cli, run_spec,
+from tests.conftest import (MNIST_ARGS, edge_process, run_spec,
                             train_small_joint)
 from tests.test_export import _assert_one_line, _copy
 
@@ -227,16 +226,6 @@ def test_missing_table_fails_in_one_line(trained, tmp_path):
     with pytest.raises(BundleError) as excinfo:
       load(copy)
     _assert_one_line(excinfo, bundle.TABLES, "'latent'", "cdf_offset")
-
-
-def test_mcu_export_refuses_a_conditional_coder_in_one_line(
-    trained, tmp_path, capsys):
-  directory, _, _ = trained
-  code, _, err = run_cli(export_main.main, [
-      f"--model_dir={directory}", f"--out={tmp_path / 'b'}", "--mcu",
-      "--calibration_examples=10"], capsys)
-  assert code == 2 and err.count("\n") == 1 and "--mcu" in err
-  assert not os.path.exists(tmp_path / "b")
 
 
 # The kinds the joint model's tests leave out, each with a coder it takes

@@ -5,6 +5,7 @@ list and arena, and the server classifies what the two make of real
 digits as the Keras model does."""
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -13,17 +14,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import cli, data, dither
+from tfvaeclf import cli, codec, data, dither, model_dir
 from tfvaeclf.edge import EdgeEncoder, bundle, range_coder
 from tfvaeclf.edge import encoder as edge_encoder
 
 import export
 from export import __main__ as export_main
 from export import mcu, mcu_host
-from export.mcu_host import (CFLAGS, c_messages, fixed_latents_header,
-                             int8_model, litert_outputs, read_manifest,
-                             server_classes, tflm_outputs)
-from tests.conftest import REPO, train_small_rdc
+from export.mcu_host import (CFLAGS, c_conditional_messages, c_messages,
+                             edge_conditional_messages,
+                             fixed_conditional_header, fixed_latents_header,
+                             int8_model, litert_conditional, litert_outputs,
+                             read_manifest, server_classes, tflm_outputs,
+                             tflm_slice_coder)
+from tests.conftest import REPO, train_small_joint, train_small_rdc
 
 NUM_IMAGES = 300
 
@@ -60,17 +64,33 @@ def python_messages(bundle_dir, latents, first_counter=0):
                                      counter)
 
 
-@pytest.fixture(scope="module")
-def mcu_bundle(trained_dir, tmp_path_factory):
-  """The session's small model, exported through the CLI with --mcu."""
-  out = str(tmp_path_factory.mktemp("mcu") / "bundle")
+def cli_export_mcu(directory, out):
+  """`python -m export --mcu` of the model dir `directory` into `out`."""
   with flagsaver.flagsaver():
     with pytest.raises(SystemExit) as exit_info:
       cli.run(export_main.main, argv=[
-          "export", f"--model_dir={trained_dir}", f"--out={out}",
+          "export", f"--model_dir={directory}", f"--out={out}",
           "--calibration_examples=100", "--mcu"])
   assert exit_info.value.code is None
   return out
+
+
+@pytest.fixture(scope="module")
+def mcu_bundle(trained_dir, tmp_path_factory):
+  """The session's small model, exported through the CLI with --mcu."""
+  return cli_export_mcu(trained_dir,
+                        str(tmp_path_factory.mktemp("mcu") / "bundle"))
+
+
+@pytest.fixture(scope="module", params=("hyperprior", "context"))
+def conditional(request, mnist, tmp_path_factory):
+  """A small joint model with a conditional coder, trained for one epoch on
+  2000 real digits, exported through the CLI with --mcu; its harness."""
+  directory = tmp_path_factory.mktemp(request.param)
+  run = train_small_joint(directory / "run", mnist, 2000, lmbda=1.0,
+                          entropy_model=request.param)
+  out = cli_export_mcu(run, str(directory / "bundle"))
+  return out, build_harness(out)
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +197,6 @@ def test_dithered_messages_and_counters(mnist, classifier_dir,
   """A dithered rdc model's C messages are the Python edge's, counters of
   1 to 5 LEB128 bytes included."""
   directory = tmp_path_factory.mktemp("mcu_rdc")
-  from tfvaeclf import model_dir
   rdc = model_dir.load(train_small_rdc(directory / "run", mnist,
                                        classifier_dir, lambda_cls=.01,
                                        seed=0))
@@ -220,4 +239,114 @@ def test_cortex_m4_under_qemu_writes_the_hosts_bytes(mcu_bundle, tmp_path):
   assert on_m4.stdout == on_host
   assert [bytes.fromhex(line) for line in on_host.split()] == \
       python_messages(mcu_bundle, latents)
+  print((tmp_path / "arm" / "size.txt").read_text())
+
+
+def test_conditional_bundle_runs_both_models_with_builtin_ops(conditional):
+  """The int8 encoder and the float32 slice coder: one resolver with the
+  ops of both, all TFLM built-ins, each model's measured arena."""
+  bundle_dir, _ = conditional
+  figures = read_manifest(bundle_dir)["mcu"]
+  files = {"model_data.c", "slice_coder_data.c", "slice_coder_data.h",
+           mcu.SLICE_CODER}
+  assert {f"mcu/{name}" for name in files} <= set(
+      read_manifest(bundle_dir)["files"])
+  with open(int8_model(bundle_dir), "rb") as f:
+    encoder = f.read()
+  with open(os.path.join(bundle_dir, mcu.MCU_DIR, mcu.SLICE_CODER),
+            "rb") as f:
+    slice_coder = f.read()
+  assert figures["ops"] == mcu.model_ops(encoder, slice_coder)
+  # Built-ins by name (a custom or Flex op shows its own), and TFLM's
+  # interpreter, whose resolver holds only built-ins, runs both below.
+  for op in figures["ops"]:
+    assert op.isupper() and not op.startswith(("CUSTOM", "FLEX")), op
+  with open(os.path.join(bundle_dir, mcu.MCU_DIR, "main.cc")) as f:
+    main = f.read()
+  assert f"MicroMutableOpResolver<{len(figures['ops'])}>" in main
+  for op in figures["ops"]:
+    assert f"resolver.{mcu._op_method(op)}()" in main  # pylint: disable=W0212
+  # pylint: disable=protected-access
+  for model, arena in ((encoder, figures["arena_bytes"]),
+                       (slice_coder, figures["slice_arena_bytes"])):
+    assert mcu._runs(model, arena) and not mcu._runs(model, arena - 16)
+
+
+def test_conditional_tflm_messages_are_the_edges(conditional, test_digits):
+  """Real digits: TFLM runs the int8 encoder and the slice coder; the C
+  coder writes exactly the Linux edge's messages for the same int8
+  outputs, which the server decodes as the model does. On the edge's own
+  LiteRT outputs, the C coder writes `EdgeEncoder.encode_messages`'s
+  bytes."""
+  bundle_dir, program = conditional
+  images, labels = test_digits
+  hyper_name, latent_name = (stream["name"] for stream in
+                             read_manifest(bundle_dir)["streams"])
+  pixels, litert = litert_conditional(bundle_dir, images)
+  outputs = tflm_outputs(bundle_dir, pixels)
+  hyper, latent = outputs[hyper_name], outputs[latent_name]
+  values, indexes = tflm_slice_coder(bundle_dir, hyper, latent)
+  messages = c_conditional_messages(program, hyper, values, indexes)
+  edge = edge_conditional_messages(bundle_dir, hyper, latent)
+  assert messages == edge
+  served = export.server.BundleServer(bundle_dir)
+  loaded = model_dir.load(os.path.join(os.path.dirname(bundle_dir), "run"))
+  for message in messages[:20]:
+    np.testing.assert_array_equal(served.decode(message),
+                                  codec.decode_latent(loaded, message))
+  classes = server_classes(bundle_dir, messages)
+  keras = tf.argmax(loaded.model(data.to_float(images), training=False)[
+      "logits"], -1).numpy()
+  differ = np.mean([np.mean(outputs[name] != litert[name])
+                    for name in (hyper_name, latent_name)])
+  print(f"{loaded.config['model_config']['entropy_model']}: TFLM vs LiteRT "
+        f"int8 outputs differ on {differ:.4%} of elements; accuracy TFLM + "
+        f"C coder {np.mean(classes == labels):.4f}, Keras "
+        f"{np.mean(keras == labels):.4f} on {len(images)} digits")
+  assert abs(np.mean(classes == labels) - np.mean(keras == labels)) <= .03
+  # The edge's own path (LiteRT's encoder and slice coder) through the C
+  # coder: EdgeEncoder.encode_messages's bytes.
+  encoder = EdgeEncoder(bundle_dir, int8=True)
+  assert c_conditional_messages(
+      program, litert[hyper_name],
+      *encoder.latents(images)[latent_name]) == encoder.encode_messages(
+          images)
+
+
+@pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and
+                         shutil.which("qemu-system-arm")),
+                    reason="no arm-none-eabi-gcc or qemu-system-arm: run "
+                    "tools/setup.sh")
+def test_cortex_m4_codes_conditional_latents_as_the_host(conditional,
+                                                         test_digits,
+                                                         tmp_path):
+  """A conditional bundle's coder on QEMU's mps2-an386 (Cortex-M4, -Os)
+  codes fixed hyper-latents, values and indexes (real digits' and extreme
+  ones, escapes included) into the host's bytes, which are the edge's."""
+  bundle_dir, program = conditional
+  encoder = EdgeEncoder(bundle_dir, int8=True)
+  images = test_digits[0][:4]
+  hyper_name, latent_name = (stream["name"] for stream in
+                             encoder.manifest["streams"])
+  hyper = litert_conditional(bundle_dir, images)[1][hyper_name]
+  values, indexes = encoder.latents(images)[latent_name]
+  source = os.path.join(bundle_dir, mcu.MCU_DIR)
+  with open(os.path.join(source, "tfvaeclf_model.h")) as f:
+    bound = int(re.search(r"#define TFVAECLF_LATENT_VALUE_BOUND (\d+)",
+                          f.read()).group(1))
+  rng = np.random.default_rng(2)
+  hyper = np.concatenate([hyper, np.full_like(hyper[:1], 127),
+                          rng.integers(-128, 128, hyper[:2].shape)])
+  values = np.concatenate([values, np.full_like(values[:1], -bound),
+                           rng.integers(-bound, bound + 1, values[:2].shape)])
+  indexes = np.concatenate([indexes, rng.integers(
+      0, int(np.max(indexes)) + 1, indexes[:3].shape)])
+  header = tmp_path / "fixed_latents.h"
+  header.write_text(fixed_conditional_header(hyper, values, indexes))
+  on_m4 = subprocess.run(
+      [os.path.join(REPO, "tools", "mcu", "qemu.sh"), source, str(header),
+       str(tmp_path / "arm")], capture_output=True, text=True, check=True)
+  host = c_conditional_messages(program, hyper, values, indexes)
+  assert [bytes.fromhex(line) for line in on_m4.stdout.split()] == host
+  assert host[:4] == encoder.encode_messages(images)
   print((tmp_path / "arm" / "size.txt").read_text())

@@ -5,7 +5,10 @@ Exports the model dir with `--mcu` (into a temporary dir), runs its int8
 encoder under TFLM (the `tflite-micro` package, the exported arena) and
 under LiteRT on the dataset's test images, codes both outputs into
 messages with the bundle's C coder (host gcc), classifies them with the
-bundle's server, and compares with the Keras model. With
+bundle's server, and compares with the Keras model. A conditional model's
+float32 slice coder runs under TFLM too, on TFLM's int8 outputs (as on a
+board), and the C coder's bytes are checked against the Linux edge's for
+the same int8 outputs. With
 arm-none-eabi-gcc and qemu-system-arm (tools/setup.sh), also builds the
 coder and tables for Cortex-M4 (thumb, -Os), checks QEMU's bytes for the
 first images against the host's and prints arm-none-eabi-size figures.
@@ -54,12 +57,51 @@ def _litert(bundle_dir, images):
           np.concatenate([latents for _, latents in outputs]))
 
 
-def _cortex_m4(bundle_dir, latents, host_messages, directory):
+def _factorized(bundle_dir, program, images):
+  """(TFLM's messages, LiteRT's messages, TFLM's and LiteRT's int8
+  outputs, fixed_latents.h of the first for QEMU)."""
+  pixels, litert = _litert(bundle_dir, images)
+  tflm = mcu_host.tflm_outputs(bundle_dir, pixels)
+  return (mcu_host.c_messages(program, tflm),
+          mcu_host.c_messages(program, litert), tflm, litert,
+          fixed_latents_header(tflm[:QEMU_IMAGES], range(QEMU_IMAGES)))
+
+
+def _conditional(bundle_dir, program, images):
+  """`_factorized`'s figures for a conditional bundle: TFLM runs both
+  models; checks the C coder's bytes against the Linux edge's for TFLM's
+  int8 outputs."""
+  hyper, latent = (stream["name"] for stream in
+                   mcu_host.read_manifest(bundle_dir)["streams"])
+  parts = [mcu_host.litert_conditional(bundle_dir, images[i:i + 1000])
+           for i in range(0, len(images), 1000)]
+  pixels = np.concatenate([p for p, _ in parts])
+  litert = {name: np.concatenate([o[name] for _, o in parts])
+            for name in (hyper, latent)}
+  tflm = mcu_host.tflm_outputs(bundle_dir, pixels)
+  coded = [mcu_host.tflm_slice_coder(bundle_dir, outputs[hyper],
+                                     outputs[latent])
+           for outputs in (tflm, litert)]
+  messages = [mcu_host.c_conditional_messages(program, outputs[hyper], *vi)
+              for outputs, vi in zip((tflm, litert), coded)]
+  fixed = mcu_host.fixed_conditional_header(
+      tflm[hyper][:QEMU_IMAGES],
+      *(part[:QEMU_IMAGES] for part in coded[0]))
+  edge = mcu_host.edge_conditional_messages(bundle_dir, tflm[hyper],
+                                            tflm[latent])
+  print(f"C coder bytes equal to the Linux edge's (TFLM int8 outputs): "
+        f"{sum(a == b for a, b in zip(messages[0], edge))} of {len(edge)}")
+  return (*messages, *(np.concatenate(
+      [o[name].reshape(len(images), -1) for name in (hyper, latent)], 1)
+      for o in (tflm, litert)), fixed)
+
+
+def _cortex_m4(bundle_dir, fixed, host_messages, directory):
   """QEMU's messages for the first latents equal the host's; the size
   figures of tools/mcu/qemu.sh."""
   header = os.path.join(directory, "fixed_latents.h")
   with open(header, "w") as f:
-    f.write(fixed_latents_header(latents, range(len(latents))))
+    f.write(fixed)
   run = subprocess.run(
       [os.path.join(REPO, "tools", "mcu", "qemu.sh"),
        os.path.join(bundle_dir, mcu.MCU_DIR), header,
@@ -84,17 +126,20 @@ def main():
         loaded.config, args.calibration_examples), with_mcu=True)
     program = os.path.join(directory, "harness")
     mcu_host.build_harness(bundle_dir, program)
-    pixels, litert = _litert(bundle_dir, images)
-    tflm = mcu_host.tflm_outputs(bundle_dir, pixels)
-    messages = mcu_host.c_messages(program, tflm)
+    manifest = mcu_host.read_manifest(bundle_dir)
+    run = _conditional if len(manifest["streams"]) == 2 else _factorized
+    messages, litert_messages, tflm, litert, fixed = run(
+        bundle_dir, program, images)
     classes = mcu_host.server_classes(bundle_dir, messages)
-    litert_classes = mcu_host.server_classes(
-        bundle_dir, mcu_host.c_messages(program, litert))
+    litert_classes = mcu_host.server_classes(bundle_dir, litert_messages)
     keras = _keras_classes(loaded.model, images)
-    figures = mcu_host.read_manifest(bundle_dir)["mcu"]
+    figures = manifest["mcu"]
     print(f"model {loaded.config['model']}, {len(images)} test images")
     print(f"int8 model {figures['model_bytes']} bytes, TFLM arena "
           f"{figures['arena_bytes']} bytes, ops {', '.join(figures['ops'])}")
+    if "slice_coder_bytes" in figures:
+      print(f"float32 slice coder {figures['slice_coder_bytes']} bytes, "
+            f"TFLM arena {figures['slice_arena_bytes']} bytes")
     print(f"message: mean {np.mean([len(m) for m in messages]):.1f} bytes, "
           f"worst case {figures['max_message_bytes']}")
     differ = tflm != litert
@@ -107,8 +152,8 @@ def main():
                             ("TFLM + C coder", classes)):
       print(f"accuracy {name}: {np.mean(predicted == labels):.4f}")
     if shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"):
-      same, sizes = _cortex_m4(bundle_dir, tflm[:QEMU_IMAGES],
-                               messages[:QEMU_IMAGES], directory)
+      same, sizes = _cortex_m4(bundle_dir, fixed, messages[:QEMU_IMAGES],
+                               directory)
       print(f"Cortex-M4 (QEMU mps2-an386): bytes equal to the host's: {same}")
       print(sizes)
     else:

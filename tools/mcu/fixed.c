@@ -11,9 +11,15 @@ static uint8_t message[TFVAECLF_MAX_MESSAGE_BYTES];
 int main(void) {
   int image;
   for (image = 0; image < FIXED_IMAGES; ++image) {
+#if TFVAECLF_CONDITIONAL
+    int32_t i, length = tfvaeclf_encode_conditional_message(
+        &tfvaeclf_model_codec, fixed_hyper[image], fixed_values[image],
+        fixed_indexes[image], message, (int32_t)sizeof(message));
+#else
     int32_t i, length = tfvaeclf_encode_message(
         &tfvaeclf_model_codec, fixed_latents[image], fixed_counters[image],
         message, (int32_t)sizeof(message));
+#endif
     if (length < 0) {
       printf("error %s\n", rc_strerror(length));
       return 1;

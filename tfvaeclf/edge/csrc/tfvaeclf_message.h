@@ -6,8 +6,9 @@
  * The message is: kind byte (0x10, | 0x01 with a counter), the counter in
  * LEB128 (dithered models only), the stream's range-coded string, and the
  * CRC32 of the model's 8-byte fingerprint followed by every byte before
- * it. The writer covers one-stream models (factorized and dithered coders:
- * what `python -m export` exports).
+ * it. A conditional coder's message (hyperprior, channel context) holds two
+ * strings: the hyper-latent's length in LEB128, its string, then the
+ * latent's (tfvaeclf_encode_conditional_message).
  *
  * Integer only. The encoder's int8 output q stands for the float
  * (q - zero_point) * scale, which the Python edge rounds half to even (after
@@ -23,10 +24,17 @@
  * Worst case: the message takes at most TFVAECLF_MESSAGE_OVERHEAD bytes
  * beyond its string, whose bound the export states per model
  * (TFVAECLF_MAX_MESSAGE_BYTES in tfvaeclf_model.h). Nothing recurses and
- * no function puts an array on the stack: the deepest call chain
- * (tfvaeclf_encode_message -> rc_encoder_put -> its escape step) uses a
- * fixed frame: 156 bytes with arm-none-eabi-gcc 12 -Os for Cortex-M4
- * (gcc -fstack-usage: 88 + 32 + 24 + 12; tools/mcu/qemu.sh lists them).
+ * no function puts an array on the stack: the deepest call chains use a
+ * fixed frame, with arm-none-eabi-gcc 12 -Os for Cortex-M4 (gcc
+ * -fstack-usage; tools/mcu/qemu.sh lists them): tfvaeclf_encode_message ->
+ * its stream coder -> rc_encoder_put's escape step, 180 bytes (32 + 80 +
+ * 32 + 24 + 12); tfvaeclf_encode_conditional_message, 236 bytes (88 + 80 +
+ * 32 + 24 + 12).
+ *
+ * Conditional coders: the board runs the float32 slice coder on the coded
+ * hyper-latent (hyper->value of its int8 output, as floats) and the
+ * dequantized latent; its int32 values and table indexes are coded here
+ * with the latent's indexed tables, value k with table indexes[k].
  */
 #ifndef TFVAECLF_MESSAGE_H_
 #define TFVAECLF_MESSAGE_H_
@@ -61,6 +69,15 @@ typedef struct tfvaeclf_codec {
   int32_t levels;
 } tfvaeclf_codec;
 
+/* A conditional coder: the hyper-latent coded as a factorized latent (its
+ * fingerprint is the message's), then the latent's indexed tables. */
+typedef struct tfvaeclf_conditional_codec {
+  const tfvaeclf_codec *hyper;  /* no dither */
+  const rc_table *tables;       /* value k uses table indexes[k] */
+  int32_t num_tables;
+  int32_t num_values;           /* latent values per image, coding order */
+} tfvaeclf_conditional_codec;
+
 /* CRC32 (zlib's) of data[0, length), continuing from `crc` (0 to start). */
 uint32_t tfvaeclf_crc32(uint32_t crc, const uint8_t *data, size_t length);
 
@@ -72,6 +89,17 @@ uint32_t tfvaeclf_crc32(uint32_t crc, const uint8_t *data, size_t length);
 int32_t tfvaeclf_encode_message(const tfvaeclf_codec *codec,
                                 const int8_t *latent, uint32_t counter,
                                 uint8_t *out, int32_t capacity);
+
+/* Writes the message of one image for a conditional coder: the int8
+ * hyper-latent `hyper` (codec->hyper->num_values), and the slice coder's
+ * `values` and `indexes` (codec->num_values each). Returns the message's
+ * length or an error (< 0): RC_ERR_INDEX for an index outside the tables,
+ * RC_ERR_CAPACITY if `capacity` is too small (see TFVAECLF_MAX_MESSAGE_BYTES
+ * in tfvaeclf_model.h for what suffices). */
+int32_t tfvaeclf_encode_conditional_message(
+    const tfvaeclf_conditional_codec *codec, const int8_t *hyper,
+    const int32_t *values, const int32_t *indexes, uint8_t *out,
+    int32_t capacity);
 
 #ifdef __cplusplus
 }
