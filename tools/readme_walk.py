@@ -46,6 +46,8 @@ OVERRIDES = {
         "--lambdas=0,0.01", "--rates=8:4", "--max_examples=200"],
     "tfvaeclf.split_sweep": _TRAINING + [
         "--modes=supervised", "--max_examples=200"],
+    "tfvaeclf.frontier": _TRAINING + [
+        "--latent_grid=8", "--lambda_grid=2", "--max_examples=200"],
     "tfvaeclf.search": _TRAINING + ["--max_trials=2"],
     "tfvaeclf.evaluate": ["--max_examples=200"],
     "tfvaeclf.codec": [],
