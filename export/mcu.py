@@ -582,8 +582,17 @@ _CONDITIONAL_NOTE = """- Conditional model: the slice coder is a float32 model (
 """
 
 
+# TFLM's resolver methods whose names the rule below does not give.
+_OP_METHODS = {"BATCH_MATMUL": "AddBatchMatMul", "CUMSUM": "AddCumSum",
+               "PADV2": "AddPadV2",
+               "UNIDIRECTIONAL_SEQUENCE_LSTM":
+                   "AddUnidirectionalSequenceLSTM"}
+
+
 def _op_method(op):
   """"DEPTHWISE_CONV_2D" -> "AddDepthwiseConv2D" (TFLM's resolver)."""
+  if op in _OP_METHODS:
+    return _OP_METHODS[op]
   return "Add" + "".join(part if part[0].isdigit() else part.capitalize()
                          for part in op.split("_"))
 

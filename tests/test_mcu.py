@@ -130,6 +130,21 @@ def test_bundle_lists_the_model_ops_and_measured_arena(mcu_bundle):
   assert not mcu._runs(model, figures["arena_bytes"] - 16)
 
 
+@pytest.mark.parametrize("op, method", [
+    ("CONV_2D", "AddConv2D"), ("DEPTHWISE_CONV_2D", "AddDepthwiseConv2D"),
+    ("FULLY_CONNECTED", "AddFullyConnected"), ("SPLIT_V", "AddSplitV"),
+    ("L2_NORMALIZATION", "AddL2Normalization"),
+    ("TRANSPOSE_CONV", "AddTransposeConv"),
+    # TFLM spells these four otherwise than the rule would.
+    ("BATCH_MATMUL", "AddBatchMatMul"), ("CUMSUM", "AddCumSum"),
+    ("PADV2", "AddPadV2"),
+    ("UNIDIRECTIONAL_SEQUENCE_LSTM", "AddUnidirectionalSequenceLSTM")])
+def test_main_calls_tflms_resolver_methods_by_their_names(op, method):
+  """The names of micro_mutable_op_resolver.h: a wrong one would make the
+  board's main.cc fail to compile."""
+  assert mcu._op_method(op) == method  # pylint: disable=protected-access
+
+
 def test_c_messages_are_the_python_edges(mcu_bundle, harness, test_digits):
   """Real digits: the C coder on LiteRT's int8 outputs writes exactly the
   messages of `EdgeEncoder(int8=True).encode_messages`."""
