@@ -103,14 +103,6 @@ def test_export_edge_and_server_code_the_global_latent(
     assert len(message) <= 5 + 16  # a few bytes of latent, 5 of message
 
 
-def test_pareto_front_keeps_the_undominated_points():
-  rows = [{"accuracy": a, "b": b} for a, b in
-          [(0.90, 3.), (0.95, 5.), (0.93, 6.), (0.95, 7.), (0.97, 9.),
-           (0.89, 3.)]]
-  assert frontier.pareto_front(rows, "b") == [True, True, False, False, True,
-                                              False]
-
-
 def test_two_point_frontier_writes_its_table_and_plot(tmp_path, capsys):
   out = tmp_path / "frontier"
   argv = ["--model=joint", "--dataset=mnist", "--validation_size=500",

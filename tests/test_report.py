@@ -200,10 +200,11 @@ def test_summary_table(runs, rates, tmp_path, capsys):
              capsys)
   summary = (out / "summary.md").read_text()
   assert "Best model: alpha (joint, factorized, λ=0.7), 98.00%" in summary
-  # Model bpp 0.1: c1 needs sqrt(8) = 2.83 bpp whole, sqrt(2) payload.
-  assert "| c1 | 2.83 | 28.3x | 1.41 | 14.1x |" in summary
+  # Model 9.8 bytes (0.1 bpp): c1 needs sqrt(8) = 2.83 bpp whole, 277
+  # bytes, and sqrt(2) payload, 139 bytes.
+  assert "| c1 | 277 | 28.3x | 139 | 14.1x |" in summary
   assert "| c2 | not reached | – | not reached | – |" in summary
-  assert "| c3 | 3 | 30.0x | 1.5 | 15.0x |" in summary
+  assert "| c3 | 294 | 30.0x | 147 | 15.0x |" in summary
   assert "### fashion_mnist" in summary
 
 
@@ -227,7 +228,7 @@ def test_finetuned_accuracy_and_dataset_column(runs, tmp_path, capsys):
   assert [p["finetuned_accuracy"] for p in codecs] == [
       pytest.approx(min(1., a + 0.01)) for *_, a, _ in BASELINE_ROWS]
   summary = (out / "summary.md").read_text()
-  assert "| c1 | as trained | 2.83 |" in summary
+  assert "| c1 | as trained | 277 |" in summary
   assert "| c1 | fine-tuned on decoded images |" in summary
   assert_png(out / "accuracy_mnist.png")
 
@@ -424,3 +425,18 @@ def test_model_names_in_a_crowded_plot_do_not_overlap(tmp_path, monkeypatch):
   for i, box in enumerate(shown):
     assert not any(box.overlaps(other) for other in shown[i + 1:])
   assert_png(tmp_path / "accuracy_mnist.png")
+
+
+def test_the_plot_draws_the_models_pareto_front():
+  from matplotlib.figure import Figure
+  models = [report.Point("mnist", "model", name, "", bpp, payload_bpp, 0, 0,
+                         accuracy)
+            for name, bpp, payload_bpp, accuracy in
+            [("a", 1., .2, .90), ("b", 2., .4, .95), ("c", 3., .3, .93)]]
+  whole, payload = report._draw_front(Figure().add_subplot(), models)
+  # c is dominated counting whole files (b is cheaper and better), not
+  # counting payloads (c is cheaper than b there).
+  assert list(whole.get_xdata()) == [1., 2.]
+  assert list(payload.get_xdata()) == [.2, .3, .4]
+  assert list(payload.get_ydata()) == [90., 93., 95.]
+  assert whole.get_label() == "models' Pareto front, whole file"

@@ -28,8 +28,9 @@ from matplotlib.figure import Figure
 
 from tfvaeclf import fileio, specs, sweep, train
 from tfvaeclf.layout import ModelDir
+from tfvaeclf.pareto import pareto_front
 
-__all__ = ["grid_points", "pareto_front", "plot_frontier", "MODEL", "RATES"]
+__all__ = ["grid_points", "plot_frontier", "MODEL", "RATES"]
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("lambda_grid", [],
@@ -63,17 +64,6 @@ def grid_points(run, latent_texts, lambda_texts):
   return [(channels, lmbda)
           for channels in _values("latent_channels", latent_texts, run)
           for lmbda in _values("lmbda", lambda_texts, run)]
-
-
-def pareto_front(rows, rate):
-  """Whether each row is on the front of accuracy against `rate`: no other
-  row has at least its accuracy at a lower rate, or more at the same."""
-  return [not any((other[rate] < row[rate]
-                   and other["accuracy"] >= row["accuracy"])
-                  or (other[rate] == row[rate]
-                      and other["accuracy"] > row["accuracy"])
-                  for other in rows)
-          for row in rows]
 
 
 def plot_frontier(rows, title, path):
@@ -152,7 +142,8 @@ def main(argv):
           f"({results['message_bytes_per_image']:.2f} as a message)",
           flush=True)
   for rate, _ in RATES:
-    for row, on_front in zip(rows, pareto_front(rows, rate)):
+    fronts = pareto_front([(row[rate], row["accuracy"]) for row in rows])
+    for row, on_front in zip(rows, fronts):
       row[f"front_{rate}"] = on_front
   figure = f"frontier_{run.data.name}.png"
   plot_frontier(rows, f"{run.data.name}: accuracy against rate, "

@@ -48,6 +48,7 @@ from matplotlib.lines import Line2D
 from matplotlib.text import Annotation
 
 from tfvaeclf import fileio
+from tfvaeclf.pareto import pareto_front
 from tfvaeclf.layout import ModelDir
 
 __all__ = ["Point", "load_runs", "load_baselines", "parse_references",
@@ -66,8 +67,11 @@ KINDS = ("model", "codec")
 FIELDS = ("dataset", "kind", "name", "setting", "bpp", "payload_bpp",
           "bytes_per_image", "payload_bytes_per_image", "accuracy",
           "finetuned_accuracy", "psnr")
-# The two ways of counting a rate, as the field holding it and a label.
+# The two ways of counting a rate, as the field holding it and a label: in
+# bits per pixel (the plots) and in bytes per image (the summary).
 COUNTINGS = (("bpp", "whole file"), ("payload_bpp", "payload only"))
+BYTE_COUNTINGS = (("bytes_per_image", "whole file"),
+                  ("payload_bytes_per_image", "payload only"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,25 +333,25 @@ def summary_markdown(dataset, points):
   kinds = _accuracy_kinds(points)
   target = f"{100 * best.accuracy:.2f}%"
   header = ["codec"] + (["classifier"] if len(kinds) > 1 else [])
-  for _, counting in COUNTINGS:
-    header += [f"bpp to reach {target} ({counting})", "x model bpp"]
+  for _, counting in BYTE_COUNTINGS:
+    header += [f"bytes/image to reach {target} ({counting})", "x model"]
   lines += ["| " + " | ".join(header) + " |",
             "|" + "---|" * len(header)]
   for name, sweep in sweeps.items():
     for accuracy, classifier in kinds:
       cells = [name] + ([classifier] if len(kinds) > 1 else [])
-      for rate, _ in COUNTINGS:
-        bpp = matched_rate(sweep, best.accuracy, rate, accuracy)
-        if bpp is None:
+      for rate, _ in BYTE_COUNTINGS:
+        size = matched_rate(sweep, best.accuracy, rate, accuracy)
+        if size is None:
           measured = any(getattr(p, accuracy) is not None for p in sweep)
           cells += ["not reached" if measured else "no accuracy", "–"]
         else:
-          model_bpp = getattr(best, rate)
-          cells += [f"{bpp:.3g}",
-                    f"{bpp / model_bpp:.1f}x" if model_bpp > 0 else "–"]
+          model_size = getattr(best, rate)
+          cells += [f"{size:.3g}",
+                    f"{size / model_size:.1f}x" if model_size > 0 else "–"]
       lines.append("| " + " | ".join(cells) + " |")
   lines += ["", "A codec's rate is interpolated along its quality sweep "
-            "(accuracy linear in log bpp) and divided by the model's rate "
+            "(accuracy linear in log rate) and divided by the model's rate "
             "counted the same way: whole file against a one-image tfvaeclf "
             "file, payload against the range-coded bytes.", ""]
   return "\n".join(lines)
@@ -441,6 +445,22 @@ def _draw_codecs(axes, points, colors, scale, kinds):
   return handles
 
 
+def _draw_front(axes, models):
+  """The models' Pareto front of accuracy against each counting of the
+  rate, as a step line through the points drawn for that counting."""
+  handles = []
+  for (rate, counting), style in zip(COUNTINGS, ("-", ":")):
+    pairs = [(getattr(p, rate), 100 * p.accuracy) for p in models]
+    front = sorted(pair for pair, on in zip(pairs, pareto_front(pairs)) if on)
+    if len(front) < 2:
+      continue
+    xs, ys = zip(*front)
+    handles += axes.step(xs, ys, where="post", color="black", linewidth=1,
+                         linestyle=style,
+                         label=f"models' Pareto front, {counting}")
+  return handles
+
+
 # Where a model's name may go, in points from its payload marker: right
 # above, right below, left above, left below.
 _LABEL_OFFSETS = ((7, 6), (7, -12), (-7, 6), (-7, -12))
@@ -503,6 +523,7 @@ def plot_accuracy(dataset, points, reference, colors, markers, path):
       "codecs", "test accuracy (%)")
   models = [p for p in points if p.kind == "model"]
   handles = _draw_models(axes, models, lambda p: 100 * p.accuracy, markers)
+  handles += _draw_front(axes, models)
   handles += _draw_codecs(axes, points, colors, 100,
                           _accuracy_kinds(points))
   if reference is not None:
