@@ -135,12 +135,18 @@ def assert_png(path, min_size=(600, 400)):
     assert image.size[0] <= 3000 and image.size[1] <= 3000
 
 
-def test_a_models_whole_file_rate_is_its_one_image_file(tmp_path, capsys):
-  """eval.json's file_* figures are the whole file; the strings the payload."""
+@pytest.mark.parametrize("fields, whole", [
+    ({"file_bytes_per_image": 43.8}, 43.8),
+    ({"file_bytes_per_image": 43.8, "message_bytes_per_image": 14.8}, 14.8),
+])
+def test_a_models_whole_rate_is_its_one_image_message(tmp_path, capsys,
+                                                      fields, whole):
+  """The whole rate is a one-image message, or file in an older eval.json;
+  the payload is the strings."""
   run = write_run(tmp_path / "runs" / "delta", "mnist", .98, .1, 9.8, None)
   with open(os.path.join(run, "eval.json")) as f:
     results = json.load(f)
-  results.update(file_bytes_per_image=43.8, file_bpp=43.8 * 8 / 784)
+  results.update(fields)
   with open(os.path.join(run, "eval.json"), "w") as f:
     json.dump(results, f)
   out = tmp_path / "out"
@@ -148,9 +154,9 @@ def test_a_models_whole_file_rate_is_its_one_image_file(tmp_path, capsys):
   assert code in (0, None)
   with open(out / "points.csv", newline="") as f:
     (row,) = list(csv.DictReader(f))
-  assert float(row["bytes_per_image"]) == 43.8
+  assert float(row["bytes_per_image"]) == whole
   assert float(row["payload_bytes_per_image"]) == 9.8
-  assert float(row["bpp"]) == pytest.approx(43.8 * 8 / 784)
+  assert float(row["bpp"]) == pytest.approx(whole * 8 / 784)
   assert float(row["payload_bpp"]) == 0.1
 
 

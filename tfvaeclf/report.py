@@ -17,10 +17,10 @@ as `runs/` stands for every model dir in it) and the rate tables written by
 How rates are counted. A codec is counted two ways (see tfvaeclf/baselines.py):
 the whole file, and the entropy-coded payload alone. So is a model: its
 payload is the range-coded strings (`bytes_per_image` of eval.json), its
-whole file the size of a tfvaeclf file holding that one image
-(`file_bytes_per_image`: the strings plus header, checksum and length
-prefixes; see tfvaeclf/bitstream.py). An eval.json written before
-`file_bytes_per_image` existed gives its payload for both.
+whole the bytes a sender transmits for one image: a one-image message
+(`message_bytes_per_image`: the strings plus the message header; see
+tfvaeclf/bitstream.py). An eval.json written before messages existed gives
+its one-image file (`file_bytes_per_image`), one older still its payload.
 
 Accuracies are fractions in the files and percentages in the plots. The
 `accuracy` (and `finetuned_accuracy`) columns of a baselines CSV are
@@ -122,8 +122,9 @@ def load_run(directory):
     dataset = config["dataset"]["name"]
     payload_bpp = float(results["bpp"])
     payload_size = float(results["bytes_per_image"])
-    bpp = float(results.get("file_bpp", payload_bpp))
-    size = float(results.get("file_bytes_per_image", payload_size))
+    size = float(results.get("message_bytes_per_image", results.get(
+        "file_bytes_per_image", payload_size)))
+    bpp = payload_bpp * size / payload_size if payload_size else payload_bpp
     accuracy = float(results["accuracy"])
   except (KeyError, TypeError, ValueError) as e:
     raise cli.UserError(f"{run.config_path} or {run.eval_path()} lacks "
@@ -323,7 +324,7 @@ def summary_markdown(dataset, points):
             f"{100 * best.accuracy:.2f}% test accuracy at "
             f"{best.payload_bytes_per_image:.2f} bytes/image payload "
             f"({best.payload_bpp:.4g} bpp), {best.bytes_per_image:.2f} as a "
-            f"one-image file ({best.bpp:.4g} bpp).", ""]
+            f"one-image message ({best.bpp:.4g} bpp).", ""]
   if not sweeps:
     return "\n".join(lines + ["No codec baselines for this dataset.", ""])
   if not any(p.accuracy is not None for p in points if p.kind == "codec"):
@@ -353,7 +354,7 @@ def summary_markdown(dataset, points):
   lines += ["", "A codec's rate is interpolated along its quality sweep "
             "(accuracy linear in log rate) and divided by the model's rate "
             "counted the same way: whole file against a one-image tfvaeclf "
-            "file, payload against the range-coded bytes.", ""]
+            "message, payload against the range-coded bytes.", ""]
   return "\n".join(lines)
 
 
@@ -411,7 +412,7 @@ def _draw_models(axes, models, value, markers):
   if any(p.payload_bpp != p.bpp for p in models):
     handles += [Line2D([], [], color="black", marker="o", linestyle="none",
                        markerfacecolor=face, label=f"model, {counting}")
-                for face, counting in (("black", "one-image file"),
+                for face, counting in (("black", "one-image message"),
                                        ("none", "payload only"))]
   return handles
 
