@@ -212,7 +212,7 @@ def test_a_missing_classifier_dir_says_how_to_train_it(tmp_path):
         **SMALL_RDC, "backbone_from": missing}))
   message = str(error.value)
   assert "\n" not in message
-  assert "--flagfile=configs/DATASET_classifier.flags" in message
+  assert "--flagfile=configs/DATASET_resnet.flags" in message
   assert f"--model_dir={missing}" in message
 
 

@@ -89,7 +89,7 @@ EXPECTED = {
         "beta_vae", {**BETA_VAE, "encoder_ce_weight": 30.},
         {"name": "fashion_mnist"}, {**BETA_VAE_TRAIN, "epochs": 6}),
     "fashion_mnist_classifier.flags": _resnet("fashion_mnist",
-                                              (32, 64, 128), 10),
+                                              (64, 128, 256), 12),
     "fashion_mnist_frontier.flags": _run(
         "joint", {**JOINT, "latent": "global", "filters": (32, 64, 128),
                   "lmbda": 2.}, {"name": "fashion_mnist"},
@@ -123,7 +123,7 @@ EXPECTED = {
     "mnist_beta_vae_ce.flags": _run(
         "beta_vae", {**BETA_VAE, "encoder_ce_weight": 30.}, {"name": "mnist"},
         {**BETA_VAE_TRAIN, "epochs": 6}),
-    "mnist_classifier.flags": _resnet("mnist", (16, 32, 64), 6),
+    "mnist_classifier.flags": _resnet("mnist", (32, 64, 128), 10),
     "mnist_joint.flags": _run(
         "joint", JOINT, {"name": "mnist"},
         {**JOINT_TRAIN, "epochs": 8, "lr_schedule": "cosine"}),

@@ -202,7 +202,7 @@ def restore_backbone(model):
     raise ModelDirError(
         f"--backbone_from={source_dir} holds no trained classifier; train "
         "it first: python -m tfvaeclf.train "
-        "--flagfile=configs/DATASET_classifier.flags "
-        f"--model_dir={source_dir} (e.g. configs/mnist_classifier.flags)")
+        "--flagfile=configs/DATASET_resnet.flags "
+        f"--model_dir={source_dir} (e.g. configs/mnist_resnet.flags)")
   classifier.load_backbone(model,
                            load_classifier(source_dir) if source_dir else None)
