@@ -493,14 +493,14 @@ def write_best_flags(path, run, trial, header):
     f.write("\n".join(lines) + "\n")
 
 
-def _stage2_header(row, path, first):
+def _stage2_header(row, path, first, stage2_specs):
   """best.flags' lines on a two-stage trial: the flagfile `path` is stage
-  1's, which trained into the dir `first`."""
+  1's, which trained into the dir `first`; `stage2_specs` are --stage2's."""
   return [f"This is stage 1 (val_accuracy {row['stage1_val_accuracy']:.4f}"
           "); stage 2 trained on its frozen encoder as",
           f"  python -m tfvaeclf.train --flagfile={path} "
           f"--freeze_encoder_from={first} "
-          f"{' '.join(f'--{spec}' for spec in FLAGS.stage2)} "
+          f"{' '.join(f'--{spec}' for spec in stage2_specs)} "
           f"--model_dir={os.path.join(first, STAGE2_DIR)}"]
 
 
@@ -628,8 +628,8 @@ def main(argv):
       f"{'stage 2 ' if stage2 else ''}val_accuracy {row['val_accuracy']:.4f}"
       f", val_bpp {row['val_bpp']:.4f} (the model's estimate), "
       f"{_describe(best.hyperparameters.values)}",
-      *(_stage2_header(row, path, tuner.trial_dir(best.trial_id))
-        if stage2 else [])])
+      *(_stage2_header(row, path, tuner.trial_dir(best.trial_id),
+                       FLAGS.stage2) if stage2 else [])])
   print(f"best: trial {best.trial_id} ({_describe(best.hyperparameters.values)}"
         f", score {best.score:.4f}); wrote {search_dir}/trials.csv and {path}")
   if FLAGS.objective == "budget" and row["val_bpp"] > FLAGS.max_bpp:
