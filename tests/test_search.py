@@ -1,5 +1,5 @@
-"""The hyperparameter search: its grid, objective, resuming, best.flags and
-distributed mode, on real MNIST with tiny trials."""
+"""The hyperparameter search: its grid, objective, resuming, best.flags,
+two-stage trials and distributed mode, on real MNIST with tiny trials."""
 
 import csv
 import dataclasses
@@ -10,9 +10,11 @@ import sys
 
 from absl import flags
 from absl.testing import flagsaver
+import numpy as np
 import pytest
 
-from tfvaeclf import cli, model_dir, search, specs, train
+from tfvaeclf import cli, model_dir, models, search, specs, train
+from tfvaeclf.layout import ModelDir
 from tests.conftest import MNIST_ARGS, SMALL_JOINT, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,19 +22,22 @@ KT_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP",
           "KERASTUNER_ORACLE_PORT")
 
 
-def _tiny_flagfile(directory, *extra):
-  """SMALL_JOINT on 200 real MNIST digits, 1 epoch, 2 grid points."""
+def _tiny_flagfile(directory, *extra, model=None):
+  """A tiny model on 200 real MNIST digits, 1 epoch, 2 grid points: by
+  default SMALL_JOINT; `model`, flags of another kind."""
   def joined(values):
     return ",".join(str(v) for v in values)
-  lines = [
-      "--model=joint", f"--dataset={MNIST_ARGS['name']}",
-      f"--validation_size={MNIST_ARGS['validation_size']}",
-      f"--seed={MNIST_ARGS['seed']}", "--train_subset=200", "--epochs=1",
-      "--batch_size=64", "--learning_rate=0.003",
-      f"--filters={joined(SMALL_JOINT['filters'])}",
+  model = model or [
+      "--model=joint", f"--filters={joined(SMALL_JOINT['filters'])}",
       f"--latent_channels={SMALL_JOINT['latent_channels']}",
       f"--classifier_units={joined(SMALL_JOINT['classifier_units'])}",
-      f"--lmbda={SMALL_JOINT['lmbda']}", "--grid=kernel_size:3,5", *extra]
+      f"--lmbda={SMALL_JOINT['lmbda']}"]
+  lines = [
+      *model, f"--dataset={MNIST_ARGS['name']}",
+      f"--validation_size={MNIST_ARGS['validation_size']}",
+      f"--seed={MNIST_ARGS['seed']}", "--train_subset=200", "--epochs=1",
+      "--batch_size=64", "--learning_rate=0.003", "--grid=kernel_size:3,5",
+      *extra]
   path = os.path.join(directory, "tiny_search.flags")
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
@@ -220,6 +225,156 @@ def test_bad_flags_are_one_line_errors(args, message, tmp_path, capsys):
   assert code == 2
   assert err.startswith("error: ") and err.count("\n") == 1
   assert message in err
+
+
+# A small beta-VAE whose trials train a selu5 head on the frozen VAE.
+TINY_VAE = ["--model=beta_vae", "--filters=8,16", "--latent_dim=8"]
+STAGE2 = ["--stage2=head=selu5", "--stage2=learning_rate=0.01"]
+
+
+@pytest.fixture(scope="module")
+def two_stage_search(tmp_path_factory):
+  """The 2-trial two-stage search, killed before the kernel_size=5 trial's
+  stage 2 and rerun: (flagfile, search dir, that trial's stage-1 files
+  before the rerun)."""
+  directory = tmp_path_factory.mktemp("two_stage")
+  flagfile = _tiny_flagfile(str(directory), *STAGE2, model=TINY_VAE)
+  search_dir = str(directory / "run")
+  argv = [f"--flagfile={flagfile}", f"--search_dir={search_dir}"]
+  real = train.run_training
+
+  def killed_in_stage2(run, *args, **kwargs):
+    if run.train.freeze_encoder_from and run.model.kernel_size == 5:
+      raise KeyboardInterrupt
+    return real(run, *args, **kwargs)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(train, "run_training", killed_in_stage2)
+    assert _run_search(argv) == 130
+  stage1 = os.path.join(search_dir, "trials", "1")
+  assert ModelDir(stage1).finished  # killed after stage 1
+  assert not os.path.exists(os.path.join(stage1, search.STAGE2_DIR))
+  before = _files(ModelDir(stage1).checkpoint_dir)
+  assert _run_search(argv) in (0, None)
+  return flagfile, search_dir, before
+
+
+def _part_weights(loaded):
+  return {name: [v.numpy() for v in getattr(loaded.model, name).variables]
+          for name in loaded.model.PRETRAINED_PARTS}
+
+
+def test_two_stage_trials_score_the_head_on_the_frozen_encoder(
+    two_stage_search):
+  _, search_dir, _ = two_stage_search
+  rows = _table(search_dir)
+  assert [row["kernel_size"] for row in rows] == ["3", "5"]
+  for row in rows:
+    assert row["status"] == "completed"
+    assert (row["epochs"], row["stage2_epochs"]) == ("1", "1")
+    first = os.path.join(search_dir, "trials", row["trial"])
+    second = os.path.join(first, search.STAGE2_DIR)
+    stage1, stage2 = model_dir.load(first), model_dir.load(second)
+    assert stage1.config["model_config"]["classifier"] == "mlp2"
+    assert stage2.config["model_config"]["classifier"] == "selu5"
+    assert stage2.config["training"]["learning_rate"] == 0.01
+    assert stage2.config["training"]["pretrained"] == {
+        "dir": os.path.abspath(first), "fingerprint": stage1.fingerprint.hex()}
+    # Stage 2 kept stage 1's encoder, decoder and coder as they were.
+    frozen, trained = _part_weights(stage1), _part_weights(stage2)
+    assert sorted(frozen) == ["coder", "decoder", "encoder"]
+    for name, weights in frozen.items():
+      for a, b in zip(weights, trained[name], strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The score is stage 2's last validation accuracy, the rate stage 1's
+    # (which the frozen stage 2 shares).
+    last1 = ModelDir(first).history()[-1]
+    last2 = ModelDir(second).history()[-1]
+    assert float(row["val_accuracy"]) == pytest.approx(
+        float(last2["val_accuracy"]))
+    assert float(row["score"]) == float(row["val_accuracy"])
+    assert float(row["stage1_val_accuracy"]) == pytest.approx(
+        float(last1["val_accuracy"]))
+    assert float(row["val_bpp"]) == pytest.approx(float(last1["val_bpp"]))
+    assert float(last2["val_bpp"]) == pytest.approx(float(last1["val_bpp"]),
+                                                    rel=1e-4)
+    assert float(row["train_seconds"]) > float(last1["seconds"])
+  with open(os.path.join(search_dir, "best.flags")) as f:
+    text = f.read()
+  best = max(rows, key=lambda row: float(row["score"]))
+  assert "stage 2 val_accuracy" in text
+  first_accuracy = float(best["stage1_val_accuracy"])
+  assert f"This is stage 1 (val_accuracy {first_accuracy:.4f})" in text
+  assert (f"--freeze_encoder_from={search_dir}/trials/{best['trial']} "
+          "--head=selu5 --learning_rate=0.01 --model_dir=") in text
+  assert "--head=mlp2\n" in text and "--stage2" not in text
+
+
+def test_killed_two_stage_search_resumes_without_retraining_stage1(
+    two_stage_search, monkeypatch):
+  flagfile, search_dir, before = two_stage_search
+  stage1 = ModelDir(os.path.join(search_dir, "trials", "1"))
+  # Its stage 1 had finished when the search was killed: only stage 2 ran.
+  assert _files(stage1.checkpoint_dir) == before
+  assert len(stage1.history()) == 1
+
+  def must_not_train(*args, **kwargs):
+    raise AssertionError("a finished trial was trained again")
+  monkeypatch.setattr(train, "run_training", must_not_train)
+  everything = _files(os.path.join(search_dir, "trials"))
+  code = _run_search([f"--flagfile={flagfile}", f"--search_dir={search_dir}"])
+  assert code in (0, None)
+  assert _files(os.path.join(search_dir, "trials")) == everything
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model=classifier", "--stage2=epochs=2"],
+     "model classifier has no encoder to freeze"),
+    (["--model=beta_vae", "--tuner=hyperband", "--stage2=head=selu5"],
+     "hyperband"),
+    (["--model=beta_vae", "--stage2=head"], "expected NAME=VALUE"),
+    (["--model=beta_vae", "--stage2=head=mlp9"], "head"),
+    (["--model=beta_vae", "--stage2=conv_layers=3"],
+     "not a hyperparameter of model beta_vae"),
+    (["--model=beta_vae", "--stage2=freeze_encoder_from=x"],
+     "not a hyperparameter of model beta_vae"),
+    (["--model=beta_vae", "--stage2=epochs=2", "--stage2=epochs=3"],
+     "given twice"),
+    (["--model=beta_vae", "--stage2=latent_dim=4"],
+     "reshapes the encoder, decoder, coder"),
+])
+def test_bad_stage2_flags_are_one_line_errors(args, message, tmp_path,
+                                              capsys):
+  code, _, err = run_cli(search.main, [
+      f"--search_dir={tmp_path}", "--grid=batch_size:16,32",
+      f"--validation_size={MNIST_ARGS['validation_size']}", *args], capsys)
+  assert code == 2
+  assert err.startswith("error: ") and err.count("\n") == 1
+  assert message in err
+
+
+def test_beta_vae_grid_config_is_two_stage_over_36_valid_cells():
+  path = os.path.join(REPO, "configs", "mnist_beta_vae_search.flags")
+  with flagsaver.flagsaver():
+    flags.FLAGS(["search", f"--flagfile={path}"])
+    run = specs.from_flags(flags.FLAGS)
+    space = search.parse_grid(flags.FLAGS.grid, run)
+    stage2 = search.parse_stage2(flags.FLAGS.stage2, run)
+  assert stage2["head"] == "selu5" and run.train.train_subset
+  assert {hp.name: hp.values for hp in space.space} == {
+      "batch_size": [32, 64, 128], "kernel_size": [3, 4, 5],
+      "conv_layers": [2, 3, 4, 5]}
+  run = dataclasses.replace(run, model=dataclasses.replace(
+      run.model, image_shape=(28, 28, 1)))
+  # Every cell builds at 28x28: no trial fails for its shape.
+  for kernel in (3, 4, 5):
+    for layers in (2, 3, 4, 5):
+      trial = search.trial_spec(run, {"kernel_size": kernel,
+                                      "conv_layers": layers}, "trials/0")
+      models.build(trial.model_name, trial.model)
+      second = search.stage2_spec(trial, stage2)
+      assert second.train.freeze_encoder_from == "trials/0"
+      assert second.model_dir == os.path.join("trials/0", search.STAGE2_DIR)
+      assert second.model.filters == trial.model.filters
 
 
 def _free_port():

@@ -123,6 +123,9 @@ EXPECTED = {
     "mnist_beta_vae_ce.flags": _run(
         "beta_vae", {**BETA_VAE, "encoder_ce_weight": 30.}, {"name": "mnist"},
         {**BETA_VAE_TRAIN, "epochs": 6}),
+    "mnist_beta_vae_search.flags": _run(
+        "beta_vae", BETA_VAE, {"name": "mnist"},
+        {**BETA_VAE_TRAIN, "epochs": 3, "train_subset": 10000}),
     "mnist_classifier.flags": _resnet("mnist", (32, 64, 128), 10),
     "mnist_joint.flags": _run(
         "joint", JOINT, {"name": "mnist"},

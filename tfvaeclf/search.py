@@ -20,10 +20,22 @@ Killed and rerun with the same flags, the search carries on: finished trials
 are not repeated, and the trial that was running resumes from its last
 finished epoch. A rerun with other search flags is refused.
 
+Two-stage trials (seed 003 trains classifiers on a frozen, pretrained VAE):
+a `--stage2=NAME=VALUE` per training flag the second stage changes, e.g.
+`--stage2=head=selu5 --stage2=epochs=3`. A trial then trains stage 1 as
+above into trials/ID/, and stage 2 into trials/ID/stage2/: the same
+settings with those flags changed, the kind's `PRETRAINED_PARTS` (its
+encoder and coder; a VAE's decoder too) loaded from trials/ID/ and kept
+fixed (`--freeze_encoder_from`). The objective reads stage 2's
+`val_accuracy`; `val_bpp` is stage 1's, whose frozen coder stage 2 shares.
+A trial killed in stage 2 reruns only stage 2.
+
     search.json   the flags the search was started with
     tuner/        keras-tuner's oracle state and trial records
-    trials/ID/    one model dir per trial
+    trials/ID/    one model dir per trial (two-stage: stage 1's; stage 2's
+                  in trials/ID/stage2/)
     trials.csv    every trial: hyperparameters, metrics, seconds, status
+                  (two-stage: also stage2_epochs, stage1_val_accuracy)
     best.flags    the best trial as a flagfile for tfvaeclf.train
 
 Distributed: start the same command once with KERASTUNER_TUNER_ID=chief
@@ -51,8 +63,9 @@ import tensorflow as tf
 from tfvaeclf import fileio, models, specs, sweep, train
 from tfvaeclf.layout import ModelDir
 
-__all__ = ["CONV_LAYERS", "TUNERS", "OBJECTIVES", "apply_conv_layers",
-           "objective_score", "parse_grid", "trial_spec", "build_oracle",
+__all__ = ["CONV_LAYERS", "TUNERS", "OBJECTIVES", "STAGE2_DIR",
+           "apply_conv_layers", "objective_score", "parse_grid",
+           "parse_stage2", "trial_spec", "stage2_spec", "build_oracle",
            "TrainingTuner"]
 
 FLAGS = flags.FLAGS
@@ -78,6 +91,10 @@ flags.DEFINE_float("max_bpp", None,
 flags.DEFINE_float("tradeoff", 0.1,
                    "Accuracy (0..1) worth one bit per pixel, for "
                    "--objective=lagrangian.")
+flags.DEFINE_multi_string(
+    "stage2", [], "NAME=VALUE: makes every trial two-stage (repeat the "
+    "flag): stage 2 trains with this training flag changed on stage 1's "
+    "frozen encoder, and is what the objective scores.")
 flags.DEFINE_integer("hyperband_factor", 3,
                      "Hyperband keeps 1/factor of the trials each round; "
                      "--epochs is its most epochs per trial.")
@@ -87,6 +104,8 @@ TRAINING_HPARAMS = ("batch_size", "learning_rate", "lr_schedule", "augment",
                     "epochs", "seed")
 # Flags that say where data lives, not what a search is.
 _LOCATION_FLAGS = ("data_dir", "download")
+# A two-stage trial's second model dir, inside its first.
+STAGE2_DIR = "stage2"
 
 
 def _repeat_last(widths, n):
@@ -150,20 +169,27 @@ def _parse_value(run, name, text):
   return specs.parse_value(run, name, text)
 
 
+def _named(flag, spec, separator, example, run, allowed):
+  """`--flag=NAME<separator>TEXT` -> (NAME, TEXT); NAME one of `allowed`."""
+  name, found, text = (part.strip() for part in spec.partition(separator))
+  if not found or not name or not text:
+    raise cli.UserError(f"--{flag}={spec}: expected NAME{separator}"
+                        f"{example}")
+  if name not in allowed:
+    raise cli.UserError(
+        f"--{flag}={spec}: {name} is not a hyperparameter of model "
+        f"{run.model_name}; choose from {', '.join(allowed)}")
+  return name, text
+
+
 def parse_grid(grid, run):
   """`--grid` specs -> the keras-tuner search space, one Choice a name;
   the names are flags of `run` (a `specs.RunSpec`), or conv_layers."""
   allowed = _searchable(run.model_name)
   space = kt.HyperParameters()
   for spec in grid:
-    name, colon, text = (part.strip() for part in spec.partition(":"))
-    if not colon or not name or not text:
-      raise cli.UserError(f"--grid={spec}: expected NAME:VALUE,VALUE,..., "
-                          "e.g. --grid=kernel_size:3,4,5")
-    if name not in allowed:
-      raise cli.UserError(
-          f"--grid={spec}: {name} is not a hyperparameter of model "
-          f"{run.model_name}; choose from {', '.join(allowed)}")
+    name, text = _named("grid", spec, ":", "VALUE,VALUE,..., e.g. "
+                        "--grid=kernel_size:3,4,5", run, allowed)
     if name in space.values:
       raise cli.UserError(f"--grid={spec}: {name} is given twice")
     try:
@@ -181,6 +207,28 @@ def parse_grid(grid, run):
   return space
 
 
+def parse_stage2(stage2, run):
+  """`--stage2` specs -> {flag name: value}: what the second stage of each
+  trial of `run` (a `specs.RunSpec`) changes; {} for one-stage trials."""
+  if stage2 and not models.get(run.model_name).PRETRAINED_PARTS:
+    raise cli.UserError(f"--stage2: model {run.model_name} has no encoder "
+                        "to freeze, so it trains in one stage")
+  # conv_layers would change the encoder that stage 2 loads.
+  allowed = [name for name in _searchable(run.model_name)
+             if name != "conv_layers"]
+  values = {}
+  for spec in stage2:
+    name, text = _named("stage2", spec, "=", "VALUE, e.g. "
+                        "--stage2=head=selu5", run, allowed)
+    if name in values:
+      raise cli.UserError(f"--stage2={spec}: {name} is given twice")
+    try:
+      values[name] = specs.parse_value(run, name, text)
+    except ValueError as e:
+      raise cli.UserError(f"--stage2={spec}: {e}") from None
+  return values
+
+
 def trial_spec(run, values, model_dir=None):
   """`run` with one trial's hyperparameter values, into `model_dir`.
 
@@ -195,6 +243,30 @@ def trial_spec(run, values, model_dir=None):
   if "tuner/epochs" in values:
     result = specs.with_flags(result, {"epochs": values["tuner/epochs"]})
   return dataclasses.replace(result, model_dir=model_dir)
+
+
+def stage2_spec(trial_run, stage2):
+  """The second stage of the trial `trial_run`: its settings with `stage2`
+  (from `parse_stage2`) set, on its frozen encoder, into its STAGE2_DIR."""
+  return dataclasses.replace(
+      specs.with_flags(trial_run, {
+          **stage2, "freeze_encoder_from": trial_run.model_dir}),
+      model_dir=os.path.join(trial_run.model_dir, STAGE2_DIR))
+
+
+def _check_stage2_fits(run, stage2):
+  """Refuses `--stage2` flags that reshape the parts stage 2 loads."""
+  def shapes(spec):
+    model = models.build(spec.model_name, spec.model)
+    model.build_from_config()
+    return [tuple(v.shape) for name in model.PRETRAINED_PARTS
+            for v in getattr(model, name).variables]
+  second = stage2_spec(dataclasses.replace(run, model_dir="trial"), stage2)
+  if shapes(run) != shapes(second):
+    parts = models.get(run.model_name).PRETRAINED_PARTS
+    raise cli.UserError(
+        f"--stage2 reshapes the {', '.join(parts)} that stage 2 loads frozen"
+        " from stage 1; change only the head's flags and training flags")
 
 
 def build_oracle(tuner, space, *, max_trials=None, max_epochs=1, factor=3,
@@ -247,18 +319,21 @@ def _describe(values):
 
 
 class TrainingTuner(kt.Tuner):
-  """Runs each trial as `train.run_training` into SEARCH_DIR/trials/ID.
+  """Runs each trial as `train.run_training` into SEARCH_DIR/trials/ID
+  (two-stage: then again into its STAGE2_DIR).
 
   Every process of a distributed search builds one; keras-tuner hands its
   trials out (through the chief's oracle when there is one).
   """
 
   def __init__(self, oracle, search_dir, run, *, objective, max_bpp=None,
-               tradeoff=0., splits=None):
+               tradeoff=0., splits=None, stage2=None):
     """`run` (a `specs.RunSpec`) is what every trial varies; `splits`, if
-    given, are its dataset's, loaded."""
+    given, are its dataset's, loaded; `stage2` (from `parse_stage2`), if
+    not empty, makes every trial two-stage."""
     self.search_dir = search_dir
     self.run = run
+    self.stage2 = stage2 or {}
     self.objective = objective
     self.max_bpp, self.tradeoff = max_bpp, tradeoff
     self._splits = {}
@@ -289,29 +364,41 @@ class TrainingTuner(kt.Tuner):
     run = trial_spec(self.run, values, directory)
     if "tuner/trial_id" in values:
       _start_from(self.trial_dir(values["tuner/trial_id"]), directory)
-    splits = self._load(run.data)
-    run = run.with_data(splits.info)
+    run = run.with_data(self._load(run.data).info)
+    stages = [run] + ([stage2_spec(run, self.stage2)] if self.stage2 else [])
     try:
-      models.build(run.model_name, run.model)  # validates the combination
+      for stage in stages:  # validates the combination
+        models.build(stage.model_name, stage.model)
     except ValueError as e:
       raise kt.errors.FailedTrialError(str(e)) from None
+    (rows, seconds), *second = [self._train_stage(stage) for stage in stages]
+    bpp = float(rows[-1]["val_bpp"])
+    metrics = {"val_accuracy": float(rows[-1]["val_accuracy"]),
+               "val_bpp": bpp, "train_seconds": seconds, "epochs": len(rows)}
+    if second:  # stage 2 is scored; its frozen coder has stage 1's rate
+      (rows2, seconds2), = second
+      metrics.update(stage1_val_accuracy=metrics["val_accuracy"],
+                     val_accuracy=float(rows2[-1]["val_accuracy"]),
+                     stage2_epochs=len(rows2),
+                     train_seconds=seconds + seconds2)
+    metrics["score"] = objective_score(self.objective,
+                                       metrics["val_accuracy"], bpp,
+                                       self.max_bpp, self.tradeoff)
+    return metrics
+
+  def _train_stage(self, run):
+    """Trains (or resumes, or only re-stamps) `run`; returns its history
+    rows and training seconds."""
     start = time.monotonic()
     try:
-      train.run_training(run, splits,
+      train.run_training(run, self._load(run.data),
                          verbose=2 if sys.stdout.isatty() else 0)
     except train.TrainingDiverged as e:
       raise kt.errors.FailedTrialError(str(e)) from None
-    rows = ModelDir(directory).history()
-    last, epochs = rows[-1], len(rows)
-    if "seconds" in last:  # every epoch's, also those of an earlier run
-      seconds = sum(float(row["seconds"]) for row in rows)
-    else:
-      seconds = time.monotonic() - start
-    accuracy, bpp = float(last["val_accuracy"]), float(last["val_bpp"])
-    return {"score": objective_score(self.objective, accuracy, bpp,
-                                     self.max_bpp, self.tradeoff),
-            "val_accuracy": accuracy, "val_bpp": bpp,
-            "train_seconds": seconds, "epochs": epochs}
+    rows = ModelDir(run.model_dir).history()
+    if "seconds" in rows[-1]:  # every epoch's, also those of an earlier run
+      return rows, sum(float(row["seconds"]) for row in rows)
+    return rows, time.monotonic() - start
 
   def on_search_begin(self):
     if not self._is_worker():
@@ -324,9 +411,12 @@ class TrainingTuner(kt.Tuner):
   def on_trial_end(self, trial):
     super().on_trial_end(trial)
     trial = self.oracle.get_trial(trial.trial_id)
-    row = _row(trial, [])
+    row = _row(trial, [], two_stage=bool(self.stage2))
     if row["status"] == "completed":
-      print(f"trial {trial.trial_id}: val_accuracy {row['val_accuracy']:.4f}"
+      first = (f"stage 1 val_accuracy {row['stage1_val_accuracy']:.4f}, "
+               "stage 2 " if self.stage2 else "")
+      print(f"trial {trial.trial_id}: {first}val_accuracy "
+            f"{row['val_accuracy']:.4f}"
             f", val_bpp {row['val_bpp']:.4f}, score {row['score']:.4f}, "
             f"{row['train_seconds']:.0f} s", flush=True)
     else:
@@ -342,26 +432,32 @@ class TrainingTuner(kt.Tuner):
     return os.path.join(str(self.project_dir), "tuner.json")
 
 
-def _row(trial, names):
+def _row(trial, names, two_stage=False):
+  """A trial's table row; a two-stage trial's val_accuracy is stage 2's."""
   def metric(name):
     if trial.metrics.exists(name):
       return trial.metrics.get_last_value(name)
     return None
+
+  def count(name):
+    value = metric(name)
+    return None if value is None else int(value)
   values = trial.hyperparameters.values
-  epochs = metric("epochs")
+  stage2 = {"stage2_epochs": count("stage2_epochs"),
+            "stage1_val_accuracy": metric("stage1_val_accuracy")}
   return {"trial": trial.trial_id,
           **{name: values.get(name) for name in names},
-          "epochs": None if epochs is None else int(epochs),
+          "epochs": count("epochs"), **(stage2 if two_stage else {}),
           "val_accuracy": metric("val_accuracy"),
           "val_bpp": metric("val_bpp"), "score": metric("score"),
           "train_seconds": metric("train_seconds"),
           "status": str(trial.status).lower()}
 
 
-def trial_table(oracle):
+def trial_table(oracle, two_stage=False):
   """One row per trial, in trial order."""
   names = [hp.name for hp in oracle.get_space().space]
-  return [_row(trial, names)
+  return [_row(trial, names, two_stage)
           for _, trial in sorted(oracle.trials.items())]
 
 
@@ -395,6 +491,17 @@ def write_best_flags(path, run, trial, header):
   lines = [f"# {line}" for line in header] + specs.to_flags(settings)
   with fileio.atomic_writer(path, "w") as f:
     f.write("\n".join(lines) + "\n")
+
+
+def _stage2_header(row, path, first, stage2_specs):
+  """best.flags' lines on a two-stage trial: the flagfile `path` is stage
+  1's, which trained into the dir `first`; `stage2_specs` are --stage2's."""
+  return [f"This is stage 1 (val_accuracy {row['stage1_val_accuracy']:.4f}"
+          "); stage 2 trained on its frozen encoder as",
+          f"  python -m tfvaeclf.train --flagfile={path} "
+          f"--freeze_encoder_from={first} "
+          f"{' '.join(f'--{spec}' for spec in stage2_specs)} "
+          f"--model_dir={os.path.join(first, STAGE2_DIR)}"]
 
 
 def _search_flags(search, run):
@@ -451,8 +558,13 @@ def main(argv):
       spec.partition(":")[0].strip() for spec in FLAGS.grid]:
     raise cli.UserError("hyperband sets the epochs itself (up to --epochs); "
                         "remove --grid=epochs:...")
+  if FLAGS.tuner == "hyperband" and FLAGS.stage2:
+    raise cli.UserError("hyperband trains a trial further from an earlier "
+                        "one, which two-stage trials do not support; use "
+                        "--tuner=grid or random with --stage2")
   run = specs.from_flags(FLAGS)
   space = parse_grid(FLAGS.grid, run)
+  stage2 = parse_stage2(FLAGS.stage2, run)
   role = _role()
   search_dir = FLAGS.search_dir
 
@@ -463,17 +575,20 @@ def main(argv):
       models.build(run.model_name, run.with_data(splits.info).model)
     except ValueError as e:
       raise cli.UserError(str(e)) from None
+    if stage2:
+      _check_stage2_fits(run.with_data(splits.info), stage2)
   _check_same_search(search_dir, _search_flags({
       name: FLAGS[name].value for name in (
           "grid", "tuner", "max_trials", "objective", "max_bpp", "tradeoff",
-          "hyperband_factor")}, run))
+          "hyperband_factor", "stage2")}, run))
 
   oracle = build_oracle(FLAGS.tuner, space, max_trials=FLAGS.max_trials,
                         max_epochs=run.train.epochs,
                         factor=FLAGS.hyperband_factor, seed=run.train.seed)
   tuner = TrainingTuner(oracle, search_dir, run,
                         objective=FLAGS.objective, max_bpp=FLAGS.max_bpp,
-                        tradeoff=FLAGS.tradeoff, splits=splits)
+                        tradeoff=FLAGS.tradeoff, splits=splits,
+                        stage2=stage2)
   if role == "chief":
     print(f"chief: serving the oracle on {os.environ['KERASTUNER_ORACLE_IP']}"
           f":{os.environ['KERASTUNER_ORACLE_PORT']} for {search_dir}",
@@ -493,7 +608,7 @@ def main(argv):
           "chief writes the table", flush=True)
     return
 
-  rows = trial_table(tuner.oracle)
+  rows = trial_table(tuner.oracle, two_stage=bool(stage2))
   if not rows:
     print("no trials were run")
     return
@@ -505,13 +620,16 @@ def main(argv):
     print(f"no trial completed; wrote {search_dir}/trials.csv")
     return
   best = best[0]
-  row = _row(best, [])
+  row = _row(best, [], two_stage=bool(stage2))
   path = os.path.join(search_dir, "best.flags")
   write_best_flags(path, run, best, [
       f"The best trial ({best.trial_id}) of the search in {search_dir}, "
       f"--objective={FLAGS.objective}:",
-      f"val_accuracy {row['val_accuracy']:.4f}, val_bpp {row['val_bpp']:.4f}"
-      f" (the model's estimate), {_describe(best.hyperparameters.values)}"])
+      f"{'stage 2 ' if stage2 else ''}val_accuracy {row['val_accuracy']:.4f}"
+      f", val_bpp {row['val_bpp']:.4f} (the model's estimate), "
+      f"{_describe(best.hyperparameters.values)}",
+      *(_stage2_header(row, path, tuner.trial_dir(best.trial_id),
+                       FLAGS.stage2) if stage2 else [])])
   print(f"best: trial {best.trial_id} ({_describe(best.hyperparameters.values)}"
         f", score {best.score:.4f}); wrote {search_dir}/trials.csv and {path}")
   if FLAGS.objective == "budget" and row["val_bpp"] > FLAGS.max_bpp:
