@@ -210,7 +210,8 @@ def test_summary_table(runs, rates, tmp_path, capsys):
   # bytes, and sqrt(2) payload, 139 bytes.
   assert "| c1 | 277 | 28.3x | 139 | 14.1x |" in summary
   assert "| c2 | not reached | – | not reached | – |" in summary
-  assert "| c3 | 294 | 30.0x | 147 | 15.0x |" in summary
+  # c3 is there at its lowest quality: only a bound.
+  assert "| c3 | ≤ 294 | ≤ 30.0x | ≤ 147 | ≤ 15.0x |" in summary
   assert "### fashion_mnist" in summary
 
 

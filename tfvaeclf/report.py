@@ -343,18 +343,23 @@ def summary_markdown(dataset, points):
       cells = [name] + ([classifier] if len(kinds) > 1 else [])
       for rate, _ in BYTE_COUNTINGS:
         size = matched_rate(sweep, best.accuracy, rate, accuracy)
+        measured = [p for p in sweep if getattr(p, accuracy) is not None]
         if size is None:
-          measured = any(getattr(p, accuracy) is not None for p in sweep)
           cells += ["not reached" if measured else "no accuracy", "–"]
         else:
+          # Reached at the sweep's lowest quality: a lower one might too.
+          lowest = getattr(measured[0], accuracy)
+          bound = "≤ " if lowest >= best.accuracy else ""
           model_size = getattr(best, rate)
-          cells += [f"{size:.3g}",
-                    f"{size / model_size:.1f}x" if model_size > 0 else "–"]
+          cells += [f"{bound}{size:.3g}", f"{bound}{size / model_size:.1f}x"
+                    if model_size > 0 else "–"]
       lines.append("| " + " | ".join(cells) + " |")
   lines += ["", "A codec's rate is interpolated along its quality sweep "
             "(accuracy linear in log rate) and divided by the model's rate "
             "counted the same way: whole file against a one-image tfvaeclf "
-            "message, payload against the range-coded bytes.", ""]
+            "message, payload against the range-coded bytes. ≤: reached "
+            "already at the sweep's lowest quality, so a lower quality may "
+            "reach it too.", ""]
   return "\n".join(lines)
 
 
