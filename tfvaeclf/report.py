@@ -48,8 +48,8 @@ from matplotlib.lines import Line2D
 from matplotlib.text import Annotation
 
 from tfvaeclf import fileio
-from tfvaeclf.pareto import pareto_front
 from tfvaeclf.layout import ModelDir
+from tfvaeclf.pareto import pareto_front
 
 __all__ = ["Point", "load_runs", "load_baselines", "parse_references",
            "matched_rate", "best_model", "summary_markdown", "write_report"]
@@ -341,9 +341,9 @@ def summary_markdown(dataset, points):
   for name, sweep in sweeps.items():
     for accuracy, classifier in kinds:
       cells = [name] + ([classifier] if len(kinds) > 1 else [])
+      measured = [p for p in sweep if getattr(p, accuracy) is not None]
       for rate, _ in BYTE_COUNTINGS:
         size = matched_rate(sweep, best.accuracy, rate, accuracy)
-        measured = [p for p in sweep if getattr(p, accuracy) is not None]
         if size is None:
           cells += ["not reached" if measured else "no accuracy", "–"]
         else:
