@@ -1,10 +1,11 @@
-"""GroupedConv2DTranspose against Keras' ungrouped Conv2DTranspose."""
+"""The grouped layers against Keras: GroupedConv2D against Conv2D(groups),
+GroupedConv2DTranspose against an ungrouped Conv2DTranspose a group."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf.layers import GroupedConv2DTranspose
+from tfvaeclf.layers import GroupedConv2D, GroupedConv2DTranspose
 
 # (input H x W x C, filters, groups, kernel, stride, padding): the seed's
 # decoder rows, before their cropping, and an odd-sized, non-square case.
@@ -121,3 +122,51 @@ def test_bad_arguments_are_refused(arguments, message):
 def test_input_channels_must_divide_into_groups():
   with pytest.raises(ValueError, match="Input channels"):
     GroupedConv2DTranspose(8, 3, groups=4).build((None, 4, 4, 6))
+
+
+# (input H x W x C, filters, groups, kernel, stride, padding): the seed's
+# encoder rows after their zero padding, and an odd case.
+ENCODER_CASES = [
+    ((4, 4, 192), 768, 64, 4, 2, "valid"),   # V1 heads
+    ((36, 36, 3), 12, 1, 6, 2, "valid"),     # V2 first row
+    ((20, 20, 12), 40, 4, 4, 2, "valid"),    # V2 second row
+    ((11, 11, 40), 128, 8, 3, 2, "valid"),   # V2 heads
+    ((7, 5, 6), 4, 2, (3, 2), (2, 1), "same"),
+]
+
+
+@pytest.mark.parametrize("shape,filters,groups,kernel,stride,padding",
+                         ENCODER_CASES)
+def test_grouped_conv2d_is_keras_conv2d_with_groups(
+    shape, filters, groups, kernel, stride, padding):
+  """Same weights, same outputs and gradients: a Keras Conv2D(groups)
+  model's weights load unchanged."""
+  keras = tf.keras.layers.Conv2D(filters, kernel, stride, padding,
+                                 groups=groups, activation="elu")
+  layer = GroupedConv2D(filters, kernel, stride, padding, groups,
+                        activation="elu")
+  inputs = _inputs(shape)
+  keras.build(inputs.shape)
+  keras.bias.assign(tf.random.normal(keras.bias.shape))
+  layer.build(inputs.shape)
+  layer.set_weights(keras.get_weights())
+  assert layer.count_params() == keras.count_params()
+
+  def outputs_and_gradients(convolution):
+    with tf.GradientTape() as tape:
+      tape.watch(inputs)
+      outputs = convolution(inputs)
+      loss = tf.reduce_sum(outputs ** 2)
+    return [outputs, *tape.gradient(
+        loss, [inputs, *convolution.trainable_variables])]
+
+  for ours, theirs in zip(outputs_and_gradients(layer),
+                          outputs_and_gradients(keras)):
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+  traced = tf.function(layer).get_concrete_function(
+      tf.TensorSpec((None, *shape))).structured_outputs
+  assert traced.shape.as_list() == keras.compute_output_shape(
+      (None, *shape)).as_list()
+  again = tf.keras.layers.deserialize(tf.keras.layers.serialize(layer))
+  assert isinstance(again, GroupedConv2D)
+  assert again.get_config() == layer.get_config()

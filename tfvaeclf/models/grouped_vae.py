@@ -22,7 +22,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from tfvaeclf.layers import GroupedConv2DTranspose
+from tfvaeclf.layers import GroupedConv2D, GroupedConv2DTranspose
 from tfvaeclf.models import base, vae
 from tfvaeclf.models.registry import register
 
@@ -85,8 +85,8 @@ TABLES = {
 def _conv(row, activation, name):
   return tf.keras.Sequential([
       tf.keras.layers.ZeroPadding2D(row.pad),
-      tf.keras.layers.Conv2D(row.channels, row.kernel, row.stride,
-                             groups=row.groups, activation=activation),
+      GroupedConv2D(row.channels, row.kernel, row.stride,
+                    groups=row.groups, activation=activation),
   ], name=name)
 
 
