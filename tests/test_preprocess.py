@@ -161,7 +161,7 @@ def test_tensorflow_resize_agrees_within_one(size, photos):
   for path in sorted(photos.rglob("*.*")):
     with Image.open(path) as image:
       pixels = np.asarray(image.convert("RGB"))
-    ours = preprocessing.fit(pixels).astype(int)
+    ours = preprocessing.fit_pixels(pixels).astype(int)
     worst = max(worst, int(np.abs(ours - _tensorflow_resize(pixels,
                                                             size)).max()))
   assert worst <= 1
@@ -337,3 +337,26 @@ def test_a_huge_image_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
   with pytest.raises(imageio.ImageFileError,
                      match=r"huge.png: is 30x40, more than the 1000 pixels"):
     imageio.read_image_files([path], imageio.Preprocessing((8, 8, 3), True))
+
+
+@pytest.mark.parametrize("height, width", [(20, 31), (61, 97), (32, 32)])
+def test_pad_shrinks_only_what_is_larger_and_centres_it(height, width):
+  """`pad` keeps the aspect ratio and never enlarges: a small image's pixels
+  are kept as they are, a large one is shrunk to fit, black around it."""
+  rng = np.random.default_rng(height)
+  pixels = rng.integers(1, 256, (height, width), np.uint8)
+  preprocessing = imageio.Preprocessing((32, 32, 3), resize=True, fit="pad")
+  padded = preprocessing.fit_pixels(pixels)
+  assert padded.shape == (32, 32, 3)
+  scale = min(1., 32 / height, 32 / width)
+  inner = (round(height * scale), round(width * scale))
+  top, left = (32 - inner[0]) // 2, (32 - inner[1]) // 2
+  box = padded[top:top + inner[0], left:left + inner[1]]
+  assert box.min() > 0  # the image fills its box, every channel alike
+  np.testing.assert_array_equal(box[..., 0], box[..., 2])
+  assert padded.sum() == box.sum()  # and only its box
+  if scale == 1.:
+    np.testing.assert_array_equal(box[..., 1], pixels)
+  record = preprocessing.record()
+  assert imageio.Preprocessing.from_record(record, (32, 32, 3)) == (
+      preprocessing)

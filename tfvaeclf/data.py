@@ -407,7 +407,7 @@ def _preprocessed(splits, preprocessing, encoded):
     return dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
 
   def fit_all(images):
-    return np.stack([preprocessing.fit(image) for image in images])
+    return np.stack([preprocessing.fit_pixels(image) for image in images])
 
   def from_images(dataset):
     def apply(images, labels):
@@ -483,21 +483,27 @@ def preprocessing_of(dataset, image_shape):
   `image_shape`: what a model dir from before preprocessing records was
   trained on (the same steps, then computed by TensorFlow)."""
   return Preprocessing(image_shape, resize=_size(
-      dataset["name"], dataset.get("image_size")) is not None)
+      dataset["name"], dataset.get("image_size")) is not None,
+                       fit=dataset.get("image_fit") or "cover")
 
 
-def load(name, *, data_dir=None, image_size=None, validation_size=5000,
-         seed=0, download=False):
+def load(name, *, data_dir=None, image_size=None, image_fit="cover",
+         image_channels=None, validation_size=5000, seed=0, download=False):
   """Loads `name` (in DATASET_NAMES, or "folder:PATH") as fixed-order Splits.
 
-  image_size (an int or (H, W)) resizes: aspect-preserving resize, then a
-  center crop. It is required for folders and defaults to 224 for
-  imagenet2012, whose images vary in size. `seed` only orders folder files.
+  image_size (an int or (H, W)) resizes, keeping the aspect ratio, as
+  `image_fit` says (`imageio.FITS`: cover and crop the centre, or pad the
+  centre with black). It is required for folders and defaults to 224 for
+  imagenet2012, whose images vary in size. image_channels (1 or 3; needs a
+  size) converts the images to greyscale or RGB (grey repeated): seed
+  002's 32x32x3 tables on Fashion-MNIST. `seed` only orders folder files.
   `download=True` lets TFDS download and prepare what is missing. Files are
   decoded and resized by `info.preprocessing` (numpy and Pillow), as the
   codec and the board do it.
   """
   size = _size(name, image_size)
+  if size is None and (image_channels or image_fit != "cover"):
+    raise ValueError("--image_channels and --image_fit need --image_size")
   if name.startswith("folder:"):
     if size is None:
       raise ValueError("folder datasets need --image_size (their images "
@@ -510,8 +516,10 @@ def load(name, *, data_dir=None, image_size=None, validation_size=5000,
     raise DatasetUnavailableError(
         f"unknown dataset {name!r}: choose one of "
         f"{', '.join(DATASET_NAMES)} or folder:PATH")
-  shape = (*(size or splits.info.image_shape[:2]), splits.info.image_shape[2])
-  preprocessing = Preprocessing(shape, resize=size is not None)
+  shape = (*(size or splits.info.image_shape[:2]),
+           image_channels or splits.info.image_shape[2])
+  preprocessing = Preprocessing(shape, resize=size is not None,
+                                fit=image_fit)
   if size is not None:
     encoded = splits.info.source.startswith(("folder:", "tfds:"))
     splits = _preprocessed(splits, preprocessing, encoded)

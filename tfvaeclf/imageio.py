@@ -3,9 +3,12 @@
 A `Preprocessing` is what training did to a file: decode it (Pillow, the
 first frame of an animation, no EXIF rotation), convert it to the network's
 mode ("L" or "RGB": palette, CMYK, RGBA (alpha dropped), greyscale, 16-bit
-(top byte) ...), and, for a model trained with `--image_size`, resize it
-keeping its aspect ratio to cover the size (bilinear, antialiased when
-shrinking) and crop the centre. The network then takes `pixel / 255`.
+(top byte) ...), and, for a model trained with `--image_size`, fit it to
+the size keeping its aspect ratio: `cover` resizes it to cover the size
+(bilinear, antialiased when shrinking) and crops the centre; `pad` shrinks
+it only if it is larger and pads it to the size with black, centred (what
+keeps 28x28 digits whole in a 32x32 network). The network then takes
+`pixel / 255`.
 Training's data pipeline runs these very functions (`tfvaeclf.data`), and a
 model dir and a bundle record them (`record`), so `codec compress`, the edge
 runtime and training turn a file into the same pixels.
@@ -28,7 +31,7 @@ from PIL import Image
 from tfvaeclf import fileio
 from tfvaeclf.errors import ImageFileError
 
-__all__ = ["ImageFileError", "Preprocessing", "read_image_files",
+__all__ = ["ImageFileError", "Preprocessing", "FITS", "read_image_files",
            "write_png"]
 
 _MODES = {1: "L", 3: "RGB"}
@@ -36,7 +39,10 @@ _MODES = {1: "L", 3: "RGB"}
 # way is refused instead of misapplied.
 _DECODE = "pillow_first_frame"
 _CONVERT = "any_mode"
-_RESIZE = "cover_bilinear_center_crop"
+# How each --image_fit reaches the size, by its record name.
+_RESIZE = {"cover": "cover_bilinear_center_crop",
+           "pad": "contain_bilinear_center_pad"}
+FITS = tuple(_RESIZE)
 _SCALE = "pixel/255"
 # 16-bit modes, whose top byte is the 8-bit value (as TensorFlow's decoders
 # give it); Pillow's own conversion would clip at 255.
@@ -61,13 +67,15 @@ class Preprocessing:
 
   Attributes:
     image_shape: (H, W, C) of the input, C=1 ("L") or 3 ("RGB").
-    resize: whether a file of another mode or size is converted and resized
-      (cover, centre crop) as training did, or refused (training took its
-      images as they came).
+    resize: whether a file of another mode or size is converted and fitted
+      to the size as training did, or refused (training took its images as
+      they came).
+    fit: how a resized file reaches the size, one of FITS.
     refusal: why such a file is refused, for the error message.
   """
   image_shape: tuple
   resize: bool = False
+  fit: str = "cover"
   refusal: str = dataclasses.field(default=None, compare=False)
 
   def __post_init__(self):
@@ -75,6 +83,8 @@ class Preprocessing:
     if len(shape) != 3 or shape[2] not in _MODES:
       raise ValueError(f"image_shape needs (H, W, 1 or 3), got {shape}")
     object.__setattr__(self, "image_shape", shape)
+    if self.fit not in FITS:
+      raise ValueError(f"fit must be one of {FITS}, got {self.fit!r}")
     if self.refusal is None:
       object.__setattr__(self, "refusal", (
           "the model was trained on images as they came; retrain it with "
@@ -89,7 +99,8 @@ class Preprocessing:
     return {"decode": _DECODE, "mode": self.mode,
             "size": list(self.image_shape[:2]),
             "convert": _CONVERT if self.resize else None,
-            "resize": _RESIZE if self.resize else None, "scale": _SCALE}
+            "resize": _RESIZE[self.fit] if self.resize else None,
+            "scale": _SCALE}
 
   @classmethod
   def from_record(cls, record, image_shape, refusal=None):
@@ -101,7 +112,10 @@ class Preprocessing:
     """
     if record is None:
       return cls(image_shape, refusal=refusal)
-    expected = cls(image_shape, resize=record.get("resize") is not None)
+    fit = {name: fit for fit, name in _RESIZE.items()}.get(
+        record.get("resize"), "cover")
+    expected = cls(image_shape, resize=record.get("resize") is not None,
+                   fit=fit)
     if record != expected.record():
       raise ValueError(
           f"preprocessing {record} is not one this tfvaeclf applies to a "
@@ -128,11 +142,32 @@ class Preprocessing:
           f"{name}: is {image.height}x{image.width} mode {image.mode}, "
           f"expected {height}x{width} mode {self.mode} ({self.refusal})")
     if image.size != (width, height):
-      covering = _covering((image.height, image.width), size)
-      top, left = ((c - s) // 2 for c, s in zip(covering, size))
-      image = image.resize(covering[::-1], Image.Resampling.BILINEAR)
-      image = image.crop((left, top, left + width, top + height))
+      image = (self._padded if self.fit == "pad" else self._cropped)(
+          image, size)
     return np.asarray(image).reshape(self.image_shape)
+
+  @staticmethod
+  def _cropped(image, size):
+    """Resized to cover `size` (H, W), the centre cropped."""
+    height, width = size
+    covering = _covering((image.height, image.width), size)
+    top, left = ((c - s) // 2 for c, s in zip(covering, size))
+    image = image.resize(covering[::-1], Image.Resampling.BILINEAR)
+    return image.crop((left, top, left + width, top + height))
+
+  @staticmethod
+  def _padded(image, size):
+    """Shrunk to fit inside `size` (H, W) if larger, centred on black."""
+    height, width = size
+    scale = min(1., height / image.height, width / image.width)
+    if scale < 1.:
+      image = image.resize((max(1, round(image.width * scale)),
+                            max(1, round(image.height * scale))),
+                           Image.Resampling.BILINEAR)
+    canvas = Image.new(image.mode, (width, height))
+    canvas.paste(image, ((width - image.width) // 2,
+                         (height - image.height) // 2))
+    return canvas
 
   def load(self, file, name=None):
     """An image file (path or file object) -> its uint8 (H, W, C) input;
@@ -158,14 +193,14 @@ class Preprocessing:
     training's pipeline runs on the files it reads."""
     return self.load(io.BytesIO(bytes(file_bytes)), "image")
 
-  def fit(self, pixels):
-    """A decoded uint8 (h, w, C) image in the model's mode -> the input,
+  def fit_pixels(self, pixels):
+    """A decoded uint8 (h, w, 1 or 3) image -> the input, converted and
     resized as a file would be: what training's pipeline runs on datasets
     that come decoded."""
     pixels = np.asarray(pixels)
-    if self.image_shape[2] == 1:
-      pixels = pixels.reshape(pixels.shape[:2])
-    return self._fitted(Image.fromarray(pixels), "image")
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+      pixels = pixels[..., 0]
+    return self._fitted(self._converted(Image.fromarray(pixels)), "image")
 
 
 def read_image_files(paths, preprocessing):

@@ -18,7 +18,7 @@ import sys
 
 from absl import flags
 
-from tfvaeclf import cli, data, distribute, models
+from tfvaeclf import cli, data, distribute, imageio, models
 from tfvaeclf.models import base
 
 __all__ = ["DataSpec", "TrainSpec", "RunSpec", "MODEL_FLAGS", "from_flags",
@@ -39,6 +39,13 @@ class DataSpec:
       None, "Resize images to this size (keeping their aspect ratio, then "
       "cropping the centre); the model then takes image files of any size "
       "and mode, resized the same way.")
+  image_fit: str = setting(
+      "cover", "How --image_size is reached: cover (resize to cover it, "
+      "crop the centre) or pad (shrink only if larger, pad the centre with "
+      "black).", choices=imageio.FITS)
+  image_channels: int = setting(
+      None, "Convert images to 1 (greyscale) or 3 (RGB, grey repeated) "
+      "channels; needs --image_size.")
   validation_size: int = setting(
       5000, "Examples carved from the end of train for validation.")
   seed: int = None  # --seed, defined with TrainSpec's
