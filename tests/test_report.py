@@ -187,6 +187,32 @@ def test_matched_rate_interpolates_along_the_sweep(rates):
   assert report.matched_rate(sweeps["c1"], 0.90) == 1.  # at a sweep point
 
 
+def test_psnr_at_a_models_rate_is_read_along_each_codec(runs, rates,
+                                                         tmp_path, capsys):
+  sweeps = report._codec_sweeps(report.load_baselines(rates))
+  # c1's payload: 49, 98, 196 bytes at 20, 25, 30 dB. The log-scale
+  # midpoint of its first two qualities lies halfway in PSNR.
+  middle = math.sqrt(49 * 98)
+  assert report.psnr_at_rate(sweeps["c1"], middle) == pytest.approx(22.5)
+  assert report.psnr_at_rate(sweeps["c1"], 196.) == pytest.approx(30.)
+  assert report.psnr_at_rate(sweeps["c1"], 40.) is None  # not extrapolated
+  assert report.psnr_at_rate(sweeps["c1"], 98., "bytes_per_image") == 20.
+  write_run(tmp_path / "runs" / "delta", "mnist", 0.9, middle / 98, middle,
+            23.)
+  out = tmp_path / "out"
+  report_cli([f"--runs={runs}", f"--baselines={rates}", f"--out={out}"],
+             capsys)
+  summary = (out / "summary.md").read_text()
+  assert "### mnist: PSNR at the models' rates" in summary
+  payload = summary.split("(payload only) | PSNR")[1].split("\n\n")[0]
+  assert ("| delta (joint, factorized, λ=0.7) | 69.3 | 23.00 | "
+          "22.50 (+0.50) | outside its rates | outside its rates |"
+          in payload)
+  assert "| beta (joint, factorized, λ=0.7) | 4.9 | 21.50 |" in payload
+  # No model of fashion_mnist has a PSNR: no such table.
+  assert "fashion_mnist: PSNR" not in summary
+
+
 def test_matched_rate_takes_the_smallest_crossing_and_skips_gaps():
   point = lambda bpp, accuracy: report.Point(  # noqa: E731
       "d", "codec", "c", "q", bpp, bpp, bpp, bpp, accuracy)
@@ -375,6 +401,8 @@ def test_user_errors_are_one_line_exit_2(case, runs, rates, tmp_path,
     ("rdc", {"lmbda": 0., "lambda_cls": 0.03}, "rdc, λ_cls=0.03"),
     ("beta_vae", {"entropy_model": "factorized", "lmbda": 0., "beta": 3.},
      "beta_vae, factorized, β=3"),
+    ("grouped_vae", {"entropy_model": "factorized", "lmbda": 0.3,
+                     "beta": 1.}, "grouped_vae, factorized, β=1, λ_rate=0.3"),
     ("split", {"entropy_model": "context", "lmbda": 2.},
      "split, context, λ=2"),
 ])

@@ -12,7 +12,8 @@ as `runs/` stands for every model dir in it) and the rate tables written by
 * `accuracy_<dataset>.png`: test accuracy against bits per pixel;
 * `psnr_<dataset>.png`: PSNR against bits per pixel, where PSNR exists;
 * `summary.md`: per dataset, the rate each codec needs to match the best
-  model's accuracy (also printed).
+  model's accuracy and, where models have PSNR, each codec's PSNR at each
+  model's rate (also printed).
 
 How rates are counted. A codec is counted two ways (see tfvaeclf/baselines.py):
 the whole file, and the entropy-coded payload alone. So is a model: its
@@ -52,7 +53,8 @@ from tfvaeclf.layout import ModelDir
 from tfvaeclf.pareto import pareto_front
 
 __all__ = ["Point", "load_runs", "load_baselines", "parse_references",
-           "matched_rate", "best_model", "summary_markdown", "write_report"]
+           "matched_rate", "psnr_at_rate", "best_model", "summary_markdown",
+           "psnr_markdown", "write_report"]
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("runs", [], "Model dirs, or dirs of model dirs (runs/).")
@@ -108,6 +110,9 @@ def _model_setting(config):
     if field in model_config:
       parts.append(f"{symbol}={model_config[field]:g}")
       break
+  if "beta" in model_config and model_config.get("lmbda"):
+    # A VAE whose encoder the rate shapes (--encoder_rate_weight).
+    parts.append(f"λ_rate={model_config['lmbda']:g}")
   return ", ".join(parts)
 
 
@@ -297,6 +302,20 @@ def matched_rate(sweep, target, rate="bpp", accuracy="accuracy"):
   return min(reached, default=None)
 
 
+def psnr_at_rate(sweep, size, rate="payload_bytes_per_image"):
+  """A codec's PSNR at rate `size`, interpolated linearly against log rate
+  between the two qualities around it (as the plot draws it); None outside
+  the sweep's rates, which are not extrapolated."""
+  curve = sorted((getattr(p, rate), p.psnr) for p in sweep
+                 if p.psnr is not None)
+  for (r0, q0), (r1, q1) in zip(curve, curve[1:]):
+    if r0 <= size <= r1:
+      t = (math.log(size) - math.log(r0)) / (math.log(r1) - math.log(r0)) if (
+          r1 > r0) else 0.
+      return q0 + t * (q1 - q0)
+  return None
+
+
 def _codec_sweeps(points):
   """{codec name: its points in sweep order} for one dataset's points."""
   sweeps = {}
@@ -363,6 +382,39 @@ def summary_markdown(dataset, points):
   return "\n".join(lines)
 
 
+def psnr_markdown(dataset, points):
+  """Each model's PSNR beside each codec's at the model's rate, both ways
+  of counting (payload against payload, message against whole file), as
+  Markdown; "" where no model has a PSNR."""
+  models = sorted((p for p in points if p.kind == "model"
+                   and p.psnr is not None),
+                  key=lambda p: p.payload_bytes_per_image)
+  sweeps = {name: sweep for name, sweep in _codec_sweeps(points).items()
+            if any(p.psnr is not None for p in sweep)}
+  if not models or not sweeps:
+    return ""
+  lines = [f"### {dataset}: PSNR at the models' rates", ""]
+  for rate, counting in reversed(BYTE_COUNTINGS):
+    header = ["model", f"bytes/image ({counting})", "PSNR (dB)"]
+    header += [f"{name} (dB, model minus it)" for name in sweeps]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model in models:
+      size = getattr(model, rate)
+      cells = [f"{model.name} ({model.setting})", f"{size:.3g}",
+               f"{model.psnr:.2f}"]
+      for sweep in sweeps.values():
+        psnr = psnr_at_rate(sweep, size, rate)
+        cells.append("outside its rates" if psnr is None else
+                     f"{psnr:.2f} ({model.psnr - psnr:+.2f})")
+      lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+  lines += ["A codec's PSNR is interpolated along its quality sweep (PSNR "
+            "linear in log rate), never extrapolated: payload against the "
+            "model's range-coded bytes, whole file against its one-image "
+            "message.", ""]
+  return "\n".join(lines)
+
+
 # --- plots ------------------------------------------------------------------
 
 _MODEL_MARKERS = ("*", "D", "P", "X", "s", "^", "v", "p")
@@ -392,6 +444,21 @@ def _new_axes(title, ylabel):
   axes.grid(True, which="major", alpha=0.4)
   axes.grid(True, which="minor", alpha=0.15)
   return figure, axes
+
+
+def _bytes_axis(axes, points):
+  """A top axis in bytes per image beside the bottom's bits per pixel (the
+  images of one dataset are all of one size)."""
+  pixels = next((8 * p.bytes_per_image / p.bpp for p in points if p.bpp),
+                None)
+  if pixels:
+    top = axes.secondary_xaxis("top", functions=(
+        lambda bpp: bpp * pixels / 8, lambda size: size * 8 / pixels))
+    top.xaxis.set_major_locator(ticker.LogLocator(subs=(1., 2., 5.)))
+    top.xaxis.set_major_formatter(ticker.FuncFormatter(
+        lambda size, _: f"{size:g}"))
+    top.xaxis.set_minor_formatter(ticker.NullFormatter())
+    top.set_xlabel("bytes per image")
 
 
 def _draw_models(axes, models, value, markers):
@@ -528,6 +595,7 @@ def plot_accuracy(dataset, points, reference, colors, markers, path):
       f"{dataset}: test accuracy against rate, learned models and classical "
       "codecs", "test accuracy (%)")
   models = [p for p in points if p.kind == "model"]
+  _bytes_axis(axes, points)
   handles = _draw_models(axes, models, lambda p: 100 * p.accuracy, markers)
   handles += _draw_front(axes, models)
   handles += _draw_codecs(axes, points, colors, 100,
@@ -552,6 +620,7 @@ def plot_psnr(dataset, points, colors, markers, path):
   figure, axes = _new_axes(
       f"{dataset}: reconstruction PSNR against rate", "PSNR (dB)")
   models = [p for p in points if p.kind == "model" and p.psnr is not None]
+  _bytes_axis(axes, points)
   handles = _draw_models(axes, models, lambda p: p.psnr, markers)
   handles += _draw_codecs(axes, points, colors, 1., [("psnr", "")])
   if not models:
@@ -608,8 +677,9 @@ def write_report(points, references, out, note=None):
       plot_psnr(dataset, ds_points, colors, markers,
                 os.path.join(out, f"psnr_{name}.png"))
     summaries.append(summary_markdown(dataset, ds_points))
+    summaries.append(psnr_markdown(dataset, ds_points))
   summary = "## Rate needed to match the best model's accuracy\n\n" + (
-      "\n".join(summaries))
+      "\n".join(s for s in summaries if s))
   with fileio.atomic_writer(os.path.join(out, "summary.md"), "w") as f:
     f.write(summary)
   return summary
