@@ -1,6 +1,7 @@
 """Classical-codec baselines: real round trips, and payload counting."""
 
 import csv
+import json
 import os
 import struct
 import subprocess
@@ -10,7 +11,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from tfvaeclf import baselines
+from tfvaeclf import baselines, data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR_DIR = os.path.join(REPO, "tests", "data", "cifar10")
@@ -171,6 +172,32 @@ def _run_tool(*args):
       [sys.executable, "tools/baselines.py", *args], cwd=REPO,
       capture_output=True, text=True,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+def test_dataset_from_codes_the_images_as_a_model_reads_them(tmp_path):
+  """Seed 002's VAE reads Fashion-MNIST padded to 32x32x3: the codecs it is
+  compared with code those very images (here MNIST's, offline)."""
+  model = tmp_path / "model"
+  model.mkdir()
+  dataset = {"name": "mnist", "image_size": 32, "image_fit": "pad",
+             "image_channels": 3}
+  (model / "config.json").write_text(json.dumps({"dataset": dataset}))
+  out = tmp_path / "padded.csv"
+  result = _run_tool("--codecs=jpeg", "--qualities=50", "--max_examples=3",
+                     f"--dataset_from={model}", f"--out={out}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(out) as f:
+    (row,) = list(csv.DictReader(f))
+  padded = np.stack([x for x, _ in data.load(**dataset).test.take(3)
+                     .as_numpy_iterator()])
+  assert padded.shape == (3, 32, 32, 3)
+  expected = baselines.measure(baselines.CODECS["jpeg"], padded, 50)
+  assert float(row["bytes_per_image"]) == pytest.approx(
+      expected["bytes_per_image"])
+  assert float(row["psnr"]) == pytest.approx(expected["psnr"])
+  both = _run_tool("--codecs=jpeg", f"--dataset_from={model}",
+                   f"--classifier_dir={model}", f"--out={out}")
+  assert both.returncode == 2 and "not both" in both.stderr
 
 
 def test_classifier_accuracy_on_decoded_images(tmp_path, classifier_dir):

@@ -41,6 +41,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist",
                     "Dataset whose test images to code (default with "
                     "--classifier_dir: the classifier's).")
+flags.DEFINE_string("dataset_from", None,
+                    "A model dir: code its test images as it reads them "
+                    "(its dataset, size, fit and channels), e.g. seed 002's "
+                    "Fashion-MNIST padded to 32x32x3.")
 flags.DEFINE_integer("max_examples", 200, "Test images to code.")
 flags.DEFINE_list("codecs", list(baselines.CODECS), "Codecs to measure.")
 flags.DEFINE_list("qualities", None,
@@ -125,16 +129,20 @@ def parse_qualities(values, codec_names):
 
 def _load_data():
   """(dataset name, splits, the loaded classifier or None)."""
-  if not FLAGS.classifier_dir:
+  if FLAGS.classifier_dir and FLAGS.dataset_from:
+    raise cli.UserError("give --classifier_dir or --dataset_from, not both "
+                        "(the classifier's images are its dataset's)")
+  source = FLAGS.classifier_dir or FLAGS.dataset_from
+  if not source:
     return FLAGS.dataset, data.load(FLAGS.dataset,
                                     data_dir=FLAGS.data_dir), None
-  args = dict(model_dir_lib.read_config(FLAGS.classifier_dir)["dataset"],
-              download=False)
+  args = dict(model_dir_lib.read_config(source)["dataset"], download=False)
   if FLAGS["dataset"].present and FLAGS.dataset != args["name"]:
     raise cli.UserError(
-        f"--dataset={FLAGS.dataset}, but the classifier in "
-        f"{FLAGS.classifier_dir} was trained on {args['name']}")
-  loaded = model_dir_lib.load_classifier(FLAGS.classifier_dir)
+        f"--dataset={FLAGS.dataset}, but the model in {source} was trained "
+        f"on {args['name']}")
+  loaded = (model_dir_lib.load_classifier(FLAGS.classifier_dir)
+            if FLAGS.classifier_dir else None)
   if FLAGS.data_dir:
     args["data_dir"] = FLAGS.data_dir
   return args["name"], data.load(**args), loaded
