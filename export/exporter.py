@@ -19,7 +19,7 @@ from tfvaeclf.edge import bundle
 
 from export import encoder, mcu, server
 
-__all__ = ["calibration_images", "export_bundle"]
+__all__ = ["calibration_images", "calibration_sample", "export_bundle"]
 
 
 def _channel_stream(name, coder, spatial_shape, **extra):
@@ -101,7 +101,12 @@ def calibration_images(config, count, data_dir=None):
   args = dict(config["dataset"], download=False)
   if data_dir:
     args["data_dir"] = data_dir
-  train = data.load(**args).train
+  return calibration_sample(data.load(**args).train, count)
+
+
+def calibration_sample(train, count):
+  """float32 (count, H, W, C): a seeded random sample of the (image, label)
+  dataset `train`."""
   sample = train.shuffle(10_000, seed=0).take(count).map(lambda x, y: x)
   return data.to_float(np.stack(list(sample.as_numpy_iterator()))).numpy()
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import backbones, codec, data, model_dir, models, split_sweep
+from tfvaeclf import (backbones, codec, data, model_dir, models, report,
+                      split_sweep)
 from tfvaeclf import train
 from tfvaeclf.edge import EdgeEncoder
 import export
@@ -203,18 +204,32 @@ def test_two_point_rate_config_runs_end_to_end(classifier_dir, tmp_path,
   assert [(r["split_point"], r["mode"], r["compress_factor"], r["lmbda"])
           for r in rows] == [("S1", "unsupervised", "8", "0.5"),
                              ("S1", "unsupervised", "16", "2.0")]
+  with open(out / "uncut.json") as f:
+    uncut = json.load(f)["results"]
+  assert uncut["num_images"] == 100
+  whole = model_dir.load_classifier(classifier_dir).model
+  assert uncut["edge_parameters"] == whole.count_params()
   for row in rows:
     assert 0 < float(row["bytes_per_image"]) < float(
-        row["file_bytes_per_image"])
+        row["message_bytes_per_image"]) < float(row["file_bytes_per_image"])
     assert 0 <= float(row["accuracy"]) <= 1
     with open(os.path.join(row["dir"], "config.json")) as f:
       config = json.load(f)["model_config"]
     assert (config["split_point"], config["bottleneck_mode"],
             config["compress_factor"]) == ("S1", "unsupervised",
                                            int(row["compress_factor"]))
-  with open(out / "uncut.json") as f:
-    assert json.load(f)["results"]["num_images"] == 100
-  assert (out / "accuracy_vs_bytes.png").read_bytes()[:8] == (
+    # sc2bench's edge size: the front (a part of the whole network) and
+    # the bottleneck encoder; int8 about a quarter of float32.
+    split_model = model_dir.load(row["dir"]).model
+    assert int(row["edge_parameters"]) == (
+        split_model.front.count_params()
+        + split_model.bottleneck_encoder.count_params())
+    assert split_model.front.count_params() < uncut["edge_parameters"]
+    float_bytes, int8_bytes = (int(row["edge_float_bytes"]),
+                               int(row["edge_int8_bytes"]))
+    assert 4 * int(row["edge_parameters"]) < float_bytes
+    assert float_bytes / 5 < int8_bytes < float_bytes / 2
+  assert (out / "accuracy_vs_bytes_unsupervised.png").read_bytes()[:8] == (
       b"\x89PNG\r\n\x1a\n")
   # Rerun: nothing finished is trained or evaluated again.
   os.remove(out / "points.csv")
@@ -223,6 +238,30 @@ def test_two_point_rate_config_runs_end_to_end(classifier_dir, tmp_path,
   assert stdout.count("done before") == 2
   with open(out / "points.csv") as f:
     assert list(csv.DictReader(f)) == rows
+
+
+def test_trivial_extremes_are_the_class_alone_and_the_whole_image():
+  uncut = {"accuracy": 0.9, "edge_parameters": 1000,
+           "edge_float_bytes": 5000, "edge_int8_bytes": 2000}
+  codec = dict(dataset="mnist", kind="codec", bpp=1., payload_bpp=.5,
+               payload_bytes_per_image=50.)
+  points = [report.Point(name="jpeg", setting="q 5", bytes_per_image=400.,
+                         accuracy=.8, **codec),
+            report.Point(name="jpeg", setting="q 50", bytes_per_image=600.,
+                         accuracy=.89, **codec),
+            report.Point(name="av1", setting="CRF 63", bytes_per_image=80.,
+                         accuracy=.85, **codec),
+            report.Point(name="webp", setting="q 5", bytes_per_image=90.,
+                         **codec)]  # no reader: not an extreme
+  extremes = split_sweep.trivial_extremes(uncut, 10, points)
+  assert list(extremes) == ["whole network on the board, class sent",
+                            "whole image as JPEG"]
+  (board,) = extremes["whole network on the board, class sent"]
+  assert board["message_bytes_per_image"] == pytest.approx(0.415, abs=1e-3)
+  assert board["edge_int8_bytes"] == 2000 and board["accuracy"] == .9
+  assert [row["message_bytes_per_image"]
+          for row in extremes["whole image as JPEG"]] == [400., 600.]
+  assert split_sweep.trivial_extremes(None, 10, []) == {}
 
 
 @pytest.mark.parametrize("rates, needle", [

@@ -4,7 +4,8 @@
         --flagfile=configs/fashion_mnist_split.flags \
         --rate_config=configs/small_resnet_rates.json \
         --modes=supervised,unsupervised --out=runs/split_sweep \
-        [--split_points=S1] [--max_examples=N]
+        [--split_points=S1] [--max_examples=N] \
+        [--baselines=runs/baselines_fashion_mnist.csv]
 
 Seed 004 gives, for each split point, a list of bottleneck configurations
 along its rate-accuracy curve (its dict.yaml). A rate configuration is that
@@ -21,31 +22,43 @@ its own under `--out`, then evaluated on the real bitstreams of the test
 split (`tfvaeclf.sweep`). A point evaluated before is only read back, and
 an unfinished one resumes, so a killed sweep rerun repeats nothing.
 
+Each point is measured by sc2bench's three numbers: the data one image
+costs (a one-image message, as a board sends it; the payload and the
+one-image file too), the accuracy, and the edge's size (front + bottleneck
+encoder: parameters, and TFLite bytes in float32 and int8; kept in the
+point's `edge_size.json`). Beside them, the two trivial extremes: the whole
+network on the board sending only the class (log2(classes) bits, the edge
+size of the uncut network) and, with `--baselines` (a tools/baselines.py
+table with the backbone as `--classifier_dir`), the whole image sent as a
+JPEG or WebP file (no network on the board).
+
 Written into `--out`: `points.csv` (one row a point: split point, mode,
-compress factor, lmbda, accuracy, bytes per image as payload and as a
-one-image file, bpp, the model dir), `uncut.json` (the uncut backbone on
-the same test images: the `--backbone_from` classifier, or the backbone
-with its `--backbone_weights`) and `accuracy_vs_bytes.png`.
+compress factor, lmbda, accuracy, the bytes, bpp, edge size, the model dir),
+`uncut.json` (the uncut backbone on the same test images, the
+`--backbone_from` classifier or the backbone with its `--backbone_weights`,
+and its size on the board) and `accuracy_vs_bytes_MODE.png` for each mode.
 """
 
 from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
 
 import dataclasses
 import json
+import math
 import os
 import sys
 
 from absl import flags
 from matplotlib.figure import Figure
 
-from tfvaeclf import (backbones, evaluate, fileio, models, specs, sweep,
-                      train)
+from export import exporter, sizes
+from tfvaeclf import (backbones, evaluate, fileio, models, report, specs,
+                      sweep, train)
 from tfvaeclf import model_dir as model_dir_lib
 from tfvaeclf.layout import ModelDir
 from tfvaeclf.models import split
 
-__all__ = ["read_rate_config", "sweep_points", "uncut_accuracy",
-           "plot_points"]
+__all__ = ["read_rate_config", "sweep_points", "uncut_point", "edge_size",
+           "trivial_extremes", "plot_points"]
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("rate_config", None,
@@ -56,9 +69,14 @@ flags.DEFINE_list("modes", ["supervised"],
                   f"{', '.join(split.MODES)}.")
 flags.DEFINE_list("split_points", None,
                   "Only these split points of --rate_config (default: all).")
+flags.DEFINE_integer("edge_calibration", 64,
+                     "Training images that set the int8 edge's ranges.")
 
 MODEL = "split"
 UNCUT_FILE = "uncut.json"
+EDGE_FILE = "edge_size.json"
+# The whole image to the server: the codecs drawn as that extreme.
+IMAGE_CODECS = ("jpeg", "webp")
 POINT_KEYS = ("compress_factor", "lmbda")
 
 
@@ -147,11 +165,12 @@ def _uncut_classifier(config):
   return model_dir_lib.LoadedModel(model, b"", {})
 
 
-def uncut_accuracy(config, test, max_examples, out, batch_size):
-  """Test accuracy of the uncut backbone on `test` (its first
-  `max_examples`, in batches of `batch_size`), kept in `out/uncut.json` and
-  read back from there while the backbone and the examples are the same;
-  None without weights."""
+def uncut_point(config, test, max_examples, out, batch_size, calibration):
+  """The uncut backbone on the board: its test accuracy on `test` (its
+  first `max_examples`, in batches of `batch_size`) and its edge size
+  (int8 ranges from `calibration`), kept in `out/uncut.json` and read back
+  from there while the backbone and the examples are the same; None
+  without weights."""
   key = {"backbone": config.backbone,
          "backbone_from": config.backbone_from and os.path.abspath(
              config.backbone_from),
@@ -162,44 +181,88 @@ def uncut_accuracy(config, test, max_examples, out, batch_size):
   if os.path.exists(path):
     with open(path) as f:
       cached = json.load(f)
-    if cached["key"] == key:
-      return cached["results"]["accuracy"]
+    if cached["key"] == key and "edge_int8_bytes" in cached["results"]:
+      return cached["results"]
   loaded = _uncut_classifier(config)
   if loaded is None:
     return None
   results = evaluate.evaluate(loaded, test, batch_size, progress=False)
+  model = loaded.model
+  results.update(sizes.edge_size(
+      lambda images: {"logits": model.classify(images)}, config.image_shape,
+      model.count_params(), calibration()))
   fileio.write_json(path, {"key": key, "results": results})
-  return results["accuracy"]
+  return results
+
+
+def edge_size(directory, calibration):
+  """The edge part of the split model in `directory` (front + bottleneck
+  encoder; int8 ranges from `calibration()`), kept in its edge_size.json."""
+  path = os.path.join(directory, EDGE_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  model = model_dir_lib.load(directory).model
+  size = sizes.edge_size(
+      lambda images: {"latent": model.encode(images)},
+      model.config.image_shape,
+      model.front.count_params() + model.bottleneck_encoder.count_params(),
+      calibration())
+  fileio.write_json(path, size)
+  return size
+
+
+def trivial_extremes(uncut, num_classes, baselines):
+  """sc2bench's two trivial points: {label: [rows]}. The whole network on
+  the board sends only the class; the whole image goes as a JPEG or WebP
+  file (the backbone reading it as trained)."""
+  extremes = {}
+  if uncut is not None:
+    extremes["whole network on the board, class sent"] = [{
+        "accuracy": uncut["accuracy"],
+        "message_bytes_per_image": math.log2(num_classes) / 8,
+        **{k: uncut[k] for k in ("edge_parameters", "edge_float_bytes",
+                                 "edge_int8_bytes")}}]
+  for point in baselines:
+    if point.name in IMAGE_CODECS and point.accuracy is not None:
+      extremes.setdefault(f"whole image as {point.name.upper()}", []).append(
+          {"accuracy": point.accuracy,
+           "message_bytes_per_image": point.bytes_per_image,
+           "edge_parameters": 0})
+  return extremes
 
 
 def _point_dir(out, point, mode, factor, lmbda):
   return os.path.join(out, f"{point}_{mode}_cf{factor}_lmbda{lmbda:g}")
 
 
-def plot_points(rows, uncut, title, path):
-  """Accuracy against payload bytes per image: a curve per split point and
-  mode, the uncut backbone as a horizontal line."""
+def plot_points(rows, uncut, extremes, title, path):
+  """Accuracy against one-image message bytes (log scale): a curve per
+  split point, the trivial extremes, the uncut backbone as a line."""
   figure = Figure(figsize=(9, 5.4), dpi=110, layout="constrained")
   axes = figure.add_subplot()
   curves = {}
   for row in rows:
-    curves.setdefault((row["split_point"], row["mode"]), []).append(row)
-  points = sorted({point for point, _ in curves})
-  for (point, mode), curve in sorted(curves.items()):
-    curve.sort(key=lambda row: row["bytes_per_image"])
-    axes.plot([row["bytes_per_image"] for row in curve],
-              [100 * row["accuracy"] for row in curve],
-              color=f"C{points.index(point) % 10}",
-              linestyle="-" if mode == "supervised" else "--",
-              marker="o" if mode == "supervised" else "s",
-              label=f"{point}, {mode}")
+    curves.setdefault(row["split_point"], []).append(row)
+  extreme_styles = iter(("*", "v", "D"))
+  for i, (label, curve) in enumerate(
+      [*sorted(curves.items()), *extremes.items()]):
+    curve = sorted(curve, key=lambda row: row["message_bytes_per_image"])
+    style = (dict(marker="o", color=f"C{i}") if label in curves else
+             dict(marker=next(extreme_styles), color="dimgray",
+                  linestyle=":", markersize=9))
+    axes.plot([row["message_bytes_per_image"] for row in curve],
+              [100 * row["accuracy"] for row in curve], label=label,
+              **style)
   if uncut is not None:
-    axes.axhline(100 * uncut, color="dimgray", linestyle=":", linewidth=1.5,
-                 label=f"uncut backbone ({100 * uncut:.2f}%)")
-  axes.set_xlabel("bytes per image (range-coded payload)")
+    axes.axhline(100 * uncut, color="dimgray", linestyle="--",
+                 linewidth=1, label=f"uncut backbone ({100 * uncut:.2f}%)")
+  axes.set_xscale("log")
+  axes.set_xlabel("bytes per image sent (one-image message; whole file "
+                  "for the image codecs)")
   axes.set_ylabel("test accuracy (%)")
   axes.set_title(title)
-  axes.grid(True, alpha=0.4)
+  axes.grid(True, which="both", alpha=0.3)
   axes.legend(fontsize=9)
   with fileio.atomic_writer(path, "wb") as f:
     figure.savefig(f, format="png")
@@ -225,10 +288,21 @@ def main(argv):
     raise cli.UserError(str(e)) from None
   test = splits.test.take(FLAGS.max_examples) if FLAGS.max_examples else (
       splits.test)
-  uncut = uncut_accuracy(run.with_data(splits.info).model, test,
-                         FLAGS.max_examples, FLAGS.out, run.train.batch_size)
+  sample, count = [], FLAGS.edge_calibration
+
+  def calibration():  # made once, only when a size is measured
+    if not sample:
+      sample.append(exporter.calibration_sample(splits.train, count))
+    return sample[0]
+
+  config = run.with_data(splits.info).model
+  uncut = uncut_point(config, test, FLAGS.max_examples, FLAGS.out,
+                      run.train.batch_size, calibration)
   if uncut is not None:
-    print(f"uncut {backbone}: {100 * uncut:.2f}% test accuracy", flush=True)
+    print(f"uncut {backbone}: {100 * uncut['accuracy']:.2f}% test accuracy",
+          flush=True)
+  baselines = [point for spec in FLAGS.baselines
+               for point in report.load_baselines(spec)]
   rows, failed = [], []
   for i, (point, mode, factor, lmbda) in enumerate(todo, start=1):
     directory = _point_dir(FLAGS.out, point, mode, factor, lmbda)
@@ -252,15 +326,23 @@ def main(argv):
     rows.append({"split_point": point, "mode": mode,
                  "compress_factor": factor, "lmbda": lmbda,
                  "accuracy": results["accuracy"],
+                 "message_bytes_per_image": results[
+                     "message_bytes_per_image"],
                  "bytes_per_image": results["bytes_per_image"],
                  "file_bytes_per_image": results["file_bytes_per_image"],
-                 "bpp": results["bpp"], "dir": directory})
+                 "bpp": results["bpp"],
+                 **edge_size(directory, calibration), "dir": directory})
     print(f"  {100 * results['accuracy']:.2f}% at "
           f"{results['bytes_per_image']:.2f} bytes per image", flush=True)
-  plot_points(rows, uncut,
-              f"{splits.info.name}: split {backbone}, accuracy against rate",
-              os.path.join(FLAGS.out, "accuracy_vs_bytes.png"))
-  sweep.finish(FLAGS.out, rows, "accuracy_vs_bytes.png", failed)
+  extremes = trivial_extremes(uncut, config.num_classes, baselines)
+  figures = []
+  for mode in dict.fromkeys(row["mode"] for row in rows):
+    figures.append(f"accuracy_vs_bytes_{mode}.png")
+    plot_points([row for row in rows if row["mode"] == mode],
+                uncut and uncut["accuracy"], extremes,
+                f"{splits.info.name}: split {backbone}, {mode}",
+                os.path.join(FLAGS.out, figures[-1]))
+  sweep.finish(FLAGS.out, rows, " and ".join(figures), failed)
 
 
 if __name__ == "__main__":
