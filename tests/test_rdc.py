@@ -2,6 +2,7 @@
 dither, the fixed-rate quantizer, frozen parts, files and the sweep."""
 
 import csv
+import json
 import math
 import os
 
@@ -218,41 +219,70 @@ def test_a_missing_classifier_dir_says_how_to_train_it(tmp_path):
 
 # -- the sweep ----------------------------------------------------------------
 
-def test_sweep_of_two_points_writes_its_table_and_plot(tmp_path, capsys,
-                                                       classifier_dir):
+def test_sweep_with_two_encoders_writes_its_gaps(tmp_path, capsys,
+                                                 classifier_dir):
   out = tmp_path / "sweep"
   argv = ["--model=rdc", "--dataset=mnist", "--validation_size=500",
           f"--backbone_from={classifier_dir}", "--filters=8,16",
           "--train_subset=300", "--epochs=1", "--batch_size=32",
           "--max_examples=64", "--lambdas=0,0.05", "--rates=4:2",
-          f"--out={out}"]
+          "--encoder_lambdas=0,0.05", f"--out={out}"]
   code, stdout, stderr = run_cli(rdc_sweep.main, argv, capsys)
   assert code in (0, None), stderr
   with open(out / "points.csv") as f:
     rows = list(csv.DictReader(f))
-  assert [(r["kind"], float(r["lambda_cls"])) for r in rows] == [
-      ("end_to_end", 0.), ("universal", 0.), ("end_to_end", .05),
-      ("universal", .05)]
+  assert [(r["kind"], float(r["encoder_lambda"]), float(r["lambda_cls"]))
+          for r in rows] == [
+      ("end_to_end", 0., 0.), ("universal", 0., 0.),
+      ("end_to_end", .05, .05), ("universal", .05, .05),
+      ("universal", 0., .05), ("universal", .05, 0.)]
   assert all(float(r["fixed_bits_per_image"]) == 4. for r in rows)
-  universal_row = rows[-1]
-  assert universal_row["dir"].endswith("universal_l0.05")
-  e2e_row = rows[2]
-  assert float(universal_row["psnr_gap_db"]) == pytest.approx(
-      float(universal_row["psnr"]) - float(e2e_row["psnr"]))
-  assert os.path.getsize(out / "rdc_mnist.png") > 10_000
+  e2e = {float(r["lambda_cls"]): r for r in rows if r["kind"] == "end_to_end"}
+  for row in rows[4:]:
+    encoder, lmbda = float(row["encoder_lambda"]), float(row["lambda_cls"])
+    assert row["dir"].endswith(f"universal_e{encoder:g}_l{lmbda:g}")
+    assert float(row["psnr_gap_db"]) == pytest.approx(
+        float(row["psnr"]) - float(e2e[lmbda]["psnr"]))
+    assert float(row["accuracy_gap"]) == pytest.approx(
+        100 * (float(row["accuracy"]) - float(e2e[lmbda]["accuracy"])))
+    # The shared encoder is the frozen end-to-end one: same latents.
+    with open(os.path.join(row["dir"], "config.json")) as f:
+      frozen = json.load(f)["training"]["pretrained"]["dir"]
+    assert os.path.samefile(frozen, e2e[encoder]["dir"])
+  table = (out / "gaps.md").read_text()
+  assert table in stdout
+  assert len(table.strip().splitlines()) == 2 + 2  # header and 2 universal
+  for row in rows[4:]:
+    verdict = "yes" if rdc_sweep.within_claim(
+        {k: float(row[k]) for k in ("accuracy_gap", "psnr_gap_db")}) else (
+            "no")
+    assert (f"| {float(row['encoder_lambda']):g} | "
+            f"{float(row['lambda_cls']):g} |") in table
+    assert f"{float(row['accuracy_gap']):+.2f} / " in table
+    assert table.count(f"| {verdict} |") >= 1
+  for figure in ("rdc_mnist.png", "gaps_mnist.png"):
+    assert os.path.getsize(out / figure) > 10_000
   # A rerun trains nothing and writes the same table.
   before = (out / "points.csv").read_text()
-  stamp = os.path.getmtime(out / "d4_L2" / "universal_l0.05" / "eval.json")
+  eval_json = out / "d4_L2" / "universal_e0_l0.05" / "eval.json"
+  stamp = os.path.getmtime(eval_json)
   code, _, stderr = run_cli(rdc_sweep.main, argv, capsys)
   assert code in (0, None), stderr
   assert (out / "points.csv").read_text() == before
-  assert os.path.getmtime(
-      out / "d4_L2" / "universal_l0.05" / "eval.json") == stamp
+  assert os.path.getmtime(eval_json) == stamp
+
+
+def test_the_claim_is_one_point_and_one_db():
+  assert rdc_sweep.within_claim({"accuracy_gap": -1., "psnr_gap_db": 3.})
+  assert not rdc_sweep.within_claim({"accuracy_gap": -1.01,
+                                     "psnr_gap_db": 0.})
+  assert not rdc_sweep.within_claim({"accuracy_gap": 2., "psnr_gap_db": -1.2})
 
 
 @pytest.mark.parametrize("flag, message", [
     ("--rates=8", "DIM:L"), ("--rates=8:1", "DIM:L"),
-    ("--lambdas=0,x", "not numbers"), ("--encoder_lambda=3", "not one of"),
+    ("--lambdas=0,x", "not numbers"), ("--encoder_lambdas=3", "not one of"),
+    ("--encoder_lambdas=x", "not numbers"),
 ])
 def test_sweep_flags_are_checked_in_one_line(tmp_path, capsys, flag, message):
   code, _, stderr = run_cli(rdc_sweep.main, [

@@ -5,20 +5,28 @@
 
 For each rate (`DIM:L`: latent_dim entries of L levels, R = DIM * log2(L)
 bits per image) and each lambda_cls, an end-to-end model trains encoder and
-decoder together. Then the encoder of the end-to-end model at
-`--encoder_lambda` (default: the first lambda) is frozen and a new decoder
-trains for every other lambda: the universal models. The universal model at
-`--encoder_lambda` itself is that end-to-end model.
+decoder together. Then the encoder of the end-to-end model at each of
+`--encoder_lambdas` (default: the first lambda) is frozen and a new decoder
+trains on it for every other lambda: the universal models. The universal
+model at an encoder's own lambda is its end-to-end model.
 
 Every model is evaluated on real bitstreams (the frozen classifier c reads
 the decoded images). Written to OUT:
 
-    <rate>/end_to_end_l<lambda>/, <rate>/universal_l<lambda>/  model dirs
-    points.csv   one row a model: rate, lambda, kind, accuracy, MSE, PSNR,
-                 the fixed and the entropy-coded bytes per image, and for
-                 universal models the gaps to the end-to-end model
+    <rate>/end_to_end_l<lambda>/, <rate>/universal_e<lambda_enc>_l<lambda>/
+                 model dirs
+    points.csv   one row a model: rate, lambda, kind, encoder lambda,
+                 accuracy, MSE, PSNR, the fixed and the entropy-coded bytes
+                 per image, and for universal models the gaps to the
+                 end-to-end model
+    gaps.md      the gaps as a table over rate x encoder lambda x lambda,
+                 each marked whether reuse costs at most 1 point and 1 dB
+                 (seed 001's claim)
     rdc_<dataset>.png   MSE and PSNR against the accuracy of c(X_hat), one
-                 colour a rate, end to end solid, universal dashed
+                 colour a rate, end to end solid, universal dashed (one
+                 style an encoder)
+    gaps_<dataset>.png  the accuracy and PSNR gaps against lambda, a line
+                 per rate and encoder, the 1-point / 1-dB band shaded
 
 A rerun skips finished models and resumes an unfinished one; a model whose
 loss goes NaN stops the sweep (exit code 3) with its last good checkpoint.
@@ -40,18 +48,22 @@ import tqdm  # noqa: E402
 
 from tfvaeclf import fileio, specs, sweep, train  # noqa: E402
 
-__all__ = ["parse_rates", "plan", "gaps", "plot"]
+__all__ = ["parse_rates", "plan", "gaps", "within_claim", "gaps_markdown",
+           "plot", "plot_gaps"]
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("lambdas", ["0", "0.01", "0.05"],
                   "lambda_cls values: weights of c's cross-entropy.")
 flags.DEFINE_list("rates", ["8:4"],
                   "Rates as DIM:L (latent entries : quantization levels).")
-flags.DEFINE_float("encoder_lambda", None,
-                   "The lambda whose end-to-end encoder the universal "
-                   "decoders share (default: the first of --lambdas).")
+flags.DEFINE_list("encoder_lambdas", None,
+                  "The lambdas whose end-to-end encoders universal decoders "
+                  "are trained on, each for every other lambda (default: "
+                  "the first of --lambdas).")
 
 END_TO_END, UNIVERSAL = "end_to_end", "universal"
+# Seed 001's claim: a universal decoder costs at most this much.
+CLAIM_POINTS, CLAIM_DB = 1., 1.
 
 
 def parse_rates(specs):
@@ -73,50 +85,54 @@ def _rate_name(dim, levels):
   return f"d{dim}_L{levels}"
 
 
-def plan(out, rates, lambdas, encoder_lambda):
+def plan(out, rates, lambdas, encoder_lambdas):
   """Every model of the sweep, in training order: a list of dicts with
-  kind, dim, levels, lambda_cls, dir and, for universal ones, the dir of
-  the encoder they freeze."""
+  kind, dim, levels, lambda_cls, encoder_lambda, dir and, for universal
+  ones, the dir of the encoder they freeze."""
   points = []
   for dim, levels in rates:
     root = os.path.join(out, _rate_name(dim, levels))
     base = {"dim": dim, "levels": levels}
-    encoder_dir = os.path.join(root, f"{END_TO_END}_l{encoder_lambda:g}")
     points += [{**base, "kind": END_TO_END, "lambda_cls": lmbda,
+                "encoder_lambda": lmbda,
                 "dir": os.path.join(root, f"{END_TO_END}_l{lmbda:g}")}
                for lmbda in lambdas]
     points += [{**base, "kind": UNIVERSAL, "lambda_cls": lmbda,
-                "dir": os.path.join(root, f"{UNIVERSAL}_l{lmbda:g}"),
-                "encoder_dir": encoder_dir}
-               for lmbda in lambdas if lmbda != encoder_lambda]
+                "encoder_lambda": encoder,
+                "dir": os.path.join(root,
+                                    f"{UNIVERSAL}_e{encoder:g}_l{lmbda:g}"),
+                "encoder_dir": os.path.join(root,
+                                            f"{END_TO_END}_l{encoder:g}")}
+               for encoder in encoder_lambdas
+               for lmbda in lambdas if lmbda != encoder]
   return points
 
 
-def _row(point, results, encoder_lambda):
+def _row(point, results):
   return {
       "dim": point["dim"], "levels": point["levels"],
       "fixed_bits_per_image": results["fixed_bits_per_image"],
       "kind": point["kind"], "lambda_cls": point["lambda_cls"],
+      "encoder_lambda": point["encoder_lambda"],
       "accuracy": results["accuracy"], "mse": results["mse"],
       "psnr": results["psnr"],
       "bytes_per_image": results["bytes_per_image"],
       "file_bytes_per_image": results["file_bytes_per_image"],
-      "encoder_lambda": encoder_lambda, "dir": point["dir"],
+      "dir": point["dir"],
   }
 
 
-def gaps(rows):
+def gaps(rows, encoder_lambdas):
   """Universal rows gain `psnr_gap_db` and `accuracy_gap` (universal minus
   end to end, accuracy in points) against the end-to-end model at their
-  rate and lambda; the end-to-end model at the encoder's lambda also
-  stands as the universal model there."""
+  rate and lambda; the end-to-end model at each of `encoder_lambdas` also
+  stands as the universal model on its own encoder."""
   e2e = {(r["dim"], r["levels"], r["lambda_cls"]): r for r in rows
          if r["kind"] == END_TO_END}
   result = []
   for row in rows:
     result.append(row)
-    if row["kind"] == END_TO_END and row["lambda_cls"] == row[
-        "encoder_lambda"]:
+    if row["kind"] == END_TO_END and row["lambda_cls"] in encoder_lambdas:
       result.append({**row, "kind": UNIVERSAL, "psnr_gap_db": 0.,
                      "accuracy_gap": 0.})
     elif row["kind"] == UNIVERSAL:
@@ -126,25 +142,82 @@ def gaps(rows):
   return result
 
 
+def within_claim(row):
+  """Whether a universal row loses at most CLAIM_POINTS and CLAIM_DB."""
+  return (row["accuracy_gap"] >= -CLAIM_POINTS
+          and row["psnr_gap_db"] >= -CLAIM_DB)
+
+
+def gaps_markdown(rows):
+  """The universal rows as a Markdown table over rate x encoder lambda x
+  lambda, each marked against seed 001's claim."""
+  e2e = {(r["dim"], r["levels"], r["lambda_cls"]): r for r in rows
+         if r["kind"] == END_TO_END}
+  lines = ["| R (bits) | λ encoder | λ decoder | end-to-end: accuracy / "
+           "PSNR | universal: accuracy / PSNR | gap: points / dB | "
+           f"within {CLAIM_POINTS:g} point and {CLAIM_DB:g} dB |",
+           "|---|---|---|---|---|---|---|"]
+  universal = sorted((r for r in rows if r["kind"] == UNIVERSAL and
+                      r["lambda_cls"] != r["encoder_lambda"]),
+                     key=lambda r: (r["fixed_bits_per_image"],
+                                    r["encoder_lambda"], r["lambda_cls"]))
+  for row in universal:
+    ref = e2e[(row["dim"], row["levels"], row["lambda_cls"])]
+    lines.append(
+        f"| {row['fixed_bits_per_image']:g} ({row['dim']}×{row['levels']} "
+        f"levels) | {row['encoder_lambda']:g} | {row['lambda_cls']:g} | "
+        f"{100 * ref['accuracy']:.2f}% / {ref['psnr']:.2f} dB | "
+        f"{100 * row['accuracy']:.2f}% / {row['psnr']:.2f} dB | "
+        f"{row['accuracy_gap']:+.2f} / {row['psnr_gap_db']:+.2f} | "
+        f"{'yes' if within_claim(row) else 'no'} |")
+  return "\n".join(lines) + "\n"
+
+
+# Universal curves, one style an encoder: (line, marker).
+_ENCODER_STYLES = (("--", "s"), (":", "^"), ("-.", "v"))
+
+
+def _rate_colors(rows):
+  """[(colour, (dim, levels))], one colour a rate, in rate order."""
+  rates = sorted({(r["dim"], r["levels"]) for r in rows},
+                 key=lambda rate: rate[0] * math.log2(rate[1]))
+  return list(zip(plt.cm.viridis_r(
+      [.2 + .6 * i / max(len(rates) - 1, 1) for i in range(len(rates))]),
+      rates))
+
+
+def _curves(rows):
+  """[(kind, encoder lambda or None, line style, marker)] to draw."""
+  encoders = sorted({r["encoder_lambda"] for r in rows
+                     if r["kind"] == UNIVERSAL})
+  return [(END_TO_END, None, "-", "o")] + [
+      (UNIVERSAL, encoder, *_ENCODER_STYLES[i % len(_ENCODER_STYLES)])
+      for i, encoder in enumerate(encoders)]
+
+
+def _curve(rows, rate, kind, encoder):
+  """The rows of one rate and kind (and encoder, unless None), in lambda
+  order."""
+  return sorted((r for r in rows if (r["dim"], r["levels"]) == rate
+                 and r["kind"] == kind
+                 and encoder in (None, r["encoder_lambda"])),
+                key=lambda r: r["lambda_cls"])
+
+
 def plot(rows, title, path):
   """MSE and PSNR against c's accuracy: a colour a rate, end to end solid
-  with circles, universal dashed with squares, each curve in lambda order
-  and each point labelled with its lambda."""
+  with circles, universal broken (a style an encoder), each curve in
+  lambda order and each point labelled with its lambda."""
   figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-  rates = sorted({(r["dim"], r["levels"]) for r in rows})
-  for color, (dim, levels) in zip(plt.cm.viridis_r(
-      [.2 + .6 * i / max(len(rates) - 1, 1) for i in range(len(rates))]),
-      rates):
+  for color, (dim, levels) in _rate_colors(rows):
     bits = dim * math.log2(levels)
-    for kind, style, marker in ((END_TO_END, "-", "o"),
-                                (UNIVERSAL, "--", "s")):
-      curve = sorted((r for r in rows if (r["dim"], r["levels"]) ==
-                      (dim, levels) and r["kind"] == kind),
-                     key=lambda r: r["lambda_cls"])
+    for kind, encoder, style, marker in _curves(rows):
+      curve = _curve(rows, (dim, levels), kind, encoder)
       if not curve:
         continue
       label = (f"R = {bits:g} bits ({dim}×{levels} levels), "
-               f"{kind.replace('_', '-')}")
+               f"{kind.replace('_', '-')}" + (
+                   "" if encoder is None else f", encoder λ={encoder:g}"))
       for ax, value in zip(axes, ("mse", "psnr")):
         ax.plot([100. * r["accuracy"] for r in curve],
                 [r[value] for r in curve], style, marker=marker,
@@ -158,8 +231,41 @@ def plot(rows, title, path):
                                "PSNR of X̂ (dB)")):
     ax.set_xlabel("accuracy of the frozen classifier on X̂ (%)")
     ax.set_ylabel(ylabel)
+  _save(figure, axes[1], title, path)
+
+
+def plot_gaps(rows, title, path):
+  """Universal minus end-to-end accuracy (points) and PSNR (dB) against
+  the decoder's lambda, a line per rate (colour) and encoder (style), the
+  band of seed 001's claim shaded."""
+  figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+  lambdas = sorted({r["lambda_cls"] for r in rows})
+  for color, (dim, levels) in _rate_colors(rows):
+    for _, encoder, style, marker in _curves(rows)[1:]:
+      curve = _curve(rows, (dim, levels), UNIVERSAL, encoder)
+      for ax, value in zip(axes, ("accuracy_gap", "psnr_gap_db")):
+        ax.plot([lambdas.index(r["lambda_cls"]) for r in curve],
+                [r[value] for r in curve], style, marker=marker, color=color,
+                label=f"R = {dim * math.log2(levels):g} bits, encoder "
+                      f"λ={encoder:g}")
+  for ax, claim, ylabel in zip(
+      axes, (CLAIM_POINTS, CLAIM_DB),
+      ("accuracy: universal − end-to-end (points)",
+       "PSNR: universal − end-to-end (dB)")):
+    ax.axhspan(-claim, max(claim, ax.get_ylim()[1]), color="green",
+               alpha=.08, label=f"within {claim:g} of end-to-end")
+    ax.axhline(0, color="dimgray", linewidth=.8)
+    ax.set_xticks(range(len(lambdas)), [f"{v:g}" for v in lambdas])
+    ax.set_xlabel("λ of the decoder (c's cross-entropy weight)")
+    ax.set_ylabel(ylabel)
+  _save(figure, axes[0], title, path)
+
+
+def _save(figure, legend_axes, title, path):
+  """Grids, `legend_axes`' legend and `title`; the PNG written to `path`."""
+  for ax in figure.axes:
     ax.grid(alpha=.3)
-  axes[1].legend(fontsize=8, loc="best")
+  legend_axes.legend(fontsize=8, loc="best")
   figure.suptitle(title)
   figure.tight_layout()
   with fileio.atomic_writer(path) as f:
@@ -182,12 +288,18 @@ def main(argv):
     raise cli.UserError(f"--lambdas: not numbers: {FLAGS.lambdas}") from None
   if not lambdas or len(set(lambdas)) != len(lambdas):
     raise cli.UserError("--lambdas: give distinct values")
-  encoder_lambda = (lambdas[0] if FLAGS.encoder_lambda is None
-                    else FLAGS.encoder_lambda)
-  if encoder_lambda not in lambdas:
-    raise cli.UserError(f"--encoder_lambda={encoder_lambda:g} is not one of "
-                        "--lambdas")
-  points = plan(FLAGS.out, parse_rates(FLAGS.rates), lambdas, encoder_lambda)
+  try:
+    encoder_lambdas = [float(v) for v in FLAGS.encoder_lambdas or
+                       [lambdas[0]]]
+  except ValueError:
+    raise cli.UserError(f"--encoder_lambdas: not numbers: "
+                        f"{FLAGS.encoder_lambdas}") from None
+  strangers = [f"{v:g}" for v in encoder_lambdas if v not in lambdas]
+  if strangers:
+    raise cli.UserError(f"--encoder_lambdas={','.join(strangers)}: not one "
+                        "of --lambdas")
+  points = plan(FLAGS.out, parse_rates(FLAGS.rates), lambdas,
+                encoder_lambdas)
   rows, splits_cache = [], {}
   for point in tqdm.tqdm(points, desc="rdc sweep", unit="model"):
     tqdm.tqdm.write(f"{point['kind']} R={point['dim']}x{point['levels']} "
@@ -208,15 +320,22 @@ def main(argv):
     except train.TrainingDiverged as e:
       print(f"error: {point['dir']}: {e}", file=sys.stderr)
       sys.exit(3)
-    rows.append(_row(point, results, encoder_lambda))
-  rows = gaps(rows)
+    rows.append(_row(point, results))
+  rows = gaps(rows, encoder_lambdas)
   sweep.write_csv(os.path.join(FLAGS.out, "points.csv"), rows)
+  table = gaps_markdown(rows)
+  with fileio.atomic_writer(os.path.join(FLAGS.out, "gaps.md"), "w") as f:
+    f.write(table)
   dataset = run.data.name
+  encoders = ", ".join(f"{v:g}" for v in encoder_lambdas)
   plot(rows, f"{dataset}: distortion against classification, end-to-end "
-       f"and universal (encoder of λ = {encoder_lambda:g})",
+       f"and universal (encoders of λ = {encoders})",
        os.path.join(FLAGS.out, f"rdc_{dataset}.png"))
-  print(f"wrote {len(rows)} points to {FLAGS.out}/points.csv and "
-        f"rdc_{dataset}.png")
+  plot_gaps(rows, f"{dataset}: what reusing one encoder costs",
+            os.path.join(FLAGS.out, f"gaps_{dataset}.png"))
+  print(table)
+  print(f"wrote {len(rows)} points to {FLAGS.out}/points.csv, gaps.md, "
+        f"rdc_{dataset}.png and gaps_{dataset}.png")
 
 
 if __name__ == "__main__":
