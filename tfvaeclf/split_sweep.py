@@ -76,7 +76,7 @@ MODEL = "split"
 UNCUT_FILE = "uncut.json"
 EDGE_FILE = "edge_size.json"
 # The whole image to the server: the codecs drawn as that extreme.
-IMAGE_CODECS = ("jpeg", "webp")
+IMAGE_CODECS = {"jpeg": "JPEG", "webp": "WebP"}
 POINT_KEYS = ("compress_factor", "lmbda")
 
 
@@ -225,10 +225,11 @@ def trivial_extremes(uncut, num_classes, baselines):
                                  "edge_int8_bytes")}}]
   for point in baselines:
     if point.name in IMAGE_CODECS and point.accuracy is not None:
-      extremes.setdefault(f"whole image as {point.name.upper()}", []).append(
-          {"accuracy": point.accuracy,
-           "message_bytes_per_image": point.bytes_per_image,
-           "edge_parameters": 0})
+      label = f"whole image as {IMAGE_CODECS[point.name]}"
+      extremes.setdefault(label, []).append({
+          "accuracy": point.accuracy,
+          "message_bytes_per_image": point.bytes_per_image,
+          "edge_parameters": 0})
   return extremes
 
 

@@ -45,7 +45,7 @@ OVERRIDES = {
     "tfvaeclf.rdc_sweep": _TRAINING + [
         "--lambdas=0,0.01", "--rates=8:4", "--max_examples=200"],
     "tfvaeclf.split_sweep": _TRAINING + [
-        "--modes=supervised", "--max_examples=200"],
+        "--modes=supervised", "--split_points=S1", "--max_examples=200"],
     "tfvaeclf.frontier": _TRAINING + [
         "--latent_grid=8", "--lambda_grid=2", "--max_examples=200"],
     "tfvaeclf.search": _TRAINING + ["--max_trials=2"],
