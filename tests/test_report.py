@@ -209,6 +209,12 @@ def test_psnr_at_a_models_rate_is_read_along_each_codec(runs, rates,
           "22.50 (+0.50) | outside its rates | outside its rates |"
           in payload)
   assert "| beta (joint, factorized, λ=0.7) | 4.9 | 21.50 |" in payload
+  # The other way round: where each codec first reaches delta's 23 dB.
+  # c1 between its first two qualities (t = 0.6 in PSNR, so 2^0.6 times
+  # their lower rate); c2 never; c3 at its lowest quality already.
+  assert ("| delta (joint, factorized, λ=0.7) | 23.00 | 149 (2.1x) | "
+          "74.3 (1.1x) | not reached (–) | not reached (–) | "
+          "≤ 294 (≤ 4.2x) | ≤ 147 (≤ 2.1x) |") in summary
   # No model of fashion_mnist has a PSNR: no such table.
   assert "fashion_mnist: PSNR" not in summary
 

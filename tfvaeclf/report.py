@@ -332,6 +332,33 @@ def _accuracy_kinds(points):
   return kinds
 
 
+def _table(header, rows):
+  """A Markdown table's lines."""
+  return ["| " + " | ".join(row) + " |"
+          for row in [header, ["---"] * len(header), *rows]]
+
+
+def _matched_cells(sweep, model, value, missing):
+  """(bytes/image, x model) for each of BYTE_COUNTINGS: where the codec's
+  `sweep` first reaches `model`'s accuracy (or PSNR: `value` names the
+  field, the model's own accuracy is matched for `finetuned_accuracy`);
+  `missing` when the sweep measured no such value."""
+  target = model.psnr if value == "psnr" else model.accuracy
+  measured = [p for p in sweep if getattr(p, value) is not None]
+  cells = []
+  for rate, _ in BYTE_COUNTINGS:
+    size = matched_rate(sweep, target, rate, value)
+    if size is None:
+      cells += ["not reached" if measured else missing, "–"]
+      continue
+    # Reached at the sweep's lowest quality: a lower one might too.
+    bound = "≤ " if getattr(measured[0], value) >= target else ""
+    model_size = getattr(model, rate)
+    cells += [f"{bound}{size:.3g}", f"{bound}{size / model_size:.1f}x"
+              if model_size > 0 else "–"]
+  return cells
+
+
 def summary_markdown(dataset, points):
   """The matched-rate table of one dataset's points, as Markdown."""
   best = best_model(points)
@@ -355,24 +382,10 @@ def summary_markdown(dataset, points):
   header = ["codec"] + (["classifier"] if len(kinds) > 1 else [])
   for _, counting in BYTE_COUNTINGS:
     header += [f"bytes/image to reach {target} ({counting})", "x model"]
-  lines += ["| " + " | ".join(header) + " |",
-            "|" + "---|" * len(header)]
-  for name, sweep in sweeps.items():
-    for accuracy, classifier in kinds:
-      cells = [name] + ([classifier] if len(kinds) > 1 else [])
-      measured = [p for p in sweep if getattr(p, accuracy) is not None]
-      for rate, _ in BYTE_COUNTINGS:
-        size = matched_rate(sweep, best.accuracy, rate, accuracy)
-        if size is None:
-          cells += ["not reached" if measured else "no accuracy", "–"]
-        else:
-          # Reached at the sweep's lowest quality: a lower one might too.
-          lowest = getattr(measured[0], accuracy)
-          bound = "≤ " if lowest >= best.accuracy else ""
-          model_size = getattr(best, rate)
-          cells += [f"{bound}{size:.3g}", f"{bound}{size / model_size:.1f}x"
-                    if model_size > 0 else "–"]
-      lines.append("| " + " | ".join(cells) + " |")
+  lines += _table(header, [
+      [name] + ([classifier] if len(kinds) > 1 else [])
+      + _matched_cells(sweep, best, accuracy, "no accuracy")
+      for name, sweep in sweeps.items() for accuracy, classifier in kinds])
   lines += ["", "A codec's rate is interpolated along its quality sweep "
             "(accuracy linear in log rate) and divided by the model's rate "
             "counted the same way: whole file against a one-image tfvaeclf "
@@ -397,21 +410,33 @@ def psnr_markdown(dataset, points):
   for rate, counting in reversed(BYTE_COUNTINGS):
     header = ["model", f"bytes/image ({counting})", "PSNR (dB)"]
     header += [f"{name} (dB, model minus it)" for name in sweeps]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for model in models:
       size = getattr(model, rate)
-      cells = [f"{model.name} ({model.setting})", f"{size:.3g}",
-               f"{model.psnr:.2f}"]
+      rows.append([f"{model.name} ({model.setting})", f"{size:.3g}",
+                   f"{model.psnr:.2f}"])
       for sweep in sweeps.values():
         psnr = psnr_at_rate(sweep, size, rate)
-        cells.append("outside its rates" if psnr is None else
-                     f"{psnr:.2f} ({model.psnr - psnr:+.2f})")
-      lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-  lines += ["A codec's PSNR is interpolated along its quality sweep (PSNR "
-            "linear in log rate), never extrapolated: payload against the "
-            "model's range-coded bytes, whole file against its one-image "
-            "message.", ""]
+        rows[-1].append("outside its rates" if psnr is None else
+                        f"{psnr:.2f} ({model.psnr - psnr:+.2f})")
+    lines += _table(header, rows) + [""]
+  header = ["model", "PSNR (dB)"] + [
+      f"{name}: bytes/image to reach it ({counting}), x model"
+      for name in sweeps for _, counting in BYTE_COUNTINGS]
+  rows = []
+  for model in models:
+    rows.append([f"{model.name} ({model.setting})", f"{model.psnr:.2f}"])
+    for sweep in sweeps.values():
+      size, ratio, payload, payload_ratio = _matched_cells(
+          sweep, model, "psnr", "no PSNR")
+      rows[-1] += [f"{size} ({ratio})", f"{payload} ({payload_ratio})"]
+  lines += _table(header, rows)
+  lines += ["", "A codec's PSNR is interpolated along its quality sweep "
+            "(PSNR linear in log rate), never extrapolated: payload against "
+            "the model's range-coded bytes, whole file against its one-image "
+            "message. The last table is the other way round: the rate at "
+            "which a codec first reaches the model's PSNR (≤: already at its "
+            "lowest quality).", ""]
   return "\n".join(lines)
 
 
