@@ -42,6 +42,7 @@ and its size on the board) and `accuracy_vs_bytes_MODE.png` for each mode.
 from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -289,12 +290,11 @@ def main(argv):
     raise cli.UserError(str(e)) from None
   test = splits.test.take(FLAGS.max_examples) if FLAGS.max_examples else (
       splits.test)
-  sample, count = [], FLAGS.edge_calibration
+  count = FLAGS.edge_calibration
 
+  @functools.cache
   def calibration():  # made once, only when a size is measured
-    if not sample:
-      sample.append(exporter.calibration_sample(splits.train, count))
-    return sample[0]
+    return exporter.calibration_sample(splits.train, count)
 
   config = run.with_data(splits.info).model
   uncut = uncut_point(config, test, FLAGS.max_examples, FLAGS.out,
