@@ -339,7 +339,25 @@ def test_a_huge_image_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
     imageio.read_image_files([path], imageio.Preprocessing((8, 8, 3), True))
 
 
-@pytest.mark.parametrize("height, width", [(20, 31), (61, 97), (32, 32)])
+def test_an_image_too_narrow_to_cover_the_size_is_refused(tmp_path,
+                                                         monkeypatch):
+  """Covering 8x8 with a 1x100 strip takes 8x800 pixels: refused in one line
+  before they are made, once that is more than an image may have."""
+  path = tmp_path / "strip.png"
+  Image.new("L", (100, 1), 200).save(path)
+  preprocessing = imageio.Preprocessing((8, 8, 1), resize=True)
+  assert preprocessing.load(path).min() == 200  # 6,400 pixels: covered
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+  with pytest.raises(imageio.ImageFileError,
+                     match=r"^\S*strip.png: is 1x100, too far from the model's "
+                     r"8x8 shape to cover it \(it would take 8x800 pixels\)$"):
+    preprocessing.load(path)
+  padded = imageio.Preprocessing((8, 8, 1), resize=True, fit="pad")
+  assert padded.load(path).shape == (8, 8, 1)  # pad only shrinks
+
+
+@pytest.mark.parametrize("height, width", [(20, 31), (61, 97), (32, 32),
+                                           (1, 2000), (2000, 1), (3, 700)])
 def test_pad_shrinks_only_what_is_larger_and_centres_it(height, width):
   """`pad` keeps the aspect ratio and never enlarges: a small image's pixels
   are kept as they are, a large one is shrunk to fit, black around it."""
@@ -349,7 +367,7 @@ def test_pad_shrinks_only_what_is_larger_and_centres_it(height, width):
   padded = preprocessing.fit_pixels(pixels)
   assert padded.shape == (32, 32, 3)
   scale = min(1., 32 / height, 32 / width)
-  inner = (round(height * scale), round(width * scale))
+  inner = (max(1, round(height * scale)), max(1, round(width * scale)))
   top, left = (32 - inner[0]) // 2, (32 - inner[1]) // 2
   box = padded[top:top + inner[0], left:left + inner[1]]
   assert box.min() > 0  # the image fills its box, every channel alike
