@@ -186,13 +186,12 @@ def _rate_colors(rows):
       rates))
 
 
-def _curves(rows):
-  """[(kind, encoder lambda or None, line style, marker)] to draw."""
+def _universal_curves(rows):
+  """[(UNIVERSAL, encoder lambda, line style, marker)], one an encoder."""
   encoders = sorted({r["encoder_lambda"] for r in rows
                      if r["kind"] == UNIVERSAL})
-  return [(END_TO_END, None, "-", "o")] + [
-      (UNIVERSAL, encoder, *_ENCODER_STYLES[i % len(_ENCODER_STYLES)])
-      for i, encoder in enumerate(encoders)]
+  return [(UNIVERSAL, encoder, *_ENCODER_STYLES[i % len(_ENCODER_STYLES)])
+          for i, encoder in enumerate(encoders)]
 
 
 def _curve(rows, rate, kind, encoder):
@@ -211,7 +210,8 @@ def plot(rows, title, path):
   figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
   for color, (dim, levels) in _rate_colors(rows):
     bits = dim * math.log2(levels)
-    for kind, encoder, style, marker in _curves(rows):
+    for kind, encoder, style, marker in ([(END_TO_END, None, "-", "o")] +
+                                         _universal_curves(rows)):
       curve = _curve(rows, (dim, levels), kind, encoder)
       if not curve:
         continue
@@ -241,7 +241,7 @@ def plot_gaps(rows, title, path):
   figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
   lambdas = sorted({r["lambda_cls"] for r in rows})
   for color, (dim, levels) in _rate_colors(rows):
-    for _, encoder, style, marker in _curves(rows)[1:]:
+    for _, encoder, style, marker in _universal_curves(rows):
       curve = _curve(rows, (dim, levels), UNIVERSAL, encoder)
       for ax, value in zip(axes, ("accuracy_gap", "psnr_gap_db")):
         ax.plot([lambdas.index(r["lambda_cls"]) for r in curve],
