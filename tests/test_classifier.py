@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from tfvaeclf import backbones, codec, data, evaluate, model_dir, models
-from tfvaeclf import report, train
+from tfvaeclf import train
+from tfvaeclf import points as points_lib
 from export import __main__ as export_main
 from tests.conftest import MNIST_ARGS, SMALL_JOINT, run_cli
 
@@ -174,7 +175,7 @@ def test_evaluate_cli_writes_what_the_report_reads(classifier_dir, capsys):
   code, out, _ = run_cli(evaluate.main, [
       f"--model_dir={classifier_dir}", "--max_examples=100"], capsys)
   assert not code and "accuracy" in out
-  point = report.load_run(classifier_dir)
+  point = points_lib.load_run(classifier_dir)
   assert point.kind == "uncompressed" and point.bpp == point.payload_bpp == 8.
   assert 0. <= point.accuracy <= 1.
 

@@ -9,6 +9,7 @@ from PIL import Image
 import pytest
 
 from tfvaeclf import report
+from tfvaeclf import points as points_lib
 from tests.conftest import run_cli
 
 # Hand-made: (dataset, accuracy, bpp, bytes per image, psnr).
@@ -174,7 +175,7 @@ def test_writes_the_plots(runs, rates, tmp_path, capsys):
 
 
 def test_matched_rate_interpolates_along_the_sweep(rates):
-  points = report.load_baselines(rates)
+  points = points_lib.load_baselines(rates)
   sweeps = report._codec_sweeps(points)
   # 98% lies halfway (in accuracy) between 2 and 4 bpp: the log-scale
   # midpoint, sqrt(2 * 4).
@@ -189,7 +190,7 @@ def test_matched_rate_interpolates_along_the_sweep(rates):
 
 def test_psnr_at_a_models_rate_is_read_along_each_codec(runs, rates,
                                                          tmp_path, capsys):
-  sweeps = report._codec_sweeps(report.load_baselines(rates))
+  sweeps = report._codec_sweeps(points_lib.load_baselines(rates))
   # c1's payload: 49, 98, 196 bytes at 20, 25, 30 dB. The log-scale
   # midpoint of its first two qualities lies halfway in PSNR.
   middle = math.sqrt(49 * 98)
@@ -220,7 +221,7 @@ def test_psnr_at_a_models_rate_is_read_along_each_codec(runs, rates,
 
 
 def test_matched_rate_takes_the_smallest_crossing_and_skips_gaps():
-  point = lambda bpp, accuracy: report.Point(  # noqa: E731
+  point = lambda bpp, accuracy: points_lib.Point(  # noqa: E731
       "d", "codec", "c", "q", bpp, bpp, bpp, bpp, accuracy)
   # Not monotone: reaches 0.8 first at 2 bpp, dips, reaches it again.
   sweep = [point(1, .6), point(2, .8), point(4, .7), point(8, .9)]
@@ -334,14 +335,14 @@ def test_model_dirs_nested_deeper_are_named_not_read(runs, tmp_path):
   for name in ("search/trials/1", "search/trials/2", "sweep/a"):
     write_run(os.path.join(runs, name), "mnist", .9, .1, 9.8, None)
   notes = []
-  points = report.load_runs([runs], note=notes.append)
+  points = points_lib.load_runs([runs], note=notes.append)
   assert {p.name for p in points} == {"alpha", "beta", "gamma"}
   search, sweep = os.path.join(runs, "search"), os.path.join(runs, "sweep")
   assert [n for n in notes if "model dirs nested" in n] == [
       f"skipping 3 model dirs nested deeper in {search}, {sweep} (--runs "
       "takes model dirs and their parents, e.g. "
       f"--runs={os.path.join(search, 'trials')})"]
-  trials = report.load_runs([os.path.join(search, "trials")])
+  trials = points_lib.load_runs([os.path.join(search, "trials")])
   assert [p.name for p in trials] == ["1", "2"]
 
 
@@ -359,7 +360,7 @@ def test_a_missing_flag_is_named(given, missing, runs, tmp_path, capsys):
 
 def test_a_tiny_baselines_file_name_gives_the_dataset(tmp_path):
   path = write_baselines(tmp_path / "baselines_cifar10.csv")
-  assert {p.dataset for p in report.load_baselines(path)} == {"cifar10"}
+  assert {p.dataset for p in points_lib.load_baselines(path)} == {"cifar10"}
 
 
 @pytest.mark.parametrize("case", [
@@ -418,7 +419,7 @@ def test_a_model_is_labelled_with_its_objectives_weight(
   with open(os.path.join(directory, "config.json"), "w") as f:
     json.dump({"model": model, "dataset": {"name": "mnist"},
                "model_config": model_config}, f)
-  assert report.load_run(directory).setting == setting
+  assert points_lib.load_run(directory).setting == setting
 
 
 def _figures(monkeypatch):
@@ -438,7 +439,7 @@ def _model_markers(figure):
 
 
 def test_a_model_keeps_its_marker_in_every_plot(tmp_path, monkeypatch):
-  points = [report.Point("mnist", "model", name, "joint", .1 * (i + 1),
+  points = [points_lib.Point("mnist", "model", name, "joint", .1 * (i + 1),
                          .1 * (i + 1), 10., 10., accuracy=.9,
                          psnr=20. if name != "a" else None)
             for i, name in enumerate("abc")]
@@ -452,7 +453,7 @@ def test_a_model_keeps_its_marker_in_every_plot(tmp_path, monkeypatch):
 
 
 def test_model_names_in_a_crowded_plot_do_not_overlap(tmp_path, monkeypatch):
-  points = [report.Point("mnist", "model", f"model_{i:02d}", "joint",
+  points = [points_lib.Point("mnist", "model", f"model_{i:02d}", "joint",
                          .1 * 1.02 ** i, .1 * 1.02 ** i, 10., 10.,
                          accuracy=.9 + .001 * (i % 5))
             for i in range(30)]
@@ -470,7 +471,7 @@ def test_model_names_in_a_crowded_plot_do_not_overlap(tmp_path, monkeypatch):
 
 def test_the_plot_draws_the_models_pareto_front():
   from matplotlib.figure import Figure
-  models = [report.Point("mnist", "model", name, "", bpp, payload_bpp, 0, 0,
+  models = [points_lib.Point("mnist", "model", name, "", bpp, payload_bpp, 0, 0,
                          accuracy)
             for name, bpp, payload_bpp, accuracy in
             [("a", 1., .2, .90), ("b", 2., .4, .95), ("c", 3., .3, .93)]]

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import (backbones, codec, data, model_dir, models, report,
+from tfvaeclf import (backbones, codec, data, model_dir, models,
                       split_sweep)
+from tfvaeclf import points as points_lib
 from tfvaeclf import train
 from tfvaeclf.edge import EdgeEncoder
 import export
@@ -245,13 +246,13 @@ def test_trivial_extremes_are_the_class_alone_and_the_whole_image():
            "edge_float_bytes": 5000, "edge_int8_bytes": 2000}
   codec = dict(dataset="mnist", kind="codec", bpp=1., payload_bpp=.5,
                payload_bytes_per_image=50.)
-  points = [report.Point(name="jpeg", setting="q 5", bytes_per_image=400.,
+  points = [points_lib.Point(name="jpeg", setting="q 5", bytes_per_image=400.,
                          accuracy=.8, **codec),
-            report.Point(name="jpeg", setting="q 50", bytes_per_image=600.,
+            points_lib.Point(name="jpeg", setting="q 50", bytes_per_image=600.,
                          accuracy=.89, **codec),
-            report.Point(name="av1", setting="CRF 63", bytes_per_image=80.,
+            points_lib.Point(name="av1", setting="CRF 63", bytes_per_image=80.,
                          accuracy=.85, **codec),
-            report.Point(name="webp", setting="q 5", bytes_per_image=90.,
+            points_lib.Point(name="webp", setting="q 5", bytes_per_image=90.,
                          **codec)]  # no reader: not an extreme
   extremes = split_sweep.trivial_extremes(uncut, 10, points)
   assert list(extremes) == ["whole network on the board, class sent",

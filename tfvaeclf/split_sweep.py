@@ -52,11 +52,12 @@ from absl import flags
 from matplotlib.figure import Figure
 
 from export import exporter, sizes
-from tfvaeclf import (backbones, evaluate, fileio, models, report, specs,
-                      sweep, train)
+from tfvaeclf import (backbones, evaluate, fileio, models, specs, sweep,
+                      train)
 from tfvaeclf import model_dir as model_dir_lib
 from tfvaeclf.layout import ModelDir
 from tfvaeclf.models import split
+from tfvaeclf.points import load_baselines
 
 __all__ = ["read_rate_config", "sweep_points", "uncut_point", "edge_size",
            "trivial_extremes", "plot_points"]
@@ -303,7 +304,7 @@ def main(argv):
     print(f"uncut {backbone}: {100 * uncut['accuracy']:.2f}% test accuracy",
           flush=True)
   baselines = [point for spec in FLAGS.baselines
-               for point in report.load_baselines(spec)]
+               for point in load_baselines(spec)]
   rows, failed = [], []
   for i, (point, mode, factor, lmbda) in enumerate(todo, start=1):
     directory = _point_dir(FLAGS.out, point, mode, factor, lmbda)

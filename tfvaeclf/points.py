@@ -1,0 +1,200 @@
+"""The points a rate-accuracy comparison reads: evaluated model dirs and
+the codecs' rate tables of tools/baselines.py.
+
+TensorFlow-free and plot-free. Every command that sets models beside codecs
+(tfvaeclf.report, tfvaeclf.split_sweep) reads them here, the same way, and
+shares the one flag defined here, `--baselines`, without taking on another
+command's flags. How the rates are counted is in tfvaeclf/report.py.
+"""
+
+import csv
+import dataclasses
+import os
+import re
+import sys
+
+from absl import flags
+
+from tfvaeclf.errors import UserError
+from tfvaeclf.layout import ModelDir
+
+__all__ = ["Point", "load_run", "load_runs", "load_baselines"]
+
+flags.DEFINE_list("baselines", [],
+                  "Rate tables from tools/baselines.py: PATH.csv or "
+                  "DATASET:PATH.csv.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  """One model, or one codec at one quality. Accuracies are fractions."""
+  dataset: str
+  kind: str  # "model" or "codec"
+  name: str  # the run dir's name, or the codec's
+  setting: str  # model kind, entropy model and λ; or the codec's quality
+  bpp: float  # whole file
+  payload_bpp: float
+  bytes_per_image: float
+  payload_bytes_per_image: float
+  accuracy: float = None
+  finetuned_accuracy: float = None  # classifier fine-tuned on decoded images
+  psnr: float = None
+
+
+# The weight of each kind's objective: the first of these model config
+# fields that a config has (an rdc config also has an unused `lmbda` of 0,
+# a VAE's `lmbda` only scales the rate's gradient to the encoder).
+_OBJECTIVE_WEIGHTS = (("lambda_cls", "λ_cls"), ("beta", "β"), ("lmbda", "λ"))
+
+
+def _model_setting(config):
+  model_config = config.get("model_config", {})
+  parts = [str(config.get("model", "model"))]
+  if "entropy_model" in model_config:
+    parts.append(str(model_config["entropy_model"]))
+  for field, symbol in _OBJECTIVE_WEIGHTS:
+    if field in model_config:
+      parts.append(f"{symbol}={model_config[field]:g}")
+      break
+  if "beta" in model_config and model_config.get("lmbda"):
+    # A VAE whose encoder the rate shapes (--encoder_rate_weight).
+    parts.append(f"λ_rate={model_config['lmbda']:g}")
+  return ", ".join(parts)
+
+
+def load_run(directory):
+  """The point of one evaluated model dir."""
+  run = ModelDir(directory)
+  config = run.config
+  results = run.eval()
+  if results is None:
+    raise UserError(f"{directory}: {_not_evaluated(run)}")
+  try:
+    dataset = config["dataset"]["name"]
+    payload_bpp = float(results["bpp"])
+    payload_size = float(results["bytes_per_image"])
+    size = float(results.get("message_bytes_per_image", results.get(
+        "file_bytes_per_image", payload_size)))
+    bpp = payload_bpp * size / payload_size if payload_size else payload_bpp
+    accuracy = float(results["accuracy"])
+  except (KeyError, TypeError, ValueError) as e:
+    raise UserError(f"{run.config_path} or {run.eval_path()} lacks "
+                        f"{e}") from None
+  psnr = results.get("psnr")
+  name = os.path.basename(os.path.normpath(os.path.abspath(directory)))
+  kind = "uncompressed" if results.get("uncompressed") else "model"
+  return Point(dataset, kind, name, _model_setting(config), bpp,
+               payload_bpp, size, payload_size, accuracy,
+               psnr=None if psnr is None else float(psnr))
+
+
+def _not_evaluated(run):
+  return (f"no {os.path.basename(run.eval_path())} (python -m "
+          f"tfvaeclf.evaluate --model_dir={run.path} makes it)")
+
+
+def _nested_model_dirs(path):
+  """Model dirs below `path`, not looking inside model dirs."""
+  found = []
+  for root, names, _ in os.walk(path):
+    names.sort()
+    runs = [name for name in names if ModelDir(os.path.join(root, name)).exists]
+    found += [os.path.join(root, name) for name in runs]
+    names[:] = [name for name in names if name not in runs]
+  return found
+
+
+def _model_dirs(path, note):
+  """The model dir `path`, or the model dirs in it; `note` hears of the
+  subdirs that hold model dirs deeper down, which are not read."""
+  if not os.path.isdir(path):
+    raise UserError(f"{path}: no such directory")
+  if ModelDir(path).exists:
+    return [path]
+  subdirs = sorted(os.path.join(path, name) for name in os.listdir(path)
+                   if os.path.isdir(os.path.join(path, name)))
+  found = [d for d in subdirs if ModelDir(d).exists]
+  nested = {d: _nested_model_dirs(d) for d in subdirs if d not in found}
+  nested = {d: runs for d, runs in nested.items() if runs}
+  if nested:
+    example = os.path.dirname(next(iter(nested.values()))[0])
+    note(f"skipping {sum(map(len, nested.values()))} model dirs nested "
+         f"deeper in {', '.join(nested)} (--runs takes model dirs and their "
+         f"parents, e.g. --runs={example})")
+  if not found:
+    raise UserError(f"{path}: neither a model dir (no {ModelDir.CONFIG})"
+                        " nor a dir of model dirs")
+  return found
+
+
+def load_runs(paths, note=None):
+  """Points of every evaluated model dir in `paths` (model dirs or their
+  parents); `note(line)` hears of each dir skipped for want of an
+  evaluation, and of model dirs nested deeper than `paths`' children."""
+  note = note or (lambda line: print(line, file=sys.stderr))
+  points = []
+  for path in paths:
+    for directory in _model_dirs(path, note):
+      run = ModelDir(directory)
+      if not os.path.exists(run.eval_path()):
+        note(f"skipping {directory}: {_not_evaluated(run)}")
+        continue
+      points.append(load_run(directory))
+  return points
+
+
+_REQUIRED_COLUMNS = ("codec", "quality", "bytes_per_image",
+                     "payload_bytes_per_image", "bpp", "payload_bpp")
+
+
+def _split_spec(spec):
+  """`PATH` or `DATASET:PATH` -> (path, dataset or None)."""
+  if os.path.exists(spec) or ":" not in spec:
+    path, dataset = spec, None
+  else:
+    dataset, path = spec.rsplit(":", 1)
+  if dataset is None:
+    match = re.fullmatch(r"baselines_(.+)\.csv", os.path.basename(path))
+    dataset = match.group(1) if match else None
+  return path, dataset
+
+
+def _number(row, column, where, optional=False):
+  value = (row.get(column) or "").strip()
+  if not value and optional:
+    return None
+  try:
+    return float(value)
+  except ValueError:
+    raise UserError(f"{where}: {column} is {value!r}, not a "
+                        "number") from None
+
+
+def load_baselines(spec):
+  """Points of one baselines CSV, `PATH` or `DATASET:PATH`."""
+  path, dataset = _split_spec(spec)
+  try:
+    with open(path, newline="", encoding="utf-8") as f:
+      reader = csv.DictReader(f)
+      columns = reader.fieldnames or []
+      rows = list(reader)
+  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    raise UserError(f"{path}: cannot read it as CSV ({e})") from None
+  missing = [c for c in _REQUIRED_COLUMNS if c not in columns]
+  if missing:
+    raise UserError(f"{path}: not a baselines table (no column "
+                        f"{', '.join(missing)})")
+  points = []
+  for line, row in enumerate(rows, start=2):
+    where = f"{path}, line {line}"
+    row_dataset = (row.get("dataset") or "").strip() or dataset
+    if not row_dataset:
+      raise UserError(
+          f"{path}: which dataset? Add a dataset column, name the file "
+          f"baselines_DATASET.csv or pass --baselines=DATASET:{path}")
+    numbers = {c: _number(row, c, where) for c in _REQUIRED_COLUMNS[2:]}
+    optional = {c: _number(row, c, where, optional=True)
+                for c in ("accuracy", "finetuned_accuracy", "psnr")}
+    points.append(Point(row_dataset, "codec", row["codec"].strip(),
+                        row["quality"].strip(), **numbers, **optional))
+  return points
