@@ -43,7 +43,8 @@ _TRAINING = ["--epochs=1", "--train_subset=1000", "--validation_size=500"]
 OVERRIDES = {
     "tfvaeclf.train": _TRAINING,
     "tfvaeclf.rdc_sweep": _TRAINING + [
-        "--lambdas=0,0.01", "--rates=8:4", "--max_examples=200"],
+        "--lambdas=0,0.01", "--encoder_lambdas=0", "--rates=8:4",
+        "--max_examples=200"],
     "tfvaeclf.split_sweep": _TRAINING + [
         "--modes=supervised", "--split_points=S1", "--max_examples=200"],
     "tfvaeclf.frontier": _TRAINING + [
