@@ -4,11 +4,13 @@ import csv
 import json
 import math
 import os
+from pathlib import Path
 
+import numpy as np
 from PIL import Image
 import pytest
 
-from tfvaeclf import report
+from tfvaeclf import hostile, report
 from tfvaeclf import points as points_lib
 from tests.conftest import run_cli
 
@@ -482,3 +484,23 @@ def test_the_plot_draws_the_models_pareto_front():
   assert list(payload.get_xdata()) == [.2, .3, .4]
   assert list(payload.get_ydata()) == [90., 93., 95.]
   assert whole.get_label() == "models' Pareto front, whole file"
+
+
+def test_mutated_baselines_tables_load_or_fail_in_one_line(tmp_path):
+  """Bit flips, truncations, splices and garbage of a real baselines table,
+  and rows cut short: each loads or is refused with a one-line UserError."""
+  table = Path(write_baselines(tmp_path / "baselines_mnist.csv")).read_bytes()
+  short = table.rstrip(b"\n").rsplit(b"\n", 1)[0] + b"\njpeg\n"
+  names_last = (b"bytes_per_image,payload_bytes_per_image,bpp,payload_bpp,"
+                b"quality,codec\n1,1,1,1\n")
+  cases = [short, names_last] + hostile.raw_mutations(np.random.default_rng(3), [table],
+                                          300)
+  path = tmp_path / "mutated" / "baselines_mnist.csv"
+  path.parent.mkdir()
+
+  def load(data):
+    path.write_bytes(data)
+    return points_lib.load_baselines(str(path))
+
+  outcomes, _ = hostile.fuzz(load, cases, base_seconds=1.)
+  assert outcomes["refused"] > 50 and outcomes["decoded"] > 0, outcomes

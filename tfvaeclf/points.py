@@ -79,7 +79,7 @@ def load_run(directory):
     accuracy = float(results["accuracy"])
   except (KeyError, TypeError, ValueError) as e:
     raise UserError(f"{run.config_path} or {run.eval_path()} lacks "
-                        f"{e}") from None
+                    f"{e}") from None
   psnr = results.get("psnr")
   name = os.path.basename(os.path.normpath(os.path.abspath(directory)))
   kind = "uncompressed" if results.get("uncompressed") else "model"
@@ -123,7 +123,7 @@ def _model_dirs(path, note):
          f"parents, e.g. --runs={example})")
   if not found:
     raise UserError(f"{path}: neither a model dir (no {ModelDir.CONFIG})"
-                        " nor a dir of model dirs")
+                    " nor a dir of model dirs")
   return found
 
 
@@ -167,7 +167,7 @@ def _number(row, column, where, optional=False):
     return float(value)
   except ValueError:
     raise UserError(f"{where}: {column} is {value!r}, not a "
-                        "number") from None
+                    "number") from None
 
 
 def load_baselines(spec):
@@ -183,7 +183,7 @@ def load_baselines(spec):
   missing = [c for c in _REQUIRED_COLUMNS if c not in columns]
   if missing:
     raise UserError(f"{path}: not a baselines table (no column "
-                        f"{', '.join(missing)})")
+                    f"{', '.join(missing)})")
   points = []
   for line, row in enumerate(rows, start=2):
     where = f"{path}, line {line}"
@@ -192,9 +192,13 @@ def load_baselines(spec):
       raise UserError(
           f"{path}: which dataset? Add a dataset column, name the file "
           f"baselines_DATASET.csv or pass --baselines=DATASET:{path}")
+    names = {c: (row.get(c) or "").strip() for c in _REQUIRED_COLUMNS[:2]}
+    empty = [c for c, name in names.items() if not name]
+    if empty:
+      raise UserError(f"{where}: no {' or '.join(empty)}")
     numbers = {c: _number(row, c, where) for c in _REQUIRED_COLUMNS[2:]}
     optional = {c: _number(row, c, where, optional=True)
                 for c in ("accuracy", "finetuned_accuracy", "psnr")}
-    points.append(Point(row_dataset, "codec", row["codec"].strip(),
-                        row["quality"].strip(), **numbers, **optional))
+    points.append(Point(row_dataset, "codec", names["codec"],
+                        names["quality"], **numbers, **optional))
   return points
