@@ -442,8 +442,8 @@ def _model_markers(figure):
 
 def test_a_model_keeps_its_marker_in_every_plot(tmp_path, monkeypatch):
   points = [points_lib.Point("mnist", "model", name, "joint", .1 * (i + 1),
-                         .1 * (i + 1), 10., 10., accuracy=.9,
-                         psnr=20. if name != "a" else None)
+                             .1 * (i + 1), 10., 10., accuracy=.9,
+                             psnr=20. if name != "a" else None)
             for i, name in enumerate("abc")]
   figures = _figures(monkeypatch)
   report.write_report(points, {}, str(tmp_path), note=lambda line: None)
@@ -456,8 +456,8 @@ def test_a_model_keeps_its_marker_in_every_plot(tmp_path, monkeypatch):
 
 def test_model_names_in_a_crowded_plot_do_not_overlap(tmp_path, monkeypatch):
   points = [points_lib.Point("mnist", "model", f"model_{i:02d}", "joint",
-                         .1 * 1.02 ** i, .1 * 1.02 ** i, 10., 10.,
-                         accuracy=.9 + .001 * (i % 5))
+                             .1 * 1.02 ** i, .1 * 1.02 ** i, 10., 10.,
+                             accuracy=.9 + .001 * (i % 5))
             for i in range(30)]
   figures = _figures(monkeypatch)
   report.write_report(points, {}, str(tmp_path), note=lambda line: None)
@@ -474,7 +474,7 @@ def test_model_names_in_a_crowded_plot_do_not_overlap(tmp_path, monkeypatch):
 def test_the_plot_draws_the_models_pareto_front():
   from matplotlib.figure import Figure
   models = [points_lib.Point("mnist", "model", name, "", bpp, payload_bpp, 0, 0,
-                         accuracy)
+                             accuracy)
             for name, bpp, payload_bpp, accuracy in
             [("a", 1., .2, .90), ("b", 2., .4, .95), ("c", 3., .3, .93)]]
   whole, payload = report._draw_front(Figure().add_subplot(), models)
@@ -493,8 +493,8 @@ def test_mutated_baselines_tables_load_or_fail_in_one_line(tmp_path):
   short = table.rstrip(b"\n").rsplit(b"\n", 1)[0] + b"\njpeg\n"
   names_last = (b"bytes_per_image,payload_bytes_per_image,bpp,payload_bpp,"
                 b"quality,codec\n1,1,1,1\n")
-  cases = [short, names_last] + hostile.raw_mutations(np.random.default_rng(3), [table],
-                                          300)
+  mutations = hostile.raw_mutations(np.random.default_rng(3), [table], 300)
+  cases = [short, names_last] + mutations
   path = tmp_path / "mutated" / "baselines_mnist.csv"
   path.parent.mkdir()
 

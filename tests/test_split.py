@@ -247,13 +247,13 @@ def test_trivial_extremes_are_the_class_alone_and_the_whole_image():
   codec = dict(dataset="mnist", kind="codec", bpp=1., payload_bpp=.5,
                payload_bytes_per_image=50.)
   points = [points_lib.Point(name="jpeg", setting="q 5", bytes_per_image=400.,
-                         accuracy=.8, **codec),
+                             accuracy=.8, **codec),
             points_lib.Point(name="jpeg", setting="q 50", bytes_per_image=600.,
-                         accuracy=.89, **codec),
+                             accuracy=.89, **codec),
             points_lib.Point(name="av1", setting="CRF 63", bytes_per_image=80.,
-                         accuracy=.85, **codec),
+                             accuracy=.85, **codec),
             points_lib.Point(name="webp", setting="q 5", bytes_per_image=90.,
-                         **codec)]  # no reader: not an extreme
+                             **codec)]  # no reader: not an extreme
   extremes = split_sweep.trivial_extremes(uncut, 10, points)
   assert list(extremes) == ["whole network on the board, class sent",
                             "whole image as JPEG"]

@@ -142,23 +142,22 @@ class Preprocessing:
           f"{name}: is {image.height}x{image.width} mode {image.mode}, "
           f"expected {height}x{width} mode {self.mode} ({self.refusal})")
     if image.size != (width, height):
-      if self.fit == "cover":
-        covering = _covering((image.height, image.width), size)
-        # Bounded work: a 1-pixel-wide strip would cover billions of pixels.
-        if covering[0] * covering[1] > Image.MAX_IMAGE_PIXELS:
-          raise ImageFileError(
-              f"{name}: is {image.height}x{image.width}, too far from the "
-              f"model's {height}x{width} shape to cover it (it would take "
-              f"{covering[0]}x{covering[1]} pixels)")
-      image = (self._padded if self.fit == "pad" else self._cropped)(
-          image, size)
+      image = (self._padded(image, size) if self.fit == "pad" else
+               self._cropped(image, size, name))
     return np.asarray(image).reshape(self.image_shape)
 
   @staticmethod
-  def _cropped(image, size):
-    """Resized to cover `size` (H, W), the centre cropped."""
+  def _cropped(image, size, name):
+    """Resized to cover `size` (H, W), the centre cropped; ImageFileError
+    naming `name` if covering would take more pixels than an image may
+    have (a 1-pixel-wide strip would cover billions)."""
     height, width = size
     covering = _covering((image.height, image.width), size)
+    if covering[0] * covering[1] > Image.MAX_IMAGE_PIXELS:
+      raise ImageFileError(
+          f"{name}: is {image.height}x{image.width}, too far from the "
+          f"model's {height}x{width} shape to cover it (it would take "
+          f"{covering[0]}x{covering[1]} pixels)")
     top, left = ((c - s) // 2 for c, s in zip(covering, size))
     image = image.resize(covering[::-1], Image.Resampling.BILINEAR)
     return image.crop((left, top, left + width, top + height))
