@@ -1,7 +1,8 @@
 """python -m export --model_dir=DIR --out=BUNDLE [--calibration_examples=N] [--mcu]
 
-Exports a trained model dir as a deployment bundle (see `export`). Errors a
-user can cause end with one line on stderr and exit code 2.
+Exports a trained model dir as a deployment bundle (see `export`); installed,
+the command `tfvaeclf-export` runs the same. Errors a user can cause end with
+one line on stderr and exit code 2.
 """
 
 from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
@@ -10,9 +11,9 @@ from absl import flags
 
 from tfvaeclf import model_dir as model_dir_lib
 
-from export import exporter
+from . import exporter
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("calibration_examples", 500,
@@ -37,5 +38,10 @@ def main(argv):
         f"{loaded.fingerprint.hex()}) to {FLAGS.out}")
 
 
-if __name__ == "__main__":
+def run():
+  """The command (`python -m export`, the console script `tfvaeclf-export`)."""
   cli.run(main)
+
+
+if __name__ == "__main__":
+  run()

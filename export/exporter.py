@@ -17,7 +17,7 @@ import numpy as np
 from tfvaeclf import cli, data, fileio
 from tfvaeclf.edge import bundle
 
-from export import encoder, mcu, server
+from . import encoder, mcu, server
 
 __all__ = ["calibration_images", "calibration_sample", "export_bundle"]
 

@@ -7,7 +7,7 @@ its parameters, and the bytes of its TFLite flatbuffer in float32 and in
 full-integer form (what a board stores), converted as the exporter does.
 """
 
-from export import encoder
+from . import encoder
 
 __all__ = ["edge_size"]
 

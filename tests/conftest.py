@@ -155,7 +155,7 @@ def bundle_dir(trained_dir, tmp_path_factory):
   that alter a bundle alter a copy)."""
   from absl.testing import flagsaver
   from tfvaeclf import cli
-  from export import __main__ as export_main
+  from tfvaeclf.export import __main__ as export_main
   out = str(tmp_path_factory.mktemp("export") / "bundle")
   with flagsaver.flagsaver():
     with pytest.raises(SystemExit) as exit_info:

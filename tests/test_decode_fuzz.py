@@ -4,10 +4,10 @@ Files of three coders (factorized, channel context, dithered) are mutated
 raw (bit flips, truncation, splices, garbage) and crafted the way an
 attacker would: each image's strings replaced with random bytes under a
 recomputed, valid CRC. So are the files and messages a bundle's server
-(`export.server.BundleServer`) decodes for hyperprior and context models,
+(`tfvaeclf.export.server.BundleServer`) decodes for hyperprior and context models,
 whose slice loop runs the SavedModel's sub-models on whatever the hostile
 hyper-latent decodes to. Such payloads made TFC's range decoder run for
-minutes (issue 14); the project's decoder must finish each file within a
+minutes; the project's decoder must finish each file within a
 bound proportional to its size, and raise nothing but one-line user errors.
 Deterministic seeds; a few thousand cases.
 """
@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import export
-from export import server
+from tfvaeclf import export
+from tfvaeclf.export import server
 from tests.conftest import train_small_joint
 from tfvaeclf import codec, codec_spec, entropy, errors
-from tfvaeclf.hostile import (crafted_payloads, escape_attack, fuzz,
+from tests.support.hostile import (crafted_payloads, escape_attack, fuzz,
                               raw_mutations)
 
 # Seconds a decode may take: a generous multiple of what it takes (about

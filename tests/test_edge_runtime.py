@@ -13,8 +13,8 @@ import tensorflow as tf
 from tfvaeclf import cli, codec, data, model_dir
 from tfvaeclf.edge import BundleError, EdgeEncoder, interpreter, native
 
-import export
-from export import server
+from tfvaeclf import export
+from tfvaeclf.export import server
 from tests.conftest import edge_process, train_small_joint
 
 NUM_IMAGES = 10000  # the whole test split

@@ -15,10 +15,10 @@ from tfvaeclf.codec_spec import CodecSpec
 from tfvaeclf.edge import BundleError, EdgeEncoder, bundle
 from tfvaeclf.errors import BitstreamError
 
-import export
-from export import __main__ as export_main
-from export import encoder as export_encoder
-from export import server
+from tfvaeclf import export
+from tfvaeclf.export import __main__ as export_main
+from tfvaeclf.export import encoder as export_encoder
+from tfvaeclf.export import server
 from tests.conftest import SMALL_JOINT, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +30,7 @@ EDGE_FILES = [bundle.ENCODER, bundle.ENCODER_INT8, bundle.TABLES]
 NO_TFC = r"""
 import sys
 sys.modules["tensorflow_compression"] = None  # makes its import fail
-from export import server
+from tfvaeclf.export import server
 served = server.BundleServer(sys.argv[1])
 for path in sys.argv[2:]:
   with open(path, "rb") as f:

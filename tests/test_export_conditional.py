@@ -15,8 +15,8 @@ from tfvaeclf import bitstream, codec, data, model_dir, models, train
 from tfvaeclf.edge import BundleError, EdgeEncoder, bundle
 from tfvaeclf.errors import BitstreamError
 
-import export
-from export import server
+from tfvaeclf import export
+from tfvaeclf.export import server
 from tests.conftest import (MNIST_ARGS, edge_process, run_spec,
                             train_small_joint)
 from tests.test_export import _assert_one_line, _copy

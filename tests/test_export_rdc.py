@@ -14,8 +14,8 @@ import tensorflow as tf
 from tfvaeclf import bitstream, codec, data, dither, model_dir
 from tfvaeclf.edge import EdgeEncoder, bundle
 
-import export
-from export import server
+from tfvaeclf import export
+from tfvaeclf.export import server
 from tests.conftest import SMALL_RDC, edge_process, train_small_rdc
 from tests.test_export import classify_without_tfc
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tfvaeclf import codec, data, evaluate, frontier, model_dir, models
 from tfvaeclf.edge import EdgeEncoder
-from export import server
+from tfvaeclf.export import server
 from tests.conftest import REPO, run_cli, train_small_joint
 
 
@@ -82,7 +82,7 @@ def test_evaluate_counts_the_message_bytes(global_loaded, mnist):
 
 def test_export_edge_and_server_code_the_global_latent(
     global_dir, global_loaded, digits, tmp_path, capsys):
-  from export import __main__ as export_main
+  from tfvaeclf.export import __main__ as export_main
   out = str(tmp_path / "bundle")
   code, _, err = run_cli(export_main.main, [
       f"--model_dir={global_dir}", f"--out={out}",

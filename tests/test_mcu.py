@@ -18,15 +18,17 @@ from tfvaeclf import cli, codec, data, dither, model_dir
 from tfvaeclf.edge import EdgeEncoder, bundle, range_coder
 from tfvaeclf.edge import encoder as edge_encoder
 
-import export
-from export import __main__ as export_main
-from export import mcu, mcu_host
-from export.mcu_host import (CFLAGS, c_conditional_messages, c_messages,
-                             edge_conditional_messages,
-                             fixed_conditional_header, fixed_latents_header,
-                             int8_model, litert_conditional, litert_outputs,
-                             read_manifest, server_classes, tflm_outputs,
-                             tflm_slice_coder)
+from tfvaeclf import export
+from tfvaeclf.export import __main__ as export_main
+from tfvaeclf.export import mcu
+from tests.support import mcu_host
+from tests.support.mcu_host import (CFLAGS, c_conditional_messages,
+                                    c_messages, edge_conditional_messages,
+                                    fixed_conditional_header,
+                                    fixed_latents_header, int8_model,
+                                    litert_conditional, litert_outputs,
+                                    read_manifest, server_classes,
+                                    tflm_outputs, tflm_slice_coder)
 from tests.conftest import REPO, train_small_joint, train_small_rdc
 
 NUM_IMAGES = 300

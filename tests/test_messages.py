@@ -13,7 +13,7 @@ import tensorflow as tf
 from tfvaeclf import bitstream, codec, data, model_dir
 from tfvaeclf.edge import EdgeEncoder
 
-import export
+from tfvaeclf import export
 from tests.conftest import (REPO, run_cli, train_small_joint,
                             train_small_rdc)
 

@@ -16,12 +16,12 @@ import pytest
 from PIL import Image
 import tensorflow as tf
 
-import export
-from tfvaeclf import (codec, data, evaluate, hostile, imageio, model_dir,
+from tfvaeclf import (codec, data, evaluate, export, imageio, model_dir,
                       models, specs, train)
 from tfvaeclf.edge import __main__ as edge_main
 from tfvaeclf.edge import bundle
 from tests.conftest import SMALL_JOINT, edge_process, run_cli
+from tests.support import hostile
 
 DATA = Path(__file__).parent / "data"
 # 20 CIFAR-10 test images (32x32 PNG) and 4 ImageNet photos (512x512 and

@@ -10,9 +10,10 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from tfvaeclf import hostile, report
+from tfvaeclf import report
 from tfvaeclf import points as points_lib
 from tests.conftest import run_cli
+from tests.support import hostile
 
 # Hand-made: (dataset, accuracy, bpp, bytes per image, psnr).
 RUNS = {

@@ -28,7 +28,7 @@ import pytest
 
 from tfvaeclf import codec
 from tfvaeclf.edge import EdgeEncoder
-from tfvaeclf.hostile import escape_attack
+from tests.support.hostile import escape_attack
 from tfvaeclf.serve.core import Core, Refusal
 
 

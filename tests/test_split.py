@@ -15,8 +15,8 @@ from tfvaeclf import (backbones, codec, data, model_dir, models,
 from tfvaeclf import points as points_lib
 from tfvaeclf import train
 from tfvaeclf.edge import EdgeEncoder
-import export
-from export import server
+from tfvaeclf import export
+from tfvaeclf.export import server
 from tests.conftest import run_cli, run_spec
 
 WIDTHS = (16, 32, 64)  # conftest's classifier_dir

@@ -51,7 +51,7 @@ import sys
 from absl import flags
 from matplotlib.figure import Figure
 
-from export import exporter, sizes
+from tfvaeclf.export import exporter, sizes
 from tfvaeclf import (backbones, evaluate, fileio, models, specs, sweep,
                       train)
 from tfvaeclf import model_dir as model_dir_lib

@@ -30,8 +30,6 @@ import tensorflow as tf  # noqa: E402
 
 from bench_native_coder import best_rate  # noqa: E402  (this script's dir)
 from tfvaeclf import codec, data, entropy, errors, model_dir  # noqa: E402
-from tfvaeclf.hostile import crafted_payloads, escape_attack  # noqa: E402
-from tfvaeclf.hostile import fuzz, raw_mutations  # noqa: E402
 
 # TFC's decompress of one file, in a process of its own (it may not end).
 TFC_DECODE = """
@@ -81,6 +79,10 @@ def main():
                       help="run TFC on the issue's attack for at most this "
                       "many seconds (0: not at all)")
   args = parser.parse_args()
+  # tests/support comes from the checkout (PYTHONPATH=.); imported here,
+  # so that --help runs without it.
+  from tests.support.hostile import (crafted_payloads, escape_attack, fuzz,
+                                     raw_mutations)
   tf.config.threading.set_intra_op_parallelism_threads(args.tf_threads)
   tf.config.threading.set_inter_op_parallelism_threads(args.tf_threads)
   loaded = model_dir.load(args.model_dir)

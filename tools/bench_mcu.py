@@ -29,13 +29,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf  # noqa: E402
 
-import export  # noqa: E402
-from export import mcu, mcu_host  # noqa: E402
-from export.mcu_host import fixed_latents_header  # noqa: E402
+from tfvaeclf import export  # noqa: E402
+from tfvaeclf.export import mcu  # noqa: E402
 from tfvaeclf import data, model_dir  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QEMU_IMAGES = 8
+# tests/support's host harness comes from the checkout (PYTHONPATH=.); it is
+# imported where it is used, so that --help runs without it.
 
 
 def _test_images(config, count):
@@ -51,6 +52,7 @@ def _keras_classes(model, images):
 
 
 def _litert(bundle_dir, images):
+  from tests.support import mcu_host
   outputs = [mcu_host.litert_outputs(bundle_dir, images[i:i + 1000])
              for i in range(0, len(images), 1000)]
   return (np.concatenate([pixels for pixels, _ in outputs]),
@@ -60,17 +62,20 @@ def _litert(bundle_dir, images):
 def _factorized(bundle_dir, program, images):
   """(TFLM's messages, LiteRT's messages, TFLM's and LiteRT's int8
   outputs, fixed_latents.h of the first for QEMU)."""
+  from tests.support import mcu_host
   pixels, litert = _litert(bundle_dir, images)
   tflm = mcu_host.tflm_outputs(bundle_dir, pixels)
   return (mcu_host.c_messages(program, tflm),
           mcu_host.c_messages(program, litert), tflm, litert,
-          fixed_latents_header(tflm[:QEMU_IMAGES], range(QEMU_IMAGES)))
+          mcu_host.fixed_latents_header(tflm[:QEMU_IMAGES],
+                                        range(QEMU_IMAGES)))
 
 
 def _conditional(bundle_dir, program, images):
   """`_factorized`'s figures for a conditional bundle: TFLM runs both
   models; checks the C coder's bytes against the Linux edge's for TFLM's
   int8 outputs."""
+  from tests.support import mcu_host
   hyper, latent = (stream["name"] for stream in
                    mcu_host.read_manifest(bundle_dir)["streams"])
   parts = [mcu_host.litert_conditional(bundle_dir, images[i:i + 1000])
@@ -118,6 +123,7 @@ def main():
   parser.add_argument("--num_images", type=int, default=10_000)
   parser.add_argument("--calibration_examples", type=int, default=500)
   args = parser.parse_args()
+  from tests.support import mcu_host
   loaded = model_dir.load(args.model_dir)
   images, labels = _test_images(loaded.config, args.num_images)
   with tempfile.TemporaryDirectory() as directory:

@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from export import server
+from tfvaeclf.export import server
 from tfvaeclf.errors import BitstreamError
 
 __all__ = ["Core", "Refusal"]

@@ -14,7 +14,7 @@ from tfvaeclf.edge import EdgeEncoder, bundle
 from tfvaeclf.edge import encoder as edge_encoder
 from tfvaeclf.edge.interpreter import load_interpreter
 
-from export import mcu, server
+from tfvaeclf.export import mcu, server
 
 __all__ = ["CFLAGS", "build_harness", "c_conditional_messages", "c_messages",
            "edge_conditional_messages", "fixed_conditional_header",
@@ -22,7 +22,8 @@ __all__ = ["CFLAGS", "build_harness", "c_conditional_messages", "c_messages",
            "litert_outputs", "read_manifest", "server_classes",
            "tflm_outputs", "tflm_slice_coder"]
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 _HARNESS = os.path.join(_REPO, "tools", "mcu", "harness.c")
 # -Wconversion is left out: it warns on int8 -> int arithmetic C99 defines.
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror")

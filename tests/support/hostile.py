@@ -3,7 +3,7 @@
 Raw mutations of real files (bit flips, truncations, splices, garbage),
 payloads crafted as an attacker would (each image's strings replaced with
 random bytes under a recomputed, valid CRC: the CRC is public), and the
-escape attack that made TFC's range decoder loop for minutes (issue 14).
+escape attack that made TFC's range decoder loop for minutes.
 `tests/test_decode_fuzz.py` and `tools/bench_decoder.py` share them.
 """
 
