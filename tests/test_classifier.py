@@ -57,7 +57,8 @@ def test_unknown_names_are_one_line_errors(backbone):
   model, _ = backbone
   with pytest.raises(ValueError, match="choose one of S1, S2, S3"):
     backbones.split(model, "S4")
-  with pytest.raises(ValueError, match="small_resnet, resnet50"):
+  with pytest.raises(ValueError,
+                     match="small_resnet, resnet8, resnet20, resnet50"):
     backbones.split_points("vgg")
   with pytest.raises(ValueError, match="at least 32x32"):
     backbones.build("resnet50", (28, 28, 1), 10)
@@ -66,6 +67,20 @@ def test_unknown_names_are_one_line_errors(backbone):
 def test_small_resnet_takes_cifar_images():
   model = backbones.build("small_resnet", (32, 32, 3), 10)
   assert model(tf.zeros((1, 32, 32, 3))).shape == (1, 10)
+
+
+def test_cifar_resnets_keep_the_first_stage_at_full_resolution():
+  """resnet8 is small_resnet's weights after a stride-1 stem (MLPerf Tiny's
+  ResNet-8); resnet20 adds two blocks a stage (He et al.'s ResNet-20)."""
+  small, resnet8, resnet20 = (backbones.build(name, (32, 32, 3), 10)
+                              for name in ("small_resnet", "resnet8",
+                                           "resnet20"))
+  assert small.get_layer("stage1_out").output.shape[1:3] == (16, 16)
+  assert resnet8.get_layer("stage1_out").output.shape[1:3] == (32, 32)
+  assert resnet8.count_params() == small.count_params() == 78_714
+  assert resnet20.get_layer("stage3_out").output.shape[1:] == (8, 8, 64)
+  assert sum(layer.name.endswith("_add") for layer in resnet20.layers) == 9
+  assert 270_000 < resnet20.count_params() < 280_000
 
 
 def _same_weights(a, b, skip=()):

@@ -266,6 +266,89 @@ def test_cifar10_data_dir_may_be_the_batches_folder(tmp_path):
   np.testing.assert_array_equal(take(splits.test)[0], images[15:])
 
 
+def write_cifar_jpeg_tree(root, images, labels, quality=75):
+  """CIFAR-10 as a JPEG tree: the first 15 images in train/, the rest in
+  test/, each at libjpeg `quality` (as the archive of the JPEG copy)."""
+  paths = []
+  for i, (image, label) in enumerate(zip(images, labels)):
+    split = "train" if i < 15 else "test"
+    folder = root / split / CIFAR10_NAMES[label]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{i:04d}.jpg"
+    Image.fromarray(image).save(path, quality=quality)
+    paths.append(path)
+  for split in ("train", "test"):  # every class folder exists in the copy
+    for name in CIFAR10_NAMES:
+      (root / split / name).mkdir(parents=True, exist_ok=True)
+  return paths
+
+
+def test_cifar10_from_a_jpeg_tree_decodes_once_into_a_cache(tmp_path):
+  images, labels = cifar_png_arrays()
+  root = tmp_path / "cifar10_jpeg"
+  paths = write_cifar_jpeg_tree(root, images, labels)
+  decoded = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+  assert not np.array_equal(decoded, images)  # JPEG is lossy: a real test
+
+  splits = data.load("cifar10", data_dir=str(tmp_path), validation_size=3)
+  assert splits.info.source == f"cifar10-jpeg-q75:{root}"
+  assert splits.sizes == {"train": 12, "validation": 3, "test": 5}
+  assert splits.info.class_names == CIFAR10_NAMES
+  (cache,) = root.glob(".tfvaeclf-cifar10-*.npz")
+  train = [take(getattr(splits, k)) for k in ("train", "validation")]
+  x_train = np.concatenate([x for x, _ in train])
+  y_train = np.concatenate([y for _, y in train])
+  # Every train image, with its label, in a fixed order mixing the classes.
+  order = [next(i for i in range(15) if np.array_equal(x, decoded[i]))
+           for x in x_train]
+  assert sorted(order) == list(range(15)) and order != sorted(order)
+  np.testing.assert_array_equal(y_train, labels[order])
+  x_test, y_test = take(splits.test)
+  # Test files are read class by class, each in file order.
+  test_order = sorted(range(15, 20), key=lambda i: (labels[i], i))
+  np.testing.assert_array_equal(x_test, decoded[test_order])
+  np.testing.assert_array_equal(y_test, labels[test_order])
+
+  # A second load reads the cache, not the JPEGs: it works without them.
+  for p in paths:
+    os.utime(p, ns=(0, os.stat(p).st_mtime_ns))  # atime only: same digest
+  with mock.patch.object(data, "_decode_tree",
+                         side_effect=AssertionError("decoded again")):
+    again = data.load("cifar10", data_dir=str(root), validation_size=3)
+  np.testing.assert_array_equal(take(again.test)[0], x_test)
+
+  # An edited file changes the digest: decoded anew into another cache.
+  Image.fromarray(images[0][::-1]).save(paths[0], quality=75)
+  os.utime(paths[0], ns=(1, 10**18))
+  data.load("cifar10", data_dir=str(tmp_path), validation_size=3)
+  assert len(list(root.glob(".tfvaeclf-cifar10-*.npz"))) == 2
+  assert cache.exists()
+
+
+def test_cifar10_jpeg_tree_with_a_wrong_image_fails_in_one_line(tmp_path):
+  images, labels = cifar_png_arrays()
+  paths = write_cifar_jpeg_tree(tmp_path, images, labels)
+  Image.fromarray(np.zeros((32, 40, 3), np.uint8)).save(paths[3])
+  with pytest.raises(data.DatasetUnavailableError) as excinfo:
+    data.load("cifar10", data_dir=str(tmp_path))
+  assert_one_line_error(excinfo, "a 40x32 image; CIFAR-10's are 32x32")
+  Image.fromarray(images[3]).save(paths[3], quality=75)
+  paths[4].write_bytes(b"not a jpeg")
+  with pytest.raises(data.DatasetUnavailableError) as excinfo:
+    data.load("cifar10", data_dir=str(tmp_path))
+  assert_one_line_error(excinfo, "not a readable image")
+
+
+@pytest.mark.parametrize("quality", [10, 75, 95])
+def test_jpeg_quality_reads_the_libjpeg_quality_back(tmp_path, quality):
+  path = tmp_path / "x.jpg"
+  Image.fromarray(make_image((32, 32, 3), quality)).save(path,
+                                                          quality=quality)
+  assert data.jpeg_quality(path) == quality
+  data.write_png(tmp_path / "x.png", make_image((8, 8, 3), 0))
+  assert data.jpeg_quality(tmp_path / "x.png") is None
+
+
 # --- folder:PATH -------------------------------------------------------------
 
 

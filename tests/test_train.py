@@ -229,3 +229,24 @@ def test_kill_9_then_rerun_loses_no_finished_epoch(tmp_path):
   assert f"Resuming {run} after epoch {done}" in result.stderr
   assert _history(run) == [0, 1, 2]
   model_dir.load(run)
+
+
+def test_weight_decay_shrinks_kernels_alone():
+  """--weight_decay is AdamW's, scaled by the learning rate, and leaves
+  biases and batch-norm scales and offsets alone."""
+  settings = specs.TrainSpec(learning_rate=0.1, weight_decay=0.5)
+  optimizer = train._optimizer(settings)
+  layer = tf.keras.layers.Dense(2, bias_initializer="ones")
+  norm = tf.keras.layers.BatchNormalization()
+  layer.build((None, 3))
+  norm.build((None, 2))
+  variables = layer.trainable_variables + norm.trainable_variables
+  before = [v.numpy().copy() for v in variables]
+  optimizer.apply_gradients(
+      [(tf.zeros_like(v), v) for v in variables])
+  kernel, bias, gamma, beta = (v.numpy() for v in variables)
+  np.testing.assert_allclose(kernel, before[0] * (1 - 0.1 * 0.5), rtol=1e-6)
+  for after, start in ((bias, before[1]), (gamma, before[2]),
+                       (beta, before[3])):
+    np.testing.assert_array_equal(after, start)
+  assert type(train._optimizer(specs.TrainSpec())).__name__ == "Adam"

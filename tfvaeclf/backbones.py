@@ -1,23 +1,30 @@
 """Image classifiers to train, cut in two, or take as a frozen teacher.
 
-Two backbones, each a functional Keras model from float images in [0, 1]
+Four backbones, each a functional Keras model from float images in [0, 1]
 to class logits, whose named block outputs are the split points of a
-split DNN (the device runs the front, the server the back; seed 004):
+split DNN (the device runs the front, the server the back):
 
     small_resnet  a stride-2 3x3 stem, three residual stages (16, 32, 64
                   channels by default; strides 1, 2, 2), a global average
                   pool and a linear head; trained here on MNIST,
                   Fashion-MNIST or CIFAR-10. At the default widths it has
                   78 k weights and trains about as fast as the joint model.
+    resnet8       the same stages after a stride-1 stem, as He et al.'s
+                  CIFAR ResNets and MLPerf Tiny's image-classification
+                  model (78 k weights at 16, 32, 64): for 32x32 natural
+                  images, where halving the image first costs accuracy.
+    resnet20      He et al.'s ResNet-20: resnet8 with three residual blocks
+                  a stage (270 k weights at 16, 32, 64).
     resnet50      Keras' ResNet-50 with ImageNet's "caffe" preprocessing
                   built in, a global average pool and a linear head named
                   `predictions`, as in Keras. Its weights come from a file
                   the user gives (Keras' resnet50_weights_tf_dim_ordering_
                   tf_kernels[_notop].h5); they are never downloaded.
 
-Split points, deepest first, as seed 004 names them:
+Split points, deepest first, as the split-DNN bottleneck paper (Matsubara
+et al.'s SC2 benchmark) names them on ResNet-50:
 
-    point  resnet50 (torchvision name)       small_resnet
+    point  resnet50 (torchvision name)       small_resnet, resnet8, resnet20
     S1     conv5_block3_out (layer4[2])      stage3_out
     S2     conv5_block1_out (layer4[0])      stage2_out
     S3     conv4_block5_out (layer3[4])      stage1_out
@@ -31,14 +38,16 @@ import os
 import h5py
 import tensorflow as tf
 
-__all__ = ["NAMES", "build", "small_resnet", "resnet50", "split_points",
-           "split", "load_weights"]
+__all__ = ["NAMES", "build", "small_resnet", "resnet8", "resnet20",
+           "resnet50", "split_points", "split", "load_weights"]
 
-NAMES = ("small_resnet", "resnet50")
+NAMES = ("small_resnet", "resnet8", "resnet20", "resnet50")
+# Backbones whose stage widths are set by `widths` (--backbone_widths).
+WIDTH_BACKBONES = ("small_resnet", "resnet8", "resnet20")
 
 _SPLIT_POINTS = {
-    "small_resnet": {"S1": "stage3_out", "S2": "stage2_out",
-                     "S3": "stage1_out"},
+    **{name: {"S1": "stage3_out", "S2": "stage2_out", "S3": "stage1_out"}
+       for name in WIDTH_BACKBONES},
     "resnet50": {"S1": "conv5_block3_out", "S2": "conv5_block1_out",
                  "S3": "conv4_block5_out"},
 }
@@ -71,6 +80,27 @@ def _residual_block(x, width, stride, name):
   return layers.ReLU(name=f"{name}_out")(y)
 
 
+def _staged_resnet(image_shape, num_classes, widths, stem_stride,
+                   blocks_per_stage, name):
+  """A 3x3 stem, three residual stages (strides 1, 2, 2), pool, linear
+  head; each stage's last block output is `stage{N}_out`."""
+  layers = tf.keras.layers
+  images = tf.keras.Input(tuple(image_shape), name="images")
+  x = layers.Conv2D(widths[0], 3, strides=stem_stride, padding="same",
+                    use_bias=False, name="stem_conv")(images)
+  x = _batch_norm("stem_bn")(x)
+  x = layers.ReLU(name="stem_relu")(x)
+  for stage, width in enumerate(widths, start=1):
+    for block in range(1, blocks_per_stage + 1):
+      last = block == blocks_per_stage
+      x = _residual_block(
+          x, width, 2 if stage > 1 and block == 1 else 1,
+          f"stage{stage}" if last else f"stage{stage}_block{block}")
+  x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+  logits = layers.Dense(num_classes, name=HEAD)(x)
+  return tf.keras.Model(images, logits, name=name)
+
+
 def small_resnet(image_shape, num_classes, widths=(16, 32, 64)):
   """A stride-2 stem, one residual block a stage, pool, linear head.
 
@@ -79,17 +109,18 @@ def small_resnet(image_shape, num_classes, widths=(16, 32, 64)):
   stages' outputs (14, 7 and 4 pixels square on MNIST) are `stage1_out`
   ... `stage3_out`: S3, S2, S1.
   """
-  layers = tf.keras.layers
-  images = tf.keras.Input(tuple(image_shape), name="images")
-  x = layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False,
-                    name="stem_conv")(images)
-  x = _batch_norm("stem_bn")(x)
-  x = layers.ReLU(name="stem_relu")(x)
-  for stage, width in enumerate(widths, start=1):
-    x = _residual_block(x, width, 1 if stage == 1 else 2, f"stage{stage}")
-  x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-  logits = layers.Dense(num_classes, name=HEAD)(x)
-  return tf.keras.Model(images, logits, name="small_resnet")
+  return _staged_resnet(image_shape, num_classes, widths, 2, 1,
+                        "small_resnet")
+
+
+def resnet8(image_shape, num_classes, widths=(16, 32, 64)):
+  """small_resnet with a stride-1 stem: full-resolution first stage."""
+  return _staged_resnet(image_shape, num_classes, widths, 1, 1, "resnet8")
+
+
+def resnet20(image_shape, num_classes, widths=(16, 32, 64)):
+  """He et al.'s ResNet-20: a stride-1 stem, three blocks a stage."""
+  return _staged_resnet(image_shape, num_classes, widths, 1, 3, "resnet20")
 
 
 class CaffePreprocess(tf.keras.layers.Layer):
@@ -125,12 +156,13 @@ def resnet50(image_shape, num_classes):
 
 def build(name, image_shape, num_classes, weights=None, **options):
   """Backbone `name` for images of `image_shape`; `weights` a file or None;
-  `options` go to the builder (small_resnet's `widths`).
+  `options` go to the builder (the `widths` of WIDTH_BACKBONES).
 
   ValueError, in one line, for an unknown name, an image size the backbone
   cannot take, or a weights file that is missing or does not fit.
   """
-  builders = {"small_resnet": small_resnet, "resnet50": resnet50}
+  builders = {"small_resnet": small_resnet, "resnet8": resnet8,
+              "resnet20": resnet20, "resnet50": resnet50}
   if name not in builders:
     raise ValueError(f"Unknown backbone {name!r}; choose one of "
                      f"{', '.join(NAMES)}.")

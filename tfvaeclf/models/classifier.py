@@ -39,13 +39,15 @@ __all__ = ["ClassifierConfig", "FrozenBackboneConfig", "ImageClassifier",
 class ClassifierConfig(base.BaseConfig):
   lmbda: float = 0.  # nothing is coded: no rate to weigh
   backbone: str = base.setting(
-      "small_resnet", "The backbone: small_resnet or resnet50.")
+      "small_resnet", "The backbone: small_resnet, resnet8, resnet20 or "
+      "resnet50.")
   backbone_weights: str = base.setting(
       None, "A Keras .h5 weights file for the backbone, read at the start "
       "only.")
   # Named `filters` in config.json since the first model dirs.
   filters: tuple = base.setting(
-      (16, 32, 64), "Stage widths of a small_resnet backbone.",
+      (16, 32, 64), "Stage widths of a small_resnet, resnet8 or resnet20 "
+      "backbone.",
       flag="backbone_widths", old_flag="filters")
 
 
@@ -53,9 +55,11 @@ class ClassifierConfig(base.BaseConfig):
 class FrozenBackboneConfig(base.BaseConfig):
   """The fields of kinds built on a finished classifier's backbone."""
   backbone: str = base.setting(
-      "small_resnet", "The backbone: small_resnet or resnet50.")
+      "small_resnet", "The backbone: small_resnet, resnet8, resnet20 or "
+      "resnet50.")
   backbone_widths: tuple = base.setting(
-      (16, 32, 64), "Stage widths of a small_resnet backbone.")
+      (16, 32, 64), "Stage widths of a small_resnet, resnet8 or resnet20 "
+      "backbone.")
   backbone_from: str = base.setting(
       None, "A finished classifier model dir whose backbone is copied and "
       "kept frozen (match --backbone and --backbone_widths to it).")
@@ -106,7 +110,8 @@ def build_backbone(name, widths, image_shape, num_classes, trainable=True):
   """Backbone `name` (`widths` are small_resnet's stage widths) with random
   weights, until `load_backbone` or a checkpoint sets them. Kinds built on
   a trained classifier keep theirs frozen (`trainable=False`)."""
-  options = {"widths": tuple(widths)} if name == "small_resnet" else {}
+  options = ({"widths": tuple(widths)}
+             if name in backbones.WIDTH_BACKBONES else {})
   backbone = backbones.build(name, image_shape, num_classes, **options)
   backbone.trainable = trainable
   return backbone
@@ -135,7 +140,7 @@ def load_backbone(model, source=None):
   have = source.config["model_config"]
   want = {"backbone": config.backbone, "image_shape": list(config.image_shape),
           "num_classes": config.num_classes}
-  if config.backbone == "small_resnet":
+  if config.backbone in backbones.WIDTH_BACKBONES:
     want["filters"] = list(config.backbone_widths)
   different = [f"{key} {have[key]} (not {value})"
                for key, value in want.items() if have[key] != value]
