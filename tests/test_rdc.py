@@ -12,7 +12,8 @@ import tensorflow as tf
 
 from tests.conftest import SMALL_RDC, run_cli, train_small_rdc
 from tfvaeclf import bitstream, codec, data, dither, entropy, model_dir
-from tfvaeclf import models, rdc_sweep
+from tfvaeclf import models
+from tfvaeclf.experiments import rdc_sweep
 
 
 # -- the dither ---------------------------------------------------------------

@@ -10,8 +10,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from tfvaeclf import hostile, report
-from tfvaeclf import points as points_lib
+from tfvaeclf import hostile
+from tfvaeclf.experiments import report
+from tfvaeclf.experiments import points as points_lib
 from tests.conftest import run_cli
 
 # Hand-made: (dataset, accuracy, bpp, bytes per image, psnr).

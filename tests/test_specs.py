@@ -14,7 +14,7 @@ from absl.testing import flagsaver
 import pytest
 
 from tfvaeclf import models, specs, train
-from tfvaeclf import search  # noqa: F401  (defines the search flags)
+from tfvaeclf.experiments import search  # noqa: F401  (search flags)
 from tests.conftest import run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,6 +1,6 @@
 """Trains and evaluates every point of a split kind's rate configuration.
 
-    python -m tfvaeclf.split_sweep \
+    python -m tfvaeclf.experiments.split_sweep \
         --flagfile=configs/fashion_mnist_split.flags \
         --rate_config=configs/small_resnet_rates.json \
         --modes=supervised,unsupervised --out=runs/split_sweep \
@@ -19,8 +19,9 @@ Every point, in every `--modes`, is trained with the flagfile's settings
 (`--model=split` is implied; the point sets `--split_point`,
 `--compress_factor`, `--lmbda` and `--bottleneck_mode`) into a model dir of
 its own under `--out`, then evaluated on the real bitstreams of the test
-split (`tfvaeclf.sweep`). A point evaluated before is only read back, and
-an unfinished one resumes, so a killed sweep rerun repeats nothing.
+split (`tfvaeclf.experiments.sweep`). A point evaluated before is only
+read back, and an unfinished one resumes, so a killed sweep rerun repeats
+nothing.
 
 Each point is measured by sc2bench's three numbers: the data one image
 costs (a one-image message, as a board sends it; the payload and the
@@ -52,12 +53,12 @@ from absl import flags
 from matplotlib.figure import Figure
 
 from export import exporter, sizes
-from tfvaeclf import (backbones, evaluate, fileio, models, specs, sweep,
-                      train)
+from tfvaeclf import backbones, evaluate, fileio, models, specs, train
 from tfvaeclf import model_dir as model_dir_lib
+from tfvaeclf.experiments import sweep
+from tfvaeclf.experiments.points import load_baselines
 from tfvaeclf.layout import ModelDir
 from tfvaeclf.models import split
-from tfvaeclf.points import load_baselines
 
 __all__ = ["read_rate_config", "sweep_points", "uncut_point", "edge_size",
            "trivial_extremes", "plot_points"]
@@ -276,7 +277,7 @@ def main(argv):
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.rate_config or not FLAGS.out:
     raise cli.UserError(
-        "usage: python -m tfvaeclf.split_sweep --flagfile=FLAGS "
+        "usage: python -m tfvaeclf.experiments.split_sweep --flagfile=FLAGS "
         "--rate_config=RATES.json --out=DIR [--modes=supervised,"
         "unsupervised] [--split_points=S1,...] [--max_examples=N]")
   run = specs.from_flags(FLAGS, MODEL)

@@ -1,6 +1,7 @@
 """The rate frontier: accuracy against bytes per image, and its Pareto front.
 
-    python -m tfvaeclf.frontier --flagfile=configs/mnist_frontier.flags \
+    python -m tfvaeclf.experiments.frontier \
+        --flagfile=configs/mnist_frontier.flags \
         --lambda_grid=0.5,1,2 --latent_grid=8,16 --out=runs/mnist_frontier \
         [--max_examples=N]
 
@@ -8,7 +9,7 @@ Every point of the grid (each `--latent_channels` of `--latent_grid` times
 each `--lmbda` of `--lambda_grid`; an empty grid keeps the flagfile's
 value) is trained with the flagfile's other settings into a model dir of
 its own under `--out`, then evaluated on real range-coded strings of the
-test split (`tfvaeclf.sweep`): payload bytes per image, and what a
+test split (`tfvaeclf.experiments.sweep`): payload bytes per image, and what a
 one-image message (`tfvaeclf.bitstream`) and a one-image file take. A
 point evaluated before is only read back, an unfinished one resumes.
 
@@ -26,9 +27,10 @@ import sys
 from absl import flags
 from matplotlib.figure import Figure
 
-from tfvaeclf import fileio, specs, sweep, train
+from tfvaeclf import fileio, specs, train
+from tfvaeclf.experiments import sweep
 from tfvaeclf.layout import ModelDir
-from tfvaeclf.pareto import pareto_front
+from tfvaeclf.experiments.pareto import pareto_front
 
 __all__ = ["grid_points", "plot_frontier", "MODEL", "RATES"]
 
@@ -105,8 +107,8 @@ def main(argv):
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.out:
     raise cli.UserError(
-        "usage: python -m tfvaeclf.frontier --flagfile=FLAGS --out=DIR "
-        "[--lambda_grid=L1,L2,...] [--latent_grid=N1,N2,...] "
+        "usage: python -m tfvaeclf.experiments.frontier --flagfile=FLAGS "
+        "--out=DIR [--lambda_grid=L1,L2,...] [--latent_grid=N1,N2,...] "
         "[--max_examples=N]")
   run = specs.from_flags(FLAGS)
   if run.model_name != MODEL:

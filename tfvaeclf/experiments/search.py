@@ -1,6 +1,7 @@
 """Searches a model kind's training flags with keras-tuner (issue 7).
 
-    python -m tfvaeclf.search --flagfile=configs/mnist_joint_search.flags \
+    python -m tfvaeclf.experiments.search \
+        --flagfile=configs/mnist_joint_search.flags \
         --search_dir=runs/mnist_joint_search
 
 The flagfile holds the flags of `tfvaeclf.train`, which every trial shares
@@ -60,7 +61,8 @@ from absl import flags
 import keras_tuner as kt
 import tensorflow as tf
 
-from tfvaeclf import fileio, models, specs, sweep, train
+from tfvaeclf import fileio, models, specs, train
+from tfvaeclf.experiments import sweep
 from tfvaeclf.layout import ModelDir
 
 __all__ = ["CONV_LAYERS", "TUNERS", "OBJECTIVES", "STAGE2_DIR",

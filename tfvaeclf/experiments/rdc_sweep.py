@@ -1,6 +1,7 @@
 """Rate-distortion-classification tradeoff curves, end to end and universal.
 
-    python -m tfvaeclf.rdc_sweep --flagfile=configs/mnist_rdc.flags \
+    python -m tfvaeclf.experiments.rdc_sweep \
+        --flagfile=configs/mnist_rdc.flags \
         --lambdas=0,0.01,0.05 --rates=8:4,16:4 --out=runs/mnist_rdc_sweep
 
 For each rate (`DIM:L`: latent_dim entries of L levels, R = DIM * log2(L)
@@ -46,7 +47,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import tqdm  # noqa: E402
 
-from tfvaeclf import fileio, specs, sweep, train  # noqa: E402
+from tfvaeclf import fileio, specs, train  # noqa: E402
+from tfvaeclf.experiments import sweep  # noqa: E402
 
 __all__ = ["parse_rates", "plan", "gaps", "within_claim", "gaps_markdown",
            "plot", "plot_gaps"]

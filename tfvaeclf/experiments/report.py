@@ -1,7 +1,8 @@
 """Rate-accuracy report: trained models against the classical codecs.
 
-    python -m tfvaeclf.report --runs=runs --baselines=runs/baselines_mnist.csv \
-        --reference=mnist:0.992 --out=report
+    python -m tfvaeclf.experiments.report --runs=runs \
+        --baselines=runs/baselines_mnist.csv --reference=mnist:0.992 \
+        --out=report
 
 Reads evaluated model dirs (`config.json` and `eval.json`; a parent dir such
 as `runs/` stands for every model dir in it) and the rate tables written by
@@ -49,8 +50,8 @@ from matplotlib.lines import Line2D
 from matplotlib.text import Annotation
 
 from tfvaeclf import fileio
-from tfvaeclf.pareto import pareto_front
-from tfvaeclf.points import load_baselines, load_runs
+from tfvaeclf.experiments.pareto import pareto_front
+from tfvaeclf.experiments.points import load_baselines, load_runs
 
 __all__ = ["parse_references",
            "matched_rate", "psnr_at_rate", "best_model", "summary_markdown",

@@ -2,9 +2,9 @@
 the codecs' rate tables of tools/baselines.py.
 
 TensorFlow-free and plot-free. Every command that sets models beside codecs
-(tfvaeclf.report, tfvaeclf.split_sweep) reads them here, the same way, and
-shares the one flag defined here, `--baselines`, without taking on another
-command's flags. How the rates are counted is in tfvaeclf/report.py.
+(`report`, `split_sweep`) reads them here, the same way, and shares the one
+flag defined here, `--baselines`, without taking on another command's
+flags. How the rates are counted is in tfvaeclf/experiments/report.py.
 """
 
 import csv
