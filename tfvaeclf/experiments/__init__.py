@@ -9,9 +9,9 @@ and sets their points beside each other.
     python -m tfvaeclf.experiments.report        models against codecs
 
 `sweep` is what the sweeps share (train, evaluate, resume), `points` and
-`pareto` what the report and the split sweep read and rank. What a model kind knows about itself (its depth
-field, its split points) comes from its own file in `tfvaeclf/models/`.
-Nothing is imported here: `report` must start without TensorFlow.
+`pareto` what the report and the split sweep read and rank, and `plots` the
+one module that draws: an experiment computes its points and hands them
+there. Nothing is imported here: `report` must start without TensorFlow.
 """
 
 __all__ = []

@@ -25,14 +25,13 @@ import os
 import sys
 
 from absl import flags
-from matplotlib.figure import Figure
 
-from tfvaeclf import fileio, specs, train
-from tfvaeclf.experiments import sweep
+from tfvaeclf import specs, train
+from tfvaeclf.experiments import plots, sweep
 from tfvaeclf.layout import ModelDir
 from tfvaeclf.experiments.pareto import pareto_front
 
-__all__ = ["grid_points", "plot_frontier", "MODEL", "RATES"]
+__all__ = ["grid_points", "MODEL", "RATES"]
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("lambda_grid", [],
@@ -66,36 +65,6 @@ def grid_points(run, latent_texts, lambda_texts):
   return [(channels, lmbda)
           for channels in _values("latent_channels", latent_texts, run)
           for lmbda in _values("lmbda", lambda_texts, run)]
-
-
-def plot_frontier(rows, title, path):
-  """Accuracy against each of `RATES`, a panel each: every point, coloured
-  by its latent size, and the Pareto front as a step line."""
-  figure = Figure(figsize=(11, 4.6), dpi=110, layout="constrained")
-  sizes = sorted({row["latent_channels"] for row in rows})
-  for i, (rate, label) in enumerate(RATES):
-    axes = figure.add_subplot(1, len(RATES), i + 1)
-    for size in sizes:
-      points = [row for row in rows if row["latent_channels"] == size]
-      axes.scatter([row[rate] for row in points],
-                   [100 * row["accuracy"] for row in points],
-                   color=f"C{sizes.index(size) % 10}",
-                   label=f"latent {size}")
-    front = sorted((row for row in rows if row[f"front_{rate}"]),
-                   key=lambda row: row[rate])
-    axes.step([row[rate] for row in front],
-              [100 * row["accuracy"] for row in front], where="post",
-              color="black", linewidth=1, label="Pareto front")
-    for row in front:
-      axes.annotate(f"λ={row['lmbda']:g}", (row[rate], 100 * row["accuracy"]),
-                    textcoords="offset points", xytext=(4, -10), fontsize=7)
-    axes.set_xlabel(label)
-    axes.set_ylabel("test accuracy (%)")
-    axes.grid(True, alpha=0.4)
-    axes.legend(fontsize=8, loc="lower right")
-  figure.suptitle(title)
-  with fileio.atomic_writer(path, "wb") as f:
-    figure.savefig(f, format="png")
 
 
 def _point_dir(out, channels, lmbda):
@@ -148,9 +117,9 @@ def main(argv):
     for row, on_front in zip(rows, fronts):
       row[f"front_{rate}"] = on_front
   figure = f"frontier_{run.data.name}.png"
-  plot_frontier(rows, f"{run.data.name}: accuracy against rate, "
-                f"{run.model_name} ({run.model.latent} latent, "
-                f"{run.model.entropy_model})", os.path.join(FLAGS.out, figure))
+  plots.frontier(rows, RATES, f"{run.data.name}: accuracy against rate, "
+                 f"{run.model_name} ({run.model.latent} latent, "
+                 f"{run.model.entropy_model})", os.path.join(FLAGS.out, figure))
   sweep.finish(FLAGS.out, rows, figure, failed)
 
 

@@ -50,18 +50,17 @@ import os
 import sys
 
 from absl import flags
-from matplotlib.figure import Figure
 
 from export import exporter, sizes
 from tfvaeclf import backbones, evaluate, fileio, models, specs, train
 from tfvaeclf import model_dir as model_dir_lib
-from tfvaeclf.experiments import sweep
+from tfvaeclf.experiments import plots, sweep
 from tfvaeclf.experiments.points import load_baselines
 from tfvaeclf.layout import ModelDir
 from tfvaeclf.models import split
 
 __all__ = ["read_rate_config", "sweep_points", "uncut_point", "edge_size",
-           "trivial_extremes", "plot_points"]
+           "trivial_extremes", "split_point_curves"]
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("rate_config", None,
@@ -240,36 +239,13 @@ def _point_dir(out, point, mode, factor, lmbda):
   return os.path.join(out, f"{point}_{mode}_cf{factor}_lmbda{lmbda:g}")
 
 
-def plot_points(rows, uncut, extremes, title, path):
-  """Accuracy against one-image message bytes (log scale): a curve per
-  split point, the trivial extremes, the uncut backbone as a line."""
-  figure = Figure(figsize=(9, 5.4), dpi=110, layout="constrained")
-  axes = figure.add_subplot()
+def split_point_curves(rows, mode):
+  """{split point: its rows trained in `mode`}, in split point order."""
   curves = {}
   for row in rows:
-    curves.setdefault(row["split_point"], []).append(row)
-  extreme_styles = iter(("*", "v", "D"))
-  for i, (label, curve) in enumerate(
-      [*sorted(curves.items()), *extremes.items()]):
-    curve = sorted(curve, key=lambda row: row["message_bytes_per_image"])
-    style = (dict(marker="o", color=f"C{i}") if label in curves else
-             dict(marker=next(extreme_styles), color="dimgray",
-                  linestyle=":", markersize=9))
-    axes.plot([row["message_bytes_per_image"] for row in curve],
-              [100 * row["accuracy"] for row in curve], label=label,
-              **style)
-  if uncut is not None:
-    axes.axhline(100 * uncut, color="dimgray", linestyle="--",
-                 linewidth=1, label=f"uncut backbone ({100 * uncut:.2f}%)")
-  axes.set_xscale("log")
-  axes.set_xlabel("bytes per image sent (one-image message; whole file "
-                  "for the image codecs)")
-  axes.set_ylabel("test accuracy (%)")
-  axes.set_title(title)
-  axes.grid(True, which="both", alpha=0.3)
-  axes.legend(fontsize=9)
-  with fileio.atomic_writer(path, "wb") as f:
-    figure.savefig(f, format="png")
+    if row["mode"] == mode:
+      curves.setdefault(row["split_point"], []).append(row)
+  return dict(sorted(curves.items()))
 
 
 def main(argv):
@@ -341,10 +317,10 @@ def main(argv):
   figures = []
   for mode in dict.fromkeys(row["mode"] for row in rows):
     figures.append(f"accuracy_vs_bytes_{mode}.png")
-    plot_points([row for row in rows if row["mode"] == mode],
-                uncut and uncut["accuracy"], extremes,
-                f"{splits.info.name}: split {backbone}, {mode}",
-                os.path.join(FLAGS.out, figures[-1]))
+    plots.accuracy_vs_bytes(split_point_curves(rows, mode), extremes,
+                            uncut and uncut["accuracy"],
+                            f"{splits.info.name}: split {backbone}, {mode}",
+                            os.path.join(FLAGS.out, figures[-1]))
   sweep.finish(FLAGS.out, rows, " and ".join(figures), failed)
 
 
