@@ -33,7 +33,6 @@ from absl import flags, logging
 import tensorflow as tf
 
 from tfvaeclf import data, distribute, models, specs
-from tfvaeclf.models import split
 from tfvaeclf import model_dir as model_dir_lib
 
 __all__ = ["TrainingDiverged", "run_training"]
@@ -291,16 +290,25 @@ def _train(run, splits, *, strategy, scratch, verbose):
   return model_dir_lib.finalize(directory, final, manager.latest_checkpoint)
 
 
+def _list_split_points():
+  """Prints where a kind cut from a backbone can be cut (its
+  `split_point_table`): --model's, or else the first kind that is cut."""
+  kinds = [name for name in models.names()
+           if models.get(name).split_point_table]
+  name = FLAGS.model if FLAGS.model in kinds else kinds[0]
+  run = specs.from_flags(FLAGS, name)
+  try:
+    info = data.load(**dataclasses.asdict(run.data)).info
+    print(models.get(name).split_point_table(run.with_data(info).model))
+  except ValueError as e:
+    raise cli.UserError(str(e)) from None
+
+
 def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if FLAGS.list_split_points:  # lists, trains nothing: no --model_dir
-    run = specs.from_flags(FLAGS, "split")
-    try:
-      info = data.load(**dataclasses.asdict(run.data)).info
-      print(split.split_point_table(run.with_data(info).model))
-    except ValueError as e:
-      raise cli.UserError(str(e)) from None
+    _list_split_points()
     return
   if not FLAGS.model_dir:
     raise cli.UserError("--model_dir is required")

@@ -65,7 +65,7 @@ from tfvaeclf import fileio, models, specs, train
 from tfvaeclf.experiments import sweep
 from tfvaeclf.layout import ModelDir
 
-__all__ = ["CONV_LAYERS", "TUNERS", "OBJECTIVES", "STAGE2_DIR",
+__all__ = ["TUNERS", "OBJECTIVES", "STAGE2_DIR",
            "apply_conv_layers", "objective_score", "parse_grid",
            "parse_stage2", "trial_spec", "stage2_spec", "build_oracle",
            "TrainingTuner"]
@@ -110,25 +110,11 @@ _LOCATION_FLAGS = ("data_dir", "download")
 STAGE2_DIR = "stage2"
 
 
-def _repeat_last(widths, n):
-  """n widths: the first n, or all with the last one repeated."""
-  widths = list(widths)
-  return widths[:n] + widths[-1:] * (n - len(widths))
-
-
-# `conv_layers=n`, the number of analysis conv layers, per model kind:
-# kind -> (the config field it sets, how n maps its base value).
-# A kind whose transform depth is set another way adds itself here.
-CONV_LAYERS = {"joint": ("filters", _repeat_last),
-               "beta_vae": ("filters", _repeat_last)}
-
-
 def apply_conv_layers(run, n):
-  """`run` with its kind's depth field set to `n` conv layers, from its
-  current value."""
-  name, mapping = CONV_LAYERS[run.model_name]
-  return dataclasses.replace(run, model=dataclasses.replace(
-      run.model, **{name: tuple(mapping(getattr(run.model, name), n))}))
+  """`run` with `n` encoder conv layers, as its kind sets them (the kind's
+  `with_conv_layers`, from its current widths)."""
+  return dataclasses.replace(run, model=models.get(
+      run.model_name).with_conv_layers(run.model, n))
 
 
 def objective_score(objective, val_accuracy, val_bpp, max_bpp=None,
@@ -158,7 +144,7 @@ def objective_score(objective, val_accuracy, val_bpp, max_bpp=None,
 
 def _searchable(model_name):
   names = set(specs.model_flag_names(model_name)) | set(TRAINING_HPARAMS)
-  if model_name in CONV_LAYERS:
+  if models.get(model_name).CONV_LAYERS_FIELD:
     names.add("conv_layers")
   return sorted(names)
 

@@ -109,6 +109,7 @@ class BetaVAEClassifier(vae.VariationalClassifier):
   """Seed 003: a β-VAE; classifiers read its quantized, range-coded mean."""
 
   Config = BetaVAEConfig
+  CONV_LAYERS_FIELD = "filters"
 
   def __init__(self, config):
     super().__init__(config)

@@ -110,6 +110,7 @@ class JointVAEClassifier(base.CompressiveClassifier):
 
   Config = JointConfig
   PRETRAINED_PARTS = ("analysis", "coder")
+  CONV_LAYERS_FIELD = "filters"
 
   def __init__(self, config):
     if config.decoder and config.gamma <= 0:

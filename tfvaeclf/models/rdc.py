@@ -94,6 +94,7 @@ class UniversalRDC(base.CompressiveClassifier):
   Config = RDCConfig
   PRETRAINED_PARTS = ("encoder", "coder")
   BACKBONE = "judge"
+  load_backbone = classifier.load_backbone
   METRIC_NAMES = ("loss", "ce", "bpp", "mse")
 
   def __init__(self, config):
