@@ -1,4 +1,4 @@
-"""Universal rate-distortion-classification models (seed 001): the shared
+"""Universal rate-distortion-classification models: the shared
 dither, the fixed-rate quantizer, frozen parts, files and the sweep."""
 
 import csv

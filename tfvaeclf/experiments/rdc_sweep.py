@@ -22,7 +22,8 @@ the decoded images). Written to OUT:
                  end-to-end model
     gaps.md      the gaps as a table over rate x encoder lambda x lambda,
                  each marked whether reuse costs at most 1 point and 1 dB
-                 (seed 001's claim)
+                 (the claim of the universal rate-distortion-
+                 classification paper)
     rdc_<dataset>.png   MSE and PSNR against the accuracy of c(X_hat), one
                  colour a rate, end to end solid, universal dashed (one
                  style an encoder)
@@ -61,7 +62,8 @@ flags.DEFINE_list("encoder_lambdas", None,
                   "the first of --lambdas).")
 
 END_TO_END, UNIVERSAL = "end_to_end", "universal"
-# Seed 001's claim: a universal decoder costs at most this much.
+# The universal rate-distortion-classification paper's claim: a universal
+# decoder costs at most this much.
 CLAIM_POINTS, CLAIM_DB = 1., 1.
 
 
@@ -149,7 +151,7 @@ def within_claim(row):
 
 def gaps_markdown(rows):
   """The universal rows as a Markdown table over rate x encoder lambda x
-  lambda, each marked against seed 001's claim."""
+  lambda, each marked against the claim (CLAIM_POINTS, CLAIM_DB)."""
   e2e = {(r["dim"], r["levels"], r["lambda_cls"]): r for r in rows
          if r["kind"] == END_TO_END}
   lines = ["| R (bits) | λ encoder | λ decoder | end-to-end: accuracy / "

@@ -1,4 +1,4 @@
-"""Searches a model kind's training flags with keras-tuner (issue 7).
+"""Searches a model kind's training flags with keras-tuner.
 
     python -m tfvaeclf.experiments.search \
         --flagfile=configs/mnist_joint_search.flags \
@@ -21,7 +21,8 @@ Killed and rerun with the same flags, the search carries on: finished trials
 are not repeated, and the trial that was running resumes from its last
 finished epoch. A rerun with other search flags is refused.
 
-Two-stage trials (seed 003 trains classifiers on a frozen, pretrained VAE):
+Two-stage trials (as the β-VAE classifier paper trains classifiers on a
+frozen, pretrained VAE):
 a `--stage2=NAME=VALUE` per training flag the second stage changes, e.g.
 `--stage2=head=selu5 --stage2=epochs=3`. A trial then trains stage 1 as
 above into trials/ID/, and stage 2 into trials/ID/stage2/: the same

@@ -7,8 +7,9 @@
         [--split_points=S1] [--max_examples=N] \
         [--baselines=runs/baselines_fashion_mnist.csv]
 
-Seed 004 gives, for each split point, a list of bottleneck configurations
-along its rate-accuracy curve (its dict.yaml). A rate configuration is that
+The split-DNN paper (Ahuja et al., CVPR 2023, a neural rate estimator for
+split DNNs) trains, for each split point, a list of bottleneck
+configurations along its rate-accuracy curve. A rate configuration is that
 list for one backbone, as JSON:
 
     {"backbone": "small_resnet",

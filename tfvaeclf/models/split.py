@@ -1,4 +1,6 @@
-"""Split-DNN bottleneck units with a neural rate estimator (seed 004).
+"""Split-DNN bottleneck units with a neural rate estimator (Ahuja et al.,
+"Neural rate estimator and unsupervised learning for efficient distributed
+image analytics in split-DNN models", CVPR 2023).
 
 A trained classifier is cut in two at a split point (`backbones.split`):
 the front runs on the edge device, the back on the server. A small
