@@ -21,16 +21,15 @@ Killed and rerun with the same flags, the search carries on: finished trials
 are not repeated, and the trial that was running resumes from its last
 finished epoch. A rerun with other search flags is refused.
 
-Two-stage trials (as the β-VAE classifier paper trains classifiers on a
-frozen, pretrained VAE):
-a `--stage2=NAME=VALUE` per training flag the second stage changes, e.g.
-`--stage2=head=selu5 --stage2=epochs=3`. A trial then trains stage 1 as
-above into trials/ID/, and stage 2 into trials/ID/stage2/: the same
-settings with those flags changed, the kind's `PRETRAINED_PARTS` (its
-encoder and coder; a VAE's decoder too) loaded from trials/ID/ and kept
-fixed (`--freeze_encoder_from`). The objective reads stage 2's
-`val_accuracy`; `val_bpp` is stage 1's, whose frozen coder stage 2 shares.
-A trial killed in stage 2 reruns only stage 2.
+Two-stage trials (the β-VAE classifier paper trains classifiers on a
+frozen, pretrained VAE): a `--stage2=NAME=VALUE` per training flag the
+second stage changes, e.g. `--stage2=head=selu5 --stage2=epochs=3`. A
+trial then trains stage 1 as above into trials/ID/, and stage 2 into
+trials/ID/stage2/: the same settings with those flags changed, the kind's
+`PRETRAINED_PARTS` (its encoder and coder; a VAE's decoder too) loaded from
+trials/ID/ and kept fixed (`--freeze_encoder_from`). The objective reads
+stage 2's `val_accuracy`; `val_bpp` is stage 1's, whose frozen coder stage
+2 shares. A trial killed in stage 2 reruns only stage 2.
 
     search.json   the flags the search was started with
     tuner/        keras-tuner's oracle state and trial records
