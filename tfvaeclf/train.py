@@ -290,16 +290,20 @@ def _train(run, splits, *, strategy, scratch, verbose):
   return model_dir_lib.finalize(directory, final, manager.latest_checkpoint)
 
 
-def _list_split_points():
-  """Prints where a kind cut from a backbone can be cut (its
-  `split_point_table`): --model's, or else the first kind that is cut."""
+def _cut_kind(model_name):
+  """The kind `--list_split_points` lists: `model_name` if it is cut from a
+  backbone (it has a `split_point_table`), else the first kind that is."""
   kinds = [name for name in models.names()
            if models.get(name).split_point_table]
-  name = FLAGS.model if FLAGS.model in kinds else kinds[0]
-  run = specs.from_flags(FLAGS, name)
+  return model_name if model_name in kinds else kinds[0]
+
+
+def _split_point_table(run):
+  """Where `run`'s kind can be cut, for its dataset's images."""
   try:
     info = data.load(**dataclasses.asdict(run.data)).info
-    print(models.get(name).split_point_table(run.with_data(info).model))
+    return models.get(run.model_name).split_point_table(
+        run.with_data(info).model)
   except ValueError as e:
     raise cli.UserError(str(e)) from None
 
@@ -308,7 +312,8 @@ def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if FLAGS.list_split_points:  # lists, trains nothing: no --model_dir
-    _list_split_points()
+    print(_split_point_table(specs.from_flags(FLAGS,
+                                              _cut_kind(FLAGS.model))))
     return
   if not FLAGS.model_dir:
     raise cli.UserError("--model_dir is required")
