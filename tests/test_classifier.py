@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tfvaeclf import backbones, codec, data, evaluate, model_dir, models
 from tfvaeclf import train
-from tfvaeclf import points as points_lib
+from tfvaeclf.experiments import points as points_lib
 from tfvaeclf.export import __main__ as export_main
 from tests.conftest import MNIST_ARGS, SMALL_JOINT, run_cli
 

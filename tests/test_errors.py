@@ -39,7 +39,8 @@ def loaded_modules(how, module, *args):
 
 
 def test_report_help_loads_no_tensorflow():
-  modules, printed = loaded_modules("run", "tfvaeclf.report", "--help")
+  modules, printed = loaded_modules("run", "tfvaeclf.experiments.report",
+                                     "--help")
   assert "--baselines" in printed and "matplotlib" in modules
   assert not [m for m in modules if m.startswith(("tensorflow", "keras"))]
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import codec, data, evaluate, frontier, model_dir, models
+from tfvaeclf import codec, data, evaluate, model_dir, models
+from tfvaeclf.experiments import frontier
 from tfvaeclf.edge import EdgeEncoder
 from tfvaeclf.export import server
 from tests.conftest import REPO, run_cli, train_small_joint

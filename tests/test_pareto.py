@@ -1,6 +1,6 @@
 """The Pareto front of accuracy against rate."""
 
-from tfvaeclf.pareto import pareto_front
+from tfvaeclf.experiments.pareto import pareto_front
 
 
 def test_pareto_front_keeps_the_undominated_points():

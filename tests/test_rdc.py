@@ -1,4 +1,4 @@
-"""Universal rate-distortion-classification models (seed 001): the shared
+"""Universal rate-distortion-classification models: the shared
 dither, the fixed-rate quantizer, frozen parts, files and the sweep."""
 
 import csv
@@ -12,7 +12,8 @@ import tensorflow as tf
 
 from tests.conftest import SMALL_RDC, run_cli, train_small_rdc
 from tfvaeclf import bitstream, codec, data, dither, entropy, model_dir
-from tfvaeclf import models, rdc_sweep
+from tfvaeclf import models
+from tfvaeclf.experiments import rdc_sweep
 
 
 # -- the dither ---------------------------------------------------------------

@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from tfvaeclf import report
-from tfvaeclf import points as points_lib
+from tfvaeclf.experiments import plots, report
+from tfvaeclf.experiments import points as points_lib
 from tests.conftest import run_cli
 from tests.support import hostile
 
@@ -179,7 +179,7 @@ def test_writes_the_plots(runs, rates, tmp_path, capsys):
 
 def test_matched_rate_interpolates_along_the_sweep(rates):
   points = points_lib.load_baselines(rates)
-  sweeps = report._codec_sweeps(points)
+  sweeps = points_lib.codec_sweeps(points)
   # 98% lies halfway (in accuracy) between 2 and 4 bpp: the log-scale
   # midpoint, sqrt(2 * 4).
   assert report.matched_rate(sweeps["c1"], 0.98) == pytest.approx(
@@ -193,7 +193,7 @@ def test_matched_rate_interpolates_along_the_sweep(rates):
 
 def test_psnr_at_a_models_rate_is_read_along_each_codec(runs, rates,
                                                          tmp_path, capsys):
-  sweeps = report._codec_sweeps(points_lib.load_baselines(rates))
+  sweeps = points_lib.codec_sweeps(points_lib.load_baselines(rates))
   # c1's payload: 49, 98, 196 bytes at 20, 25, 30 dB. The log-scale
   # midpoint of its first two qualities lies halfway in PSNR.
   middle = math.sqrt(49 * 98)
@@ -427,11 +427,11 @@ def test_a_model_is_labelled_with_its_objectives_weight(
 
 def _figures(monkeypatch):
   """The figures `write_report` saves, by file name."""
-  figures, save = {}, report._save
+  figures, save = {}, plots.save
   def keep(figure, path):
     save(figure, path)
     figures[os.path.basename(path)] = figure
-  monkeypatch.setattr(report, "_save", keep)
+  monkeypatch.setattr(plots, "save", keep)
   return figures
 
 
@@ -478,7 +478,7 @@ def test_the_plot_draws_the_models_pareto_front():
                              accuracy)
             for name, bpp, payload_bpp, accuracy in
             [("a", 1., .2, .90), ("b", 2., .4, .95), ("c", 3., .3, .93)]]
-  whole, payload = report._draw_front(Figure().add_subplot(), models)
+  whole, payload = plots._draw_front(Figure().add_subplot(), models)
   # c is dominated counting whole files (b is cheaper and better), not
   # counting payloads (c is cheaper than b there).
   assert list(whole.get_xdata()) == [1., 2.]

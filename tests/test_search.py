@@ -13,7 +13,8 @@ from absl.testing import flagsaver
 import numpy as np
 import pytest
 
-from tfvaeclf import cli, model_dir, models, search, specs, train
+from tfvaeclf import cli, model_dir, models, specs, train
+from tfvaeclf.experiments import search
 from tfvaeclf.layout import ModelDir
 from tests.conftest import MNIST_ARGS, SMALL_JOINT, run_cli
 
@@ -390,7 +391,7 @@ def test_distributed_chief_and_worker(tmp_path):
          if name not in KT_ENV}
   env.update(TF_CPP_MIN_LOG_LEVEL="3", KERASTUNER_ORACLE_IP="127.0.0.1",
              KERASTUNER_ORACLE_PORT=str(_free_port()))
-  command = [sys.executable, "-m", "tfvaeclf.search",
+  command = [sys.executable, "-m", "tfvaeclf.experiments.search",
              f"--flagfile={flagfile}", f"--search_dir={search_dir}"]
   processes = {
       tuner_id: subprocess.Popen(

@@ -14,7 +14,7 @@ from absl.testing import flagsaver
 import pytest
 
 from tfvaeclf import models, specs, train
-from tfvaeclf import search  # noqa: F401  (defines the search flags)
+from tfvaeclf.experiments import search  # noqa: F401  (search flags)
 from tests.conftest import run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,7 +52,8 @@ BETA_VAE_TRAIN = {"epochs": 10, "batch_size": 128, "learning_rate": 0.001,
                   "seed": 0}
 GROUPED = {"entropy_model": "factorized", "beta": 1.,
            "quantization_step": 0.5, "classifier": "mlp2"}
-# Seed 002's 32x32x3 input on Fashion-MNIST: padded, the grey repeated.
+# The grouped VAE's 32x32x3 input on Fashion-MNIST: padded, the grey
+# repeated.
 PADDED_FASHION = {"name": "fashion_mnist", "image_size": 32,
                   "image_fit": "pad", "image_channels": 3}
 PADDED_TRAIN = {"epochs": 25, "batch_size": 64, "learning_rate": 0.001,

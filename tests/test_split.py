@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import (backbones, codec, data, model_dir, models,
-                      split_sweep)
-from tfvaeclf import points as points_lib
-from tfvaeclf import train
+from tfvaeclf import backbones, codec, data, model_dir, models, train
+from tfvaeclf.experiments import points as points_lib
+from tfvaeclf.experiments import split_sweep
 from tfvaeclf.edge import EdgeEncoder
 from tfvaeclf import export
 from tfvaeclf.export import server

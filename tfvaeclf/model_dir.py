@@ -18,7 +18,6 @@ import tensorflow as tf
 from tfvaeclf import codec_spec, data, fileio, models
 from tfvaeclf.errors import ModelDirError
 from tfvaeclf.layout import ModelDir
-from tfvaeclf.models import classifier
 
 __all__ = ["ModelDir", "ModelDirError", "LoadedModel", "write_config",
            "read_config", "preprocessing_of", "build_model",
@@ -194,9 +193,9 @@ def restore_pretrained(model, source_dir):
 
 def restore_backbone(model):
   """Loads the trained backbone `model` starts training from, if its kind
-  has one (`classifier.load_backbone`): the finished classifier in its
-  config's `backbone_from`, else its `backbone_weights` file. Models read
-  no files; `load` restores the backbone from the model's own checkpoint."""
+  has one (its `load_backbone`): the finished classifier in its config's
+  `backbone_from`, else its `backbone_weights` file. Models read no files;
+  `load` restores the backbone from the model's own checkpoint."""
   source_dir = getattr(model.config, "backbone_from", None)
   if source_dir and not ModelDir(source_dir).exists:
     raise ModelDirError(
@@ -204,5 +203,4 @@ def restore_backbone(model):
         "it first: python -m tfvaeclf.train "
         "--flagfile=configs/DATASET_resnet.flags "
         f"--model_dir={source_dir} (e.g. configs/mnist_resnet.flags)")
-  classifier.load_backbone(model,
-                           load_classifier(source_dir) if source_dir else None)
+  model.load_backbone(load_classifier(source_dir) if source_dir else None)

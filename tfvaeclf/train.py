@@ -33,7 +33,6 @@ from absl import flags, logging
 import tensorflow as tf
 
 from tfvaeclf import data, distribute, models, specs
-from tfvaeclf.models import split
 from tfvaeclf import model_dir as model_dir_lib
 
 __all__ = ["TrainingDiverged", "run_training"]
@@ -304,16 +303,30 @@ def _train(run, splits, *, strategy, scratch, verbose):
   return model_dir_lib.finalize(directory, final, manager.latest_checkpoint)
 
 
+def _cut_kind(model_name):
+  """The kind `--list_split_points` lists: `model_name` if it is cut from a
+  backbone (it has a `split_point_table`), else the first kind that is."""
+  kinds = [name for name in models.names()
+           if models.get(name).split_point_table]
+  return model_name if model_name in kinds else kinds[0]
+
+
+def _split_point_table(run):
+  """Where `run`'s kind can be cut, for its dataset's images."""
+  try:
+    info = data.load(**dataclasses.asdict(run.data)).info
+    return models.get(run.model_name).split_point_table(
+        run.with_data(info).model)
+  except ValueError as e:
+    raise cli.UserError(str(e)) from None
+
+
 def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if FLAGS.list_split_points:  # lists, trains nothing: no --model_dir
-    run = specs.from_flags(FLAGS, "split")
-    try:
-      info = data.load(**dataclasses.asdict(run.data)).info
-      print(split.split_point_table(run.with_data(info).model))
-    except ValueError as e:
-      raise cli.UserError(str(e)) from None
+    print(_split_point_table(specs.from_flags(FLAGS,
+                                              _cut_kind(FLAGS.model))))
     return
   if not FLAGS.model_dir:
     raise cli.UserError("--model_dir is required")

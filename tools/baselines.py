@@ -14,7 +14,7 @@ same dataset, which then defaults to the classifier's), each row also has
 right. With --finetune_epochs=N, also `finetuned_accuracy`: a copy of the
 classifier trained N more epochs on --finetune_examples training images
 coded at that quality (coded once, kept in memory), scored on the same
-decoded test images. tfvaeclf.report reads both columns.
+decoded test images. tfvaeclf.experiments.report reads both columns.
 
 Cost: ffmpeg codecs (hevc, av1, jpeg2000) start two processes per image,
 ~0.2 s of one core, so every setting costs that per test image and, when
@@ -43,8 +43,8 @@ flags.DEFINE_string("dataset", "mnist",
                     "--classifier_dir: the classifier's).")
 flags.DEFINE_string("dataset_from", None,
                     "A model dir: code its test images as it reads them "
-                    "(its dataset, size, fit and channels), e.g. seed 002's "
-                    "Fashion-MNIST padded to 32x32x3.")
+                    "(its dataset, size, fit and channels), e.g. the grouped "
+                    "VAE's Fashion-MNIST padded to 32x32x3.")
 flags.DEFINE_integer("max_examples", 200, "Test images to code.")
 flags.DEFINE_list("codecs", list(baselines.CODECS), "Codecs to measure.")
 flags.DEFINE_list("qualities", None,
@@ -183,7 +183,7 @@ def main(argv):
   if loaded:
     print(f"{name}: the classifier gets "
           f"{accuracy(loaded.model, images, labels):.2%} of the "
-          f"{len(images)} uncoded test images (report.py --reference)")
+          f"{len(images)} uncoded test images (the report's --reference)")
     if FLAGS.finetune_epochs > 0:
       train = _images_and_labels(splits.train, FLAGS.finetune_examples)
   work = [(codec, q) for codec in FLAGS.codecs for q in qualities[codec]]

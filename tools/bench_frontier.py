@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks the rate frontier's models against issue 19's targets.
+"""Checks the rate frontier's models against their datasets' targets.
 
     python tools/bench_frontier.py --mnist_dir=runs/mnist_frontier \
         --fashion_mnist_dir=runs/fashion_mnist_frontier
@@ -24,7 +24,7 @@ flags.DEFINE_string("mnist_dir", None, "A model of mnist_frontier.flags.")
 flags.DEFINE_string("fashion_mnist_dir", None,
                     "A model of fashion_mnist_frontier.flags.")
 
-# Issue 19's targets, as flags of tools/check_targets.py.
+# Each dataset's targets, as flags of tools/check_targets.py.
 TARGETS = {
     "mnist": ["--min_accuracy=0.99", "--max_bytes_per_image=4",
               "--max_message_bytes=10"],

@@ -9,7 +9,7 @@ Evaluates the model on its full test split from real bitstreams (or reuses
 `eval.json` when it is newer than the model), then checks:
   * test accuracy >= 98.5% at <= 0.1 bpp, counted from the actual bytes;
   * with --max_bytes_per_image / --max_message_bytes: the range-coded
-    payload, and the one-image message, in bytes per image (issue 19);
+    payload, and the one-image message, in bytes per image;
   * actual bytes within 2% (+1 byte per image) of the estimated rate.
 Prints a Markdown table for the README; exits 1 if a target is missed.
 """

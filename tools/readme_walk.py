@@ -42,17 +42,17 @@ _TRAINING = ["--epochs=1", "--train_subset=1000", "--validation_size=500"]
 # What each command (a module, or a tool by its path) gets after its flags.
 OVERRIDES = {
     "tfvaeclf.train": _TRAINING,
-    "tfvaeclf.rdc_sweep": _TRAINING + [
+    "tfvaeclf.experiments.rdc_sweep": _TRAINING + [
         "--lambdas=0,0.01", "--encoder_lambdas=0", "--rates=8:4",
         "--max_examples=200"],
-    "tfvaeclf.split_sweep": _TRAINING + [
+    "tfvaeclf.experiments.split_sweep": _TRAINING + [
         "--modes=supervised", "--split_points=S1", "--max_examples=200"],
-    "tfvaeclf.frontier": _TRAINING + [
+    "tfvaeclf.experiments.frontier": _TRAINING + [
         "--latent_grid=8", "--lambda_grid=2", "--max_examples=200"],
-    "tfvaeclf.search": _TRAINING + ["--max_trials=2"],
+    "tfvaeclf.experiments.search": _TRAINING + ["--max_trials=2"],
     "tfvaeclf.evaluate": ["--max_examples=200"],
     "tfvaeclf.codec": [],
-    "tfvaeclf.report": [],
+    "tfvaeclf.experiments.report": [],
     "tfvaeclf.edge": [],
     "export": ["--calibration_examples=20"],
     "tools/baselines.py": ["--max_examples=20", "--finetune_examples=50"],

@@ -27,8 +27,13 @@ A kind also names its `PRETRAINED_PARTS`: the sub-models a second training
 stage takes from a finished model dir and keeps fixed (`--freeze_encoder_from`,
 see `model_dir.restore_pretrained`), e.g. a classifier retrained on a frozen
 encoder; and its `BACKBONE`, a classifier whose trained weights the trainer
-loads into it (`model_dir.restore_backbone`): constructors build the
-architecture and read no files.
+loads into it (`load_backbone`, which `model_dir.restore_backbone` calls):
+constructors build the architecture and read no files.
+
+What the experiments need to know of a kind, the kind says too:
+`CONV_LAYERS_FIELD`, the config field of its encoder's conv widths whose
+depth a search varies (`with_conv_layers`), and `split_point_table`, where
+a kind cut from a backbone can be cut (`train --list_split_points`).
 """
 
 import dataclasses
@@ -80,9 +85,16 @@ class CompressiveClassifier(tf.keras.Model):
   registered_name = None  # set by `registry.register`
   # Attribute names of what a second stage keeps fixed; the coder always.
   PRETRAINED_PARTS = ("coder",)
-  # Attribute name of a backbone that starts from trained weights (see
-  # `classifier.load_backbone`); None: the kind has none.
+  # Attribute name of a backbone that starts from trained weights, which
+  # `load_backbone` sets; None: the kind has none.
   BACKBONE = None
+  # The config field of the encoder's conv widths, one a layer, whose depth
+  # a search varies (`conv_layers=n`, see `with_conv_layers`); None: a
+  # search does not vary the kind's depth.
+  CONV_LAYERS_FIELD = None
+  # Where a kind cut from a backbone can be cut: its config -> the table
+  # `train --list_split_points` prints. None: the kind is not cut.
+  split_point_table = None
   # Every loss term any configuration of the kind reports, for its trackers.
   METRIC_NAMES = ("loss", "ce", "bpp", "mse")
 
@@ -189,6 +201,20 @@ class CompressiveClassifier(tf.keras.Model):
     """Loss terms, then accuracy last."""
     return [*(self._trackers[name] for name in self.loss_term_names()),
             self._accuracy]
+
+  def load_backbone(self, source=None):
+    """Sets the trained weights its `BACKBONE` starts training from (the
+    kinds with one take `classifier.load_backbone`); a kind without a
+    backbone has none to load."""
+
+  @classmethod
+  def with_conv_layers(cls, config, n):
+    """`config` with `n` encoder conv layers: the first n widths of its
+    `CONV_LAYERS_FIELD`, or all of them with the last one repeated."""
+    widths = list(getattr(config, cls.CONV_LAYERS_FIELD))
+    return dataclasses.replace(config, **{
+        cls.CONV_LAYERS_FIELD: tuple(
+            widths[:n] + widths[-1:] * (n - len(widths)))})
 
   def freeze_pretrained(self):
     """Stops training `PRETRAINED_PARTS` (batch norm in them, too)."""

@@ -1,17 +1,17 @@
-"""Seed 003's β-VAE, whose coded latent mean is classified.
+"""The β-VAE classifier paper's β-VAE, whose coded latent mean is classified.
 
 Encoder: convolutions of `filters` feature maps with `kernel_size` kernels
-and zero padding (kernel - 1) // 2 (the seed's 1 for its 4x4 kernels), the
+and zero padding (kernel - 1) // 2 (the paper's 1 for its 4x4 kernels), the
 first two at stride 2 and the rest at stride 1 (32, 64, 64 with 4x4
 kernels: 28x28 -> 14 -> 7 -> 6), batch norm and ReLU
-after each, optionally the seed's extra 3x3 stride-1 layer (its QuickDraw
+after each, optionally the paper's extra 3x3 stride-1 layer (its QuickDraw
 model), then dense heads for the mean and log-variance of `latent_dim`
 Gaussians. The decoder mirrors it with transposed convolutions.
 
 Training is two stages (see `vae.VariationalClassifier`): the β-VAE with a
 classifier riding along on its stopped latent, then, with
 `--freeze_encoder_from`, a classifier (`--classifier=mlp2|selu5`) trained on
-the frozen VAE, as the seed's Table 1 reports.
+the frozen VAE, as the paper's Table 1 reports.
 """
 
 import dataclasses
@@ -32,7 +32,7 @@ class BetaVAEConfig(vae.VAEConfig):
       (32, 64, 64), "Conv widths of the encoder.")
   kernel_size: int = base.setting(4, "Conv kernel size of the encoder.")
   extra_conv: bool = base.setting(
-      False, "The seed's extra 3x3 stride-1 layer (QuickDraw).")
+      False, "The paper's extra 3x3 stride-1 layer (QuickDraw).")
   latent_dim: int = base.setting(20, "Latent dimensions.")
 
 
@@ -106,9 +106,10 @@ class Decoder(tf.keras.Sequential):
 
 @register("beta_vae")
 class BetaVAEClassifier(vae.VariationalClassifier):
-  """Seed 003: a β-VAE; classifiers read its quantized, range-coded mean."""
+  """A β-VAE; classifiers read its quantized, range-coded mean."""
 
   Config = BetaVAEConfig
+  CONV_LAYERS_FIELD = "filters"
 
   def __init__(self, config):
     super().__init__(config)

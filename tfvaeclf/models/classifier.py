@@ -65,6 +65,51 @@ class FrozenBackboneConfig(base.BaseConfig):
       "kept frozen (match --backbone and --backbone_widths to it).")
 
 
+def build_backbone(name, widths, image_shape, num_classes, trainable=True):
+  """Backbone `name` (`widths`: the stage widths of a WIDTH_BACKBONES one)
+  with random weights, until `load_backbone` or a checkpoint sets them.
+  Kinds built on a trained classifier keep theirs frozen
+  (`trainable=False`)."""
+  options = ({"widths": tuple(widths)}
+             if name in backbones.WIDTH_BACKBONES else {})
+  backbone = backbones.build(name, image_shape, num_classes, **options)
+  backbone.trainable = trainable
+  return backbone
+
+
+def load_backbone(model, source=None):
+  """Sets the trained weights `model`'s backbone starts training from: the
+  `load_backbone` method of every kind with a `BACKBONE` (this one, and
+  those built on a classifier's backbone).
+
+  The backbone is the attribute its kind names in `BACKBONE`. `source` is
+  the finished classifier of the config's `backbone_from` dir (a
+  `model_dir.LoadedModel`, read by `model_dir.restore_backbone`): its
+  backbone, widths, image shape and classes must be the model's, or
+  ValueError says in one line which differ. Without it, the config's
+  `backbone_weights` .h5 file, if any, is read (ImageNet's, for ResNet-50).
+  """
+  backbone = getattr(model, model.BACKBONE)
+  config = model.config
+  if source is None:
+    weights = getattr(config, "backbone_weights", None)
+    if weights:
+      backbones.load_weights(backbone, weights)
+    return
+  have = source.config["model_config"]
+  want = {"backbone": config.backbone, "image_shape": list(config.image_shape),
+          "num_classes": config.num_classes}
+  if config.backbone in backbones.WIDTH_BACKBONES:
+    want["filters"] = list(config.backbone_widths)
+  different = [f"{key} {have[key]} (not {value})"
+               for key, value in want.items() if have[key] != value]
+  if different:
+    raise ValueError(f"the classifier in {config.backbone_from} has "
+                     f"{', '.join(different)}; set the backbone flags "
+                     "to match it")
+  backbone.set_weights(source.model.backbone.get_weights())
+
+
 @register("classifier")
 class ImageClassifier(base.CompressiveClassifier):
   """Images -> logits with a backbone; uncompressed (`coder` is None)."""
@@ -72,6 +117,7 @@ class ImageClassifier(base.CompressiveClassifier):
   Config = ClassifierConfig
   PRETRAINED_PARTS = ()
   BACKBONE = "backbone"
+  load_backbone = load_backbone
   METRIC_NAMES = ("loss", "ce")
 
   def __init__(self, config):
@@ -104,48 +150,3 @@ class ImageClassifier(base.CompressiveClassifier):
 
   def decompress(self, strings, latent_shape):
     raise NotImplementedError(f"{self.name} is uncompressed: no coder")
-
-
-def build_backbone(name, widths, image_shape, num_classes, trainable=True):
-  """Backbone `name` (`widths` are small_resnet's stage widths) with random
-  weights, until `load_backbone` or a checkpoint sets them. Kinds built on
-  a trained classifier keep theirs frozen (`trainable=False`)."""
-  options = ({"widths": tuple(widths)}
-             if name in backbones.WIDTH_BACKBONES else {})
-  backbone = backbones.build(name, image_shape, num_classes, **options)
-  backbone.trainable = trainable
-  return backbone
-
-
-def load_backbone(model, source=None):
-  """Sets the trained weights `model`'s backbone starts training from.
-
-  The backbone is the attribute its kind names in `BACKBONE` (none: nothing
-  to do). `source` is the finished classifier of the config's
-  `backbone_from` dir (a `model_dir.LoadedModel`, read by
-  `model_dir.restore_backbone`): its backbone, widths, image shape and
-  classes must be the model's, or ValueError says in one line which differ.
-  Without it, the config's `backbone_weights` .h5 file, if any, is read
-  (ImageNet's, for ResNet-50).
-  """
-  if model.BACKBONE is None:
-    return
-  backbone = getattr(model, model.BACKBONE)
-  config = model.config
-  if source is None:
-    weights = getattr(config, "backbone_weights", None)
-    if weights:
-      backbones.load_weights(backbone, weights)
-    return
-  have = source.config["model_config"]
-  want = {"backbone": config.backbone, "image_shape": list(config.image_shape),
-          "num_classes": config.num_classes}
-  if config.backbone in backbones.WIDTH_BACKBONES:
-    want["filters"] = list(config.backbone_widths)
-  different = [f"{key} {have[key]} (not {value})"
-               for key, value in want.items() if have[key] != value]
-  if different:
-    raise ValueError(f"the classifier in {config.backbone_from} has "
-                     f"{', '.join(different)}; set the backbone flags "
-                     "to match it")
-  backbone.set_weights(source.model.backbone.get_weights())

@@ -1,4 +1,4 @@
-"""The joint VAE compressor-classifier (seed 000).
+"""The joint VAE compressor-classifier (the VAE-classifier paper's).
 
 A convolutional analysis transform maps the image to a small latent; the
 latent is quantized and range-coded under a learned prior; the classifier
@@ -106,10 +106,11 @@ class LatentClassifier(tf.keras.Sequential):
 
 @register("joint")
 class JointVAEClassifier(base.CompressiveClassifier):
-  """Seed 000's VAE-classifier: classify from the quantized latent."""
+  """The VAE-classifier paper's model: classify from the quantized latent."""
 
   Config = JointConfig
   PRETRAINED_PARTS = ("analysis", "coder")
+  CONV_LAYERS_FIELD = "filters"
 
   def __init__(self, config):
     if config.decoder and config.gamma <= 0:

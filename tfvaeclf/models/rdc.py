@@ -1,4 +1,6 @@
-"""Universal rate-distortion-classification representations (seed 001).
+"""Universal rate-distortion-classification representations (after the
+paper "Universal rate-distortion-classification representations for lossy
+compression").
 
 An encoder f maps the image to `latent_dim` numbers in [0, levels - 1];
 universal (dithered) quantization sends each as one of `levels` symbols, a
@@ -94,6 +96,7 @@ class UniversalRDC(base.CompressiveClassifier):
   Config = RDCConfig
   PRETRAINED_PARTS = ("encoder", "coder")
   BACKBONE = "judge"
+  load_backbone = classifier.load_backbone
   METRIC_NAMES = ("loss", "ce", "bpp", "mse")
 
   def __init__(self, config):

@@ -1,4 +1,6 @@
-"""Split-DNN bottleneck units with a neural rate estimator (seed 004).
+"""Split-DNN bottleneck units with a neural rate estimator (Ahuja et al.,
+"Neural rate estimator and unsupervised learning for efficient distributed
+image analytics in split-DNN models", CVPR 2023).
 
 A trained classifier is cut in two at a split point (`backbones.split`):
 the front runs on the edge device, the back on the server. A small
@@ -40,11 +42,11 @@ import dataclasses
 import tensorflow as tf
 
 from tfvaeclf import backbones, entropy, losses
-from tfvaeclf.models import base
+from tfvaeclf.models import base, classifier
 from tfvaeclf.models.classifier import FrozenBackboneConfig, build_backbone
 from tfvaeclf.models.registry import register
 
-__all__ = ["SplitConfig", "SplitClassifier", "MODES", "split_point_table"]
+__all__ = ["SplitConfig", "SplitClassifier", "MODES"]
 
 MODES = ("supervised", "unsupervised")
 
@@ -99,6 +101,7 @@ class SplitClassifier(base.CompressiveClassifier):
   # retrains only the server's decoder.
   PRETRAINED_PARTS = ("front", "bottleneck_encoder", "coder")
   BACKBONE = "backbone"
+  load_backbone = classifier.load_backbone
   METRIC_NAMES = ("loss", "ce", "kl", "bpp")
 
   def __init__(self, config):
@@ -158,17 +161,18 @@ class SplitClassifier(base.CompressiveClassifier):
   def loss_term_names(self):
     return ("loss", "ce" if self.supervised else "kl", "bpp")
 
+  @staticmethod
+  def split_point_table(config):
+    """What `--list_split_points` prints: each split point of
+    `config.backbone`, its layer and its feature shape for the config's
+    images."""
+    backbone = build_backbone(config.backbone, config.backbone_widths,
+                              config.image_shape, config.num_classes)
+    size = "x".join(str(d) for d in config.image_shape)
+    lines = [f"split points of {config.backbone} for {size} images "
+             "(point, layer, features):"]
+    for point, layer in backbones.split_points(config.backbone).items():
+      shape = tuple(backbone.get_layer(layer).output.shape[1:])
+      lines.append(f"{point}  {layer:<18}  {'x'.join(map(str, shape))}")
+    return "\n".join(lines)
 
-def split_point_table(config):
-  """What `--list_split_points` prints: each split point of
-  `config.backbone`, its layer and its feature shape for the config's
-  images."""
-  backbone = build_backbone(config.backbone, config.backbone_widths,
-                            config.image_shape, config.num_classes)
-  size = "x".join(str(d) for d in config.image_shape)
-  lines = [f"split points of {config.backbone} for {size} images "
-           "(point, layer, features):"]
-  for point, layer in backbones.split_points(config.backbone).items():
-    shape = tuple(backbone.get_layer(layer).output.shape[1:])
-    lines.append(f"{point}  {layer:<18}  {'x'.join(map(str, shape))}")
-  return "\n".join(lines)

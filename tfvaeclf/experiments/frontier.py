@@ -1,6 +1,7 @@
 """The rate frontier: accuracy against bytes per image, and its Pareto front.
 
-    python -m tfvaeclf.frontier --flagfile=configs/mnist_frontier.flags \
+    python -m tfvaeclf.experiments.frontier \
+        --flagfile=configs/mnist_frontier.flags \
         --lambda_grid=0.5,1,2 --latent_grid=8,16 --out=runs/mnist_frontier \
         [--max_examples=N]
 
@@ -8,7 +9,7 @@ Every point of the grid (each `--latent_channels` of `--latent_grid` times
 each `--lmbda` of `--lambda_grid`; an empty grid keeps the flagfile's
 value) is trained with the flagfile's other settings into a model dir of
 its own under `--out`, then evaluated on real range-coded strings of the
-test split (`tfvaeclf.sweep`): payload bytes per image, and what a
+test split (`tfvaeclf.experiments.sweep`): payload bytes per image, and what a
 one-image message (`tfvaeclf.bitstream`) and a one-image file take. A
 point evaluated before is only read back, an unfinished one resumes.
 
@@ -24,13 +25,13 @@ import os
 import sys
 
 from absl import flags
-from matplotlib.figure import Figure
 
-from tfvaeclf import fileio, specs, sweep, train
+from tfvaeclf import specs, train
+from tfvaeclf.experiments import plots, sweep
 from tfvaeclf.layout import ModelDir
-from tfvaeclf.pareto import pareto_front
+from tfvaeclf.experiments.pareto import pareto_front
 
-__all__ = ["grid_points", "plot_frontier", "MODEL", "RATES"]
+__all__ = ["grid_points", "MODEL", "RATES"]
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("lambda_grid", [],
@@ -66,36 +67,6 @@ def grid_points(run, latent_texts, lambda_texts):
           for lmbda in _values("lmbda", lambda_texts, run)]
 
 
-def plot_frontier(rows, title, path):
-  """Accuracy against each of `RATES`, a panel each: every point, coloured
-  by its latent size, and the Pareto front as a step line."""
-  figure = Figure(figsize=(11, 4.6), dpi=110, layout="constrained")
-  sizes = sorted({row["latent_channels"] for row in rows})
-  for i, (rate, label) in enumerate(RATES):
-    axes = figure.add_subplot(1, len(RATES), i + 1)
-    for size in sizes:
-      points = [row for row in rows if row["latent_channels"] == size]
-      axes.scatter([row[rate] for row in points],
-                   [100 * row["accuracy"] for row in points],
-                   color=f"C{sizes.index(size) % 10}",
-                   label=f"latent {size}")
-    front = sorted((row for row in rows if row[f"front_{rate}"]),
-                   key=lambda row: row[rate])
-    axes.step([row[rate] for row in front],
-              [100 * row["accuracy"] for row in front], where="post",
-              color="black", linewidth=1, label="Pareto front")
-    for row in front:
-      axes.annotate(f"λ={row['lmbda']:g}", (row[rate], 100 * row["accuracy"]),
-                    textcoords="offset points", xytext=(4, -10), fontsize=7)
-    axes.set_xlabel(label)
-    axes.set_ylabel("test accuracy (%)")
-    axes.grid(True, alpha=0.4)
-    axes.legend(fontsize=8, loc="lower right")
-  figure.suptitle(title)
-  with fileio.atomic_writer(path, "wb") as f:
-    figure.savefig(f, format="png")
-
-
 def _point_dir(out, channels, lmbda):
   return os.path.join(out, f"latent{channels}_lmbda{lmbda:g}")
 
@@ -105,8 +76,8 @@ def main(argv):
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.out:
     raise cli.UserError(
-        "usage: python -m tfvaeclf.frontier --flagfile=FLAGS --out=DIR "
-        "[--lambda_grid=L1,L2,...] [--latent_grid=N1,N2,...] "
+        "usage: python -m tfvaeclf.experiments.frontier --flagfile=FLAGS "
+        "--out=DIR [--lambda_grid=L1,L2,...] [--latent_grid=N1,N2,...] "
         "[--max_examples=N]")
   run = specs.from_flags(FLAGS)
   if run.model_name != MODEL:
@@ -146,9 +117,9 @@ def main(argv):
     for row, on_front in zip(rows, fronts):
       row[f"front_{rate}"] = on_front
   figure = f"frontier_{run.data.name}.png"
-  plot_frontier(rows, f"{run.data.name}: accuracy against rate, "
-                f"{run.model_name} ({run.model.latent} latent, "
-                f"{run.model.entropy_model})", os.path.join(FLAGS.out, figure))
+  plots.frontier(rows, RATES, f"{run.data.name}: accuracy against rate, "
+                 f"{run.model_name} ({run.model.latent} latent, "
+                 f"{run.model.entropy_model})", os.path.join(FLAGS.out, figure))
   sweep.finish(FLAGS.out, rows, figure, failed)
 
 

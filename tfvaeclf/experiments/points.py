@@ -2,9 +2,9 @@
 the codecs' rate tables of tools/baselines.py.
 
 TensorFlow-free and plot-free. Every command that sets models beside codecs
-(tfvaeclf.report, tfvaeclf.split_sweep) reads them here, the same way, and
-shares the one flag defined here, `--baselines`, without taking on another
-command's flags. How the rates are counted is in tfvaeclf/report.py.
+(`report`, `split_sweep`) reads them here, the same way, and shares the one
+flag defined here, `--baselines`, without taking on another command's
+flags. How the rates are counted is in tfvaeclf/experiments/report.py.
 """
 
 import csv
@@ -18,7 +18,8 @@ from absl import flags
 from tfvaeclf.errors import UserError
 from tfvaeclf.layout import ModelDir
 
-__all__ = ["Point", "load_run", "load_runs", "load_baselines"]
+__all__ = ["Point", "load_run", "load_runs", "load_baselines", "codec_sweeps",
+           "accuracy_kinds"]
 
 flags.DEFINE_list("baselines", [],
                   "Rate tables from tools/baselines.py: PATH.csv or "
@@ -202,3 +203,21 @@ def load_baselines(spec):
     points.append(Point(row_dataset, "codec", names["codec"],
                         names["quality"], **numbers, **optional))
   return points
+
+
+def codec_sweeps(points):
+  """{codec name: its points in sweep order} for one dataset's points."""
+  sweeps = {}
+  for p in points:
+    if p.kind == "codec":
+      sweeps.setdefault(p.name, []).append(p)
+  return sweeps
+
+
+def accuracy_kinds(points):
+  """[(Point field, label)] of the accuracies measured among `points`: as
+  trained, and fine-tuned on decoded images where a codec has that."""
+  kinds = [("accuracy", "as trained")]
+  if any(p.finetuned_accuracy is not None for p in points):
+    kinds.append(("finetuned_accuracy", "fine-tuned on decoded images"))
+  return kinds

@@ -1,7 +1,8 @@
 """Rate-accuracy report: trained models against the classical codecs.
 
-    python -m tfvaeclf.report --runs=runs --baselines=runs/baselines_mnist.csv \
-        --reference=mnist:0.992 --out=report
+    python -m tfvaeclf.experiments.report --runs=runs \
+        --baselines=runs/baselines_mnist.csv --reference=mnist:0.992 \
+        --out=report
 
 Reads evaluated model dirs (`config.json` and `eval.json`; a parent dir such
 as `runs/` stands for every model dir in it) and the rate tables written by
@@ -41,16 +42,11 @@ import re
 import sys
 
 from absl import flags
-from matplotlib import ticker
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.transforms import Bbox
-from matplotlib.lines import Line2D
-from matplotlib.text import Annotation
 
 from tfvaeclf import fileio
-from tfvaeclf.pareto import pareto_front
-from tfvaeclf.points import load_baselines, load_runs
+from tfvaeclf.experiments import plots
+from tfvaeclf.experiments.points import (accuracy_kinds, codec_sweeps,
+                                         load_baselines, load_runs)
 
 __all__ = ["parse_references",
            "matched_rate", "psnr_at_rate", "best_model", "summary_markdown",
@@ -66,9 +62,9 @@ KINDS = ("model", "codec")
 FIELDS = ("dataset", "kind", "name", "setting", "bpp", "payload_bpp",
           "bytes_per_image", "payload_bytes_per_image", "accuracy",
           "finetuned_accuracy", "psnr")
-# The two ways of counting a rate, as the field holding it and a label: in
-# bits per pixel (the plots) and in bytes per image (the summary).
-COUNTINGS = (("bpp", "whole file"), ("payload_bpp", "payload only"))
+# The two ways of counting a rate in bytes per image (the plots count bits
+# per pixel the same two ways, `plots.COUNTINGS`): the field holding it, and
+# its label.
 BYTE_COUNTINGS = (("bytes_per_image", "whole file"),
                   ("payload_bytes_per_image", "payload only"))
 
@@ -138,22 +134,6 @@ def psnr_at_rate(sweep, size, rate="payload_bytes_per_image"):
   return None
 
 
-def _codec_sweeps(points):
-  """{codec name: its points in sweep order} for one dataset's points."""
-  sweeps = {}
-  for p in points:
-    if p.kind == "codec":
-      sweeps.setdefault(p.name, []).append(p)
-  return sweeps
-
-
-def _accuracy_kinds(points):
-  kinds = [("accuracy", "as trained")]
-  if any(p.finetuned_accuracy is not None for p in points):
-    kinds.append(("finetuned_accuracy", "fine-tuned on decoded images"))
-  return kinds
-
-
 def _table(header, rows):
   """A Markdown table's lines."""
   return ["| " + " | ".join(row) + " |"
@@ -185,7 +165,7 @@ def summary_markdown(dataset, points):
   """The matched-rate table of one dataset's points, as Markdown."""
   best = best_model(points)
   lines = [f"### {dataset}", ""]
-  sweeps = _codec_sweeps(points)
+  sweeps = codec_sweeps(points)
   if best is None:
     return "\n".join(lines + ["No evaluated model: nothing to match.", ""])
   lines += [f"Best model: {best.name} ({best.setting}), "
@@ -199,7 +179,7 @@ def summary_markdown(dataset, points):
     return "\n".join(lines + [
         "The codec baselines have no accuracy column: rates only, no "
         "matched-rate comparison.", ""])
-  kinds = _accuracy_kinds(points)
+  kinds = accuracy_kinds(points)
   target = f"{100 * best.accuracy:.2f}%"
   header = ["codec"] + (["classifier"] if len(kinds) > 1 else [])
   for _, counting in BYTE_COUNTINGS:
@@ -224,7 +204,7 @@ def psnr_markdown(dataset, points):
   models = sorted((p for p in points if p.kind == "model"
                    and p.psnr is not None),
                   key=lambda p: p.payload_bytes_per_image)
-  sweeps = {name: sweep for name, sweep in _codec_sweeps(points).items()
+  sweeps = {name: sweep for name, sweep in codec_sweeps(points).items()
             if any(p.psnr is not None for p in sweep)}
   if not models or not sweeps:
     return ""
@@ -262,223 +242,6 @@ def psnr_markdown(dataset, points):
   return "\n".join(lines)
 
 
-# --- plots ------------------------------------------------------------------
-
-_MODEL_MARKERS = ("*", "D", "P", "X", "s", "^", "v", "p")
-
-
-def _model_markers(points):
-  """{model name: marker}, the same in every plot of a report."""
-  names = sorted({p.name for p in points if p.kind == "model"})
-  return {name: _MODEL_MARKERS[i % len(_MODEL_MARKERS)]
-          for i, name in enumerate(names)}
-
-
-def _codec_colors(points):
-  names = sorted({p.name for p in points if p.kind == "codec"})
-  palette = [f"C{i}" for i in range(10)]
-  return {name: palette[i % 10] for i, name in enumerate(names)}
-
-
-def _new_axes(title, ylabel):
-  figure = Figure(figsize=(10, 5.6), dpi=110, layout="constrained")
-  axes = figure.add_subplot()
-  axes.set_xscale("log")
-  axes.margins(x=0.08, y=0.08)
-  axes.set_xlabel("bits per pixel (log scale)")
-  axes.set_ylabel(ylabel)
-  figure.suptitle(title)  # over the legend too: long titles fit
-  axes.grid(True, which="major", alpha=0.4)
-  axes.grid(True, which="minor", alpha=0.15)
-  return figure, axes
-
-
-def _bytes_axis(axes, points):
-  """A top axis in bytes per image beside the bottom's bits per pixel (the
-  images of one dataset are all of one size)."""
-  pixels = next((8 * p.bytes_per_image / p.bpp for p in points if p.bpp),
-                None)
-  if pixels:
-    top = axes.secondary_xaxis("top", functions=(
-        lambda bpp: bpp * pixels / 8, lambda size: size * 8 / pixels))
-    top.xaxis.set_major_locator(ticker.LogLocator(subs=(1., 2., 5.)))
-    top.xaxis.set_major_formatter(ticker.FuncFormatter(
-        lambda size, _: f"{size:g}"))
-    top.xaxis.set_minor_formatter(ticker.NullFormatter())
-    top.set_xlabel("bytes per image")
-
-
-def _draw_models(axes, models, value, markers):
-  """Each model filled at its whole-file rate, hollow at its payload rate,
-  joined by a thin line, as the codecs' solid and dashed curves are; its
-  name beside it where there is room (see `_place_labels`)."""
-  handles = []
-  for p in models:
-    marker = markers[p.name]
-    size = 11 if marker == "*" else 8
-    (handle,) = axes.plot([p.bpp], [value(p)], marker=marker, color="black",
-                          markersize=size, linestyle="none",
-                          label=f"{p.name} ({p.setting})")
-    if p.payload_bpp != p.bpp:
-      axes.plot([p.payload_bpp, p.bpp], [value(p)] * 2, color="black",
-                linewidth=0.6, linestyle=":")
-      axes.plot([p.payload_bpp], [value(p)], marker=marker, color="black",
-                markerfacecolor="none", markersize=size, linestyle="none")
-    axes.annotate(p.name, (p.payload_bpp, value(p)),
-                  textcoords="offset points", xytext=_LABEL_OFFSETS[0],
-                  fontsize=9)
-    handles.append(handle)
-  if any(p.payload_bpp != p.bpp for p in models):
-    handles += [Line2D([], [], color="black", marker="o", linestyle="none",
-                       markerfacecolor=face, label=f"model, {counting}")
-                for face, counting in (("black", "one-image message"),
-                                       ("none", "payload only"))]
-  return handles
-
-
-def _draw_codecs(axes, points, colors, scale, kinds):
-  """Codec curves; returns the legend handles that explain them."""
-  drawn = set()
-  for name, sweep in _codec_sweeps(points).items():
-    for field, marker in zip((k for k, _ in kinds), ("o", "^")):
-      for (rate, _), style in zip(COUNTINGS, ("-", "--")):
-        curve = [(getattr(p, rate), scale * getattr(p, field)) for p in sweep
-                 if getattr(p, field) is not None]
-        if not curve:
-          continue
-        xs, ys = zip(*curve)
-        axes.plot(xs, ys, linestyle=style, marker=marker, markersize=4,
-                  color=colors[name], alpha=0.9 if style == "-" else 0.7)
-        drawn.add((name, field, rate))
-  names = sorted({name for name, _, _ in drawn})
-  handles = [Line2D([], [], color=colors[n], linewidth=3, label=n)
-             for n in names]
-  if drawn:
-    handles += [Line2D([], [], color="gray", linestyle=style,
-                       label=f"codec, {counting}")
-                for (rate, counting), style in zip(COUNTINGS, ("-", "--"))
-                if any(r == rate for _, _, r in drawn)]
-  if len({field for _, field, _ in drawn}) > 1:
-    handles += [Line2D([], [], color="gray", marker=marker,
-                       linestyle="none", label=f"codec, classifier {label}")
-                for (_, label), marker in zip(kinds, ("o", "^"))]
-  return handles
-
-
-def _draw_front(axes, models):
-  """The models' Pareto front of accuracy against each counting of the
-  rate, as a step line through the points drawn for that counting."""
-  handles = []
-  for (rate, counting), style in zip(COUNTINGS, ("-", ":")):
-    pairs = [(getattr(p, rate), 100 * p.accuracy) for p in models]
-    front = sorted(pair for pair, on in zip(pairs, pareto_front(pairs)) if on)
-    if len(front) < 2:
-      continue
-    xs, ys = zip(*front)
-    handles += axes.step(xs, ys, where="post", color="black", linewidth=1,
-                         linestyle=style,
-                         label=f"models' Pareto front, {counting}")
-  return handles
-
-
-# Where a model's name may go, in points from its payload marker: right
-# above, right below, left above, left below.
-_LABEL_OFFSETS = ((7, 6), (7, -12), (-7, 6), (-7, -12))
-
-
-def _marker_boxes(axes, renderer):
-  """The display boxes of the markers drawn in `axes`."""
-  half = renderer.points_to_pixels(5)
-  points = [axes.transData.transform(xy) for line in axes.get_lines()
-            if line.get_marker() not in ("None", "", None)
-            for xy in line.get_xydata()]
-  return [Bbox.from_extents(x - half, y - half, x + half, y + half)
-          for x, y in points]
-
-
-def _place_labels(figure):
-  """Moves each model's name to the first of `_LABEL_OFFSETS` where it
-  covers no marker and no name placed before it, inside the axes; a name
-  with no such place is left out (the legend still names its marker)."""
-  renderer = FigureCanvasAgg(figure).get_renderer()
-  figure.draw_without_rendering()  # the constrained layout, final limits
-  figure.set_layout_engine("none")  # kept as placed: names move with it
-  for axes in figure.axes:
-    taken = _marker_boxes(axes, renderer)
-    inside = axes.get_window_extent(renderer)
-    for label in axes.texts:
-      if not isinstance(label, Annotation):  # a note, not a name
-        continue
-      for dx, dy in _LABEL_OFFSETS:
-        label.set_horizontalalignment("left" if dx > 0 else "right")
-        label.xyann = (dx, dy)
-        box = label.get_window_extent(renderer)
-        fits = (inside.contains(box.x0, box.y0)
-                and inside.contains(box.x1, box.y1))
-        if fits and not any(box.overlaps(other) for other in taken):
-          taken.append(box)
-          break
-      else:
-        label.set_visible(False)
-
-
-def _save(figure, path):
-  for axes in figure.axes:  # at least a decade of rate, ticks at 1, 2, 5
-    low, high = axes.get_xlim()
-    if high < 10 * low:
-      middle = math.sqrt(low * high)
-      axes.set_xlim(middle / math.sqrt(10), middle * math.sqrt(10))
-    axes.xaxis.set_major_locator(ticker.LogLocator(subs=(1., 2., 5.)))
-    axes.xaxis.set_major_formatter(
-        ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    axes.xaxis.set_minor_formatter(ticker.NullFormatter())
-  _place_labels(figure)
-  with fileio.atomic_writer(path, "wb") as f:
-    figure.savefig(f, format="png")
-
-
-def plot_accuracy(dataset, points, reference, colors, markers, path):
-  figure, axes = _new_axes(
-      f"{dataset}: test accuracy against rate, learned models and classical "
-      "codecs", "test accuracy (%)")
-  models = [p for p in points if p.kind == "model"]
-  _bytes_axis(axes, points)
-  handles = _draw_models(axes, models, lambda p: 100 * p.accuracy, markers)
-  handles += _draw_front(axes, models)
-  handles += _draw_codecs(axes, points, colors, 100,
-                          _accuracy_kinds(points))
-  if reference is not None:
-    handles.append(axes.axhline(
-        100 * reference, color="dimgray", linestyle=":", linewidth=1.5,
-        label=f"uncompressed classifier ({100 * reference:.2f}%)"))
-  if any(p.kind == "codec" for p in points) and not any(
-      p.accuracy is not None for p in points if p.kind == "codec"):
-    axes.text(0.99, 0.02, "codec baselines: no accuracy measured "
-              "(rates only, in points.csv)", transform=axes.transAxes,
-              ha="right", va="bottom", fontsize=9, color="dimgray")
-  low, high = axes.get_ylim()
-  axes.set_ylim(low, min(high, 100.5))  # no room above 100%
-  axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1),
-              fontsize=9, title="black: learned models", title_fontsize=9)
-  _save(figure, path)
-
-
-def plot_psnr(dataset, points, colors, markers, path):
-  figure, axes = _new_axes(
-      f"{dataset}: reconstruction PSNR against rate", "PSNR (dB)")
-  models = [p for p in points if p.kind == "model" and p.psnr is not None]
-  _bytes_axis(axes, points)
-  handles = _draw_models(axes, models, lambda p: p.psnr, markers)
-  handles += _draw_codecs(axes, points, colors, 1., [("psnr", "")])
-  if not models:
-    axes.text(0.99, 0.02, "no learned model here has a decoder: "
-              "no model PSNR", transform=axes.transAxes, ha="right",
-              va="bottom", fontsize=9, color="dimgray")
-  axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1),
-              fontsize=9)
-  _save(figure, path)
-
-
 # --- writing ----------------------------------------------------------------
 
 
@@ -511,18 +274,20 @@ def write_report(points, references, out, note=None):
   for dataset in sorted(set(references) - set(datasets)):
     note(f"--reference for {dataset}: no points of that dataset")
   write_points([p for ps in datasets.values() for p in ps], out)
-  colors, markers = _codec_colors(points), _model_markers(points)
+  colors = plots.codec_colors(points)
+  markers = plots.model_markers(points)
   summaries = []
   for dataset, ds_points in datasets.items():
     if not any(p.kind == "model" for p in ds_points):
       note(f"{dataset}: codec baselines but no evaluated model")
     name = _file_name(dataset)
     if any(p.accuracy is not None for p in ds_points):
-      plot_accuracy(dataset, ds_points, references.get(dataset), colors,
-                    markers, os.path.join(out, f"accuracy_{name}.png"))
+      plots.accuracy_vs_rate(dataset, ds_points, references.get(dataset),
+                             colors, markers,
+                             os.path.join(out, f"accuracy_{name}.png"))
     if any(p.psnr is not None for p in ds_points):
-      plot_psnr(dataset, ds_points, colors, markers,
-                os.path.join(out, f"psnr_{name}.png"))
+      plots.psnr_vs_rate(dataset, ds_points, colors, markers,
+                         os.path.join(out, f"psnr_{name}.png"))
     summaries.append(summary_markdown(dataset, ds_points))
     summaries.append(psnr_markdown(dataset, ds_points))
   summary = "## Rate needed to match the best model's accuracy\n\n" + (

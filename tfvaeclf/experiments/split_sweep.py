@@ -1,14 +1,15 @@
 """Trains and evaluates every point of a split kind's rate configuration.
 
-    python -m tfvaeclf.split_sweep \
+    python -m tfvaeclf.experiments.split_sweep \
         --flagfile=configs/fashion_mnist_split.flags \
         --rate_config=configs/small_resnet_rates.json \
         --modes=supervised,unsupervised --out=runs/split_sweep \
         [--split_points=S1] [--max_examples=N] \
         [--baselines=runs/baselines_fashion_mnist.csv]
 
-Seed 004 gives, for each split point, a list of bottleneck configurations
-along its rate-accuracy curve (its dict.yaml). A rate configuration is that
+The split-DNN paper (Ahuja et al., CVPR 2023, a neural rate estimator for
+split DNNs) trains, for each split point, a list of bottleneck
+configurations along its rate-accuracy curve. A rate configuration is that
 list for one backbone, as JSON:
 
     {"backbone": "small_resnet",
@@ -19,8 +20,9 @@ Every point, in every `--modes`, is trained with the flagfile's settings
 (`--model=split` is implied; the point sets `--split_point`,
 `--compress_factor`, `--lmbda` and `--bottleneck_mode`) into a model dir of
 its own under `--out`, then evaluated on the real bitstreams of the test
-split (`tfvaeclf.sweep`). A point evaluated before is only read back, and
-an unfinished one resumes, so a killed sweep rerun repeats nothing.
+split (`tfvaeclf.experiments.sweep`). A point evaluated before is only
+read back, and an unfinished one resumes, so a killed sweep rerun repeats
+nothing.
 
 Each point is measured by sc2bench's three numbers: the data one image
 costs (a one-image message, as a board sends it; the payload and the
@@ -49,18 +51,17 @@ import os
 import sys
 
 from absl import flags
-from matplotlib.figure import Figure
 
 from tfvaeclf.export import exporter, sizes
-from tfvaeclf import (backbones, evaluate, fileio, models, specs, sweep,
-                      train)
+from tfvaeclf import backbones, evaluate, fileio, models, specs, train
 from tfvaeclf import model_dir as model_dir_lib
+from tfvaeclf.experiments import plots, sweep
+from tfvaeclf.experiments.points import load_baselines
 from tfvaeclf.layout import ModelDir
 from tfvaeclf.models import split
-from tfvaeclf.points import load_baselines
 
 __all__ = ["read_rate_config", "sweep_points", "uncut_point", "edge_size",
-           "trivial_extremes", "plot_points"]
+           "trivial_extremes", "split_point_curves"]
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("rate_config", None,
@@ -239,36 +240,13 @@ def _point_dir(out, point, mode, factor, lmbda):
   return os.path.join(out, f"{point}_{mode}_cf{factor}_lmbda{lmbda:g}")
 
 
-def plot_points(rows, uncut, extremes, title, path):
-  """Accuracy against one-image message bytes (log scale): a curve per
-  split point, the trivial extremes, the uncut backbone as a line."""
-  figure = Figure(figsize=(9, 5.4), dpi=110, layout="constrained")
-  axes = figure.add_subplot()
+def split_point_curves(rows, mode):
+  """{split point: its rows trained in `mode`}, in split point order."""
   curves = {}
   for row in rows:
-    curves.setdefault(row["split_point"], []).append(row)
-  extreme_styles = iter(("*", "v", "D"))
-  for i, (label, curve) in enumerate(
-      [*sorted(curves.items()), *extremes.items()]):
-    curve = sorted(curve, key=lambda row: row["message_bytes_per_image"])
-    style = (dict(marker="o", color=f"C{i}") if label in curves else
-             dict(marker=next(extreme_styles), color="dimgray",
-                  linestyle=":", markersize=9))
-    axes.plot([row["message_bytes_per_image"] for row in curve],
-              [100 * row["accuracy"] for row in curve], label=label,
-              **style)
-  if uncut is not None:
-    axes.axhline(100 * uncut, color="dimgray", linestyle="--",
-                 linewidth=1, label=f"uncut backbone ({100 * uncut:.2f}%)")
-  axes.set_xscale("log")
-  axes.set_xlabel("bytes per image sent (one-image message; whole file "
-                  "for the image codecs)")
-  axes.set_ylabel("test accuracy (%)")
-  axes.set_title(title)
-  axes.grid(True, which="both", alpha=0.3)
-  axes.legend(fontsize=9)
-  with fileio.atomic_writer(path, "wb") as f:
-    figure.savefig(f, format="png")
+    if row["mode"] == mode:
+      curves.setdefault(row["split_point"], []).append(row)
+  return dict(sorted(curves.items()))
 
 
 def main(argv):
@@ -276,7 +254,7 @@ def main(argv):
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.rate_config or not FLAGS.out:
     raise cli.UserError(
-        "usage: python -m tfvaeclf.split_sweep --flagfile=FLAGS "
+        "usage: python -m tfvaeclf.experiments.split_sweep --flagfile=FLAGS "
         "--rate_config=RATES.json --out=DIR [--modes=supervised,"
         "unsupervised] [--split_points=S1,...] [--max_examples=N]")
   run = specs.from_flags(FLAGS, MODEL)
@@ -340,10 +318,10 @@ def main(argv):
   figures = []
   for mode in dict.fromkeys(row["mode"] for row in rows):
     figures.append(f"accuracy_vs_bytes_{mode}.png")
-    plot_points([row for row in rows if row["mode"] == mode],
-                uncut and uncut["accuracy"], extremes,
-                f"{splits.info.name}: split {backbone}, {mode}",
-                os.path.join(FLAGS.out, figures[-1]))
+    plots.accuracy_vs_bytes(split_point_curves(rows, mode), extremes,
+                            uncut and uncut["accuracy"],
+                            f"{splits.info.name}: split {backbone}, {mode}",
+                            os.path.join(FLAGS.out, figures[-1]))
   sweep.finish(FLAGS.out, rows, " and ".join(figures), failed)
 
 

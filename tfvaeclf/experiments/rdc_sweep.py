@@ -1,6 +1,7 @@
 """Rate-distortion-classification tradeoff curves, end to end and universal.
 
-    python -m tfvaeclf.rdc_sweep --flagfile=configs/mnist_rdc.flags \
+    python -m tfvaeclf.experiments.rdc_sweep \
+        --flagfile=configs/mnist_rdc.flags \
         --lambdas=0,0.01,0.05 --rates=8:4,16:4 --out=runs/mnist_rdc_sweep
 
 For each rate (`DIM:L`: latent_dim entries of L levels, R = DIM * log2(L)
@@ -21,7 +22,8 @@ the decoded images). Written to OUT:
                  end-to-end model
     gaps.md      the gaps as a table over rate x encoder lambda x lambda,
                  each marked whether reuse costs at most 1 point and 1 dB
-                 (seed 001's claim)
+                 (the claim of the universal rate-distortion-
+                 classification paper)
     rdc_<dataset>.png   MSE and PSNR against the accuracy of c(X_hat), one
                  colour a rate, end to end solid, universal dashed (one
                  style an encoder)
@@ -41,15 +43,13 @@ import os
 import sys
 
 from absl import flags
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import tqdm  # noqa: E402
+import tqdm
 
-from tfvaeclf import fileio, specs, sweep, train  # noqa: E402
+from tfvaeclf import fileio, specs, train
+from tfvaeclf.experiments import plots, sweep
 
 __all__ = ["parse_rates", "plan", "gaps", "within_claim", "gaps_markdown",
-           "plot", "plot_gaps"]
+           "curves"]
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("lambdas", ["0", "0.01", "0.05"],
@@ -62,7 +62,8 @@ flags.DEFINE_list("encoder_lambdas", None,
                   "the first of --lambdas).")
 
 END_TO_END, UNIVERSAL = "end_to_end", "universal"
-# Seed 001's claim: a universal decoder costs at most this much.
+# The universal rate-distortion-classification paper's claim: a universal
+# decoder costs at most this much.
 CLAIM_POINTS, CLAIM_DB = 1., 1.
 
 
@@ -150,7 +151,7 @@ def within_claim(row):
 
 def gaps_markdown(rows):
   """The universal rows as a Markdown table over rate x encoder lambda x
-  lambda, each marked against seed 001's claim."""
+  lambda, each marked against the claim (CLAIM_POINTS, CLAIM_DB)."""
   e2e = {(r["dim"], r["levels"], r["lambda_cls"]): r for r in rows
          if r["kind"] == END_TO_END}
   lines = ["| R (bits) | λ encoder | λ decoder | end-to-end: accuracy / "
@@ -173,104 +174,25 @@ def gaps_markdown(rows):
   return "\n".join(lines) + "\n"
 
 
-# Universal curves, one style an encoder: (line, marker).
-_ENCODER_STYLES = (("--", "s"), (":", "^"), ("-.", "v"))
-
-
-def _rate_colors(rows):
-  """[(colour, (dim, levels))], one colour a rate, in rate order."""
+def curves(rows):
+  """The sweep's curves, for `plots.rdc_curves`: [(rate as (dim, levels),
+  encoder λ, rows in λ order)], per rate (in bits) its end-to-end curve
+  (encoder None), then its universal one on each encoder (in λ order)."""
   rates = sorted({(r["dim"], r["levels"]) for r in rows},
                  key=lambda rate: rate[0] * math.log2(rate[1]))
-  return list(zip(plt.cm.viridis_r(
-      [.2 + .6 * i / max(len(rates) - 1, 1) for i in range(len(rates))]),
-      rates))
-
-
-def _universal_curves(rows):
-  """[(UNIVERSAL, encoder lambda, line style, marker)], one an encoder."""
   encoders = sorted({r["encoder_lambda"] for r in rows
                      if r["kind"] == UNIVERSAL})
-  return [(UNIVERSAL, encoder, *_ENCODER_STYLES[i % len(_ENCODER_STYLES)])
-          for i, encoder in enumerate(encoders)]
-
-
-def _curve(rows, rate, kind, encoder):
-  """The rows of one rate and kind (and encoder, unless None), in lambda
-  order."""
-  return sorted((r for r in rows if (r["dim"], r["levels"]) == rate
-                 and r["kind"] == kind
-                 and encoder in (None, r["encoder_lambda"])),
-                key=lambda r: r["lambda_cls"])
-
-
-def plot(rows, title, path):
-  """MSE and PSNR against c's accuracy: a colour a rate, end to end solid
-  with circles, universal broken (a style an encoder), each curve in
-  lambda order and each point labelled with its lambda."""
-  figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-  for color, (dim, levels) in _rate_colors(rows):
-    bits = dim * math.log2(levels)
-    for kind, encoder, style, marker in ([(END_TO_END, None, "-", "o")] +
-                                         _universal_curves(rows)):
-      curve = _curve(rows, (dim, levels), kind, encoder)
-      if not curve:
-        continue
-      label = (f"R = {bits:g} bits ({dim}×{levels} levels), "
-               f"{kind.replace('_', '-')}" + (
-                   "" if encoder is None else f", encoder λ={encoder:g}"))
-      for ax, value in zip(axes, ("mse", "psnr")):
-        ax.plot([100. * r["accuracy"] for r in curve],
-                [r[value] for r in curve], style, marker=marker,
-                color=color, label=label)
-        for r in curve:
-          ax.annotate(f"λ={r['lambda_cls']:g}", (100. * r["accuracy"],
-                                                 r[value]),
-                      textcoords="offset points", xytext=(4, 4),
-                      fontsize=7, color=color)
-  for ax, ylabel in zip(axes, ("MSE of X̂ (pixels in [0, 1])",
-                               "PSNR of X̂ (dB)")):
-    ax.set_xlabel("accuracy of the frozen classifier on X̂ (%)")
-    ax.set_ylabel(ylabel)
-  _save(figure, axes[1], title, path)
-
-
-def plot_gaps(rows, title, path):
-  """Universal minus end-to-end accuracy (points) and PSNR (dB) against
-  the decoder's lambda, a line per rate (colour) and encoder (style), the
-  band of seed 001's claim shaded."""
-  figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-  lambdas = sorted({r["lambda_cls"] for r in rows})
-  for color, (dim, levels) in _rate_colors(rows):
-    for _, encoder, style, marker in _universal_curves(rows):
-      curve = _curve(rows, (dim, levels), UNIVERSAL, encoder)
-      for ax, value in zip(axes, ("accuracy_gap", "psnr_gap_db")):
-        ax.plot([lambdas.index(r["lambda_cls"]) for r in curve],
-                [r[value] for r in curve], style, marker=marker, color=color,
-                label=f"R = {dim * math.log2(levels):g} bits, encoder "
-                      f"λ={encoder:g}")
-  for ax, claim, ylabel in zip(
-      axes, (CLAIM_POINTS, CLAIM_DB),
-      ("accuracy: universal − end-to-end (points)",
-       "PSNR: universal − end-to-end (dB)")):
-    ax.axhspan(-claim, max(claim, ax.get_ylim()[1]), color="green",
-               alpha=.08, label=f"within {claim:g} of end-to-end")
-    ax.axhline(0, color="dimgray", linewidth=.8)
-    ax.set_xticks(range(len(lambdas)), [f"{v:g}" for v in lambdas])
-    ax.set_xlabel("λ of the decoder (c's cross-entropy weight)")
-    ax.set_ylabel(ylabel)
-  _save(figure, axes[0], title, path)
-
-
-def _save(figure, legend_axes, title, path):
-  """Grids, `legend_axes`' legend and `title`; the PNG written to `path`."""
-  for ax in figure.axes:
-    ax.grid(alpha=.3)
-  legend_axes.legend(fontsize=8, loc="best")
-  figure.suptitle(title)
-  figure.tight_layout()
-  with fileio.atomic_writer(path) as f:
-    figure.savefig(f, format="png", dpi=120)
-  plt.close(figure)
+  result = []
+  for rate in rates:
+    for kind, encoder in [(END_TO_END, None)] + [(UNIVERSAL, encoder)
+                                                  for encoder in encoders]:
+      curve = sorted((r for r in rows if (r["dim"], r["levels"]) == rate
+                      and r["kind"] == kind
+                      and encoder in (None, r["encoder_lambda"])),
+                     key=lambda r: r["lambda_cls"])
+      if curve:
+        result.append((rate, encoder, curve))
+  return result
 
 
 def main(argv):
@@ -328,11 +250,15 @@ def main(argv):
     f.write(table)
   dataset = run.data.name
   encoders = ", ".join(f"{v:g}" for v in encoder_lambdas)
-  plot(rows, f"{dataset}: distortion against classification, end-to-end "
-       f"and universal (encoders of λ = {encoders})",
-       os.path.join(FLAGS.out, f"rdc_{dataset}.png"))
-  plot_gaps(rows, f"{dataset}: what reusing one encoder costs",
-            os.path.join(FLAGS.out, f"gaps_{dataset}.png"))
+  every = curves(rows)
+  plots.rdc_curves(every, f"{dataset}: distortion against classification, "
+                   f"end-to-end and universal (encoders of λ = {encoders})",
+                   os.path.join(FLAGS.out, f"rdc_{dataset}.png"))
+  plots.rdc_gaps([curve for curve in every if curve[1] is not None],
+                 sorted({r["lambda_cls"] for r in rows}),
+                 (CLAIM_POINTS, CLAIM_DB),
+                 f"{dataset}: what reusing one encoder costs",
+                 os.path.join(FLAGS.out, f"gaps_{dataset}.png"))
   print(table)
   print(f"wrote {len(rows)} points to {FLAGS.out}/points.csv, gaps.md, "
         f"rdc_{dataset}.png and gaps_{dataset}.png")

@@ -1,6 +1,7 @@
-"""Searches a model kind's training flags with keras-tuner (issue 7).
+"""Searches a model kind's training flags with keras-tuner.
 
-    python -m tfvaeclf.search --flagfile=configs/mnist_joint_search.flags \
+    python -m tfvaeclf.experiments.search \
+        --flagfile=configs/mnist_joint_search.flags \
         --search_dir=runs/mnist_joint_search
 
 The flagfile holds the flags of `tfvaeclf.train`, which every trial shares
@@ -20,15 +21,15 @@ Killed and rerun with the same flags, the search carries on: finished trials
 are not repeated, and the trial that was running resumes from its last
 finished epoch. A rerun with other search flags is refused.
 
-Two-stage trials (seed 003 trains classifiers on a frozen, pretrained VAE):
-a `--stage2=NAME=VALUE` per training flag the second stage changes, e.g.
-`--stage2=head=selu5 --stage2=epochs=3`. A trial then trains stage 1 as
-above into trials/ID/, and stage 2 into trials/ID/stage2/: the same
-settings with those flags changed, the kind's `PRETRAINED_PARTS` (its
-encoder and coder; a VAE's decoder too) loaded from trials/ID/ and kept
-fixed (`--freeze_encoder_from`). The objective reads stage 2's
-`val_accuracy`; `val_bpp` is stage 1's, whose frozen coder stage 2 shares.
-A trial killed in stage 2 reruns only stage 2.
+Two-stage trials (the β-VAE classifier paper trains classifiers on a
+frozen, pretrained VAE): a `--stage2=NAME=VALUE` per training flag the
+second stage changes, e.g. `--stage2=head=selu5 --stage2=epochs=3`. A
+trial then trains stage 1 as above into trials/ID/, and stage 2 into
+trials/ID/stage2/: the same settings with those flags changed, the kind's
+`PRETRAINED_PARTS` (its encoder and coder; a VAE's decoder too) loaded from
+trials/ID/ and kept fixed (`--freeze_encoder_from`). The objective reads
+stage 2's `val_accuracy`; `val_bpp` is stage 1's, whose frozen coder stage
+2 shares. A trial killed in stage 2 reruns only stage 2.
 
     search.json   the flags the search was started with
     tuner/        keras-tuner's oracle state and trial records
@@ -60,10 +61,11 @@ from absl import flags
 import keras_tuner as kt
 import tensorflow as tf
 
-from tfvaeclf import fileio, models, specs, sweep, train
+from tfvaeclf import fileio, models, specs, train
+from tfvaeclf.experiments import sweep
 from tfvaeclf.layout import ModelDir
 
-__all__ = ["CONV_LAYERS", "TUNERS", "OBJECTIVES", "STAGE2_DIR",
+__all__ = ["TUNERS", "OBJECTIVES", "STAGE2_DIR",
            "apply_conv_layers", "objective_score", "parse_grid",
            "parse_stage2", "trial_spec", "stage2_spec", "build_oracle",
            "TrainingTuner"]
@@ -108,25 +110,11 @@ _LOCATION_FLAGS = ("data_dir", "download")
 STAGE2_DIR = "stage2"
 
 
-def _repeat_last(widths, n):
-  """n widths: the first n, or all with the last one repeated."""
-  widths = list(widths)
-  return widths[:n] + widths[-1:] * (n - len(widths))
-
-
-# `conv_layers=n`, the number of analysis conv layers, per model kind:
-# kind -> (the config field it sets, how n maps its base value).
-# A kind whose transform depth is set another way adds itself here.
-CONV_LAYERS = {"joint": ("filters", _repeat_last),
-               "beta_vae": ("filters", _repeat_last)}
-
-
 def apply_conv_layers(run, n):
-  """`run` with its kind's depth field set to `n` conv layers, from its
-  current value."""
-  name, mapping = CONV_LAYERS[run.model_name]
-  return dataclasses.replace(run, model=dataclasses.replace(
-      run.model, **{name: tuple(mapping(getattr(run.model, name), n))}))
+  """`run` with `n` encoder conv layers, as its kind sets them (the kind's
+  `with_conv_layers`, from its current widths)."""
+  return dataclasses.replace(run, model=models.get(
+      run.model_name).with_conv_layers(run.model, n))
 
 
 def objective_score(objective, val_accuracy, val_bpp, max_bpp=None,
@@ -156,7 +144,7 @@ def objective_score(objective, val_accuracy, val_bpp, max_bpp=None,
 
 def _searchable(model_name):
   names = set(specs.model_flag_names(model_name)) | set(TRAINING_HPARAMS)
-  if model_name in CONV_LAYERS:
+  if models.get(model_name).CONV_LAYERS_FIELD:
     names.add("conv_layers")
   return sorted(names)
 

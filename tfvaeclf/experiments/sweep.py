@@ -1,12 +1,12 @@
 """Train-and-evaluate many settings of one model kind: what sweeps share.
 
-A sweep command (`tfvaeclf.rdc_sweep`, `tfvaeclf.split_sweep`,
-`tfvaeclf.frontier`) reads the training flags of `tfvaeclf.train` once
-into a `specs.RunSpec`, then for each point of its curve derives a variant
-(`dataclasses.replace`) with a model dir of its own and calls
-`train_and_evaluate`. A point whose dir has
-an `eval.json` is done and is read back; an unfinished one resumes training
-where it stopped. So a killed sweep, rerun, repeats nothing it finished.
+A sweep command (`rdc_sweep`, `split_sweep`, `frontier` of this package)
+reads the training flags of `tfvaeclf.train` once into a `specs.RunSpec`,
+then for each point of its curve derives a variant (`dataclasses.replace`)
+with a model dir of its own and calls `train_and_evaluate`. A point whose
+dir has an `eval.json` is done and is read back; an unfinished one resumes
+training where it stopped. So a killed sweep, rerun, repeats nothing it
+finished.
 """
 
 import csv
