@@ -67,10 +67,10 @@ RDC_TRAIN = {"epochs": 3, "batch_size": 64, "learning_rate": 0.002,
 
 
 
-def _resnet(dataset, widths, epochs, **training):
+def _resnet(dataset, widths, epochs, backbone="small_resnet", **training):
   """The classifier of a resnet config; digits are not flipped."""
   augment = "shift" if dataset == "mnist" else "shift_flip"
-  return _run("classifier", {"backbone": "small_resnet", "filters": widths},
+  return _run("classifier", {"backbone": backbone, "filters": widths},
               {"name": dataset},
               {**RESNET_TRAIN, "augment": augment, "epochs": epochs,
                **training})
@@ -87,8 +87,9 @@ EXPECTED = {
         "grouped_vae", {**GROUPED, "version": "v1"}, {"name": "cifar10"},
         {"epochs": 110, "batch_size": 64, "learning_rate": 0.001,
          "seed": 0}),
-    "cifar10_resnet.flags": _resnet("cifar10", (32, 64, 128), 30,
-                                    batch_size=128),
+    "cifar10_resnet.flags": _resnet("cifar10", (16, 32, 64), 30,
+                                    backbone="resnet20", batch_size=128,
+                                    weight_decay=0.05),
     "fashion_mnist_beta_vae.flags": _run(
         "beta_vae", BETA_VAE, {"name": "fashion_mnist"}, BETA_VAE_TRAIN),
     "fashion_mnist_beta_vae_ce.flags": _run(
