@@ -24,7 +24,7 @@ flags.DEFINE_string("mnist_dir", None, "A model of mnist_frontier.flags.")
 flags.DEFINE_string("fashion_mnist_dir", None,
                     "A model of fashion_mnist_frontier.flags.")
 
-# Issue 19's targets, as flags of tools/check_targets.py.
+# The frontier's targets (docs/joint.md), as flags of tools/check_targets.py.
 TARGETS = {
     "mnist": ["--min_accuracy=0.99", "--max_bytes_per_image=4",
               "--max_message_bytes=10"],
