@@ -1,6 +1,6 @@
-"""tools/readme_walk.py reads every README block and scales every command,
-without running them: each names a module, tool, flagfile and flags that
-exist."""
+"""tools/readme_walk.py reads every block of the README and the docs/ pages
+and scales every command, without running them: each names a module, tool,
+flagfile and flags that exist."""
 
 import importlib
 import importlib.util
@@ -26,25 +26,37 @@ walk = _load_walk()
 
 
 def _readme_blocks():
-  with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
-    return walk.blocks(f.read())
+  return walk.page_blocks(walk.pages())
+
+
+def test_the_readme_then_every_docs_page_is_walked():
+  pages = walk.pages()
+  docs = {f"docs/{name}" for name in os.listdir(os.path.join(REPO, "docs"))
+          if name.endswith(".md")}
+  assert pages[0] == "README.md" and set(pages[1:]) == docs
+  assert len(pages) == len(set(pages))
+  # In the contents' order: a page trains what a later one uses.
+  assert pages.index("docs/training.md") < pages.index("docs/deploy.md")
 
 
 def test_every_shell_block_of_the_readme_is_read():
-  with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
-    text = f.read()
+  text = ""
+  for page in walk.pages():
+    with open(os.path.join(REPO, page), encoding="utf-8") as f:
+      text += f.read()
   found = _readme_blocks()
   assert len(found) == text.count("```sh\n")
-  for line, commands in found:
-    assert commands, f"block at README line {line} has no command"
+  for page, line, commands in found:
+    assert commands, f"block at {page} line {line} has no command"
   # Continued lines are joined, comments dropped.
-  (stage2,) = [c for _, cs in found for c in cs if "mnist_beta_vae_selu5" in c]
+  (stage2,) = [c for _, _, cs in found for c in cs
+               if "mnist_beta_vae_selu5" in c]
   assert "\\" not in stage2 and "--head=selu5" in stage2
-  assert not any("#" in c for _, cs in found for c in cs)
+  assert not any("#" in c for _, _, cs in found for c in cs)
 
 
 def _commands():
-  return [command for _, commands in _readme_blocks()
+  return [command for _, _, commands in _readme_blocks()
           for command in commands]
 
 

@@ -43,8 +43,8 @@ flags.DEFINE_string("dataset", "mnist",
                     "--classifier_dir: the classifier's).")
 flags.DEFINE_string("dataset_from", None,
                     "A model dir: code its test images as it reads them "
-                    "(its dataset, size, fit and channels), e.g. the grouped "
-                    "VAE's Fashion-MNIST padded to 32x32x3.")
+                    "(its dataset, size, fit and channels), e.g. the "
+                    "grouped VAE's Fashion-MNIST padded to 32x32x3.")
 flags.DEFINE_integer("max_examples", 200, "Test images to code.")
 flags.DEFINE_list("codecs", list(baselines.CODECS), "Codecs to measure.")
 flags.DEFINE_list("qualities", None,
@@ -64,7 +64,7 @@ flags.DEFINE_float("finetune_learning_rate", 1e-4,
 
 
 def _setting(codec, quality):
-  """A codec's quality setting as the README's tables name it."""
+  """A codec's quality setting as docs/baselines.md's tables name it."""
   if codec in ("hevc", "av1"):
     return f"CRF {quality}"
   if codec == "jpeg2000":  # OpenJPEG's compression ratio is twice the level

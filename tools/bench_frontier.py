@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks the rate frontier's models against their datasets' targets.
+"""Checks the rate frontier's models against their targets.
 
     python tools/bench_frontier.py --mnist_dir=runs/mnist_frontier \
         --fashion_mnist_dir=runs/fashion_mnist_frontier
@@ -10,7 +10,7 @@ evaluates it on its full test split from real range-coded strings (or
 reuses a current eval.json) and checks it against the dataset's targets:
 MNIST >= 99.0% at <= 4 bytes of payload and <= 10 bytes as a one-image
 message, Fashion-MNIST >= 90.5% at <= 6 bytes of payload. Prints a
-Markdown table per dataset for the README; exits 1 if a target is missed.
+Markdown table per dataset for docs/joint.md; exits 1 if a target is missed.
 """
 
 import os
@@ -24,7 +24,7 @@ flags.DEFINE_string("mnist_dir", None, "A model of mnist_frontier.flags.")
 flags.DEFINE_string("fashion_mnist_dir", None,
                     "A model of fashion_mnist_frontier.flags.")
 
-# Each dataset's targets, as flags of tools/check_targets.py.
+# The frontier's targets (docs/joint.md), as flags of tools/check_targets.py.
 TARGETS = {
     "mnist": ["--min_accuracy=0.99", "--max_bytes_per_image=4",
               "--max_message_bytes=10"],

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Runs every shell block of README.md in order, scaled down; one line each.
+"""Runs every shell block of the README and docs/ in order, scaled down.
 
-    tools/readme_walk.py [--list] [--blocks=1,3] [--keep] [--readme=FILE]
+    tools/readme_walk.py [--list] [--blocks=1,3] [--keep] [--pages=P1,P2]
 
-A new user's walk through the README: each ```sh block is taken as written,
-its commands run in order in a scratch dir where configs/, tools/ and .venv
+A new user's walk through the docs: README.md, then the pages of docs/ in
+the order of the README's contents list (then any page it does not list).
+Each ```sh block is taken as written, its commands run in order, page
+after page, in one scratch dir where configs/, tools/, docs/ and .venv
 (this interpreter's environment) are linked and runs/ starts empty, with
 this checkout first on PYTHONPATH and the venv first on PATH, as if
 activated. Run it with the project's venv (`.venv/bin/python
@@ -15,12 +17,14 @@ Scaled down: each command gets the flags of `OVERRIDES` after its own (the
 last value of a flag wins), so every training is one short epoch and every
 evaluation a few hundred images. Commands that cannot run here are skipped
 with the reason (`SKIPS`): the set-up scripts, clusters, data that is not
-offline, commands with a placeholder (DIR) and the server. Optional flags in brackets
-(`[--int8]`) are given.
+offline, commands with a placeholder (DIR) and the server. Optional flags
+in brackets (`[--int8]`) are given.
 
-Prints, per block, PASS, FAIL (with the failing command and its last line
-of stderr; the block's later commands are not run) or SKIP; exits 1 if a
-block failed. `--list` prints the scaled commands without running them.
+Blocks are numbered across the pages (`--blocks`); `--pages` walks only the
+pages given (paths from the checkout's root). Prints, per block, its page
+and line and PASS, FAIL (with the failing command and its last line of
+stderr; the block's later commands are not run) or SKIP; exits 1 if a block
+failed. `--list` prints the scaled commands without running them.
 The walk takes about an hour on 2 cores, most of it in the sweeps, the
 search and the ffmpeg baselines.
 """
@@ -59,8 +63,8 @@ OVERRIDES = {
 }
 # Commands not run here: (pattern searched in the command, why).
 SKIPS = (
-    (r"^tools/(quickstart|test)\.sh\b", "set-up script: installs, trains "
-     "and tests everything (tools/test.sh runs it in CI)"),
+    (r"^(bash )?tools/(quickstart|test)\.sh\b", "set-up script: installs, "
+     "trains and tests everything (tools/test.sh runs it in CI)"),
     (r"\bTF_CONFIG=|\bKERASTUNER_|^export\b", "needs several machines"),
     (r"\bcifar10", "CIFAR-10 is not offline here"),
     (r"=(DIR|F|D)\b", "a placeholder (DIR, F, D) to fill in"),
@@ -94,6 +98,33 @@ def blocks(text):
     pending = ""
     if command:
       block.append(command)
+  return found
+
+
+def pages():
+  """The pages walked, as paths from the checkout's root: README.md, the
+  docs/ pages in the order of the README's contents list (a page's commands
+  may use what an earlier page made), then the others."""
+  with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+    contents = re.search(r"^## Contents\n(.*?)(?=^## )", f.read(),
+                         flags=re.MULTILINE | re.DOTALL)
+  linked = re.findall(r"\]\((docs/[^)#\s]+\.md)[)#]",
+                      contents.group(1) if contents else "")
+  docs = sorted(f"docs/{name}"
+                for name in os.listdir(os.path.join(REPO, "docs"))
+                if name.endswith(".md"))
+  ordered = [page for page in dict.fromkeys(linked) if page in docs]
+  return ["README.md"] + ordered + [page for page in docs
+                                    if page not in ordered]
+
+
+def page_blocks(paths):
+  """[(page, line number, [command, ...])] of the ```sh blocks of `paths`
+  (paths from the checkout's root), in order."""
+  found = []
+  for page in paths:
+    with open(os.path.join(REPO, page), encoding="utf-8") as f:
+      found += [(page, line, commands) for line, commands in blocks(f.read())]
   return found
 
 
@@ -197,7 +228,10 @@ def main(argv=None):
   parser = argparse.ArgumentParser(
       description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--readme", default=os.path.join(REPO, "README.md"))
+  parser.add_argument("--pages", default="",
+                      help="walk only these pages, e.g. "
+                      "README.md,docs/deploy.md (default: the README, then "
+                      "every page of docs/ in the order of its contents)")
   parser.add_argument("--list", action="store_true",
                       help="print the scaled commands, run nothing")
   parser.add_argument("--blocks", default="",
@@ -205,12 +239,12 @@ def main(argv=None):
   parser.add_argument("--keep", action="store_true",
                       help="keep the scratch dir (its path is printed)")
   args = parser.parse_args(argv)
-  with open(args.readme, encoding="utf-8") as f:
-    found = blocks(f.read())
+  found = page_blocks([page for page in args.pages.split(",") if page]
+                      or pages())
   chosen = {int(b) for b in args.blocks.split(",") if b}
   if args.list:
-    for i, (line, commands) in enumerate(found, start=1):
-      print(f"block {i} (README line {line}):")
+    for i, (page, line, commands) in enumerate(found, start=1):
+      print(f"block {i} ({page} line {line}):")
       for command in commands:
         reason = skip_reason(command)
         print(f"  skip ({reason}): {command}" if reason else
@@ -221,13 +255,13 @@ def main(argv=None):
   failed = False
   try:
     _write_digits(work, env)
-    for i, (line, commands) in enumerate(found, start=1):
+    for i, (page, line, commands) in enumerate(found, start=1):
       if chosen and i not in chosen:
         continue
       started = time.perf_counter()
       status, detail = run_block(commands, work, env)
       failed |= status == "FAIL"
-      print(f"block {i:2d} (README line {line:3d}): {status} "
+      print(f"block {i:2d} ({page} line {line:3d}): {status} "
             f"{time.perf_counter() - started:5.0f} s  {detail}", flush=True)
   finally:
     if not args.keep:

