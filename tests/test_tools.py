@@ -33,8 +33,8 @@ def test_a_tool_runs_by_its_own_name(tool):
   assert summary in result.stdout
 
 
-def _readme():
-  with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+def _page(path="README.md"):
+  with open(os.path.join(REPO, path), encoding="utf-8") as f:
     return f.read()
 
 
@@ -64,11 +64,11 @@ def test_check_targets_prints_the_readmes_table(tmp_path):
       cwd=REPO, capture_output=True, text=True)
   assert result.returncode == 0, result.stderr
   printed = _table_rows(result.stdout, "| measure |")
-  readme = _table_rows(_readme(), "| measure | measured | target | met |")
+  readme = _table_rows(_page(), "| measure | measured | target | met |")
   assert printed == readme
 
 
-def test_baselines_label_qualities_as_the_readme_does(tmp_path):
+def test_baselines_label_qualities_as_the_docs_do(tmp_path):
   out = str(tmp_path / "baselines_mnist.csv")
   result = subprocess.run(
       [sys.executable, "tools/baselines.py", "--dataset=mnist",
@@ -78,6 +78,6 @@ def test_baselines_label_qualities_as_the_readme_does(tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   for label in ("q 5", "q 90", "level 3 (ratio 6)", "level 1 (ratio 2)"):
     assert label in result.stdout
-  readme = _readme()
-  assert "| JPEG (q 5 … 90) |" in readme
-  assert "| JPEG 2000 (level 3 … 1, ratio 6 … 2) |" in readme
+  page = _page("docs/baselines.md")
+  assert "| JPEG (q 5 … 90) |" in page
+  assert "| JPEG 2000 (level 3 … 1, ratio 6 … 2) |" in page
