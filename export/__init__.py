@@ -2,7 +2,7 @@
 
     python -m export --model_dir=DIR --out=BUNDLE [--calibration_examples=N]
 
-The bundle (layout in `tfvaeclf.edge.bundle`) holds TFLite encoders for the
+The bundle (layout in `tfvaeclf.coding.bundle`) holds TFLite encoders for the
 board, the frozen coding tables, and a SavedModel for the server (on stock
 TensorFlow ops); both sides check it against its manifest before use
 (`tfvaeclf.edge.EdgeEncoder`, `export.server.BundleServer`).

@@ -1,7 +1,7 @@
 """The model's encoder as TFLite flatbuffers: float32, and full-integer.
 
 TFC's range-coding ops do not convert to TFLite, so the edge model stops at
-the latent and the board range-codes it with `tfvaeclf.edge.range_coder`.
+the latent and the board range-codes it with `tfvaeclf.coding.range_coder`.
 The signature is `serving_default(images) -> {stream name: latent}`: the
 board finds each stream's output by name.
 
@@ -23,7 +23,7 @@ differ from it now and then, and the decoder would lose its way.
 import numpy as np
 import tensorflow as tf
 
-from tfvaeclf.edge import bundle
+from tfvaeclf.coding import bundle
 
 __all__ = ["convert", "convert_function", "describe",
            "parameter_functions", "slice_coder_function"]

@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 
 from tfvaeclf import cli, data, fileio
-from tfvaeclf.edge import bundle
+from tfvaeclf.coding import bundle
 
 from export import encoder, mcu, server
 

@@ -8,7 +8,7 @@
     mcu/tfvaeclf_model.{h,c}    the frozen tables, the int8 output -> value
                                 tables, fingerprint, shapes, arena size and
                                 worst-case message size
-    mcu/range_coder.{h,c}       the C99 range coder (tfvaeclf/edge/csrc)
+    mcu/range_coder.{h,c}       the C99 range coder (tfvaeclf/coding/csrc)
     mcu/tfvaeclf_message.{h,c}  int8 latent (a conditional coder's: int8
                                 hyper-latent and the slice coder's values
                                 and indexes) -> one wire-format message
@@ -31,8 +31,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from tfvaeclf import cli, dither
-from tfvaeclf.edge import range_coder
+from tfvaeclf import cli
+from tfvaeclf.coding import dither, range_coder
 
 __all__ = ["MCU_DIR", "SLICE_CODER", "arena_size", "convert_slice_coder",
            "model_ops", "symbol_tables", "tensor_positions", "write_mcu"]
@@ -40,7 +40,7 @@ __all__ = ["MCU_DIR", "SLICE_CODER", "arena_size", "convert_slice_coder",
 MCU_DIR = "mcu"
 SLICE_CODER = "slice_coder.tflite"  # what slice_coder_data.c holds
 _CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))), "tfvaeclf", "edge", "csrc")
+    __file__))), "tfvaeclf", "coding", "csrc")
 _COPIED = ("range_coder.h", "range_coder.c", "tfvaeclf_message.h",
            "tfvaeclf_message.c")
 _NEVER = 1 << 24  # TFVAECLF_NEVER: the dither hash has 24 bits
@@ -625,7 +625,7 @@ def write_mcu(directory, fingerprint, streams, arrays, edge, flatbuffer,
   `fingerprint`, and its int8 encoder `flatbuffer` described by `edge`
   (`encoder.describe`); a conditional coder's `slice_coder` flatbuffer
   too. Returns the figures for the manifest."""
-  from tfvaeclf.edge import bundle
+  from tfvaeclf.coding import bundle
   from tfvaeclf.edge import encoder as edge_encoder
   # pylint: disable=protected-access
   conditional = len(streams) == 2

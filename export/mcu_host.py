@@ -10,7 +10,8 @@ import subprocess
 import numpy as np
 from tflite_micro import runtime as tflm
 
-from tfvaeclf.edge import EdgeEncoder, bundle
+from tfvaeclf.edge import EdgeEncoder
+from tfvaeclf.coding import bundle
 from tfvaeclf.edge import encoder as edge_encoder
 from tfvaeclf.edge.interpreter import load_interpreter
 

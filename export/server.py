@@ -13,7 +13,7 @@ dither, `m - u`.
 Stock TensorFlow and TF Serving load it as it is. The bytes are decoded
 before it, outside TensorFlow: `BundleServer` checks a file against the
 bundle's `CodecSpec`, decodes it with the bundle's frozen tables by
-`tfvaeclf.latent_decoder` (whose work is bounded whatever the bytes), and
+`tfvaeclf.coding.latent_decoder` (whose work is bounded whatever the bytes), and
 runs the signatures. No signature takes the strings: decoding in the graph
 needs TFC's custom ops, and its range decoder, which crafted bytes can keep
 busy for minutes.
@@ -32,9 +32,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfvaeclf import latent_decoder
-from tfvaeclf.codec_spec import CodecSpec
-from tfvaeclf.edge import bundle
+from tfvaeclf.coding import latent_decoder
+from tfvaeclf.coding.codec_spec import CodecSpec
+from tfvaeclf.coding import bundle
 from tfvaeclf.errors import BitstreamError, BundleError
 
 __all__ = ["BundleServer", "ServerModule", "save"]

@@ -22,7 +22,8 @@ import tensorflow as tf
 import export
 from export import server
 from tests.conftest import train_small_joint
-from tfvaeclf import codec, codec_spec, entropy, errors
+from tfvaeclf import codec, entropy, errors
+from tfvaeclf.coding import codec_spec
 from tfvaeclf.hostile import (crafted_payloads, escape_attack, fuzz,
                               raw_mutations)
 

@@ -1,4 +1,4 @@
-"""tfvaeclf.edge.range_coder must write exactly TFC 2.14.1's bytes.
+"""tfvaeclf.coding.range_coder must write exactly TFC 2.14.1's bytes.
 
 Every test compares with the TFC ops themselves (tensorflow and
 tensorflow_compression are imported here only; the module under test must
@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from tfvaeclf.edge import range_coder as rc  # pylint: disable=g-import-not-at-top
+from tfvaeclf.coding import range_coder as rc  # pylint: disable=g-import-not-at-top
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf = pytest.importorskip("tensorflow")
@@ -497,9 +497,10 @@ def test_indexed_model_compress():
 # ---------------------------------------------------------------------------
 # Packaging
 # ---------------------------------------------------------------------------
-def test_edge_package_does_not_import_tensorflow():
-  code = ("import sys, tfvaeclf.edge as e; "
-          "e.encode_channel([[0]], e.CdfTables([-8, 0, 256])); "
+def test_edge_and_coding_do_not_import_tensorflow():
+  code = ("import sys, tfvaeclf.edge, tfvaeclf.coding as c; "
+          "import tfvaeclf.coding.streams, tfvaeclf.coding.latent_decoder; "
+          "c.encode_channel([[0]], c.CdfTables([-8, 0, 256])); "
           "bad = [m for m in sys.modules if m.startswith('tensorflow')]; "
           "assert not bad, bad")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,

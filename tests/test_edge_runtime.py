@@ -11,7 +11,8 @@ from PIL import Image
 import tensorflow as tf
 
 from tfvaeclf import cli, codec, data, model_dir
-from tfvaeclf.edge import BundleError, EdgeEncoder, interpreter, native
+from tfvaeclf.edge import BundleError, EdgeEncoder, interpreter
+from tfvaeclf.coding import native
 
 import export
 from export import server

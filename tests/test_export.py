@@ -11,8 +11,9 @@ import pytest
 import tensorflow as tf
 
 from tfvaeclf import codec, data, model_dir
-from tfvaeclf.codec_spec import CodecSpec
-from tfvaeclf.edge import BundleError, EdgeEncoder, bundle
+from tfvaeclf.coding.codec_spec import CodecSpec
+from tfvaeclf.edge import BundleError, EdgeEncoder
+from tfvaeclf.coding import bundle
 from tfvaeclf.errors import BitstreamError
 
 import export

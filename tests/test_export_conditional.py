@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfvaeclf import bitstream, codec, data, model_dir, models, train
-from tfvaeclf.edge import BundleError, EdgeEncoder, bundle
+from tfvaeclf import codec, data, model_dir, models, train
+from tfvaeclf.coding import bitstream
+from tfvaeclf.edge import BundleError, EdgeEncoder
+from tfvaeclf.coding import bundle
 from tfvaeclf.errors import BitstreamError
 
 import export

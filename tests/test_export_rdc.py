@@ -11,8 +11,10 @@ import pytest
 from PIL import Image
 import tensorflow as tf
 
-from tfvaeclf import bitstream, codec, data, dither, model_dir
-from tfvaeclf.edge import EdgeEncoder, bundle
+from tfvaeclf import codec, data, model_dir
+from tfvaeclf.coding import bitstream, dither
+from tfvaeclf.edge import EdgeEncoder
+from tfvaeclf.coding import bundle
 
 import export
 from export import server

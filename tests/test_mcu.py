@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import cli, codec, data, dither, model_dir
-from tfvaeclf.edge import EdgeEncoder, bundle, range_coder
+from tfvaeclf import cli, codec, data, model_dir
+from tfvaeclf.coding import dither
+from tfvaeclf.edge import EdgeEncoder
+from tfvaeclf.coding import bundle, range_coder
 from tfvaeclf.edge import encoder as edge_encoder
 
 import export

@@ -20,7 +20,7 @@ import export
 from tfvaeclf import (codec, data, evaluate, hostile, imageio, model_dir,
                       models, specs, train)
 from tfvaeclf.edge import __main__ as edge_main
-from tfvaeclf.edge import bundle
+from tfvaeclf.coding import bundle
 from tests.conftest import SMALL_JOINT, edge_process, run_cli
 
 DATA = Path(__file__).parent / "data"

@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import SMALL_RDC, run_cli, train_small_rdc
-from tfvaeclf import bitstream, codec, data, dither, entropy, model_dir
+from tfvaeclf import codec, data, entropy, model_dir
+from tfvaeclf.coding import bitstream, dither
 from tfvaeclf import models, rdc_sweep
 
 

@@ -21,7 +21,7 @@ coder sees, so `mu` must be reproduced bit for bit on both sides, which it is
 because the decoder runs the same layers on the same integers.
 
 Bytes from outside are decoded by `decode`, which runs the project's own
-range decoder (`tfvaeclf.latent_decoder`, `tfvaeclf.edge.native`): its work
+range decoder (`tfvaeclf.coding.latent_decoder`, `tfvaeclf.coding.native`): its work
 is bounded whatever the bytes, where TFC's decode ops can run for minutes on
 a crafted string. It returns what `decompress` (TFC's ops, kept as the
 reference in tests) returns, bit for bit.
@@ -33,8 +33,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_compression as tfc
 
-from tfvaeclf import dither, latent_decoder
-from tfvaeclf.edge import range_coder
+from tfvaeclf.coding import dither, latent_decoder, range_coder
 from tfvaeclf.errors import BitstreamError
 
 __all__ = ["FactorizedCoder", "HyperpriorCoder", "ChannelContextCoder",
@@ -434,7 +433,7 @@ class DitheredCoder(_Coder):
 
   The latent `y`, which the kind bounds to [0, levels - 1], is sent as the
   symbols `m = round(y + u)`, each one of `levels` values, and decoded as
-  `y_hat = m - u`, the dither `u` shared by both ends (`tfvaeclf.dither`):
+  `y_hat = m - u`, the dither `u` shared by both ends (`tfvaeclf.coding.dither`):
   drawn afresh at every training step, computed from `seed` and each
   image's position in its batch (or file) otherwise. Either way `y_hat - y`
   is uniform on [-1/2, 1/2), so training sees the error of test time.

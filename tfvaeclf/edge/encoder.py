@@ -10,7 +10,7 @@ them into the same file, or one message per image, that
 `python -m tfvaeclf.codec` reads.
 
 A stream with a "dither" (a universally quantized latent, see
-`tfvaeclf.dither`) sends the symbols `clip(round(y + u), 0, levels - 1)`
+`tfvaeclf.coding.dither`) sends the symbols `clip(round(y + u), 0, levels - 1)`
 instead: image i of a file takes dither index i of the bundle's seed, a
 message its counter, and the file (or the receiver's spec) carries that
 seed so that the server subtracts the same `u`.
@@ -27,9 +27,9 @@ import os
 
 import numpy as np
 
-from tfvaeclf import dither
-from tfvaeclf.codec_spec import CodecSpec
-from tfvaeclf.edge import bundle, native, range_coder
+from tfvaeclf.coding import dither
+from tfvaeclf.coding.codec_spec import CodecSpec
+from tfvaeclf.coding import bundle, native, range_coder
 from tfvaeclf.edge.interpreter import SignatureModel
 
 __all__ = ["EdgeEncoder"]

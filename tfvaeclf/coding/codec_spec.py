@@ -3,7 +3,7 @@
 A `CodecSpec` is built once per loaded model (`from_model`, which
 `model_dir.load` calls) or per bundle (`from_manifest`): the codec, evaluate,
 the server and the board all pack and unpack files through it, and only
-`tfvaeclf.bitstream` spells their bytes. A one-image message (what a board
+`tfvaeclf.coding.bitstream` spells their bytes. A one-image message (what a board
 sends) holds the same strings without a header: its shapes, seed and
 stream count are the spec's, and its CRC is keyed by the fingerprint.
 
@@ -33,7 +33,7 @@ import json
 
 import numpy as np
 
-from tfvaeclf import bitstream
+from tfvaeclf.coding import bitstream
 
 __all__ = ["CodecSpec", "FINGERPRINT_KEY", "fingerprint_of"]
 

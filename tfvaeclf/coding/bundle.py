@@ -10,7 +10,7 @@
     BUNDLE/server/                     SavedModel: decoded latents ->
                                        probabilities (`export.server`)
 
-The manifest also carries the model's `CodecSpec` (`tfvaeclf.codec_spec`):
+The manifest also carries the model's `CodecSpec` (`tfvaeclf.coding.codec_spec`):
 `codec_fingerprint`, the identity of its encoder side that the board's
 files carry, and the image and latent shapes; and under "preprocessing"
 how training turned an image file into the encoder's input
@@ -31,7 +31,7 @@ values pick their table: "channel" (table = channel, the factorized coder).
 sub-models predict, see below) is the other kind.
 A universally quantized stream (the dithered coder) also has a "dither":
 `{"seed", "levels"}`, and codes the symbols `clip(round(y + u), 0, levels -
-1)` of its dither `u` (`tfvaeclf.dither`); such a bundle is format version
+1)` of its dither `u` (`tfvaeclf.coding.dither`); such a bundle is format version
 2, which a tfvaeclf that would code it without the dither refuses.
 
 A conditional coder (hyperprior, channel context) writes two streams: the
@@ -54,8 +54,7 @@ import os
 
 import numpy as np
 
-from tfvaeclf import codec_spec
-from tfvaeclf.edge import range_coder
+from tfvaeclf.coding import codec_spec, range_coder
 from tfvaeclf.errors import BundleError
 
 __all__ = ["BundleError", "FORMAT", "FORMAT_VERSION", "MANIFEST",

@@ -1,7 +1,7 @@
 """Range-decodes latents from bytes that came from outside, TF-free.
 
 Every decode of a file, a message or a bundle's strings runs the project's
-own decoder (`tfvaeclf.edge.native`: the C coder, or the numpy coder where
+own decoder (`tfvaeclf.coding.native`: the C coder, or the numpy coder where
 it cannot be built), never TFC's decode ops: its work is bounded by the
 latent size and the string length whatever the bytes, where TFC's can run
 for minutes on a crafted string. Values equal TFC's `decompress` bit for
@@ -16,9 +16,7 @@ without TensorFlow: the server bundle and the Keras models use it alike.
 
 import numpy as np
 
-from tfvaeclf import dither
-from tfvaeclf.edge import native
-from tfvaeclf.edge import range_coder
+from tfvaeclf.coding import dither, native, range_coder
 from tfvaeclf.errors import BitstreamError
 
 __all__ = ["IndexedStreams", "channel_tables", "decode_dithered",
@@ -80,7 +78,7 @@ def decode_factorized(strings, tables, latent_shape, stream="latent"):
 def decode_dithered(strings, tables, latent_shape, seed, dither_indices=None):
   """A dithered coder's strings -> `m - u`, float32 as the encoder's side.
 
-  `m` are the decoded symbols, `u` the shared dither (`tfvaeclf.dither`)
+  `m` are the decoded symbols, `u` the shared dither (`tfvaeclf.coding.dither`)
   of `seed` for images `dither_indices` (default: 0, 1, ... as in a file).
   """
   symbols = decode_factorized(strings, tables, latent_shape)
