@@ -5,7 +5,7 @@
 The bundle (layout in `tfvaeclf.coding.bundle`) holds TFLite encoders for the
 board, the frozen coding tables, and a SavedModel for the server (on stock
 TensorFlow ops); both sides check it against its manifest before use
-(`tfvaeclf.edge.EdgeEncoder`, `export.server.BundleServer`).
+(`tfvaeclf.edge.EdgeEncoder`, `tfvaeclf.serve.bundle_server.BundleServer`).
 """
 
 # First, as in every entry point: `python -m export` runs this file before

@@ -15,7 +15,8 @@ from tfvaeclf.coding import bundle
 from tfvaeclf.edge import encoder as edge_encoder
 from tfvaeclf.edge.interpreter import load_interpreter
 
-from export import mcu, server
+from export import mcu
+from tfvaeclf.serve.bundle_server import BundleServer
 
 __all__ = ["CFLAGS", "build_harness", "c_conditional_messages", "c_messages",
            "edge_conditional_messages", "fixed_conditional_header",
@@ -159,8 +160,8 @@ def read_manifest(bundle_dir):
 
 
 def server_classes(bundle_dir, messages):
-  """The classes `export.server.BundleServer` gives the messages."""
-  served = server.BundleServer(bundle_dir)
+  """The classes `BundleServer` gives the messages."""
+  served = BundleServer(bundle_dir)
   latent_hat = np.concatenate([served.decode(m) for m in messages])
   return served.classify(latent_hat)["classes"]
 

@@ -402,7 +402,7 @@ def models():
   """Two real models on one NoisyDeepFactorized prior with 16 channels.
 
   The first is the TFC default (coding_rank=1, precision 12, offset
-  heuristic); the second is set up like tfvaeclf.entropy.FactorizedCoder
+  heuristic); the second is set up like tfvaeclf.coders.FactorizedCoder
   (coding_rank=3, precision 16, no offset heuristic). Tail estimation is an
   eager loop of several seconds; both models share the prior, so its result
   is computed once (the tables are exactly what TFC builds).
@@ -452,7 +452,7 @@ def test_batched_model_compress(models):
 
 
 def test_project_style_model_rank3_precision16(models):
-  # As tfvaeclf.entropy.FactorizedCoder: coding_rank=3, precision 16,
+  # As tfvaeclf.coders.FactorizedCoder: coding_rank=3, precision 16,
   # no offset heuristic, one table per channel of a (B, H, W, C) latent.
   model = models[1]
   assert model.quantization_offset is None

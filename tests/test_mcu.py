@@ -22,6 +22,7 @@ from tfvaeclf.edge import encoder as edge_encoder
 
 import export
 from export import __main__ as export_main
+from tfvaeclf.serve.bundle_server import BundleServer
 from export import mcu, mcu_host
 from export.mcu_host import (CFLAGS, c_conditional_messages, c_messages,
                              edge_conditional_messages,
@@ -306,7 +307,7 @@ def test_conditional_tflm_messages_are_the_edges(conditional, test_digits):
   messages = c_conditional_messages(program, hyper, values, indexes)
   edge = edge_conditional_messages(bundle_dir, hyper, latent)
   assert messages == edge
-  served = export.server.BundleServer(bundle_dir)
+  served = BundleServer(bundle_dir)
   loaded = model_dir.load(os.path.join(os.path.dirname(bundle_dir), "run"))
   for message in messages[:20]:
     np.testing.assert_array_equal(served.decode(message),

@@ -16,7 +16,7 @@ from tfvaeclf import points as points_lib
 from tfvaeclf import train
 from tfvaeclf.edge import EdgeEncoder
 import export
-from export import server
+from tfvaeclf.serve.bundle_server import BundleServer
 from tests.conftest import run_cli, run_spec
 
 WIDTHS = (16, 32, 64)  # conftest's classifier_dir
@@ -165,7 +165,7 @@ def test_export_splits_edge_and_server(trained, mnist, tmp_path):
   predictions = codec.classify_file(trained, file_bytes)
   np.testing.assert_array_equal(predictions[rounded_alike],
                                 expected[rounded_alike])
-  served = server.BundleServer(out, trained.fingerprint)
+  served = BundleServer(out, trained.fingerprint)
   classes = served.classify(served.decode(file_bytes))["classes"]
   np.testing.assert_array_equal(classes, predictions)
 

@@ -39,8 +39,6 @@ __all__ = ["CodecSpec", "FINGERPRINT_KEY", "fingerprint_of"]
 
 # The manifest's key for the fingerprint (hex).
 FINGERPRINT_KEY = "codec_fingerprint"
-# A coder's streams, by how many strings it writes per image.
-_STREAM_NAMES = {1: ("latent",), 2: ("hyper", "latent")}
 
 
 def fingerprint_of(description, tables, variables):
@@ -91,7 +89,8 @@ class CodecSpec:
     compress = tf.function(model.compress).get_concrete_function(
         tf.TensorSpec([1, *image_shape], tf.float32))
     spec = {"image_shape": image_shape, "latent_shape": latent_shape,
-            "stream_names": _STREAM_NAMES[coder.num_streams],
+            "stream_names": tuple(
+                stream.name for stream in coder.stream_plan(latent_shape)),
             "dither_seed": model.dither_seed}
     description = {**spec, "coder": type(coder).__name__,
                    "levels": getattr(coder, "levels", None)}

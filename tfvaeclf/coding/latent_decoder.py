@@ -9,9 +9,11 @@ bit on every string TFC's encoder writes.
 
 This module decodes the streams coded with one table per channel (the
 factorized coder, and the dithered coder's symbols), and the indexed
-streams of the conditional coders slice by slice (`IndexedStreams`; the
-slice loop that predicts their tables is `tfvaeclf.entropy`'s). It imports
-without TensorFlow: the server bundle and the Keras models use it alike.
+streams of the conditional coders slice by slice (`IndexedStreams`) in the
+one slice loop (`decode_slices`) that the Keras model's `decode` and the
+server share, each with its own predictor of the slices' tables. It
+imports without TensorFlow: the server bundle and the Keras models use it
+alike.
 """
 
 import numpy as np
@@ -20,7 +22,7 @@ from tfvaeclf.coding import dither, native, range_coder
 from tfvaeclf.errors import BitstreamError
 
 __all__ = ["IndexedStreams", "channel_tables", "decode_dithered",
-           "decode_factorized"]
+           "decode_factorized", "decode_slices"]
 
 
 def channel_tables(tables):
@@ -112,3 +114,32 @@ class IndexedStreams:
     """After the last slice: BitstreamError unless every string ends as an
     encoder ends one."""
     _check_decoded(self._decoder.finish(), stream)
+
+
+def decode_slices(streams, num_slices, num_scales, predict, name="latent"):
+  """The slice loop: an indexed latent decoded slice after slice.
+
+  Args:
+    streams: the `IndexedStreams` of the latent's strings.
+    num_slices: how many slices the latent has.
+    num_scales: how many tables the scale index picks from.
+    predict: `predict(k, decoded) -> (loc, index)`, float32 arrays of slice
+      `k`'s shape, from the slices decoded before it (a list).
+    name: the stream's name, for the error message.
+
+  Returns:
+    float32 (N, ..., channels): `symbols + loc`, slice after slice, as the
+    encoder's `round(y - loc) + loc`.
+
+  Raises:
+    BitstreamError: a string does not decode (one line).
+  """
+  decoded = []
+  for k in range(num_slices):
+    loc, index = predict(k, decoded)
+    # The index as the model rounds it: half to even, within the table.
+    index = np.clip(np.rint(index), 0, num_scales - 1).astype(np.int32)
+    symbols = streams.decode(index)
+    decoded.append(symbols.astype(np.float32) + np.asarray(loc, np.float32))
+  streams.finish(name)
+  return np.concatenate(decoded, -1)
