@@ -77,7 +77,7 @@ class ChannelContextCoder(registry.Coder):
     self._scale_fn = lambda index: tf.exp(low + step * index)
     self._training_model = self._indexed_model(compression=False)
     self._cdf = self._cdf_offset = self._index_tables = None
-    self._parameter_functions = None
+    self._predictors = {}  # server_functions by latent shape
 
   def _indexed_model(self, **kwargs):
     # Logistic, not normal: its log-probability is a far smaller graph, and
@@ -236,9 +236,9 @@ class ChannelContextCoder(registry.Coder):
     outside: the same tensor, or BitstreamError (one line).
 
     The hyper-latent, then the latent in the one slice loop
-    (`latent_decoder.decode_slices`), each slice's tables predicted by
-    this coder's layers in a graph (eagerly they take longer than the range
-    decoding), as the server predicts them with its SavedModel's.
+    (`latent_decoder.decode_slices`), each slice's tables predicted by the
+    coder's server functions (graphs: eagerly the layers take longer than
+    the range decoding), as the server predicts them with its SavedModel's.
     """
     self._require_frozen()
     z_strings, y_strings = strings
@@ -246,31 +246,28 @@ class ChannelContextCoder(registry.Coder):
     z_hat = latent_decoder.decode_factorized(
         z_strings, self.hyper_coder.channel_tables,
         [(d + 1) // 2 for d in spatial_shape], stream="hyper")
-    features = self._features_traced(tf.constant(z_hat),
-                                     tf.constant(spatial_shape, tf.int32))
+    functions = self._server_functions_of(tuple(spatial_shape))
+    features = functions[bundle.HYPER_SYNTHESIS](
+        tf.constant(z_hat))[bundle.FEATURES]
 
     def predict(k, decoded):
-      inputs = [tf.concat(decoded, -1)] if decoded else []
-      loc, index = self._parameters_traced[k](features, *inputs)
-      return loc.numpy(), index.numpy()
+      inputs = {bundle.FEATURES: features}
+      if decoded:
+        inputs[bundle.DECODED] = tf.constant(np.concatenate(decoded, -1))
+      outputs = functions[bundle.slice_model(k)](**inputs)
+      return outputs[bundle.LOC].numpy(), outputs[bundle.INDEX].numpy()
 
     return tf.constant(latent_decoder.decode_slices(
         latent_decoder.IndexedStreams(y_strings, self._index_tables),
         len(self.slice_sizes), self.num_scales, predict))
 
-  @tf.function(reduce_retracing=True)
-  def _features_traced(self, z_hat, spatial_shape):
-    return self.hyper_features(z_hat, spatial_shape)
-
-  @property
-  def _parameters_traced(self):
-    """Per slice, `slice_parameters` in a graph: (features[, decoded])."""
-    if self._parameter_functions is None:
-      self._parameter_functions = [
-          tf.function(lambda features, *decoded, k=k: self.slice_parameters(
-              k, features, list(decoded)), reduce_retracing=True)
-          for k in range(len(self.slice_sizes))]
-    return self._parameter_functions
+  def _server_functions_of(self, latent_shape):
+    """`server_functions` for latents of this spatial shape, traced once:
+    `decode` predicts each slice's tables with the very functions the
+    server's SavedModel holds."""
+    if latent_shape not in self._predictors:
+      self._predictors[latent_shape] = self.server_functions(latent_shape)
+    return self._predictors[latent_shape]
 
   def stream_plan(self, latent_shape):
     """The hyper-latent (a channel stream, side information), then the
