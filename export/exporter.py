@@ -15,8 +15,7 @@ import shutil
 import numpy as np
 
 from tfvaeclf import cli, data, fileio
-from tfvaeclf.coding import bundle
-from tfvaeclf.coding import streams as stream_types
+from tfvaeclf.coding import bundle, streams as stream_types
 
 from export import encoder, mcu, server_model
 

@@ -10,13 +10,12 @@ import subprocess
 import numpy as np
 from tflite_micro import runtime as tflm
 
-from tfvaeclf.edge import EdgeEncoder
 from tfvaeclf.coding import bundle
-from tfvaeclf.edge import encoder as edge_encoder
+from tfvaeclf.edge import EdgeEncoder, encoder as edge_encoder
 from tfvaeclf.edge.interpreter import load_interpreter
+from tfvaeclf.serve.bundle_server import BundleServer
 
 from export import mcu
-from tfvaeclf.serve.bundle_server import BundleServer
 
 __all__ = ["CFLAGS", "build_harness", "c_conditional_messages", "c_messages",
            "edge_conditional_messages", "fixed_conditional_header",

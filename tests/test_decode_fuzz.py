@@ -19,13 +19,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import export
-from tfvaeclf.serve.bundle_server import BundleServer
-from tests.conftest import train_small_joint
 from tfvaeclf import codec, coders, errors
 from tfvaeclf.coding import codec_spec
 from tfvaeclf.hostile import (crafted_payloads, escape_attack, fuzz,
                               raw_mutations)
+from tfvaeclf.serve.bundle_server import BundleServer
+
+import export
+from tests.conftest import train_small_joint
 
 # Seconds a decode may take: a generous multiple of what it takes (about
 # 3 ms for a 16-image MNIST file, 20 ms with the context coder's eager

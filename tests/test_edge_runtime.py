@@ -11,11 +11,11 @@ from PIL import Image
 import tensorflow as tf
 
 from tfvaeclf import cli, codec, data, model_dir
-from tfvaeclf.edge import BundleError, EdgeEncoder, interpreter
 from tfvaeclf.coding import native
+from tfvaeclf.edge import BundleError, EdgeEncoder, interpreter
+from tfvaeclf.serve.bundle_server import BundleServer
 
 import export
-from tfvaeclf.serve.bundle_server import BundleServer
 from tests.conftest import edge_process, train_small_joint
 
 NUM_IMAGES = 10000  # the whole test split

@@ -7,9 +7,8 @@ import tensorflow as tf
 import tensorflow_compression as tfc
 from tensorflow_compression.python.ops import gen_ops
 
-from tfvaeclf import codec, coders, data
+from tfvaeclf import codec, coders, data, model_dir, models, train
 from tfvaeclf.coding import bitstream, latent_decoder
-from tfvaeclf import model_dir, models, train
 from tests.conftest import SMALL_JOINT, run_spec
 
 CONDITIONAL = ("hyperprior", "context")

@@ -8,8 +8,7 @@ import pytest
 
 from tfvaeclf import (baselines, data, distribute, errors, imageio,
                       model_dir)
-from tfvaeclf.coding import bitstream
-from tfvaeclf.coding import bundle
+from tfvaeclf.coding import bitstream, bundle
 from tests.conftest import REPO, run_cli
 
 # In a fresh interpreter: imports a module, or runs one as `python -m`

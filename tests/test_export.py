@@ -11,16 +11,16 @@ import pytest
 import tensorflow as tf
 
 from tfvaeclf import codec, data, model_dir
+from tfvaeclf.coding import bundle
 from tfvaeclf.coding.codec_spec import CodecSpec
 from tfvaeclf.edge import BundleError, EdgeEncoder
-from tfvaeclf.coding import bundle
 from tfvaeclf.errors import BitstreamError
+from tfvaeclf.serve.bundle_server import BundleServer
 
 import export
 from export import __main__ as export_main
 from export import encoder as export_encoder
 from export import server_model
-from tfvaeclf.serve.bundle_server import BundleServer
 from tests.conftest import SMALL_JOINT, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,13 +12,12 @@ import pytest
 from PIL import Image
 
 from tfvaeclf import codec, data, model_dir, models, train
-from tfvaeclf.coding import bitstream
+from tfvaeclf.coding import bitstream, bundle
 from tfvaeclf.edge import BundleError, EdgeEncoder
-from tfvaeclf.coding import bundle
 from tfvaeclf.errors import BitstreamError
+from tfvaeclf.serve.bundle_server import BundleServer
 
 import export
-from tfvaeclf.serve.bundle_server import BundleServer
 from tests.conftest import (MNIST_ARGS, edge_process, run_spec,
                             train_small_joint)
 from tests.test_export import _assert_one_line, _copy

@@ -12,12 +12,11 @@ from PIL import Image
 import tensorflow as tf
 
 from tfvaeclf import codec, data, model_dir
-from tfvaeclf.coding import bitstream, dither
+from tfvaeclf.coding import bitstream, bundle, dither
 from tfvaeclf.edge import EdgeEncoder
-from tfvaeclf.coding import bundle
+from tfvaeclf.serve.bundle_server import BundleServer
 
 import export
-from tfvaeclf.serve.bundle_server import BundleServer
 from tests.conftest import SMALL_RDC, edge_process, train_small_rdc
 from tests.test_export import classify_without_tfc
 

@@ -15,14 +15,12 @@ import pytest
 import tensorflow as tf
 
 from tfvaeclf import cli, codec, data, model_dir
-from tfvaeclf.coding import dither
-from tfvaeclf.edge import EdgeEncoder
-from tfvaeclf.coding import bundle, range_coder
-from tfvaeclf.edge import encoder as edge_encoder
+from tfvaeclf.coding import bundle, dither, range_coder
+from tfvaeclf.edge import EdgeEncoder, encoder as edge_encoder
+from tfvaeclf.serve.bundle_server import BundleServer
 
 import export
 from export import __main__ as export_main
-from tfvaeclf.serve.bundle_server import BundleServer
 from export import mcu, mcu_host
 from export.mcu_host import (CFLAGS, c_conditional_messages, c_messages,
                              edge_conditional_messages,

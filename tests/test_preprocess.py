@@ -16,11 +16,12 @@ import pytest
 from PIL import Image
 import tensorflow as tf
 
-import export
 from tfvaeclf import (codec, data, evaluate, hostile, imageio, model_dir,
                       models, specs, train)
-from tfvaeclf.edge import __main__ as edge_main
 from tfvaeclf.coding import bundle
+from tfvaeclf.edge import __main__ as edge_main
+
+import export
 from tests.conftest import SMALL_JOINT, edge_process, run_cli
 
 DATA = Path(__file__).parent / "data"

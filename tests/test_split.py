@@ -12,11 +12,11 @@ import tensorflow as tf
 
 from tfvaeclf import (backbones, codec, data, model_dir, models,
                       split_sweep)
-from tfvaeclf import points as points_lib
-from tfvaeclf import train
+from tfvaeclf import points as points_lib, train
 from tfvaeclf.edge import EdgeEncoder
-import export
 from tfvaeclf.serve.bundle_server import BundleServer
+
+import export
 from tests.conftest import run_cli, run_spec
 
 WIDTHS = (16, 32, 64)  # conftest's classifier_dir

@@ -19,8 +19,8 @@ class DitheredCoder(registry.Coder):
 
   The latent `y`, which the kind bounds to [0, levels - 1], is sent as the
   symbols `m = round(y + u)`, each one of `levels` values, and decoded as
-  `y_hat = m - u`, the dither `u` shared by both ends (`tfvaeclf.coding.dither`):
-  drawn afresh at every training step, computed from `seed` and each
+  `y_hat = m - u`, the dither `u` shared by both ends
+  (`tfvaeclf.coding.dither`): drawn afresh at every training step, computed from `seed` and each
   image's position in its batch (or file) otherwise. Either way `y_hat - y`
   is uniform on [-1/2, 1/2), so training sees the error of test time.
 

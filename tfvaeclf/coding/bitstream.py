@@ -15,7 +15,8 @@ File layout (integers little-endian):
     num_images   u32
     num_streams  u8       strings per image (1, or 2 with a hyper-latent)
     dither_seed  u32      version 2 only: the seed of the shared dither of
-                          a universally quantized latent (`tfvaeclf.coding.dither`)
+                          a universally quantized latent
+                          (`tfvaeclf.coding.dither`)
     crc32        u32      of every byte of the file except these four
     payload      per image, per stream: LEB128 length, then the string
 

@@ -10,8 +10,8 @@
     BUNDLE/server/                     SavedModel: decoded latents ->
                                        probabilities (`export.server_model`)
 
-The manifest also carries the model's `CodecSpec` (`tfvaeclf.coding.codec_spec`):
-`codec_fingerprint`, the identity of its encoder side that the board's
+The manifest also carries the model's `CodecSpec`
+(`tfvaeclf.coding.codec_spec`): `codec_fingerprint`, the identity of its encoder side that the board's
 files carry, and the image and latent shapes; and under "preprocessing"
 how training turned an image file into the encoder's input
 (`tfvaeclf.imageio.Preprocessing.record`), which the board applies too.

@@ -3,8 +3,8 @@
 A `CodecSpec` is built once per loaded model (`from_model`, which
 `model_dir.load` calls) or per bundle (`from_manifest`): the codec, evaluate,
 the server and the board all pack and unpack files through it, and only
-`tfvaeclf.coding.bitstream` spells their bytes. A one-image message (what a board
-sends) holds the same strings without a header: its shapes, seed and
+`tfvaeclf.coding.bitstream` spells their bytes. A one-image message (what a
+board sends) holds the same strings without a header: its shapes, seed and
 stream count are the spec's, and its CRC is keyed by the fingerprint.
 
 Its fingerprint identifies the encoder side, which is what determines a

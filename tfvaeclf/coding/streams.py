@@ -118,7 +118,8 @@ class ChannelStream(_Stream):
 
   TABLES = "channel"
 
-  def __init__(self, *args, dither=None, **kwargs):  # pylint: disable=redefined-outer-name
+  # pylint: disable-next=redefined-outer-name
+  def __init__(self, *args, dither=None, **kwargs):
     super().__init__(*args, **kwargs)
     self.dither = dict(dither) if dither else None
 
