@@ -12,6 +12,8 @@ indexed stream conditional on it. The board runs the slice coder
 (`board_functions`), the server the predictors (`server_functions`).
 """
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_compression as tfc
@@ -77,7 +79,11 @@ class ChannelContextCoder(registry.Coder):
     self._scale_fn = lambda index: tf.exp(low + step * index)
     self._training_model = self._indexed_model(compression=False)
     self._cdf = self._cdf_offset = self._index_tables = None
-    self._predictors = {}  # server_functions by latent shape
+    # `server_functions` by latent shape, traced once: `decode` predicts
+    # each slice's tables with the very functions the server's SavedModel
+    # holds. A cache outside Keras' tracking (no checkpoint dependency).
+    self._server_functions_of = functools.lru_cache(maxsize=None)(
+        self.server_functions)
 
   def _indexed_model(self, **kwargs):
     # Logistic, not normal: its log-probability is a far smaller graph, and
@@ -260,14 +266,6 @@ class ChannelContextCoder(registry.Coder):
     return tf.constant(latent_decoder.decode_slices(
         latent_decoder.IndexedStreams(y_strings, self._index_tables),
         len(self.slice_sizes), self.num_scales, predict))
-
-  def _server_functions_of(self, latent_shape):
-    """`server_functions` for latents of this spatial shape, traced once:
-    `decode` predicts each slice's tables with the very functions the
-    server's SavedModel holds."""
-    if latent_shape not in self._predictors:
-      self._predictors[latent_shape] = self.server_functions(latent_shape)
-    return self._predictors[latent_shape]
 
   def stream_plan(self, latent_shape):
     """The hyper-latent (a channel stream, side information), then the
