@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from tfvaeclf import cli, codec, data, model_dir
-from tfvaeclf.coding import bundle, dither, range_coder
+from tfvaeclf.coding import bundle, dither, range_coder, streams
 from tfvaeclf.edge import EdgeEncoder, encoder as edge_encoder
 from tfvaeclf.serve.bundle_server import BundleServer
 
@@ -58,8 +58,8 @@ def python_messages(bundle_dir, latents, first_counter=0):
       "dtype": np.int8, "quantization_parameters": {
           "scales": [output["scale"]],
           "zero_points": [output["zero_point"]]}})
-  values = edge_encoder._quantizer(stream)(dequantize(latents),
-                                           first_counter)
+  (channel_stream,) = streams.read_plan(bundle_dir, encoder.manifest)
+  values = channel_stream.quantize(dequantize(latents), first_counter)
   counter = first_counter if "dither" in stream else None
   return encoder.codec.pack_messages(encoder.code({stream["name"]: values}),
                                      counter)
