@@ -114,13 +114,10 @@ def litert_conditional(bundle_dir, images):
 def edge_conditional_messages(bundle_dir, hyper, latent):
   """What the Linux edge sends for a conditional bundle's int8 encoder
   outputs (its LiteRT slice coder, its range coder)."""
-  # pylint: disable=protected-access
   encoder = EdgeEncoder(bundle_dir, int8=True)
-  coded = {}
-  for name, outputs in zip(encoder._streams, (hyper, latent)):
-    coded[name] = encoder._streams[name].quantize(
-        encoder._dequantize[name](outputs), 0, coded)
-  return encoder.codec.pack_messages(encoder.code(coded))
+  names = [stream["name"] for stream in encoder.manifest["streams"]]
+  return encoder.codec.pack_messages(encoder.code(
+      encoder.quantize(dict(zip(names, (hyper, latent))))))
 
 
 def tflm_outputs(bundle_dir, pixels):

@@ -135,7 +135,14 @@ class EdgeEncoder:
                        f"{images.dtype} {images.shape}")
     if not len(images):  # TFLite can't allocate an empty batch
       return {stream.name: stream.empty() for stream in self._plan}
-    outputs = self._encoder.run({bundle.ENCODER_INPUT: self._pixels[images]})
+    return self.quantize(
+        self._encoder.run({bundle.ENCODER_INPUT: self._pixels[images]}),
+        first_index)
+
+  def quantize(self, outputs, first_index=0):
+    """The encoder's raw outputs {stream: array} -> {stream: what it
+    codes}, each stream by its type's board half, in plan order (a stream
+    before those conditional on it)."""
     coded = {}
     for stream in self._plan:
       coded[stream.name] = stream.quantize(
