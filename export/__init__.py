@@ -3,10 +3,10 @@
     python -m export --model_dir=DIR --out=BUNDLE [--calibration_examples=N]
     tfvaeclf-export ...   (the same, installed)
 
-The bundle (layout in `tfvaeclf.edge.bundle`) holds TFLite encoders for the
+The bundle (layout in `tfvaeclf.coding.bundle`) holds TFLite encoders for the
 board, the frozen coding tables, and a SavedModel for the server (on stock
 TensorFlow ops); both sides check it against its manifest before use
-(`tfvaeclf.edge.EdgeEncoder`, `tfvaeclf.export.server.BundleServer`).
+(`tfvaeclf.edge.EdgeEncoder`, `tfvaeclf.serve.bundle_server.BundleServer`).
 
 These files are the package `export` in a checkout (`python -m export`) and
 `tfvaeclf.export` once installed; code outside them imports

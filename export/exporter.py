@@ -15,80 +15,18 @@ import shutil
 import numpy as np
 
 from tfvaeclf import cli, data, fileio
-from tfvaeclf.edge import bundle
+from tfvaeclf.coding import bundle, streams as stream_types
 
-from . import encoder, mcu, server
+from . import encoder, mcu, server_model
 
 __all__ = ["calibration_images", "calibration_sample", "export_bundle"]
 
 
-def _channel_stream(name, coder, spatial_shape, **extra):
-  """The manifest entry and the tables.npz arrays of a stream coded with a
-  table per channel by the factorized `coder`."""
-  tables = coder.tables()
-  stream = {"name": name, "tables": "channel",
-            "shape": [*spatial_shape, coder.channels], "dtype": "int32",
-            **extra}
-  arrays = {"cdf": tables["cdf"], "cdf_offset": tables["cdf_offset"],
-            "coding_rank": np.int32(coder.coding_rank),
-            "precision": np.int32(coder.range_coder_precision),
-            "shape": np.array(stream["shape"], np.int32)}
-  return stream, {f"{name}/{k}": v for k, v in arrays.items()}
-
-
-def _streams(model, codec):
-  """What the edge codes and the server decodes, per stream of the coder.
-
-  A factorized or dithered coder writes one stream, the whole latent, table
-  = channel; the conditional coders write two: the hyper-latent (channel)
-  and the latent (indexed, with the slice coder that picks its tables). A
-  dithered coder's stream is its symbol coder's, plus the "dither" the board
-  adds before rounding: the edge encoder still outputs y. (No isinstance on
-  `tfvaeclf.entropy`'s coders: importing it imports TFC, which
-  `export.server` must not need.)
-  """
-  coder = model.coder
-  if codec.num_streams == 2:
-    hyper_name, name = codec.stream_names
-    z_shape = coder.hyper_analysis(
-        np.zeros([1, *codec.latent_shape, coder.channels],
-                 np.float32)).shape[1:-1]
-    hyper, arrays = _channel_stream(hyper_name, coder.hyper_coder, z_shape)
-    tables = coder.tables()
-    latent = {"name": name, "tables": "indexed",
-              "shape": [*codec.latent_shape, coder.channels],
-              "dtype": "int32",
-              "conditional": {
-                  "on": hyper_name, "slices": list(coder.slice_sizes),
-                  "num_scales": coder.num_scales,
-                  "model": bundle.SLICE_CODER}}
-    arrays.update({
-        f"{name}/cdf": tables["latent/cdf"],
-        f"{name}/cdf_offset": tables["latent/cdf_offset"],
-        f"{name}/coding_rank": np.int32(coder.coding_rank),
-        f"{name}/precision": np.int32(coder.range_coder_precision),
-        f"{name}/shape": np.array(latent["shape"], np.int32)})
-    return [hyper, latent], arrays
-  dithered = {}
-  if model.dither_seed is not None:
-    dithered = {"dither": {"seed": coder.seed, "levels": coder.levels}}
-    coder = coder.symbol_coder
-  (name,) = codec.stream_names
-  stream, arrays = _channel_stream(name, coder, codec.latent_shape,
-                                   **dithered)
-  return [stream], arrays
-
-
-def _encode_streams(model, streams):
-  """float images -> {stream name: what the board quantizes}: the latent,
-  and a conditional coder's hyper-latent of it."""
-  names = [stream["name"] for stream in streams]
-
+def _encode_streams(model):
+  """float images -> {stream name: what the board quantizes}: the edge
+  encoder's graph, the coder's `edge_outputs` of the model's latent."""
   def encode_streams(images):
-    latent = model.encode(images, training=False)
-    if len(names) == 1:
-      return {names[0]: latent}
-    return {names[0]: model.coder.hyper_analysis(latent), names[1]: latent}
+    return model.coder.edge_outputs(model.encode(images, training=False))
 
   return encode_streams
 
@@ -122,8 +60,10 @@ def _versions():
 def _write(loaded, directory, calibration, with_mcu):
   """Writes every file of the bundle into `directory`, the manifest last."""
   model, codec = loaded.model, loaded.codec
-  streams, tables = _streams(model, codec)
-  encode_streams = _encode_streams(model, streams)
+  plan = model.coder.stream_plan(codec.latent_shape)
+  streams = stream_types.manifest_entries(plan)
+  tables = stream_types.tables_arrays(plan)
+  encode_streams = _encode_streams(model)
   edge = {}
   for name, images in ((bundle.ENCODER, None),
                        (bundle.ENCODER_INT8, calibration)):
@@ -131,27 +71,26 @@ def _write(loaded, directory, calibration, with_mcu):
         encode_streams, model.config.image_shape, images)
     fileio.write_bytes(os.path.join(directory, name), flatbuffer)
     edge[name] = encoder.describe(flatbuffer)
-  parameters, slice_coder = {}, {}
-  if "conditional" in streams[-1]:
-    parameters = encoder.parameter_functions(model.coder, codec.latent_shape)
-    converted = encoder.convert_function(encoder.slice_coder_function(
-        model.coder, codec.latent_shape))
-    fileio.write_bytes(os.path.join(directory, bundle.SLICE_CODER),
-                       converted)
-    slice_coder = {"slice_coder": encoder.describe(converted)}
+  board_models = {}
+  for name, function in model.coder.board_functions(
+      codec.latent_shape).items():
+    converted = encoder.convert_function(function)
+    fileio.write_bytes(os.path.join(directory, name), converted)
+    # Described in the manifest's "edge" under its file's stem.
+    stem = os.path.splitext(os.path.basename(name))[0]
+    board_models[stem] = encoder.describe(converted)
   with fileio.atomic_writer(os.path.join(directory, bundle.TABLES)) as f:
     np.savez(f, **tables)
   board = {}
   if with_mcu:
-    board_slice_coder = (mcu.convert_slice_coder(model.coder,
-                                                 codec.latent_shape)
-                         if "conditional" in streams[-1] else None)
-    board = {"mcu": mcu.write_mcu(directory, codec.fingerprint, streams,
+    board = {"mcu": mcu.write_mcu(directory, codec.fingerprint, plan,
                                   tables, edge[bundle.ENCODER_INT8],
-                                  flatbuffer, board_slice_coder)}
-  signatures = server.save(model, streams[-1]["shape"],
-                           os.path.join(directory, bundle.SERVER_DIR),
-                           parameters)
+                                  flatbuffer, model.coder,
+                                  codec.latent_shape)}
+  signatures = server_model.save(
+      model, stream_types.input_shape(plan),
+      os.path.join(directory, bundle.SERVER_DIR),
+      model.coder.server_functions(codec.latent_shape))
   fileio.write_json(os.path.join(directory, bundle.MANIFEST), {
       "format": bundle.FORMAT,
       "format_version": bundle.format_version(streams),
@@ -164,12 +103,12 @@ def _write(loaded, directory, calibration, with_mcu):
       bundle.PREPROCESSING: loaded.preprocessing.record(),
       "streams": streams,
       "edge": {"encoders": edge, "calibration_examples": len(calibration),
-               **slice_coder},
+               **board_models},
       **board,
       "server": {"signatures": signatures,
                  "load": "tf.saved_model.load(BUNDLE/server) or TF Serving; "
                          "its input is the latent decoded by tfvaeclf "
-                         "(export.server.BundleServer)"},
+                         "(tfvaeclf.serve.bundle_server.BundleServer)"},
       "versions": _versions(),
       "files": bundle.file_digests(directory),
   })

@@ -8,7 +8,7 @@
     mcu/tfvaeclf_model.{h,c}    the frozen tables, the int8 output -> value
                                 tables, fingerprint, shapes, arena size and
                                 worst-case message size
-    mcu/range_coder.{h,c}       the C99 range coder (tfvaeclf/edge/csrc)
+    mcu/range_coder.{h,c}       the C99 range coder (tfvaeclf/coding/csrc)
     mcu/tfvaeclf_message.{h,c}  int8 latent (a conditional coder's: int8
                                 hyper-latent and the slice coder's values
                                 and indexes) -> one wire-format message
@@ -33,10 +33,10 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from tfvaeclf import cli, dither
-from tfvaeclf.edge import range_coder
+from tfvaeclf import cli
+from tfvaeclf.coding import dither, range_coder
 
-__all__ = ["MCU_DIR", "SLICE_CODER", "arena_size", "convert_slice_coder",
+__all__ = ["MCU_DIR", "SLICE_CODER", "arena_size", "convert_board_model",
            "model_ops", "symbol_tables", "tensor_positions", "write_mcu"]
 
 MCU_DIR = "mcu"
@@ -64,15 +64,25 @@ def model_ops(*flatbuffers):
   return list(dict.fromkeys(ops))
 
 
-def convert_slice_coder(coder, latent_shape):
-  """The float32 slice coder for TFLM, whose kernels need static shapes:
-  `export.encoder.slice_coder_function` for one image."""
+def _conditional(plan):
+  """Whether the MCU coder runs `plan` as a channel stream then an indexed
+  stream on it (else as one channel stream); UserError for any other."""
+  types = [stream.TABLES for stream in plan]
+  if types == ["channel"]:
+    return False
+  if types == ["channel", "indexed"] and plan[1].on == plan[0].name:
+    return True
+  raise cli.UserError(
+      "the MCU coder runs one channel stream, or a channel stream then an "
+      f"indexed stream on it, not this coder's ({', '.join(types)})")
+
+
+def convert_board_model(coder, latent_shape, name):
+  """The float32 board model `name` of `coder` (its slice coder) for TFLM,
+  whose kernels need static shapes: for one image."""
   from . import encoder
-  function = encoder.slice_coder_function(coder, latent_shape)
-  specs = [tf.TensorSpec([1, *spec.shape[1:]], spec.dtype, name=spec.name)
-           for spec in function.input_signature]
-  return encoder.convert_function(tf.function(
-      lambda z_hat, latent: function(z_hat, latent), input_signature=specs))
+  return encoder.convert_function(
+      coder.board_functions(latent_shape, batch_size=1)[name])
 
 
 def tensor_positions(flatbuffer):
@@ -295,8 +305,8 @@ def _conditional_codec(stream, arrays, quantization):
   return parts, bound, string_bytes
 
 
-def _codec_files(fingerprint, streams, arrays, outputs, pixels, defines,
-                 ops):
+def _codec_files(fingerprint, streams, conditional, arrays, outputs, pixels,
+                 defines, ops):
   """tfvaeclf_model.{h,c} and the message's worst-case bytes. `outputs`:
   the int8 encoder's, by stream name; `defines`: (name, value, comment) of
   the models the header also states."""
@@ -307,7 +317,6 @@ def _codec_files(fingerprint, streams, arrays, outputs, pixels, defines,
            _array("uint8_t", "tfvaeclf_fingerprint", list(fingerprint),
                   attributes="static ")]
   first = streams[0]
-  conditional = len(streams) == 2
   codec_parts, string_bytes = _channel_codec(
       "tfvaeclf_hyper_codec" if conditional else "tfvaeclf_model_codec",
       "tfvaeclf_hyper" if conditional else "tfvaeclf", first, arrays,
@@ -477,17 +486,24 @@ def _slice_coder_files(slice_coder, quantization):
       extra_source="\n" + _float_array("tfvaeclf_latent_input", latent))
 
 
-def write_mcu(directory, fingerprint, streams, arrays, edge, flatbuffer,
-              slice_coder=None):
-  """Writes `directory/mcu/` for the coder `streams` (manifest entries)
-  with tables `arrays` (tables.npz's), messages keyed by the codec
-  `fingerprint`, and its int8 encoder `flatbuffer` described by `edge`
-  (`encoder.describe`); a conditional coder's `slice_coder` flatbuffer
-  too. Returns the figures for the manifest."""
-  from tfvaeclf.edge import bundle
+def write_mcu(directory, fingerprint, plan, arrays, edge, flatbuffer, coder,
+              latent_shape):
+  """Writes `directory/mcu/` for the stream `plan` of `coder` (for latents
+  of spatial shape `latent_shape`) with tables `arrays` (tables.npz's),
+  messages keyed by the codec `fingerprint`, and its int8 encoder
+  `flatbuffer` described by `edge` (`encoder.describe`); an indexed
+  stream's slice coder too, converted for one image. Returns the figures
+  for the manifest; UserError (one line) for a plan the MCU coder cannot
+  run."""
+  from tfvaeclf.coding import bundle
+  from tfvaeclf.coding import streams as stream_types
   from tfvaeclf.edge import encoder as edge_encoder
   # pylint: disable=protected-access
-  conditional = len(streams) == 2
+  conditional = _conditional(plan)
+  streams = stream_types.manifest_entries(plan)
+  slice_coder = (convert_board_model(coder, latent_shape,
+                                     plan[1].board_model)
+                 if conditional else None)
   models = [flatbuffer] + ([slice_coder] if conditional else [])
   ops = model_ops(*models)
   arenas = [arena_size(model) for model in models]
@@ -522,7 +538,8 @@ def write_mcu(directory, fingerprint, streams, arrays, edge, flatbuffer,
     files.update(_slice_coder_files(
         slice_coder, edge["outputs"][latent]["quantization"]))
   codec_files, max_message = _codec_files(
-      fingerprint, streams, arrays, edge["outputs"], pixels, defines, ops)
+      fingerprint, streams, conditional, arrays, edge["outputs"], pixels,
+      defines, ops)
   files.update(codec_files)
   files["main.cc"] = _main(ops, conditional)
   files["tfvaeclf.mk"] = _template("tfvaeclf.mk").replace(

@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from tfvaeclf import bitstream
+from tfvaeclf.coding import bitstream
 
 FINGERPRINT = bytes(range(8))
 

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 import tensorflow as tf
 
-from tfvaeclf import bitstream, codec, data, model_dir
+from tfvaeclf import codec, data, model_dir
+from tfvaeclf.coding import bitstream
 from tests.conftest import run_cli
 
 

@@ -9,8 +9,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from tfvaeclf import bitstream, codec, data, model_dir, models, train
-from tfvaeclf.codec_spec import CodecSpec
+from tfvaeclf import codec, data, model_dir, models, train
+from tfvaeclf.coding import bitstream
+from tfvaeclf.coding.codec_spec import CodecSpec
 from tests.conftest import SMALL_RDC, run_cli, run_spec, train_small_rdc
 
 SMALL_BETA_VAE = {"filters": (8, 16, 16), "latent_dim": 8}

@@ -4,7 +4,7 @@ Files of three coders (factorized, channel context, dithered) are mutated
 raw (bit flips, truncation, splices, garbage) and crafted the way an
 attacker would: each image's strings replaced with random bytes under a
 recomputed, valid CRC. So are the files and messages a bundle's server
-(`tfvaeclf.export.server.BundleServer`) decodes for hyperprior and context models,
+(`BundleServer`) decodes for hyperprior and context models,
 whose slice loop runs the SavedModel's sub-models on whatever the hostile
 hyper-latent decodes to. Such payloads made TFC's range decoder run for
 minutes; the project's decoder must finish each file within a
@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import export
-from tfvaeclf.export import server
-from tests.conftest import train_small_joint
-from tfvaeclf import codec, codec_spec, entropy, errors
+from tfvaeclf import codec, coders, errors, export
+from tfvaeclf.coding import codec_spec
+from tfvaeclf.serve.bundle_server import BundleServer
 from tests.support.hostile import (crafted_payloads, escape_attack, fuzz,
-                              raw_mutations)
+                                   raw_mutations)
+
+from tests.conftest import train_small_joint
 
 # Seconds a decode may take: a generous multiple of what it takes (about
 # 3 ms for a 16-image MNIST file, 20 ms with the context coder's eager
@@ -76,7 +77,7 @@ def crafted_messages(rng, spec, messages, count):
 def dithered():
   """A dithered coder and the spec of its files: what decoding needs of an
   rdc model dir (whose training would take longer than this whole test)."""
-  coder = entropy.DitheredCoder((1, 1, 8), 4, seed=3)
+  coder = coders.DitheredCoder((1, 1, 8), 4, seed=3)
   latent = tf.random.stateless_uniform((256, 1, 1, 8), (0, 1), 0., 3.)
   coder(latent, training=True)
   coder.freeze()
@@ -157,7 +158,7 @@ def test_server_of_a_conditional_bundle_decodes_fuzz_in_bounded_time(
   out = str(tmp_path / "bundle")
   export.export_bundle(loaded, out,
                        export.calibration_images(loaded.config, 10))
-  served = server.BundleServer(out, loaded.fingerprint)
+  served = BundleServer(out, loaded.fingerprint)
   files = [codec.compress_images(loaded, digits[:n]) for n in (1, 16)]
   messages = codec.compress_messages(loaded, digits[:4])
   for data in files + messages:  # valid, and every lazy initialization done

@@ -1,4 +1,4 @@
-"""tfvaeclf.edge.range_coder must write exactly TFC 2.14.1's bytes.
+"""tfvaeclf.coding.range_coder must write exactly TFC 2.14.1's bytes.
 
 Every test compares with the TFC ops themselves (tensorflow and
 tensorflow_compression are imported here only; the module under test must
@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from tfvaeclf.edge import range_coder as rc  # pylint: disable=g-import-not-at-top
+from tfvaeclf.coding import range_coder as rc  # pylint: disable=g-import-not-at-top
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf = pytest.importorskip("tensorflow")
@@ -402,7 +402,7 @@ def models():
   """Two real models on one NoisyDeepFactorized prior with 16 channels.
 
   The first is the TFC default (coding_rank=1, precision 12, offset
-  heuristic); the second is set up like tfvaeclf.entropy.FactorizedCoder
+  heuristic); the second is set up like tfvaeclf.coders.FactorizedCoder
   (coding_rank=3, precision 16, no offset heuristic). Tail estimation is an
   eager loop of several seconds; both models share the prior, so its result
   is computed once (the tables are exactly what TFC builds).
@@ -452,7 +452,7 @@ def test_batched_model_compress(models):
 
 
 def test_project_style_model_rank3_precision16(models):
-  # As tfvaeclf.entropy.FactorizedCoder: coding_rank=3, precision 16,
+  # As tfvaeclf.coders.FactorizedCoder: coding_rank=3, precision 16,
   # no offset heuristic, one table per channel of a (B, H, W, C) latent.
   model = models[1]
   assert model.quantization_offset is None
@@ -497,9 +497,10 @@ def test_indexed_model_compress():
 # ---------------------------------------------------------------------------
 # Packaging
 # ---------------------------------------------------------------------------
-def test_edge_package_does_not_import_tensorflow():
-  code = ("import sys, tfvaeclf.edge as e; "
-          "e.encode_channel([[0]], e.CdfTables([-8, 0, 256])); "
+def test_edge_and_coding_do_not_import_tensorflow():
+  code = ("import sys, tfvaeclf.edge, tfvaeclf.coding as c; "
+          "import tfvaeclf.coding.streams, tfvaeclf.coding.latent_decoder; "
+          "c.encode_channel([[0]], c.CdfTables([-8, 0, 256])); "
           "bad = [m for m in sys.modules if m.startswith('tensorflow')]; "
           "assert not bad, bad")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,

@@ -11,10 +11,11 @@ from PIL import Image
 import tensorflow as tf
 
 from tfvaeclf import cli, codec, data, model_dir
-from tfvaeclf.edge import BundleError, EdgeEncoder, interpreter, native
+from tfvaeclf.coding import native
+from tfvaeclf.edge import BundleError, EdgeEncoder, interpreter
+from tfvaeclf.serve.bundle_server import BundleServer
 
 from tfvaeclf import export
-from tfvaeclf.export import server
 from tests.conftest import edge_process, train_small_joint
 
 NUM_IMAGES = 10000  # the whole test split
@@ -101,7 +102,7 @@ def test_edge_process_without_tensorflow_writes_the_codec_file(
 
 def test_server_saved_model_classifies_edge_file_like_keras(
     edge_files, good, good_bundle, digits):
-  served = server.BundleServer(good_bundle, good.fingerprint)
+  served = BundleServer(good_bundle, good.fingerprint)
   classes = served.classify(served.decode(edge_files["float"]))["classes"]
   np.testing.assert_array_equal(classes, digits[2])
 
@@ -148,7 +149,7 @@ def test_tf_lite_is_the_fallback_runtime(good_bundle, digits, monkeypatch):
 
 def test_bundle_of_another_model_is_refused(good_bundle, loaded, trained_dir,
                                             edge_files, tmp_path, capsys):
-  for load in (EdgeEncoder, server.BundleServer):
+  for load in (EdgeEncoder, BundleServer):
     with pytest.raises(BundleError, match="another model"):
       load(good_bundle, expected_fingerprint=loaded.fingerprint)
   code, _, err = _codec_classify(trained_dir, edge_files["float"], tmp_path,

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from tfvaeclf import (baselines, bitstream, data, distribute, errors,
-                      imageio, model_dir)
-from tfvaeclf.edge import bundle
+from tfvaeclf import (baselines, data, distribute, errors, imageio,
+                      model_dir)
+from tfvaeclf.coding import bitstream, bundle
 from tests.conftest import REPO, run_cli
 
 # In a fresh interpreter: imports a module, or runs one as `python -m`

@@ -11,14 +11,16 @@ import pytest
 import tensorflow as tf
 
 from tfvaeclf import codec, data, model_dir
-from tfvaeclf.codec_spec import CodecSpec
-from tfvaeclf.edge import BundleError, EdgeEncoder, bundle
+from tfvaeclf.coding import bundle
+from tfvaeclf.coding.codec_spec import CodecSpec
+from tfvaeclf.edge import BundleError, EdgeEncoder
 from tfvaeclf.errors import BitstreamError
+from tfvaeclf.serve.bundle_server import BundleServer
 
 from tfvaeclf import export
 from tfvaeclf.export import __main__ as export_main
 from tfvaeclf.export import encoder as export_encoder
-from tfvaeclf.export import server
+from tfvaeclf.export import server_model
 from tests.conftest import SMALL_JOINT, run_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,8 +32,8 @@ EDGE_FILES = [bundle.ENCODER, bundle.ENCODER_INT8, bundle.TABLES]
 NO_TFC = r"""
 import sys
 sys.modules["tensorflow_compression"] = None  # makes its import fail
-from tfvaeclf.export import server
-served = server.BundleServer(sys.argv[1])
+from tfvaeclf.serve.bundle_server import BundleServer
+served = BundleServer(sys.argv[1])
 for path in sys.argv[2:]:
   with open(path, "rb") as f:
     print(*served.classify(served.decode(f.read()))["classes"])
@@ -135,7 +137,7 @@ def test_server_classifies_like_keras(bundle_dir, loaded, mnist):
   images, _ = next(iter(mnist.test.batch(64)))
   floats = data.to_float(images)
   outputs = loaded.model(floats, training=False)
-  served = server.BundleServer(bundle_dir, loaded.fingerprint)
+  served = BundleServer(bundle_dir, loaded.fingerprint)
   assert served.manifest["model"]["fingerprint"] == loaded.fingerprint.hex()
   assert served.class_names == list("0123456789")
   latent_hat = served.decode(codec.compress_images(loaded, images.numpy()))
@@ -178,7 +180,7 @@ def test_server_side_runs_without_tfc(bundle_dir, loaded, mnist, tmp_path):
 
 
 def test_server_refuses_bad_files_in_one_line(bundle_dir, loaded, mnist):
-  served = server.BundleServer(bundle_dir)
+  served = BundleServer(bundle_dir)
   images, _ = next(iter(mnist.test.batch(2)))
   file_bytes = codec.compress_images(loaded, images.numpy())
   cases = {"truncated": file_bytes[:-3],
@@ -202,7 +204,7 @@ def test_server_refuses_a_bundle_whose_server_takes_strings(bundle_dir,
   with open(path, "w") as f:
     json.dump(manifest, f)
   with pytest.raises(BundleError) as excinfo:
-    server.BundleServer(copy)
+    BundleServer(copy)
   _assert_one_line(excinfo, "decodes strings with TFC", "export the bundle")
 
 
@@ -213,7 +215,7 @@ def test_server_reconstructs_where_the_model_has_a_decoder(tmp_path, mnist):
   images, _ = next(iter(mnist.test.batch(8)))
   latent_hat = model(data.to_float(images))["latent_hat"]
   shape = latent_hat.shape[1:].as_list()
-  signatures = server.save(model, shape, str(tmp_path / "server"))
+  signatures = server_model.save(model, shape, str(tmp_path / "server"))
   assert signatures["reconstruct"] == {
       "inputs": {"latent_hat": {"dtype": "float32", "shape": [None, *shape]}},
       "outputs": ["images"]}
@@ -236,7 +238,7 @@ def test_altered_file_is_refused(bundle_dir, tmp_path, name):
     f.write(bytes([byte[0] ^ 1]))
   loaders = [EdgeEncoder] if name in EDGE_FILES else []
   if name.startswith("server/") or name == bundle.TABLES:
-    loaders.append(server.BundleServer)
+    loaders.append(BundleServer)
   for load in loaders:
     with pytest.raises(BundleError) as excinfo:
       load(copy)
@@ -251,7 +253,7 @@ def test_missing_file_is_refused(bundle_dir, tmp_path):
   _assert_one_line(excinfo, bundle.ENCODER_INT8, "missing")
   shutil.rmtree(os.path.join(copy, "server", "variables"))
   with pytest.raises(BundleError) as excinfo:
-    server.BundleServer(copy)
+    BundleServer(copy)
   _assert_one_line(excinfo, "server/variables/", "missing")
   manifest_path = os.path.join(copy, bundle.MANIFEST)
   with open(manifest_path, "r+") as f:
@@ -273,7 +275,7 @@ def test_board_needs_only_the_edge_files(bundle_dir, tmp_path):
 
 def test_bundle_of_another_model_is_refused(bundle_dir, loaded):
   other = bytes(8)
-  for load in (EdgeEncoder, server.BundleServer):
+  for load in (EdgeEncoder, BundleServer):
     with pytest.raises(BundleError) as excinfo:
       load(bundle_dir, expected_fingerprint=other)
     _assert_one_line(excinfo, "another model", loaded.fingerprint.hex())

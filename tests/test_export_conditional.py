@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfvaeclf import bitstream, codec, data, model_dir, models, train
-from tfvaeclf.edge import BundleError, EdgeEncoder, bundle
+from tfvaeclf import codec, data, model_dir, models, train
+from tfvaeclf.coding import bitstream, bundle
+from tfvaeclf.edge import BundleError, EdgeEncoder
 from tfvaeclf.errors import BitstreamError
+from tfvaeclf.serve.bundle_server import BundleServer
 
 from tfvaeclf import export
-from tfvaeclf.export import server
 from tests.conftest import (MNIST_ARGS, edge_process, run_spec,
                             train_small_joint)
 from tests.test_export import _assert_one_line, _copy
@@ -132,7 +133,7 @@ def test_c_and_numpy_coders_write_the_same_bytes(trained, digits):
 
 def test_server_decodes_as_the_model_does(trained, digits):
   _, loaded, out = trained
-  served = server.BundleServer(out, loaded.fingerprint)
+  served = BundleServer(out, loaded.fingerprint)
   for payload in (codec.compress_images(loaded, digits[0]),
                   *codec.compress_messages(loaded, digits[0][:3])):
     np.testing.assert_array_equal(served.decode(payload),
@@ -168,7 +169,7 @@ def test_int8_board_is_decoded_by_the_server(trained, digits, pngs,
   images, labels, keras = digits
   file_bytes = _edge_encode(out, pngs, str(tmp_path / "int8.tfvc"), "--int8")
   assert file_bytes == EdgeEncoder(out, int8=True).encode_file(images)
-  served = server.BundleServer(out, loaded.fingerprint)
+  served = BundleServer(out, loaded.fingerprint)
   latent_hat = served.decode(file_bytes)
   np.testing.assert_array_equal(latent_hat,
                                 codec.decode_latent(loaded, file_bytes))
@@ -222,7 +223,7 @@ def test_missing_table_fails_in_one_line(trained, tmp_path):
   manifest["files"] = bundle.file_digests(copy)
   with open(manifest_path, "w") as f:
     json.dump(manifest, f)
-  for load in (EdgeEncoder, server.BundleServer):
+  for load in (EdgeEncoder, BundleServer):
     with pytest.raises(BundleError) as excinfo:
       load(copy)
     _assert_one_line(excinfo, bundle.TABLES, "'latent'", "cdf_offset")
@@ -273,5 +274,5 @@ def test_every_kind_exports_with_its_coders(kind, coder, config, image_size,
   assert EdgeEncoder(out).encode_file(images) == codec.compress_images(
       loaded, images)
   int8 = EdgeEncoder(out, int8=True).encode_file(images)
-  np.testing.assert_array_equal(server.BundleServer(out).decode(int8),
+  np.testing.assert_array_equal(BundleServer(out).decode(int8),
                                 codec.decode_latent(loaded, int8))

@@ -11,11 +11,12 @@ import pytest
 from PIL import Image
 import tensorflow as tf
 
-from tfvaeclf import bitstream, codec, data, dither, model_dir
-from tfvaeclf.edge import EdgeEncoder, bundle
+from tfvaeclf import codec, data, model_dir
+from tfvaeclf.coding import bitstream, bundle, dither
+from tfvaeclf.edge import EdgeEncoder
+from tfvaeclf.serve.bundle_server import BundleServer
 
 from tfvaeclf import export
-from tfvaeclf.export import server
 from tests.conftest import SMALL_RDC, edge_process, train_small_rdc
 from tests.test_export import classify_without_tfc
 
@@ -126,7 +127,7 @@ def test_int8_encoder_adds_the_dither_after_dequantizing(rdc, rdc_bundle,
 
 def test_server_decodes_with_the_seed_of_the_file(rdc, rdc_bundle, digits,
                                                   edge_file, decoded):
-  served = server.BundleServer(rdc_bundle, rdc.fingerprint)
+  served = BundleServer(rdc_bundle, rdc.fingerprint)
   latent_hat = served.decode(edge_file)
   np.testing.assert_array_equal(latent_hat, decoded[0])
   same = decoded[1]  # the images whose symbols TFLite and TF agree on
@@ -156,7 +157,7 @@ def test_server_decodes_board_messages_with_their_counters(rdc, rdc_bundle,
   as the codec does, and consecutive messages differ in their dither."""
   messages = EdgeEncoder(rdc_bundle).encode_messages(digits[0][:4],
                                                      first_counter=1000)
-  served = server.BundleServer(rdc_bundle)
+  served = BundleServer(rdc_bundle)
   for message in messages:
     np.testing.assert_array_equal(served.decode(message),
                                   codec.decode_latent(rdc, message).numpy())

@@ -14,7 +14,7 @@ import tensorflow as tf
 from tfvaeclf import codec, data, evaluate, model_dir, models
 from tfvaeclf.experiments import frontier
 from tfvaeclf.edge import EdgeEncoder
-from tfvaeclf.export import server
+from tfvaeclf.serve.bundle_server import BundleServer
 from tests.conftest import REPO, run_cli, train_small_joint
 
 
@@ -95,7 +95,7 @@ def test_export_edge_and_server_code_the_global_latent(
   assert latents.shape == (len(images), global_loaded.model.config
                            .latent_channels)
   in_graph = global_loaded.model(data.to_float(images), training=False)
-  served = server.BundleServer(out, global_loaded.fingerprint)
+  served = BundleServer(out, global_loaded.fingerprint)
   predicted = served.classify(served.decode(edge.encode_file(images)))
   agree = np.mean(predicted["classes"] ==
                   tf.argmax(in_graph["logits"], -1).numpy())

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import cli, codec, data, dither, model_dir
-from tfvaeclf.edge import EdgeEncoder, bundle, range_coder
-from tfvaeclf.edge import encoder as edge_encoder
+from tfvaeclf import cli, codec, data, model_dir
+from tfvaeclf.coding import bundle, dither, range_coder, streams
+from tfvaeclf.edge import EdgeEncoder, encoder as edge_encoder
+from tfvaeclf.serve.bundle_server import BundleServer
 
 from tfvaeclf import export
 from tfvaeclf.export import __main__ as export_main
@@ -59,8 +60,8 @@ def python_messages(bundle_dir, latents, first_counter=0):
       "dtype": np.int8, "quantization_parameters": {
           "scales": [output["scale"]],
           "zero_points": [output["zero_point"]]}})
-  values = edge_encoder._quantizer(stream)(dequantize(latents),
-                                           first_counter)
+  (channel_stream,) = streams.read_plan(bundle_dir, encoder.manifest)
+  values = channel_stream.quantize(dequantize(latents), first_counter)
   counter = first_counter if "dither" in stream else None
   return encoder.codec.pack_messages(encoder.code({stream["name"]: values}),
                                      counter)
@@ -306,7 +307,7 @@ def test_conditional_tflm_messages_are_the_edges(conditional, test_digits):
   messages = c_conditional_messages(program, hyper, values, indexes)
   edge = edge_conditional_messages(bundle_dir, hyper, latent)
   assert messages == edge
-  served = export.server.BundleServer(bundle_dir)
+  served = BundleServer(bundle_dir)
   loaded = model_dir.load(os.path.join(os.path.dirname(bundle_dir), "run"))
   for message in messages[:20]:
     np.testing.assert_array_equal(served.decode(message),

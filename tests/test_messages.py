@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import bitstream, codec, data, model_dir
+from tfvaeclf import codec, data, model_dir
+from tfvaeclf.coding import bitstream
 from tfvaeclf.edge import EdgeEncoder
 
 from tfvaeclf import export

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import entropy, models
+from tfvaeclf import coders, models
 from tfvaeclf.models import base
 
 
@@ -85,7 +85,7 @@ def test_models_do_not_import_the_model_dir():
           imported.update(f"{node.module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
           imported.update(a.name for a in node.names)
-  assert "tfvaeclf.entropy" in imported
+  assert "tfvaeclf.coders" in imported
   assert not {name for name in imported if "model_dir" in name}
 
 
@@ -137,7 +137,7 @@ def test_tables_reload_into_a_fresh_coder(frozen_joint):
   model = frozen_joint
   images = _images(4)
   strings, latent_shape = model.compress(images)
-  fresh = entropy.FactorizedCoder(16)
+  fresh = coders.FactorizedCoder(16)
   fresh.load_tables(model.coder.tables())
   np.testing.assert_array_equal(
       fresh.decompress(strings, latent_shape).numpy(),
@@ -147,14 +147,14 @@ def test_tables_reload_into_a_fresh_coder(frozen_joint):
 
 
 def test_coder_refuses_to_code_before_it_is_frozen():
-  coder = entropy.FactorizedCoder(4)
+  coder = coders.FactorizedCoder(4)
   with pytest.raises(RuntimeError, match="freeze"):
     coder.compress(tf.zeros((1, 2, 2, 4)))
 
 
 def test_unknown_entropy_model_is_refused():
   with pytest.raises(ValueError, match="Unknown entropy model"):
-    entropy.build_coder("bogus", 4)
+    coders.build_coder("bogus", 4)
 
 
 def test_estimated_rate_tracks_actual_bytes(frozen_joint):

@@ -1,7 +1,7 @@
-"""The C range coder (tfvaeclf.edge.native) against the numpy coder and TFC.
+"""The C range coder (tfvaeclf.coding.native) against the numpy coder and TFC.
 
 Bytes and values must equal those of TFC 2.14.1's ops and of
-tfvaeclf.edge.range_coder for every precision, table kind and value; the
+tfvaeclf.coding.range_coder for every precision, table kind and value; the
 decoder must finish quickly on any bytes, and reject strings shorter than
 what a TFC encoder writes. TensorFlow is the reference here only.
 """
@@ -20,15 +20,14 @@ import time
 import numpy as np
 import pytest
 
-from tfvaeclf.edge import native
-from tfvaeclf.edge import range_coder as rc
+from tfvaeclf.coding import native, range_coder as rc
 
 # TFC's ops, called as the numpy coder's tests call them.
 from tests.test_edge_range_coder import (random_lookup, tf, tfc, tfc_decode,
                                          tfc_encode, truncations_and_flips)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCE = os.path.join(ROOT, "tfvaeclf", "edge", "csrc", "range_coder.c")
+SOURCE = os.path.join(ROOT, "tfvaeclf", "coding", "csrc", "range_coder.c")
 PAST_END = -10  # RC_ERR_PAST_END of range_coder.h
 
 pytestmark = pytest.mark.skipif(
@@ -544,7 +543,7 @@ def test_fuzz_bounded_work():
 SANITIZED = textwrap.dedent("""
     import pickle, sys
     import numpy as np
-    from tfvaeclf.edge import native, range_coder as rc
+    from tfvaeclf.coding import native, range_coder as rc
     assert native.available(), "no sanitized build"
     with open(sys.argv[1], "rb") as f:
       cases = pickle.load(f)
@@ -620,7 +619,7 @@ CODE = textwrap.dedent("""
           raise ImportError(name)
     sys.meta_path.insert(0, NoTensorFlow())
     logging.basicConfig(format="%(message)s")
-    from tfvaeclf.edge import native, range_coder as rc
+    from tfvaeclf.coding import native, range_coder as rc
     tables = rc.CdfTables([-8, 0, 100, 256, -4, 0, 3, 16])
     values = [[0, 1, -5, 40, 1, 2]]
     strings = native.encode_channel(values, tables)

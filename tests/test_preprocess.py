@@ -18,8 +18,9 @@ import tensorflow as tf
 
 from tfvaeclf import (codec, data, evaluate, export, imageio, model_dir,
                       models, specs, train)
+from tfvaeclf.coding import bundle
 from tfvaeclf.edge import __main__ as edge_main
-from tfvaeclf.edge import bundle
+
 from tests.conftest import SMALL_JOINT, edge_process, run_cli
 from tests.support import hostile
 

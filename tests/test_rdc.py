@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfvaeclf import codec, coders, data, model_dir, models, rdc_sweep
+from tfvaeclf.coding import bitstream, dither
 from tests.conftest import SMALL_RDC, run_cli, train_small_rdc
-from tfvaeclf import bitstream, codec, data, dither, entropy, model_dir
-from tfvaeclf import models
+from tfvaeclf import codec, coders, data, model_dir, models
+from tfvaeclf.coding import bitstream, dither
 from tfvaeclf.experiments import rdc_sweep
 
 
@@ -48,15 +50,15 @@ def test_the_dither_of_seed_0_is_pinned():
 # -- the quantizer ------------------------------------------------------------
 
 def test_fixed_rate_is_dim_times_log2_levels():
-  assert entropy.DitheredCoder((1, 1, 8), 4).fixed_bits == 16.
-  assert entropy.DitheredCoder((1, 1, 5), 3).fixed_bits == pytest.approx(
+  assert coders.DitheredCoder((1, 1, 8), 4).fixed_bits == 16.
+  assert coders.DitheredCoder((1, 1, 5), 3).fixed_bits == pytest.approx(
       5 * math.log2(3))
-  assert entropy.DitheredCoder((2, 2, 3), 16).fixed_bits == 48.
+  assert coders.DitheredCoder((2, 2, 3), 16).fixed_bits == 48.
 
 
 @pytest.mark.parametrize("training", [True, False])
 def test_quantization_error_is_within_half_a_step(training):
-  coder = entropy.DitheredCoder((1, 1, 32), 5, seed=9)
+  coder = coders.DitheredCoder((1, 1, 32), 5, seed=9)
   latent = tf.random.stateless_uniform((64, 1, 1, 32), (1, 2), 0., 4.)
   latent_hat, bits = coder(latent, training=training)
   error = (latent_hat - latent).numpy()
@@ -70,7 +72,7 @@ def test_quantization_error_is_within_half_a_step(training):
 
 
 def test_coded_symbols_decode_to_the_test_path_bit_for_bit():
-  coder = entropy.DitheredCoder((1, 1, 12), 4, seed=5)
+  coder = coders.DitheredCoder((1, 1, 12), 4, seed=5)
   latent = tf.random.stateless_uniform((40, 1, 1, 12), (3, 4), 0., 3.)
   coder(latent, training=True)  # creates the prior
   coder.freeze()
@@ -86,9 +88,9 @@ def test_coded_symbols_decode_to_the_test_path_bit_for_bit():
 
 def test_bad_settings_are_one_line_errors():
   with pytest.raises(ValueError, match="levels"):
-    entropy.DitheredCoder((1, 1, 4), 1)
+    coders.DitheredCoder((1, 1, 4), 1)
   with pytest.raises(ValueError, match="dither_seed"):
-    entropy.DitheredCoder((1, 1, 4), 4, seed=-1)
+    coders.DitheredCoder((1, 1, 4), 4, seed=-1)
   with pytest.raises(ValueError, match="factorized"):
     models.build("rdc", {**SMALL_RDC, "entropy_model": "hyperprior"})
   with pytest.raises(ValueError, match="lambda_cls"):

@@ -11,11 +11,11 @@ import pytest
 import tensorflow as tf
 
 from tfvaeclf import backbones, codec, data, model_dir, models, train
+from tfvaeclf import export
+from tfvaeclf.edge import EdgeEncoder
 from tfvaeclf.experiments import points as points_lib
 from tfvaeclf.experiments import split_sweep
-from tfvaeclf.edge import EdgeEncoder
-from tfvaeclf import export
-from tfvaeclf.export import server
+from tfvaeclf.serve.bundle_server import BundleServer
 from tests.conftest import run_cli, run_spec
 
 WIDTHS = (16, 32, 64)  # conftest's classifier_dir
@@ -164,7 +164,7 @@ def test_export_splits_edge_and_server(trained, mnist, tmp_path):
   predictions = codec.classify_file(trained, file_bytes)
   np.testing.assert_array_equal(predictions[rounded_alike],
                                 expected[rounded_alike])
-  served = server.BundleServer(out, trained.fingerprint)
+  served = BundleServer(out, trained.fingerprint)
   classes = served.classify(served.decode(file_bytes))["classes"]
   np.testing.assert_array_equal(classes, predictions)
 

@@ -11,7 +11,7 @@ any size and mode (converted, resized to cover, centre-cropped); one trained
 on images as they came takes only files of its size and mode.
 
 `--format=file` (the default) writes one multi-image file; `message` writes
-one compact message per image (`tfvaeclf.bitstream`): OUT for one image,
+one compact message per image (`tfvaeclf.coding.bitstream`): OUT for one image,
 OUT_0, OUT_1, ... (keeping OUT's extension) for several. A dithered model's
 messages take counters 0, 1, ... or from `--first_counter`, to continue a
 sequence. `classify` and `decompress` read either, told apart by the first

@@ -15,7 +15,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from tfvaeclf import codec_spec, data, fileio, models
+from tfvaeclf import data, fileio, models
+from tfvaeclf.coding import codec_spec
 from tfvaeclf.errors import ModelDirError
 from tfvaeclf.layout import ModelDir
 

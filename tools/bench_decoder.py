@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # noqa: E402
 
 from bench_native_coder import best_rate  # noqa: E402  (this script's dir)
-from tfvaeclf import codec, data, entropy, errors, model_dir  # noqa: E402
+from tfvaeclf import codec, coders, data, errors, model_dir  # noqa: E402
 
 # TFC's decompress of one file, in a process of its own (it may not end).
 TFC_DECODE = """
@@ -118,7 +118,7 @@ def main():
           f"(a {size}-byte file); outcomes {outcomes}")
 
   if args.tfc_timeout:
-    if not isinstance(coder, entropy.FactorizedCoder):
+    if not isinstance(coder, coders.FactorizedCoder):
       raise SystemExit("--tfc_timeout: the attack needs a factorized coder")
     attack = escape_attack(loaded, images[:16])
     start = time.perf_counter()

@@ -29,7 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tfvaeclf.edge import EdgeEncoder, bundle  # noqa: E402
+from tfvaeclf.coding import bundle  # noqa: E402
+from tfvaeclf.edge import EdgeEncoder  # noqa: E402
 
 TARGET_MS = 0.5
 TARGET_INT8_KB = 100

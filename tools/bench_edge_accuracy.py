@@ -6,9 +6,9 @@
 
 Codes the model's test images with the bundle's edge encoder (float32,
 then int8), decodes the files with the bundle's server
-(`tfvaeclf.export.server.BundleServer`) and classifies them; prints, per
-encoder, how many images' strings equal `codec compress`'s, the accuracy,
-and its difference to the Keras model's (the target: int8 within 0.5 point
+(`tfvaeclf.serve.bundle_server.BundleServer`) and classifies them; prints,
+per encoder, how many images' strings equal `codec compress`'s, the
+accuracy, and its difference to the Keras model's (the target: int8 within 0.5 point
 on the full test set), and the mean bytes per image. Prints a Markdown
 table; exits 1 if the int8 target is missed.
 """
@@ -21,9 +21,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from tfvaeclf.export import server  # noqa: E402
 from tfvaeclf import data, model_dir  # noqa: E402
 from tfvaeclf.edge import EdgeEncoder  # noqa: E402
+from tfvaeclf.serve.bundle_server import BundleServer  # noqa: E402
 
 TARGET_POINTS = 0.5
 BATCH = 1000
@@ -39,7 +39,7 @@ def main():
   test = data.load(**dict(loaded.config["dataset"], download=False)).test
   images, labels = (np.concatenate(parts) for parts in zip(
       *test.take(args.num_images).batch(BATCH).as_numpy_iterator()))
-  served = server.BundleServer(args.bundle, loaded.fingerprint)
+  served = BundleServer(args.bundle, loaded.fingerprint)
   keras, model_strings = [], []
   for start in range(0, len(images), BATCH):
     batch = images[start:start + BATCH]

@@ -25,8 +25,8 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_compression as tfc  # noqa: E402
 from tensorflow_compression.python.ops import gen_ops  # noqa: E402
 
-from tfvaeclf.edge import native  # noqa: E402
-from tfvaeclf.edge import range_coder as rc  # noqa: E402
+from tfvaeclf.coding import native  # noqa: E402
+from tfvaeclf.coding import range_coder as rc  # noqa: E402
 
 # Scales of the default tables' logistic priors: a few busy channels, most
 # nearly constant, as a trained rate-constrained MNIST latent.

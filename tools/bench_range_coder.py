@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Micro-benchmark of the TF-free range coder (tfvaeclf.edge.range_coder).
+"""Micro-benchmark of the TF-free range coder (tfvaeclf.coding.range_coder).
 
 Encodes a latent of `--symbols` values coded with `--channels` tables (as a
 ContinuousBatchedEntropyModel with a per-channel prior would) and reports the
@@ -14,7 +14,7 @@ import timeit
 
 import numpy as np
 
-from tfvaeclf.edge import range_coder as rc
+from tfvaeclf.coding import range_coder as rc
 
 
 def laplace_tables(channels, precision, rng):

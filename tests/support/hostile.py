@@ -10,8 +10,8 @@ escape attack that made TFC's range decoder loop for minutes.
 import dataclasses
 import time
 
-from tfvaeclf import bitstream, codec, errors
-from tfvaeclf.edge import range_coder
+from tfvaeclf import codec, errors
+from tfvaeclf.coding import bitstream, range_coder
 
 __all__ = ["SECONDS_PER_BYTE", "crafted_payloads", "escape_attack", "fuzz",
            "raw_mutations"]

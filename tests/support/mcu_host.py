@@ -10,11 +10,12 @@ import subprocess
 import numpy as np
 from tflite_micro import runtime as tflm
 
-from tfvaeclf.edge import EdgeEncoder, bundle
-from tfvaeclf.edge import encoder as edge_encoder
+from tfvaeclf.coding import bundle
+from tfvaeclf.edge import EdgeEncoder, encoder as edge_encoder
 from tfvaeclf.edge.interpreter import load_interpreter
+from tfvaeclf.serve.bundle_server import BundleServer
 
-from tfvaeclf.export import mcu, server
+from tfvaeclf.export import mcu
 
 __all__ = ["CFLAGS", "build_harness", "c_conditional_messages", "c_messages",
            "edge_conditional_messages", "fixed_conditional_header",
@@ -114,13 +115,10 @@ def litert_conditional(bundle_dir, images):
 def edge_conditional_messages(bundle_dir, hyper, latent):
   """What the Linux edge sends for a conditional bundle's int8 encoder
   outputs (its LiteRT slice coder, its range coder)."""
-  # pylint: disable=protected-access
   encoder = EdgeEncoder(bundle_dir, int8=True)
-  coded = {}
-  for name, outputs in zip(encoder._streams, (hyper, latent)):
-    coded[name] = encoder._streams[name].quantize(
-        encoder._dequantize[name](outputs), 0, coded)
-  return encoder.codec.pack_messages(encoder.code(coded))
+  names = [stream["name"] for stream in encoder.manifest["streams"]]
+  return encoder.codec.pack_messages(encoder.code(
+      encoder.quantize(dict(zip(names, (hyper, latent))))))
 
 
 def tflm_outputs(bundle_dir, pixels):
@@ -159,8 +157,8 @@ def read_manifest(bundle_dir):
 
 
 def server_classes(bundle_dir, messages):
-  """The classes `export.server.BundleServer` gives the messages."""
-  served = server.BundleServer(bundle_dir)
+  """The classes `BundleServer` gives the messages."""
+  served = BundleServer(bundle_dir)
   latent_hat = np.concatenate([served.decode(m) for m in messages])
   return served.classify(latent_hat)["classes"]
 

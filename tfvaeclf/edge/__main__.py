@@ -20,7 +20,7 @@ import logging
 import sys
 
 from tfvaeclf import fileio, imageio
-from tfvaeclf.edge import bundle
+from tfvaeclf.coding import bundle
 from tfvaeclf.edge.encoder import EdgeEncoder
 from tfvaeclf.errors import BundleError, UserError
 

@@ -3,22 +3,23 @@
 The TFLite encoder gives each image's latent as floats (dequantized here
 when the int8 encoder gives integers); it is rounded half to even, as
 TensorFlow's `round` does, and range-coded with the bundle's frozen tables,
-byte for byte what TFC's ops write: by the C coder (`native`) where it
+byte for byte what TFC's ops write: each stream by its type's board half
+(`tfvaeclf.coding.streams`), by the C coder (`native`) where it
 builds, every stream of the images in one call, else by the numpy one
 (`range_coder`); one log line says which. The bundle's `CodecSpec` packs
 them into the same file, or one message per image, that
 `python -m tfvaeclf.codec` reads.
 
 A stream with a "dither" (a universally quantized latent, see
-`tfvaeclf.dither`) sends the symbols `clip(round(y + u), 0, levels - 1)`
+`tfvaeclf.coding.dither`) sends the symbols `clip(round(y + u), 0, levels - 1)`
 instead: image i of a file takes dither index i of the bundle's seed, a
 message its counter, and the file (or the receiver's spec) carries that
 seed so that the server subtracts the same `u`.
 
-A conditional coder's bundle (hyperprior, channel context) codes the
-hyper-latent like a factorized latent, then runs the bundle's float32 slice
-coder on it and the latent, which quantizes the latent slice by slice and
-picks each value's scale table as the Keras model does; the range coder
+An indexed stream (the latent of the hyperprior and channel-context
+coders) runs the bundle's float32 slice coder on the coded stream it is
+conditional on and its latent, which quantizes the latent slice by slice
+and picks each value's scale table as the Keras model does; the range coder
 codes them in one string per image, as the Keras model writes it.
 """
 
@@ -27,9 +28,8 @@ import os
 
 import numpy as np
 
-from tfvaeclf import dither
-from tfvaeclf.codec_spec import CodecSpec
-from tfvaeclf.edge import bundle, native, range_coder
+from tfvaeclf.coding import bundle, native, streams
+from tfvaeclf.coding.codec_spec import CodecSpec
 from tfvaeclf.edge.interpreter import SignatureModel
 
 __all__ = ["EdgeEncoder"]
@@ -74,73 +74,6 @@ def _dequantization(detail):
   return lambda values: table[values.view(np.uint8)]
 
 
-def _quantizer(stream):
-  """(float32 latents (N, ...), first dither index) -> the int64 values the
-  stream codes.
-
-  Rounded half to even like TF's `round`; a dithered stream's in float32
-  after adding the dither, as `entropy.DitheredCoder` computes its symbols.
-  """
-  if "dither" not in stream:
-    return lambda latents, first_index: range_coder.quantize(latents)
-  seed, levels = stream["dither"]["seed"], stream["dither"]["levels"]
-
-  def quantize(latents, first_index):
-    u = dither.np_dither(seed, len(latents), latents.shape[1:], first_index)
-    return np.clip(range_coder.quantize(latents + u), 0, levels - 1)
-
-  return quantize
-
-
-class _ChannelStream:
-  """A stream coded with a table per channel (factorized, dithered)."""
-
-  def __init__(self, stream):
-    self._quantize = _quantizer(stream)
-    self._shape = tuple(stream["shape"])
-
-  def quantize(self, latents, first_index, coded):
-    del coded  # the stream depends on no other
-    return self._quantize(latents, first_index)
-
-  def empty(self):
-    return np.zeros((0, *self._shape), np.int64)
-
-  @staticmethod
-  def coded(values):
-    """-> (values, table indexes or None) for the range coder."""
-    return values, None
-
-
-class _IndexedStream:
-  """A conditional coder's latent: the bundle's float32 slice coder runs
-  the model's slice loop on the coded hyper-latent (for the int8 encoder
-  too: the server predicts the tables in float32 from the same integers,
-  so the board's tables are the decoder's)."""
-
-  def __init__(self, bundle_dir, stream, num_threads):
-    self._on = stream["conditional"]["on"]
-    self._size = int(np.prod(stream["shape"]))
-    self._model = SignatureModel(
-        os.path.join(bundle_dir, *stream["conditional"]["model"].split("/")),
-        num_threads)
-
-  def quantize(self, latents, first_index, coded):
-    """-> (values, table indexes), (N, values per image) in coding order."""
-    del first_index  # no dither
-    outputs = self._model.run({
-        bundle.HYPER_INPUT: coded[self._on].astype(np.float32),
-        bundle.LATENT_INPUT: latents})
-    return outputs[bundle.VALUES], outputs[bundle.INDEXES]
-
-  def empty(self):
-    return (np.zeros((0, self._size), np.int32),) * 2
-
-  @staticmethod
-  def coded(values_and_indexes):
-    return values_and_indexes
-
-
 class EdgeEncoder:
   """A bundle's encoder and coding tables, checked against its manifest.
 
@@ -166,7 +99,6 @@ class EdgeEncoder:
     self.codec = CodecSpec.from_manifest(manifest)
     self.image_shape = self.codec.image_shape
     self.latent_shape = self.codec.latent_shape
-    tables = bundle.read_tables(bundle_dir, manifest)
     model_file = bundle.ENCODER_INT8 if int8 else bundle.ENCODER
     self._encoder = SignatureModel(
         os.path.join(bundle_dir, *model_file.split("/")), num_threads)
@@ -176,17 +108,18 @@ class EdgeEncoder:
                         for name, detail in self._encoder.outputs.items()}
     # Which range coder runs: "C" or "numpy".
     self.coder = "C" if native_coder and native.available() else "numpy"
-    self._streams = {}
-    for stream in manifest["streams"]:  # a hyper-latent before its latent
-      self._streams[stream["name"]] = (
-          _IndexedStream(bundle_dir, stream, num_threads)
-          if "conditional" in stream else _ChannelStream(stream))
+    # Per stream of the plan (a stream before those it conditions), its
+    # type's board half, and the model the board runs for it, if any.
+    self._plan = streams.read_plan(bundle_dir, manifest)
+    self._models = {
+        stream.name: SignatureModel(
+            os.path.join(bundle_dir, *stream.board_model.split("/")),
+            num_threads)
+        for stream in self._plan if stream.board_model}
     # Every stream of an image in one call of the range coder; an indexed
     # stream's values and indexes are (N, values per image).
     self._coder = native.StreamsEncoder(
-        [(tables[stream["name"]][0],
-          1 if "conditional" in stream else tables[stream["name"]][1])
-         for stream in manifest["streams"]],
+        [stream.coder_tables() for stream in self._plan],
         numpy_coder=self.coder == "numpy")
     _log.info("tfvaeclf.edge: range coding with the %s coder", self.coder)
 
@@ -201,19 +134,26 @@ class EdgeEncoder:
       raise ValueError(f"images must be uint8 (N, {self.image_shape}), got "
                        f"{images.dtype} {images.shape}")
     if not len(images):  # TFLite can't allocate an empty batch
-      return {name: stream.empty() for name, stream in self._streams.items()}
-    outputs = self._encoder.run({bundle.ENCODER_INPUT: self._pixels[images]})
+      return {stream.name: stream.empty() for stream in self._plan}
+    return self.quantize(
+        self._encoder.run({bundle.ENCODER_INPUT: self._pixels[images]}),
+        first_index)
+
+  def quantize(self, outputs, first_index=0):
+    """The encoder's raw outputs {stream: array} -> {stream: what it
+    codes}, each stream by its type's board half, in plan order (a stream
+    before those conditional on it)."""
     coded = {}
-    for name, stream in self._streams.items():
-      coded[name] = stream.quantize(self._dequantize[name](outputs[name]),
-                                    first_index, coded)
+    for stream in self._plan:
+      coded[stream.name] = stream.quantize(
+          self._dequantize[stream.name](outputs[stream.name]), first_index,
+          coded, self._models.get(stream.name))
     return coded
 
   def code(self, latents):
     """`latents` -> per stream, one range-coded string per image."""
     return self._coder.encode(*zip(*(
-        stream.coded(latents[name])
-        for name, stream in self._streams.items())))
+        stream.coded(latents[stream.name]) for stream in self._plan)))
 
   def encode(self, images, first_index=0):
     """uint8 images -> strings[stream][image], as the model's `compress`

@@ -10,7 +10,7 @@ each `--lmbda` of `--lambda_grid`; an empty grid keeps the flagfile's
 value) is trained with the flagfile's other settings into a model dir of
 its own under `--out`, then evaluated on real range-coded strings of the
 test split (`tfvaeclf.experiments.sweep`): payload bytes per image, and what a
-one-image message (`tfvaeclf.bitstream`) and a one-image file take. A
+one-image message (`tfvaeclf.coding.bitstream`) and a one-image file take. A
 point evaluated before is only read back, an unfinished one resumes.
 
 Written into `--out`: `points.csv` (one row a point, with whether it is on

@@ -1,7 +1,7 @@
 """The contract every model kind honours, and the training step they share.
 
 A kind supplies `encode` (image -> latent), `classify` (decoded latent ->
-logits), a `coder` from `tfvaeclf.entropy` and, optionally, `reconstruct`.
+logits), a `coder` from `tfvaeclf.coders` and, optionally, `reconstruct`.
 Everything else — the forward pass that returns outputs and loss terms, the
 train/test steps, `compress`/`decompress` — is written once here, so
 evaluation, the codec and export work for every kind alike.
@@ -40,7 +40,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from tfvaeclf import entropy, losses
+from tfvaeclf import coders, losses
 
 __all__ = ["CompressiveClassifier", "BaseConfig", "setting",
            "entropy_model_setting"]
@@ -75,7 +75,7 @@ class BaseConfig:
 def entropy_model_setting():
   """`--entropy_model`, for the kinds that let it choose their coder."""
   return setting("factorized", "How the latent is priced and range-coded.",
-                 choices=entropy.CODER_NAMES)
+                 choices=coders.CODER_NAMES)
 
 
 class CompressiveClassifier(tf.keras.Model):
@@ -229,9 +229,7 @@ class CompressiveClassifier(tf.keras.Model):
   def dither_seed(self):
     """The seed of a dithered coder's shared dither (what its files carry
     in their header), else None."""
-    if isinstance(self.coder, entropy.DitheredCoder):
-      return self.coder.seed
-    return None
+    return self.coder.dither_seed
 
   @property
   def latent_shape(self):

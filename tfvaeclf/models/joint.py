@@ -18,7 +18,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from tfvaeclf import entropy
+from tfvaeclf import coders
 from tfvaeclf.models import base
 from tfvaeclf.models.registry import register
 
@@ -126,7 +126,7 @@ class JointVAEClassifier(base.CompressiveClassifier):
         config.filters, config.kernel_size, config.latent_channels,
         config.latent)
     # A global latent is one vector an image: its one axis is the string.
-    self.coder = entropy.build_coder(
+    self.coder = coders.build_coder(
         config.entropy_model, config.latent_channels,
         coding_rank=1 if config.latent == "global" else 3)
     self.classifier = LatentClassifier(

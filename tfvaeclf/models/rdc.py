@@ -4,7 +4,7 @@ compression").
 
 An encoder f maps the image to `latent_dim` numbers in [0, levels - 1];
 universal (dithered) quantization sends each as one of `levels` symbols, a
-fixed rate of R = latent_dim * log2(levels) bits (`entropy.DitheredCoder`,
+fixed rate of R = latent_dim * log2(levels) bits (`coders.DitheredCoder`,
 which also range-codes the symbols for the real rate). A decoder g rebuilds
 the image, and the server classifies the rebuilt image with a pretrained
 classifier c that never changes (`--backbone_from`, a `classifier` model
@@ -24,7 +24,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from tfvaeclf import entropy
+from tfvaeclf import coders
 from tfvaeclf.models import base, classifier
 from tfvaeclf.models.registry import register
 
@@ -109,7 +109,7 @@ class UniversalRDC(base.CompressiveClassifier):
     super().__init__(config)
     self.encoder = Encoder(config.filters, config.kernel_size,
                            config.latent_dim, config.levels)
-    self.coder = entropy.DitheredCoder((1, 1, config.latent_dim),
+    self.coder = coders.DitheredCoder((1, 1, config.latent_dim),
                                        config.levels, config.dither_seed)
     self.decoder = Decoder(config.filters, config.kernel_size,
                            config.image_shape)

@@ -41,7 +41,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from tfvaeclf import backbones, entropy, losses
+from tfvaeclf import backbones, coders, losses
 from tfvaeclf.models import base, classifier
 from tfvaeclf.models.classifier import FrozenBackboneConfig, build_backbone
 from tfvaeclf.models.registry import register
@@ -123,7 +123,7 @@ class SplitClassifier(base.CompressiveClassifier):
     latent_channels = channels // config.compress_factor
     hidden = max(channels // 2, latent_channels)
     self.bottleneck_encoder = BottleneckEncoder(hidden, latent_channels)
-    self.coder = entropy.build_coder(config.entropy_model, latent_channels)
+    self.coder = coders.build_coder(config.entropy_model, latent_channels)
     self.bottleneck_decoder = BottleneckDecoder(hidden, channels)
 
   @property

@@ -22,7 +22,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from tfvaeclf import entropy, losses
+from tfvaeclf import coders, losses
 from tfvaeclf.models import base
 
 __all__ = ["VAEConfig", "VariationalClassifier", "LatentMLP",
@@ -104,7 +104,7 @@ class VariationalClassifier(base.CompressiveClassifier):
     self.encoder = self.decoder = None
 
   def _finish_init(self, latent_channels):
-    self.coder = entropy.build_coder(self.config.entropy_model,
+    self.coder = coders.build_coder(self.config.entropy_model,
                                      latent_channels)
     self.classifier = LatentMLP(self.config.classifier,
                                 self.config.num_classes)

@@ -6,7 +6,7 @@ what it answers are decided here alone.
 
 A payload is a one-image message or a tfvaeclf file (one image or several),
 told apart by its first bytes and checked whole by the bundle's `CodecSpec`.
-`export.server.BundleServer` decodes it with the project's bounded range
+`bundle_server.BundleServer` decodes it with the project's bounded range
 decoder (work bounded by the latent size, whatever the bytes), subtracting a
 dithered model's shared dither of the payload's seed and counter. The decoded
 latents of a whole batch are classified in one call of the bundle's
@@ -17,8 +17,8 @@ import dataclasses
 
 import numpy as np
 
-from tfvaeclf.export import server
 from tfvaeclf.errors import BitstreamError
+from tfvaeclf.serve import bundle_server
 
 __all__ = ["Core", "Refusal"]
 
@@ -48,7 +48,7 @@ class Core:
   """
 
   def __init__(self, bundle_dir, max_images=256):
-    self._server = server.BundleServer(bundle_dir)
+    self._server = bundle_server.BundleServer(bundle_dir)
     self.max_images = max_images
     self.fingerprint = self._server.codec.fingerprint.hex()
     self.class_names = list(self._server.class_names)

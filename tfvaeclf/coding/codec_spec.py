@@ -3,8 +3,8 @@
 A `CodecSpec` is built once per loaded model (`from_model`, which
 `model_dir.load` calls) or per bundle (`from_manifest`): the codec, evaluate,
 the server and the board all pack and unpack files through it, and only
-`tfvaeclf.bitstream` spells their bytes. A one-image message (what a board
-sends) holds the same strings without a header: its shapes, seed and
+`tfvaeclf.coding.bitstream` spells their bytes. A one-image message (what a
+board sends) holds the same strings without a header: its shapes, seed and
 stream count are the spec's, and its CRC is keyed by the fingerprint.
 
 Its fingerprint identifies the encoder side, which is what determines a
@@ -33,14 +33,12 @@ import json
 
 import numpy as np
 
-from tfvaeclf import bitstream
+from tfvaeclf.coding import bitstream
 
 __all__ = ["CodecSpec", "FINGERPRINT_KEY", "fingerprint_of"]
 
 # The manifest's key for the fingerprint (hex).
 FINGERPRINT_KEY = "codec_fingerprint"
-# A coder's streams, by how many strings it writes per image.
-_STREAM_NAMES = {1: ("latent",), 2: ("hyper", "latent")}
 
 
 def fingerprint_of(description, tables, variables):
@@ -91,7 +89,8 @@ class CodecSpec:
     compress = tf.function(model.compress).get_concrete_function(
         tf.TensorSpec([1, *image_shape], tf.float32))
     spec = {"image_shape": image_shape, "latent_shape": latent_shape,
-            "stream_names": _STREAM_NAMES[coder.num_streams],
+            "stream_names": tuple(
+                stream.name for stream in coder.stream_plan(latent_shape)),
             "dither_seed": model.dither_seed}
     description = {**spec, "coder": type(coder).__name__,
                    "levels": getattr(coder, "levels", None)}

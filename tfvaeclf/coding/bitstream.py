@@ -9,13 +9,14 @@ File layout (integers little-endian):
     magic        4 bytes  b"TFVC"
     version      u8       1, or 2 (FORMAT_VERSION) with a dither seed
     fingerprint  8 bytes  identifies the encoder side that coded the file
-                          (`tfvaeclf.codec_spec`)
+                          (`tfvaeclf.coding.codec_spec`)
     image_shape  3 x u16  H, W, C of the images that were coded
     latent_rank  u8, then latent_rank x u16: the spatial latent shape
     num_images   u32
     num_streams  u8       strings per image (1, or 2 with a hyper-latent)
     dither_seed  u32      version 2 only: the seed of the shared dither of
-                          a universally quantized latent (`tfvaeclf.dither`)
+                          a universally quantized latent
+                          (`tfvaeclf.coding.dither`)
     crc32        u32      of every byte of the file except these four
     payload      per image, per stream: LEB128 length, then the string
 
@@ -43,7 +44,7 @@ further stream adds its length's LEB128 bytes.
 Both are checked whole before anything is decoded, so a truncated,
 corrupted or foreign input is refused with one line instead of yielding a
 wrong label, with work bounded by its size.
-`tfvaeclf.codec_spec.CodecSpec` packs and unpacks both for a model or a
+`tfvaeclf.coding.codec_spec.CodecSpec` packs and unpacks both for a model or a
 bundle, with the checks that the input fits it.
 """
 

@@ -40,7 +40,7 @@ import weakref
 
 import numpy as np
 
-from tfvaeclf.edge import range_coder as rc
+from tfvaeclf.coding import range_coder as rc
 
 # Argument checks and error messages are range_coder's, shared with it.
 # pylint: disable=protected-access

@@ -1,7 +1,7 @@
 """Range-decodes latents from bytes that came from outside, TF-free.
 
 Every decode of a file, a message or a bundle's strings runs the project's
-own decoder (`tfvaeclf.edge.native`: the C coder, or the numpy coder where
+own decoder (`tfvaeclf.coding.native`: the C coder, or the numpy coder where
 it cannot be built), never TFC's decode ops: its work is bounded by the
 latent size and the string length whatever the bytes, where TFC's can run
 for minutes on a crafted string. Values equal TFC's `decompress` bit for
@@ -9,20 +9,20 @@ bit on every string TFC's encoder writes.
 
 This module decodes the streams coded with one table per channel (the
 factorized coder, and the dithered coder's symbols), and the indexed
-streams of the conditional coders slice by slice (`IndexedStreams`; the
-slice loop that predicts their tables is `tfvaeclf.entropy`'s). It imports
-without TensorFlow: the server bundle and the Keras models use it alike.
+streams of the conditional coders slice by slice (`IndexedStreams`) in the
+one slice loop (`decode_slices`) that the Keras model's `decode` and the
+server share, each with its own predictor of the slices' tables. It
+imports without TensorFlow: the server bundle and the Keras models use it
+alike.
 """
 
 import numpy as np
 
-from tfvaeclf import dither
-from tfvaeclf.edge import native
-from tfvaeclf.edge import range_coder
+from tfvaeclf.coding import dither, native, range_coder
 from tfvaeclf.errors import BitstreamError
 
 __all__ = ["IndexedStreams", "channel_tables", "decode_dithered",
-           "decode_factorized"]
+           "decode_factorized", "decode_slices"]
 
 
 def channel_tables(tables):
@@ -80,7 +80,7 @@ def decode_factorized(strings, tables, latent_shape, stream="latent"):
 def decode_dithered(strings, tables, latent_shape, seed, dither_indices=None):
   """A dithered coder's strings -> `m - u`, float32 as the encoder's side.
 
-  `m` are the decoded symbols, `u` the shared dither (`tfvaeclf.dither`)
+  `m` are the decoded symbols, `u` the shared dither (`tfvaeclf.coding.dither`)
   of `seed` for images `dither_indices` (default: 0, 1, ... as in a file).
   """
   symbols = decode_factorized(strings, tables, latent_shape)
@@ -114,3 +114,32 @@ class IndexedStreams:
     """After the last slice: BitstreamError unless every string ends as an
     encoder ends one."""
     _check_decoded(self._decoder.finish(), stream)
+
+
+def decode_slices(streams, num_slices, num_scales, predict, name="latent"):
+  """The slice loop: an indexed latent decoded slice after slice.
+
+  Args:
+    streams: the `IndexedStreams` of the latent's strings.
+    num_slices: how many slices the latent has.
+    num_scales: how many tables the scale index picks from.
+    predict: `predict(k, decoded) -> (loc, index)`, float32 arrays of slice
+      `k`'s shape, from the slices decoded before it (a list).
+    name: the stream's name, for the error message.
+
+  Returns:
+    float32 (N, ..., channels): `symbols + loc`, slice after slice, as the
+    encoder's `round(y - loc) + loc`.
+
+  Raises:
+    BitstreamError: a string does not decode (one line).
+  """
+  decoded = []
+  for k in range(num_slices):
+    loc, index = predict(k, decoded)
+    # The index as the model rounds it: half to even, within the table.
+    index = np.clip(np.rint(index), 0, num_scales - 1).astype(np.int32)
+    symbols = streams.decode(index)
+    decoded.append(symbols.astype(np.float32) + np.asarray(loc, np.float32))
+  streams.finish(name)
+  return np.concatenate(decoded, -1)

@@ -6,7 +6,7 @@
  * no malloc, no floating point, no recursion, no variable-length arrays, and
  * nothing beyond <stddef.h> and <stdint.h>. Every buffer is the caller's.
  *
- * Format (see tfvaeclf/edge/range_coder.py, the reference): TFC's 32-bit
+ * Format (see tfvaeclf/coding/range_coder.py, the reference): TFC's 32-bit
  * range coder with 16-bit renormalization, carries delayed as TFC delays
  * them, and TFC's short termination. A table is a CDF `[0, ..., 2**p]` of
  * `num_symbols` bins; a value `v` is coded as the symbol `s = v - offset`.

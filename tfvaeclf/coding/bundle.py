@@ -8,10 +8,10 @@
     BUNDLE/edge/slice_coder.tflite     conditional coders only: float32
                                        (z_hat, latent) -> values, indexes
     BUNDLE/server/                     SavedModel: decoded latents ->
-                                       probabilities (`export.server`)
+                                       probabilities (`export.server_model`)
 
-The manifest also carries the model's `CodecSpec` (`tfvaeclf.codec_spec`):
-`codec_fingerprint`, the identity of its encoder side that the board's
+The manifest also carries the model's `CodecSpec`
+(`tfvaeclf.coding.codec_spec`): `codec_fingerprint`, the identity of its encoder side that the board's
 files carry, and the image and latent shapes; and under "preprocessing"
 how training turned an image file into the encoder's input
 (`tfvaeclf.imageio.Preprocessing.record`), which the board applies too.
@@ -22,29 +22,20 @@ board never codes with tables, or an encoder, that the server's model does
 not match. A board needs only `manifest.json` and `edge/`; a server only
 `manifest.json`, `server/` and the tables, which it decodes with.
 
-Each latent stream of the model's coder is one entry of the manifest's
-"streams" list and one `NAME/...` group of arrays in tables.npz: its `cdf`
-and `cdf_offset` (TFC's lookup format), `coding_rank`, `precision` and the
-per-image `shape` of the values it codes. A stream's "tables" kind says how
-values pick their table: "channel" (table = channel, the factorized coder).
-"indexed" (a conditional coder's latent: table = a scale index that
-sub-models predict, see below) is the other kind.
-A universally quantized stream (the dithered coder) also has a "dither":
-`{"seed", "levels"}`, and codes the symbols `clip(round(y + u), 0, levels -
-1)` of its dither `u` (`tfvaeclf.dither`); such a bundle is format version
-2, which a tfvaeclf that would code it without the dither refuses.
+Each stream of the model's coder is one entry of the manifest's "streams"
+list and one `NAME/...` group of arrays in tables.npz: their schema, and
+what the board and the server do with each type of stream, is
+`tfvaeclf.coding.streams`'s (which reads them back: `streams.read_plan`).
+A bundle with a dithered stream is format version 2, which a tfvaeclf that
+would code it without the dither refuses; one whose stream types a
+tfvaeclf does not know is refused in one line.
 
-A conditional coder (hyperprior, channel context) writes two streams: the
-hyper-latent "hyper" (channel tables) and the latent "latent" (indexed
-tables), whose entry adds a "conditional": `{"on": "hyper", "slices":
-[channels per slice], "num_scales", "model": SLICE_CODER's file}`. The
-encoders then output both `hyper` (z) and `latent` (y); the float32
-`SLICE_CODER` model (z_hat, y -> values, indexes) runs the model's slice
-loop: each slice's location and scale index predicted from the coded
-hyper-latent and the slices quantized before it, as the server's decoder
-predicts them with its SavedModel's `HYPER_SYNTHESIS` and `slice_model(k)`
-signatures. A tfvaeclf that knows no "indexed" tables refuses such a
-bundle in one line.
+An indexed stream's float32 `SLICE_CODER` model (z_hat, y -> values,
+indexes) runs the model's slice loop on the board: each slice's location
+and scale index predicted from the coded hyper-latent and the slices
+quantized before it, as the server's decoder predicts them with its
+SavedModel's `HYPER_SYNTHESIS` and `slice_model(k)` signatures.
+
 numpy only: this module runs on the board.
 """
 
@@ -52,10 +43,7 @@ import hashlib
 import json
 import os
 
-import numpy as np
-
-from tfvaeclf import codec_spec
-from tfvaeclf.edge import range_coder
+from tfvaeclf.coding import codec_spec
 from tfvaeclf.errors import BundleError
 
 __all__ = ["BundleError", "FORMAT", "FORMAT_VERSION", "MANIFEST",
@@ -63,7 +51,7 @@ __all__ = ["BundleError", "FORMAT", "FORMAT_VERSION", "MANIFEST",
            "ENCODER_INPUT", "SERVER_INPUT", "SLICE_CODER", "HYPER_INPUT",
            "LATENT_INPUT", "VALUES", "INDEXES", "HYPER_SYNTHESIS",
            "FEATURES", "DECODED", "LOC", "INDEX", "PREPROCESSING",
-           "file_digests", "format_version", "read_manifest", "read_tables",
+           "file_digests", "format_version", "read_manifest",
            "slice_model"]
 
 FORMAT = "tfvaeclf-bundle"
@@ -185,35 +173,3 @@ def read_manifest(bundle_dir, parts, expected_fingerprint=None):
           f"{bundle_dir}: {name} does not match the manifest (sha256 or "
           "size differs); the bundle was altered or damaged")
   return manifest
-
-
-def read_tables(bundle_dir, manifest):
-  """{stream name: (CdfTables, coding_rank)} from a checked bundle.
-
-  A conditional stream's model must be a file the manifest lists (the
-  checks of `read_manifest` then cover it), or BundleError.
-  """
-  with np.load(os.path.join(bundle_dir, TABLES), allow_pickle=False) as npz:
-    arrays = {name: npz[name] for name in npz.files}
-  tables = {}
-  for stream in manifest["streams"]:
-    name = stream["name"]
-    if stream["tables"] not in ("channel", "indexed"):
-      raise BundleError(
-          f"{bundle_dir}: stream {name!r} uses {stream['tables']!r} tables, "
-          "which this tfvaeclf cannot code; update tfvaeclf")
-    missing = [key for key in ("cdf", "cdf_offset", "coding_rank")
-               if f"{name}/{key}" not in arrays]
-    if missing:
-      raise BundleError(f"{bundle_dir}: {TABLES} lacks the {name!r} "
-                        f"stream's {', '.join(missing)}: export the bundle "
-                        "again")
-    model = stream.get("conditional", {}).get("model")
-    if model is not None and model not in manifest["files"]:
-      raise BundleError(f"{bundle_dir}: the manifest lists no {model}: "
-                        "export the bundle again")
-    tables[name] = (
-        range_coder.CdfTables(arrays[f"{name}/cdf"],
-                              arrays[f"{name}/cdf_offset"]),
-        int(arrays[f"{name}/coding_rank"]))
-  return tables
