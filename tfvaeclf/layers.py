@@ -2,7 +2,7 @@
 
 Keras 2.14's `Conv2D` takes `groups`, but on CPU it runs the grouped
 convolution under XLA, whose backward pass is an order of magnitude slower
-than the same convolution done a group at a time (seed 002's V2 trained at
+than the same convolution done a group at a time (the grouped VAE's V2 trained at
 ~0.3 s a step of 64 images on 2 cores). `Conv2DTranspose` takes no
 `groups` at all, and TF's CPU kernel refuses a grouped filter ("Gradients
 for grouped convolutions are not supported on CPU"). So both layers here

@@ -12,10 +12,10 @@ together, for the float32 and the int8 encoder, each with the C and the
 numpy range coder; then Pillow's JPEG encoder on the same images, and the
 bundle's file sizes. Times are CPU time (what one dedicated core would
 spend), the best of `--repeats` passes over the images: robust on a machine
-shared with other jobs. Targets (issue 6): <= 0.5 ms per image in total;
+shared with other jobs. Targets: <= 0.5 ms per image in total;
 int8 encoder <= 100 KB for the default MNIST model; with the C coder, at
-most 3x JPEG's encode time (issue 17); given a factorized and a context
-bundle, the context one's total at most 2x the factorized one's (issue 15),
+most 3x JPEG's encode time; given a factorized and a context
+bundle, the context one's total at most 2x the factorized one's,
 the two timed pass by pass in turn (`2 * --repeats` passes each).
 """
 
@@ -34,8 +34,8 @@ from tfvaeclf.edge import EdgeEncoder  # noqa: E402
 
 TARGET_MS = 0.5
 TARGET_INT8_KB = 100
-TARGET_JPEG_RATIO = 3  # the edge's total against JPEG's encode (issue 17)
-TARGET_CONTEXT_RATIO = 2  # context against factorized, total (issue 15)
+TARGET_JPEG_RATIO = 3  # the edge's total against JPEG's encode
+TARGET_CONTEXT_RATIO = 2  # context against factorized, total
 
 
 def _test_images(dataset, count):

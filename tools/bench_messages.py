@@ -7,7 +7,7 @@ Codes the first test images of each model's dataset one message per image,
 as a board sends them (a dithered model's counters running 0, 1, ...), and
 prints a Markdown table of the mean bytes per image: the range-coded
 strings (payload), the message, the one-image file (`codec_spec.file_size`)
-and a file of all the images. Goal (issue 14): <= 15 B per message for the
+and a file of all the images. Goal: <= 15 B per message for the
 default MNIST model.
 """
 

@@ -14,7 +14,7 @@ checked: a good payload must get its class, a hostile one a refusal (a
 crafted one may get a class); the "wrong" column counts the others.
 
 The senders run on the same machine as the server and share its cores.
-Targets (issue 16, 2 cores): >= 1,000 messages/s with p99 <= 50 ms at
+Targets (2 cores): >= 1,000 messages/s with p99 <= 50 ms at
 concurrency 32 over HTTP; batched decode+classify >= 20,000 images/s.
 """
 

@@ -1,4 +1,4 @@
-"""The grouped-convolution VAE compressor's transforms (seed 002), V1 and V2.
+"""The grouped-convolution VAE compressor's transforms, V1 and V2.
 
 The encoder's groups grow toward the latent: as the resolution falls and
 the channels rise, a convolution looks more like a dense layer, and a group
@@ -102,7 +102,7 @@ class GroupedEncoder(tf.keras.layers.Layer):
   """Image -> (mean, log-variance) of the latent, both linear.
 
   With `noise`, uniform noise in [-1/2, 1/2) is added in training to the
-  feature the heads read (seed 002, section 4): the heads learn to tolerate
+  feature the heads read (the grouped VAE paper, section 4): the heads learn to tolerate
   the quantization the coded latent will see. Whether to sample the latent
   or take the mean is the model's choice.
   """
@@ -162,7 +162,7 @@ class GroupedVAEConfig(vae.VAEConfig):
 
 @register("grouped_vae")
 class GroupedVAECompressor(vae.VariationalClassifier):
-  """Seed 002's grouped-convolution VAE as a codec with a latent classifier."""
+  """The grouped-convolution VAE as a codec with a latent classifier."""
 
   Config = GroupedVAEConfig
 

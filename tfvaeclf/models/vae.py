@@ -1,4 +1,4 @@
-"""What the VAE kinds (seed 002's grouped VAE, seed 003's β-VAE) share.
+"""What the VAE kinds (the grouped-convolution VAE, the β-VAE latent classifiers) share.
 
 A VAE encoder gives the mean and log-variance of a Gaussian posterior. In
 training the decoder reads a sample of it and the loss is the β-VAE's:
@@ -8,10 +8,10 @@ kind's coder; the classifier and, at test time, the decoder read that
 decoded mean times the step, exactly what a file reproduces.
 
 By default the VAE is trained for reconstruction, not for the task: the
-classifier's gradient stops at the latent (seed 003 trains classifiers on a
+classifier's gradient stops at the latent (the β-VAE paper trains classifiers on a
 pretrained, frozen VAE), and the rate shapes the encoder only as much as
 `lmbda` says. `encoder_ce_weight` > 0 lets that share of the classifier's
-gradient reach the encoder, as seed 000's VAE-classifier trains: the
+gradient reach the encoder, as the VAE-classifier paper trains: the
 latent then keeps what the labels need, not only what the pixels need.
 `lmbda=0` gives a pure β-VAE whose prior is fitted to it after the fact, in
 the same step. A second stage (`--freeze_encoder_from`) then trains a new
@@ -50,7 +50,7 @@ class VAEConfig(base.BaseConfig):
       old_flag="classifier", choices=CLASSIFIER_HEADS)
   encoder_ce_weight: float = base.setting(
       0., "Share of the classifier's gradient that reaches the encoder; 0 "
-      "is seed 003's unsupervised VAE.")
+      "is the β-VAE paper's unsupervised VAE.")
 
 
 def scale_gradient(x, factor):
@@ -59,7 +59,7 @@ def scale_gradient(x, factor):
 
 
 class LatentMLP(tf.keras.Sequential):
-  """Decoded latent -> class logits: seed 003's classifier heads.
+  """Decoded latent -> class logits: the β-VAE paper's classifier heads.
 
   mlp2: two dense layers, 15 then the classes (ReLU between).
   selu5: five dense layers with batch norm between them and SELU on each
