@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvaeclf import codec, coders, data, model_dir, models, rdc_sweep
-from tfvaeclf.coding import bitstream, dither
-from tests.conftest import SMALL_RDC, run_cli, train_small_rdc
 from tfvaeclf import codec, coders, data, model_dir, models
 from tfvaeclf.coding import bitstream, dither
 from tfvaeclf.experiments import rdc_sweep
+from tests.conftest import SMALL_RDC, run_cli, train_small_rdc
 
 
 # -- the dither ---------------------------------------------------------------
