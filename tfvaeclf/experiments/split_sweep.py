@@ -30,9 +30,10 @@ one-image file too), the accuracy, and the edge's size (front + bottleneck
 encoder: parameters, and TFLite bytes in float32 and int8; kept in the
 point's board.json, `tfvaeclf.experiments.board.edge_size`). Beside them,
 the two trivial extremes: the whole network on the board sending only the
-class (log2(classes) bits, the edge size of the uncut network) and, with `--baselines` (a tools/baselines.py
-table with the backbone as `--classifier_dir`), the whole image sent as a
-JPEG or WebP file (no network on the board).
+class (log2(classes) bits, the edge size of the uncut network) and, with
+`--baselines` (a tools/baselines.py table with the backbone as
+`--classifier_dir`), the whole image sent as a JPEG or WebP file (no
+network on the board).
 
 Written into `--out`: `points.csv` (one row a point: split point, mode,
 compress factor, lmbda, accuracy, the bytes, bpp, edge size, the model dir),
