@@ -73,7 +73,8 @@ def edge_part(loaded):
             "the whole classifier, images -> logits: the board sends the "
             "class")
   return (exporter.edge_streams(model),
-          "the encoder, images -> latent, as the exporter converts it")
+          "the encoder, images -> what the coder quantizes (a conditional "
+          "coder's hyper-latent too), as the exporter converts it")
 
 
 def _parameters(function, image_shape):
