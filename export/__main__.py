@@ -16,8 +16,6 @@ from . import exporter
 __all__ = ["main", "run"]
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("calibration_examples", 500,
-                     "Training images that calibrate the int8 encoder.")
 flags.DEFINE_bool("mcu", False, "Also write BUNDLE/mcu/: C sources that run "
                   "the int8 encoder and the coder on a microcontroller.")
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from tfvaeclf.coding import bundle
 
-__all__ = ["convert", "convert_function", "describe"]
+__all__ = ["convert", "convert_function", "describe", "edge_function"]
 
 
 def convert(encode_streams, image_shape, calibration_images=None):
@@ -33,9 +33,15 @@ def convert(encode_streams, image_shape, calibration_images=None):
   training data from which the int8 ranges of every tensor are measured.
   The batch axis is left free, so the board can code a batch in one call.
   """
-  function = tf.function(encode_streams, input_signature=[tf.TensorSpec(
+  return convert_function(edge_function(encode_streams, image_shape),
+                          calibration_images)
+
+
+def edge_function(encode_streams, image_shape):
+  """`encode_streams` as the `tf.function` that `convert` converts: float
+  images of `image_shape`, any batch, named as the board feeds them."""
+  return tf.function(encode_streams, input_signature=[tf.TensorSpec(
       [None, *image_shape], tf.float32, name=bundle.ENCODER_INPUT)])
-  return convert_function(function, calibration_images)
 
 
 def convert_function(function, calibration_images=None):

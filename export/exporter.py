@@ -19,10 +19,11 @@ from tfvaeclf.coding import bundle, streams as stream_types
 
 from . import encoder, mcu, server_model
 
-__all__ = ["calibration_images", "calibration_sample", "export_bundle"]
+__all__ = ["calibration_images", "calibration_sample", "edge_streams",
+           "export_bundle"]
 
 
-def _encode_streams(model):
+def edge_streams(model):
   """float images -> {stream name: what the board quantizes}: the edge
   encoder's graph, the coder's `edge_outputs` of the model's latent."""
   def encode_streams(images):
@@ -63,7 +64,7 @@ def _write(loaded, directory, calibration, with_mcu):
   plan = model.coder.stream_plan(codec.latent_shape)
   streams = stream_types.manifest_entries(plan)
   tables = stream_types.tables_arrays(plan)
-  encode_streams = _encode_streams(model)
+  encode_streams = edge_streams(model)
   edge = {}
   for name, images in ((bundle.ENCODER, None),
                        (bundle.ENCODER_INT8, calibration)):

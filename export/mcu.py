@@ -509,7 +509,7 @@ def write_mcu(directory, fingerprint, plan, arrays, edge, flatbuffer, coder,
   arenas = [arena_size(model) for model in models]
   (image,) = edge["inputs"].values()
   quantization = image["quantization"]
-  pixels = {"shape": image["shape"][1:], "table": edge_encoder._pixel_table({
+  pixels = {"shape": image["shape"][1:], "table": edge_encoder.pixel_table({
       "dtype": np.uint8,
       "quantization_parameters": {"scales": [quantization["scale"]],
                                   "zero_points": [quantization["zero_point"]]}

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from . import encoder
 
-__all__ = ["edge_size", "macs"]
+__all__ = ["edge_size", "flatbuffer_sizes", "macs", "parameters"]
 
 # Ops whose multiply-accumulates are counted: each output value of a
 # convolution sums kernel-height x kernel-width x input-channels products
@@ -54,10 +54,25 @@ def edge_size(function, image_shape, parameters, calibration_images):
   "edge_macs"} of the edge part `function` (float images -> {name:
   tensor}) with `parameters` weights; `calibration_images` (float32 N, H,
   W, C) set its int8 ranges."""
-  int8 = encoder.convert(function, image_shape, calibration_images)
+  return flatbuffer_sizes(
+      encoder.convert(function, image_shape),
+      encoder.convert(function, image_shape, calibration_images), parameters)
+
+
+def flatbuffer_sizes(float32, int8, parameters):
+  """`edge_size`'s figures of an edge part already converted: its float32
+  and int8 flatbuffers, and its `parameters`."""
   return {
       "edge_parameters": int(parameters),
-      "edge_float_bytes": len(encoder.convert(function, image_shape)),
+      "edge_float_bytes": len(float32),
       "edge_int8_bytes": len(int8),
       "edge_macs": macs(int8),
   }
+
+
+def parameters(function):
+  """The weights a `tf.function` with an input signature reads, counted as
+  Keras counts a model's (batch norm's moving statistics too): what the
+  board stores of it, whichever layers of a model it runs."""
+  return sum(int(np.prod(v.shape))
+             for v in function.get_concrete_function().variables)

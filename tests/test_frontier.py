@@ -110,7 +110,7 @@ def test_two_point_frontier_writes_its_table_and_plot(tmp_path, capsys):
           "--latent=global", "--filters=8,16", "--classifier_units=32",
           "--train_subset=500", "--epochs=1", "--batch_size=32",
           "--max_examples=200", "--latent_grid=4", "--lambda_grid=0.5,8",
-          f"--out={out}"]
+          "--calibration_examples=50", "--budgets=1KB,1MB", f"--out={out}"]
   code, stdout, stderr = run_cli(frontier.main, argv, capsys)
   assert code in (0, None), stderr
   assert "[2/2]" in stdout
@@ -124,9 +124,18 @@ def test_two_point_frontier_writes_its_table_and_plot(tmp_path, capsys):
     assert float(row["bytes_per_image"]) == results["bytes_per_image"]
     assert float(row["message_bytes_per_image"]) == pytest.approx(
         results["bytes_per_image"] + 5)
+    # Each point measured on the board, within one of the budgets.
+    board = model_dir.ModelDir(row["dir"]).board()
+    assert board["num_images"] == 200
+    assert int(row["edge_int8_bytes"]) == board["edge_int8_bytes"] <= 10**6
+    assert 0 <= float(row["board_accuracy"]) <= 1
   cheaper = min(rows, key=lambda r: float(r["bytes_per_image"]))
   assert cheaper["front_bytes_per_image"] == "True"
   assert os.path.getsize(out / "frontier_mnist.png") > 10_000
+  tables = (out / "budgets.md").read_text()
+  assert tables in stdout and "of int8 on the board" in tables
+  assert sum(f"| {os.path.basename(row['dir'])} |" in tables
+             for row in rows) == 2
   # A rerun trains nothing and writes the same table.
   before = (out / "points.csv").read_text()
   stamp = os.path.getmtime(os.path.join(rows[1]["dir"], "eval.json"))

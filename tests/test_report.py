@@ -320,9 +320,9 @@ def test_an_uncompressed_classifier_run_is_the_reference_line(
     json.dump({**results, "uncompressed": True}, f)
   seen = {}
   write_report = report.write_report
-  monkeypatch.setattr(report, "write_report", lambda points, refs, out: (
+  monkeypatch.setattr(report, "write_report", lambda points, refs, out, **kw: (
       seen.update(refs=refs, names=[p.name for p in points]),
-      write_report(points, refs, out))[1])
+      write_report(points, refs, out, **kw))[1])
   code, _, _ = report_cli([f"--runs={runs},{reference}",
                            f"--out={tmp_path / 'out'}"], capsys)
   assert code in (0, None)

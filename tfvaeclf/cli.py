@@ -28,6 +28,8 @@ flags.DEFINE_string("data_dir", None,
 flags.DEFINE_integer("batch_size", 64,
                      "Images per batch (per replica under --strategy).")
 flags.DEFINE_string("out", None, "The file or dir to write.")
+flags.DEFINE_integer("calibration_examples", 500,
+                     "Training images that calibrate the int8 encoder.")
 
 
 # This package's and the exporter's source dirs: their INFO lines are

@@ -10,6 +10,9 @@
     model.json         fingerprint and the checkpoint the tables belong to
     eval.json          `python -m tfvaeclf.evaluate` on the test split;
                        eval_<split>.json on another split
+    board.json         what the board runs and how well: the int8 edge
+                       model's bytes, multiply-accumulates and TFLM arena,
+                       its accuracy (`python -m tfvaeclf.experiments.board`)
 
 A dir without `model.json` is a training run that has not finished; rerunning
 training resumes it.
@@ -41,8 +44,9 @@ class ModelDir:
   CHECKPOINTS = "checkpoints"
   HISTORY = "history.csv"
   LOGS = "logs"
+  BOARD = "board.json"
   # What training writes besides its state: a copy to train further omits it.
-  _OUTPUTS = (LOGS, "eval*.json")
+  _OUTPUTS = (LOGS, "eval*.json", BOARD)
 
   def __init__(self, path):
     self.path = os.fspath(path)
@@ -52,6 +56,7 @@ class ModelDir:
     self.checkpoint_dir = self._file(self.CHECKPOINTS)
     self.history_path = self._file(self.HISTORY)
     self.logs_dir = self._file(self.LOGS)
+    self.board_path = self._file(self.BOARD)
 
   def __repr__(self):
     return f"ModelDir({self.path!r})"
@@ -140,6 +145,15 @@ class ModelDir:
 
   def write_eval(self, split, results):
     fileio.write_json(self.eval_path(split), results)
+
+  def board(self):
+    """What `write_board` stored (the edge budget), or None."""
+    if not os.path.exists(self.board_path):
+      return None
+    return self._read_json(self.board_path, "")
+
+  def write_board(self, results):
+    fileio.write_json(self.board_path, results)
 
   def copy_state(self, destination):
     """Copies what training resumes from (not logs or evaluations) to a new

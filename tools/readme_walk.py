@@ -57,6 +57,8 @@ OVERRIDES = {
     "tfvaeclf.evaluate": ["--max_examples=200"],
     "tfvaeclf.codec": [],
     "tfvaeclf.experiments.report": [],
+    "tfvaeclf.experiments.board": ["--calibration_examples=20",
+                                   "--num_images=200"],
     "tfvaeclf.edge": [],
     "export": ["--calibration_examples=20"],
     "tools/baselines.py": ["--max_examples=20", "--finetune_examples=50"],

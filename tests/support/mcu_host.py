@@ -78,7 +78,7 @@ def litert_outputs(bundle_dir, images):
   interpreter, _ = load_interpreter(int8_model(bundle_dir))
   (detail,) = interpreter.get_input_details()
   (output,) = interpreter.get_output_details()
-  pixels = edge_encoder._pixel_table(detail)[images]  # pylint: disable=W0212
+  pixels = edge_encoder.pixel_table(detail)[images]
   interpreter.resize_tensor_input(detail["index"], images.shape)
   interpreter.allocate_tensors()
   interpreter.set_tensor(detail["index"], pixels)

@@ -32,7 +32,7 @@ from tfvaeclf.coding import bundle, native, streams
 from tfvaeclf.coding.codec_spec import CodecSpec
 from tfvaeclf.edge.interpreter import SignatureModel
 
-__all__ = ["EdgeEncoder"]
+__all__ = ["EdgeEncoder", "pixel_table"]
 
 _log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _quantization(detail):
   return np.float32(params["scales"][0]), np.float32(params["zero_points"][0])
 
 
-def _pixel_table(detail):
+def pixel_table(detail):
   """The encoder's input for each pixel value 0..255: a lookup table.
 
   Floats in [0, 1] for a float input; quantized with the input's scale
@@ -103,7 +103,7 @@ class EdgeEncoder:
     self._encoder = SignatureModel(
         os.path.join(bundle_dir, *model_file.split("/")), num_threads)
     self.runtime = self._encoder.runtime
-    self._pixels = _pixel_table(self._encoder.inputs[bundle.ENCODER_INPUT])
+    self._pixels = pixel_table(self._encoder.inputs[bundle.ENCODER_INPUT])
     self._dequantize = {name: _dequantization(detail)
                         for name, detail in self._encoder.outputs.items()}
     # Which range coder runs: "C" or "numpy".

@@ -29,8 +29,9 @@ from matplotlib.text import Annotation
 from matplotlib.transforms import Bbox
 
 from tfvaeclf import fileio
+from tfvaeclf.experiments.budgets import budget_label
 from tfvaeclf.experiments.pareto import pareto_front
-from tfvaeclf.experiments.points import accuracy_kinds, codec_sweeps
+from tfvaeclf.experiments.points import BOARD, accuracy_kinds, codec_sweeps
 
 __all__ = ["COUNTINGS", "new_figure", "save", "model_markers",
            "codec_colors", "accuracy_vs_rate", "psnr_vs_rate", "frontier",
@@ -113,17 +114,25 @@ def _bytes_axis(axes, points):
     top.set_xlabel("bytes per image")
 
 
+def _legend_label(label, point):
+  """`label`, then the point's edge budget where it was measured."""
+  budget = budget_label(point.edge_int8_bytes, point.edge_macs,
+                        point.board_model_bytes)
+  return label if budget is None else f"{label} · {budget}"
+
+
 def _draw_models(axes, models, value, markers):
   """Each model filled at its whole-file rate, hollow at its payload rate,
   joined by a thin line, as the codecs' solid and dashed curves are; its
-  name beside it where there is room (see `_place_labels`)."""
+  name beside it where there is room (see `_place_labels`), its edge
+  budget in the legend."""
   handles = []
   for p in models:
     marker = markers[p.name]
     size = 11 if marker == "*" else 8
     (handle,) = axes.plot([p.bpp], [value(p)], marker=marker, color="black",
                           markersize=size, linestyle="none",
-                          label=f"{p.name} ({p.setting})")
+                          label=_legend_label(f"{p.name} ({p.setting})", p))
     if p.payload_bpp != p.bpp:
       axes.plot([p.payload_bpp, p.bpp], [value(p)] * 2, color="black",
                 linewidth=0.6, linestyle=":")
@@ -139,6 +148,15 @@ def _draw_models(axes, models, value, markers):
                 for face, counting in (("black", "one-image message"),
                                        ("none", "payload only"))]
   return handles
+
+
+def _draw_on_board(axes, points):
+  """The send-the-class points (a classifier run whole on the board), grey
+  triangles at their class bits, the budget in the legend."""
+  return [axes.plot([p.bpp], [100 * p.accuracy], marker="v",
+                    color="dimgray", markersize=9, linestyle="none",
+                    label=_legend_label(f"send the class: {p.name}", p))[0]
+          for p in points if p.kind == BOARD]
 
 
 def _draw_codecs(axes, points, colors, scale, kinds):
@@ -243,8 +261,9 @@ def _save_rate_figure(figure, path):
 
 def accuracy_vs_rate(dataset, points, reference, colors, markers, path):
   """One dataset's test accuracy against bits per pixel: its models (with
-  their Pareto front), the codecs' sweeps and, if given, the `reference`
-  accuracy of the uncompressed classifier; written to `path`."""
+  their Pareto front), the classifiers on the board that send the class,
+  the codecs' sweeps and, if given, the `reference` accuracy of the
+  uncompressed classifier; written to `path`."""
   figure, axes = _rate_axes(
       f"{dataset}: test accuracy against rate, learned models and classical "
       "codecs", "test accuracy (%)")
@@ -252,6 +271,7 @@ def accuracy_vs_rate(dataset, points, reference, colors, markers, path):
   _bytes_axis(axes, points)
   handles = _draw_models(axes, models, lambda p: 100 * p.accuracy, markers)
   handles += _draw_front(axes, models)
+  handles += _draw_on_board(axes, points)
   handles += _draw_codecs(axes, points, colors, 100, accuracy_kinds(points))
   if reference is not None:
     handles.append(axes.axhline(
@@ -290,21 +310,27 @@ def psnr_vs_rate(dataset, points, colors, markers, path):
 # --- the rate frontier --------------------------------------------------------
 
 
-def frontier(rows, rates, title, path):
+def frontier(rows, rates, title, path, on_board=()):
   """Accuracy against each of `rates` ((row field, axis label) pairs), a
-  panel each: every point, coloured by its latent size, and the Pareto
+  panel each: every point, coloured by its latent size (its edge budget,
+  where the rows have board.json's figures, in the legend), the Pareto
   front (the rows whose `front_<field>` is set) as a step line, each of
-  its points labelled with its λ."""
+  its points labelled with its λ, and the send-the-class points
+  `on_board` (`points.Point`s of kind BOARD) at their class bits."""
   figure = new_figure((11, 4.6))
   sizes = sorted({row["latent_channels"] for row in rows})
   for i, (rate, label) in enumerate(rates):
     axes = figure.add_subplot(1, len(rates), i + 1)
     for size in sizes:
       points = [row for row in rows if row["latent_channels"] == size]
+      budget = budget_label(*(points[0].get(field) for field in (
+          "edge_int8_bytes", "edge_macs", "board_model_bytes")))
       axes.scatter([row[rate] for row in points],
                    [100 * row["accuracy"] for row in points],
                    color=f"C{sizes.index(size) % 10}",
-                   label=f"latent {size}")
+                   label=f"latent {size}" + (f" · {budget}" if budget
+                                             else ""))
+    _draw_on_board(axes, on_board)
     front = sorted((row for row in rows if row[f"front_{rate}"]),
                    key=lambda row: row[rate])
     _step_front(axes, [(row[rate], 100 * row["accuracy"]) for row in front],

@@ -1,6 +1,13 @@
 """The points a rate-accuracy comparison reads: evaluated model dirs and
 the codecs' rate tables of tools/baselines.py.
 
+A model dir's board.json (`python -m tfvaeclf.experiments.board`) gives
+its point the edge budget: the int8 bytes, multiply-accumulates and TFLM
+arena of what the board runs, and the int8 accuracy. A classifier's
+board.json is a point of its own, kind "board": the classifier run whole
+on the board, sending only the class (ceil(log2(classes)) bits), the
+trivial extreme every coded point is set against.
+
 TensorFlow-free and plot-free. Every command that sets models beside codecs
 (`report`, `split_sweep`) reads them here, the same way, and shares the one
 flag defined here, `--baselines`, without taking on another command's
@@ -18,8 +25,8 @@ from absl import flags
 from tfvaeclf.errors import UserError
 from tfvaeclf.layout import ModelDir
 
-__all__ = ["Point", "load_run", "load_runs", "load_baselines", "codec_sweeps",
-           "accuracy_kinds"]
+__all__ = ["Point", "BOARD", "load_run", "load_board_classifier",
+           "load_runs", "load_baselines", "codec_sweeps", "accuracy_kinds"]
 
 flags.DEFINE_list("baselines", [],
                   "Rate tables from tools/baselines.py: PATH.csv or "
@@ -40,6 +47,18 @@ class Point:
   accuracy: float = None
   finetuned_accuracy: float = None  # classifier fine-tuned on decoded images
   psnr: float = None
+  # The edge budget (board.json; None without one): the int8 model the
+  # board stores, its multiply-accumulates per image and TFLM arena, the
+  # float32 models a coder runs beside it, and the int8 accuracy.
+  edge_int8_bytes: int = None
+  edge_macs: int = None
+  edge_arena_bytes: int = None
+  board_model_bytes: int = None
+  board_accuracy: float = None
+
+
+# The kind of a classifier's point on the board: it sends the class.
+BOARD = "board"
 
 
 # The weight of each kind's objective: the first of these model config
@@ -82,11 +101,49 @@ def load_run(directory):
     raise UserError(f"{run.config_path} or {run.eval_path()} lacks "
                     f"{e}") from None
   psnr = results.get("psnr")
-  name = os.path.basename(os.path.normpath(os.path.abspath(directory)))
   kind = "uncompressed" if results.get("uncompressed") else "model"
-  return Point(dataset, kind, name, _model_setting(config), bpp,
+  return Point(dataset, kind, _name(directory), _model_setting(config), bpp,
                payload_bpp, size, payload_size, accuracy,
-               psnr=None if psnr is None else float(psnr))
+               psnr=None if psnr is None else float(psnr),
+               **_budget(run))
+
+
+def _name(directory):
+  return os.path.basename(os.path.normpath(os.path.abspath(directory)))
+
+
+def _budget(run):
+  """The Point fields of `run`'s board.json (none without one)."""
+  board = run.board()
+  if board is None:
+    return {}
+  fields = ("edge_int8_bytes", "edge_macs", "edge_arena_bytes",
+            "board_model_bytes")
+  budget = {field: board.get(field) for field in fields}
+  budget["board_accuracy"] = board.get("accuracy")
+  return budget
+
+
+def load_board_classifier(directory):
+  """The point of a classifier run whole on the board, sending the class,
+  from its board.json; None unless `directory` holds a classifier (no
+  coder: `class_bits` in board.json) whose int8 accuracy was measured."""
+  run = ModelDir(directory)
+  board = run.board()
+  if not board or "class_bits" not in board or board.get(
+      "model") != "classifier":
+    return None
+  config = run.config
+  try:
+    height, width = config["model_config"]["image_shape"][:2]
+    size = board["class_bits"] / 8
+    return Point(config["dataset"]["name"], BOARD, _name(directory),
+                 "classifier, int8 on the board, class sent",
+                 8 * size / (height * width), 8 * size / (height * width),
+                 size, size, float(board["accuracy"]), **_budget(run))
+  except (KeyError, TypeError, ValueError) as e:
+    raise UserError(f"{run.config_path} or {run.board_path} lacks "
+                    f"{e}") from None
 
 
 def _not_evaluated(run):
@@ -130,17 +187,21 @@ def _model_dirs(path, note):
 
 def load_runs(paths, note=None):
   """Points of every evaluated model dir in `paths` (model dirs or their
-  parents); `note(line)` hears of each dir skipped for want of an
-  evaluation, and of model dirs nested deeper than `paths`' children."""
+  parents), and of every classifier measured on the board
+  (`load_board_classifier`); `note(line)` hears of each dir skipped for
+  want of either, and of model dirs nested deeper than `paths'` children."""
   note = note or (lambda line: print(line, file=sys.stderr))
   points = []
   for path in paths:
     for directory in _model_dirs(path, note):
       run = ModelDir(directory)
-      if not os.path.exists(run.eval_path()):
+      on_board = load_board_classifier(directory)
+      if os.path.exists(run.eval_path()):
+        points.append(load_run(directory))
+      elif on_board is None:
         note(f"skipping {directory}: {_not_evaluated(run)}")
-        continue
-      points.append(load_run(directory))
+      if on_board is not None:
+        points.append(on_board)
   return points
 
 

@@ -14,7 +14,13 @@ as `runs/` stands for every model dir in it) and the rate tables written by
 * `psnr_<dataset>.png`: PSNR against bits per pixel, where PSNR exists;
 * `summary.md`: per dataset, the rate each codec needs to match the best
   model's accuracy and, where models have PSNR, each codec's PSNR at each
-  model's rate (also printed).
+  model's rate (also printed); with `--budgets=5KB,20KB,80KB`, a table per
+  edge budget (`tfvaeclf.experiments.budgets`): the models whose int8
+  edge fits it, its send-the-class classifier and the codecs.
+
+A model dir's board.json (`python -m tfvaeclf.experiments.board`) puts its
+edge budget in the plot's legend and the tables; a classifier's is the
+send-the-class point, drawn beside the models.
 
 How rates are counted. A codec is counted two ways (see tfvaeclf/baselines.py):
 the whole file, and the entropy-coded payload alone. So is a model: its
@@ -44,8 +50,8 @@ import sys
 from absl import flags
 
 from tfvaeclf import fileio
-from tfvaeclf.experiments import plots
-from tfvaeclf.experiments.points import (accuracy_kinds, codec_sweeps,
+from tfvaeclf.experiments import budgets as budgets_lib, plots
+from tfvaeclf.experiments.points import (BOARD, accuracy_kinds, codec_sweeps,
                                          load_baselines, load_runs)
 
 __all__ = ["parse_references",
@@ -58,10 +64,11 @@ flags.DEFINE_multi_string(
     "reference", [], "DATASET:ACCURACY of the uncompressed classifier, as a "
     "fraction (0.992) or a percentage (99.2%); repeatable or a list.")
 
-KINDS = ("model", "codec")
+KINDS = ("model", BOARD, "codec")
 FIELDS = ("dataset", "kind", "name", "setting", "bpp", "payload_bpp",
           "bytes_per_image", "payload_bytes_per_image", "accuracy",
-          "finetuned_accuracy", "psnr")
+          "finetuned_accuracy", "psnr", "edge_int8_bytes", "edge_macs",
+          "edge_arena_bytes", "board_model_bytes", "board_accuracy")
 # The two ways of counting a rate in bytes per image (the plots count bits
 # per pixel the same two ways, `plots.COUNTINGS`): the field holding it, and
 # its label.
@@ -267,8 +274,9 @@ def _by_dataset(points):
   return datasets
 
 
-def write_report(points, references, out, note=None):
-  """Writes points, plots and summary into `out`; returns the summary."""
+def write_report(points, references, out, note=None, budgets=()):
+  """Writes points, plots and summary into `out` (a table per edge budget
+  of `budgets`, in bytes); returns the summary."""
   note = note or (lambda line: print(line, file=sys.stderr))
   datasets = _by_dataset(points)
   for dataset in sorted(set(references) - set(datasets)):
@@ -290,6 +298,9 @@ def write_report(points, references, out, note=None):
                          os.path.join(out, f"psnr_{name}.png"))
     summaries.append(summary_markdown(dataset, ds_points))
     summaries.append(psnr_markdown(dataset, ds_points))
+    if budgets:
+      summaries.append(budgets_lib.budget_markdown(dataset, ds_points,
+                                                   budgets))
   summary = "## Rate needed to match the best model's accuracy\n\n" + (
       "\n".join(s for s in summaries if s))
   with fileio.atomic_writer(os.path.join(out, "summary.md"), "w") as f:
@@ -309,6 +320,7 @@ def main(argv):
         "--out is required: the dir to write the points, plots and summary "
         "into (e.g. --out=report)")
   references = parse_references(FLAGS.reference)
+  budgets = budgets_lib.parse_budgets(FLAGS.budgets)
   points = []
   # An evaluated uncompressed classifier (--model=classifier) is the
   # reference line of its dataset, unless --reference says otherwise.
@@ -322,7 +334,7 @@ def main(argv):
   if not points:
     raise cli.UserError("nothing to report: no evaluated model dir and no "
                         "baseline rows")
-  print(write_report(points, references, FLAGS.out))
+  print(write_report(points, references, FLAGS.out, budgets=budgets))
   print(f"wrote {FLAGS.out}: points.csv, points.json, summary.md and plots",
         file=sys.stderr)
 

@@ -28,11 +28,12 @@ Each point is measured by sc2bench's three numbers: the data one image
 costs (a one-image message, as a board sends it; the payload and the
 one-image file too), the accuracy, and the edge's size (front + bottleneck
 encoder: parameters, and TFLite bytes in float32 and int8; kept in the
-point's `edge_size.json`). Beside them, the two trivial extremes: the whole
-network on the board sending only the class (log2(classes) bits, the edge
-size of the uncut network) and, with `--baselines` (a tools/baselines.py
-table with the backbone as `--classifier_dir`), the whole image sent as a
-JPEG or WebP file (no network on the board).
+point's board.json, `tfvaeclf.experiments.board.edge_size`). Beside them,
+the two trivial extremes: the whole network on the board sending only the
+class (log2(classes) bits, the edge size of the uncut network) and, with
+`--baselines` (a tools/baselines.py table with the backbone as
+`--classifier_dir`), the whole image sent as a JPEG or WebP file (no
+network on the board).
 
 Written into `--out`: `points.csv` (one row a point: split point, mode,
 compress factor, lmbda, accuracy, the bytes, bpp, edge size, the model dir),
@@ -55,12 +56,12 @@ from absl import flags
 from tfvaeclf.export import exporter, sizes
 from tfvaeclf import backbones, evaluate, fileio, models, specs, train
 from tfvaeclf import model_dir as model_dir_lib
-from tfvaeclf.experiments import plots, sweep
+from tfvaeclf.experiments import board, plots, sweep
 from tfvaeclf.experiments.points import load_baselines
 from tfvaeclf.layout import ModelDir
 from tfvaeclf.models import split
 
-__all__ = ["read_rate_config", "sweep_points", "uncut_point", "edge_size",
+__all__ = ["read_rate_config", "sweep_points", "uncut_point",
            "trivial_extremes", "split_point_curves"]
 
 FLAGS = flags.FLAGS
@@ -77,7 +78,6 @@ flags.DEFINE_integer("edge_calibration", 64,
 
 MODEL = "split"
 UNCUT_FILE = "uncut.json"
-EDGE_FILE = "edge_size.json"
 # The whole image to the server: the codecs drawn as that extreme.
 IMAGE_CODECS = {"jpeg": "JPEG", "webp": "WebP"}
 POINT_KEYS = ("compress_factor", "lmbda")
@@ -198,23 +198,6 @@ def uncut_point(config, test, max_examples, out, batch_size, calibration):
   return results
 
 
-def edge_size(directory, calibration):
-  """The edge part of the split model in `directory` (front + bottleneck
-  encoder; int8 ranges from `calibration()`), kept in its edge_size.json."""
-  path = os.path.join(directory, EDGE_FILE)
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
-  model = model_dir_lib.load(directory).model
-  size = sizes.edge_size(
-      lambda images: {"latent": model.encode(images)},
-      model.config.image_shape,
-      model.front.count_params() + model.bottleneck_encoder.count_params(),
-      calibration())
-  fileio.write_json(path, size)
-  return size
-
-
 def trivial_extremes(uncut, num_classes, baselines):
   """sc2bench's two trivial points: {label: [rows]}. The whole network on
   the board sends only the class; the whole image goes as a JPEG or WebP
@@ -311,7 +294,8 @@ def main(argv):
                  "bytes_per_image": results["bytes_per_image"],
                  "file_bytes_per_image": results["file_bytes_per_image"],
                  "bpp": results["bpp"],
-                 **edge_size(directory, calibration), "dir": directory})
+                 **board.edge_size(directory, calibration),
+                 "dir": directory})
     print(f"  {100 * results['accuracy']:.2f}% at "
           f"{results['bytes_per_image']:.2f} bytes per image", flush=True)
   extremes = trivial_extremes(uncut, config.num_classes, baselines)
