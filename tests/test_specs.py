@@ -90,6 +90,10 @@ EXPECTED = {
     "cifar10_resnet.flags": _resnet("cifar10", (16, 32, 64), 30,
                                     backbone="resnet20", batch_size=128,
                                     weight_decay=0.05),
+    "cifar10_board_resnet8.flags": _resnet("cifar10", (16, 32, 64), 30,
+                                           backbone="resnet8",
+                                           batch_size=128,
+                                           weight_decay=0.05),
     "fashion_mnist_beta_vae.flags": _run(
         "beta_vae", BETA_VAE, {"name": "fashion_mnist"}, BETA_VAE_TRAIN),
     "fashion_mnist_beta_vae_ce.flags": _run(
