@@ -30,6 +30,7 @@ def photos():
 
 
 @pytest.mark.parametrize("name", sorted(baselines.CODECS))
+@pytest.mark.slow
 def test_quality_sweep_trades_bytes_for_fidelity(name, digits, photos):
   codec = baselines.CODECS[name]
   for images in (digits, photos):
@@ -112,6 +113,7 @@ def test_missing_ffmpeg_is_one_line(monkeypatch, digits):
     baselines.code_images(baselines.CODECS["hevc"], digits[:1], 30)
 
 
+@pytest.mark.slow
 def test_rate_table_tool_writes_rows_that_match_the_files(tmp_path, digits):
   out = tmp_path / "rates.csv"
   result = subprocess.run(
@@ -136,6 +138,7 @@ def test_rate_table_tool_writes_rows_that_match_the_files(tmp_path, digits):
     assert float(row["bytes_per_image"]) == pytest.approx(on_disk)
 
 
+@pytest.mark.slow
 def test_qualities_can_be_given_per_codec(tmp_path):
   out = tmp_path / "rates.csv"
   result = _run_tool("--codecs=jpeg,webp", "--qualities=jpeg:5:90,webp:50",
@@ -146,6 +149,7 @@ def test_qualities_can_be_given_per_codec(tmp_path):
         ("jpeg", "5"), ("jpeg", "90"), ("webp", "50")]
 
 
+@pytest.mark.slow
 def test_bad_qualities_are_one_line(tmp_path):
   result = _run_tool("--codecs=jpeg", "--qualities=av1:63",
                      f"--out={tmp_path / 'x.csv'}")
@@ -174,6 +178,7 @@ def _run_tool(*args):
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
 
 
+@pytest.mark.slow
 def test_dataset_from_codes_the_images_as_a_model_reads_them(tmp_path):
   """The grouped VAE reads Fashion-MNIST padded to 32x32x3: the codecs it is
   compared with code those very images (here MNIST's, offline)."""
@@ -200,6 +205,7 @@ def test_dataset_from_codes_the_images_as_a_model_reads_them(tmp_path):
   assert both.returncode == 2 and "not both" in both.stderr
 
 
+@pytest.mark.slow
 def test_classifier_accuracy_on_decoded_images(tmp_path, classifier_dir):
   out = tmp_path / "accuracy.csv"
   result = _run_tool(
@@ -222,6 +228,7 @@ def test_classifier_accuracy_on_decoded_images(tmp_path, classifier_dir):
   assert float(high["accuracy"]) >= float(low["accuracy"]) - 0.05
 
 
+@pytest.mark.slow
 def test_classifier_of_another_dataset_is_one_line(tmp_path, classifier_dir):
   result = _run_tool("--dataset=fashion_mnist", "--codecs=jpeg",
                      f"--classifier_dir={classifier_dir}",

@@ -70,6 +70,7 @@ def _check_budget(results, int8):
   assert results["edge_int8_bytes"] < results["edge_float_bytes"]
 
 
+@pytest.mark.slow
 def test_classifier_budget_is_the_whole_int8_classifier(
     classifier_dir, tmp_path, capsys):
   directory, results = _measured(classifier_dir, tmp_path, capsys, 50)
@@ -89,6 +90,7 @@ def test_classifier_budget_is_the_whole_int8_classifier(
   assert results["accuracy"] > 0.5  # the int8 model still classifies
 
 
+@pytest.mark.slow
 def test_joint_budget_is_its_exported_int8_encoder(
     trained_dir, bundle_dir, tmp_path, capsys):
   # bundle_dir is exported with 100 calibration images: the same sample.

@@ -29,6 +29,7 @@ def backbone(request):
   return _backbone(request.param)
 
 
+@pytest.mark.slow
 def test_split_rejoins_to_the_uncut_logits(backbone):
   model, shape = backbone
   images = tf.random.uniform((2, *shape), seed=1)
@@ -90,6 +91,7 @@ def _same_weights(a, b, skip=()):
              for u, v in zip(x.get_weights(), y.get_weights()))
 
 
+@pytest.mark.slow
 def test_resnet50_weights_load_from_a_file(tmp_path):
   source, shape = _backbone("resnet50")  # cached, never changed
   path = str(tmp_path / "resnet50.h5")  # the layout of ImageNet's files
@@ -113,6 +115,7 @@ def test_keras3_weights_files_load_whole(tmp_path):
                                                weights=path))
 
 
+@pytest.mark.slow
 def test_a_weights_file_that_does_not_fit_is_one_line(tmp_path, backbone):
   model, shape = backbone
   with pytest.raises(ValueError, match="does not exist") as missing:
@@ -162,6 +165,7 @@ def _untrained_joint_dir(directory, splits):
   return directory
 
 
+@pytest.mark.slow
 def test_only_callers_that_need_no_coder_load_it(classifier_dir, mnist,
                                                  tmp_path):
   with pytest.raises(model_dir.ModelDirError, match="uncompressed"):
@@ -210,6 +214,7 @@ def test_export_and_codec_refuse_it_in_one_line(classifier_dir, tmp_path,
   assert code == 2 and err.count("\n") == 1 and "uncompressed" in err
 
 
+@pytest.mark.slow
 def test_train_cli_reports_a_missing_weights_file_in_one_line(tmp_path,
                                                               capsys):
   code, _, err = run_cli(train.main, [

@@ -25,6 +25,7 @@ def _in_graph_predictions(loaded, images):
   return tf.argmax(outputs["logits"], -1).numpy()
 
 
+@pytest.mark.slow
 def test_file_classifies_exactly_like_the_in_graph_path(loaded, digits):
   images, _ = digits
   file_bytes = codec.compress_images(loaded, images)
@@ -162,6 +163,7 @@ def test_decompress_needs_a_decoder(trained_dir, good_file, tmp_path,
 
 # -- messages ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_writes_one_message_per_image_and_classify_reads_both(
     trained_dir, loaded, digits, tmp_path, capsys):
   images, _ = digits

@@ -33,6 +33,7 @@ def _perturbed(variable):
   variable.assign(variable + 1.)
 
 
+@pytest.mark.slow
 def test_fingerprint_covers_the_encoder_side_only():
   beta_vae = _frozen("beta_vae", SMALL_BETA_VAE)  # altered below
   spec = CodecSpec.from_model(beta_vae)
@@ -55,6 +56,7 @@ def test_fingerprint_covers_the_encoder_side_only():
   assert len(fingerprints) == 4
 
 
+@pytest.mark.slow
 def test_the_dither_seed_is_part_of_the_identity():
   model = _frozen("rdc", SMALL_RDC)
   spec = CodecSpec.from_model(model)
@@ -161,6 +163,7 @@ def _reads_the_others_file(writer, reader, images):
 @pytest.mark.parametrize("writer,reader", [
     ("one", "two"), ("two", "one"),
     ("end_to_end", "universal"), ("universal", "end_to_end")])
+@pytest.mark.slow
 def test_models_of_one_encoder_side_read_each_others_files(
     loaded, digits, writer, reader):
   writer, reader = loaded[writer], loaded[reader]
@@ -172,6 +175,7 @@ def test_models_of_one_encoder_side_read_each_others_files(
 @pytest.mark.parametrize("writer,reader", [
     ("one", "other"), ("other", "two"), ("one", "universal"),
     ("end_to_end", "two")])
+@pytest.mark.slow
 def test_another_encoder_side_refuses_the_file_in_one_line(
     dirs, loaded, digits, tmp_path, capsys, writer, reader):
   path = tmp_path / "foreign.tfvc"

@@ -8,6 +8,7 @@ they dispatch on the stream types of its plan."""
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfvaeclf import codec, coders, data, export, model_dir, models, train
@@ -106,6 +107,7 @@ def test_its_plan_is_two_latent_channel_streams():
   assert streams.input_shape(plan) == [4, 4, 8]
 
 
+@pytest.mark.slow
 def test_board_and_server_code_it_as_the_model(mnist, tmp_path):
   """Two training steps, an export, and the board's bytes are the model's;
   the server's latents and classes are the model's own decode's."""

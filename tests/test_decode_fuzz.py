@@ -98,6 +98,7 @@ CASES = {"factorized": (1500, 1500), "context": (600, 250),
 
 
 @pytest.mark.parametrize("kind", ["factorized", "context", "dithered"])
+@pytest.mark.slow
 def test_fuzzed_files_decode_in_bounded_time_or_fail_in_one_line(
     kind, request, digits):
   if kind == "dithered":
@@ -149,6 +150,7 @@ def test_fuzzed_messages_decode_in_bounded_time_or_fail_in_one_line(
 
 
 @pytest.mark.parametrize("coder", ["hyperprior", "context"])
+@pytest.mark.slow
 def test_server_of_a_conditional_bundle_decodes_fuzz_in_bounded_time(
     coder, request, digits, tmp_path):
   """Files and messages, raw and crafted, one by one and batched as the

@@ -165,6 +165,7 @@ def mirrored_run(mnist, tmp_path_factory):
           mirrored_first)
 
 
+@pytest.mark.slow
 def test_two_replicas_take_the_same_steps_as_one_device(mirrored_run):
   result, _, _ = mirrored_run
   single, mirrored = result["single"], result["mirrored"]
@@ -180,6 +181,7 @@ def test_two_replicas_take_the_same_steps_as_one_device(mirrored_run):
   np.testing.assert_allclose(two, one, atol=1e-5 * np.abs(one).max() + 1e-7)
 
 
+@pytest.mark.slow
 def test_a_run_started_on_one_device_resumes_mirrored(mirrored_run):
   _, default_first, _ = mirrored_run
   assert _history(default_first) == [0, 1]
@@ -188,6 +190,7 @@ def test_a_run_started_on_one_device_resumes_mirrored(mirrored_run):
   model_dir.load(default_first)
 
 
+@pytest.mark.slow
 def test_a_mirrored_run_resumes_on_one_device(mirrored_run, mnist):
   _, _, mirrored_first = mirrored_run
   assert model_dir.read_config(mirrored_first)["training"]["replicas"] == 2
@@ -214,6 +217,7 @@ def _free_ports(n):
   return ports
 
 
+@pytest.mark.slow
 def test_two_workers_train_one_model_dir(tmp_path):
   run = str(tmp_path / "run")
   cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}

@@ -431,6 +431,7 @@ def models():
   return default, project
 
 
+@pytest.mark.slow
 def test_batched_model_compress(models):
   model = models[0]
   tables = rc.CdfTables(model.cdf.numpy(), model.cdf_offset.numpy())
@@ -451,6 +452,7 @@ def test_batched_model_compress(models):
                                 values)
 
 
+@pytest.mark.slow
 def test_project_style_model_rank3_precision16(models):
   # As tfvaeclf.coders.FactorizedCoder: coding_rank=3, precision 16,
   # no offset heuristic, one table per channel of a (B, H, W, C) latent.

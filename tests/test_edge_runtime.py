@@ -88,6 +88,7 @@ def _codec_classify(model_dir, file_bytes, directory, capsys):
   return exit_info.value.code, out, err
 
 
+@pytest.mark.slow
 def test_edge_process_without_tensorflow_writes_the_codec_file(
     edge_files, good, good_dir, digits, tmp_path, capsys):
   assert good.codec.unpack(edge_files["float"])
@@ -100,6 +101,7 @@ def test_edge_process_without_tensorflow_writes_the_codec_file(
   assert out.split() == [names[i] for i in digits[2]]
 
 
+@pytest.mark.slow
 def test_server_saved_model_classifies_edge_file_like_keras(
     edge_files, good, good_bundle, digits):
   served = BundleServer(good_bundle, good.fingerprint)
@@ -107,6 +109,7 @@ def test_server_saved_model_classifies_edge_file_like_keras(
   np.testing.assert_array_equal(classes, digits[2])
 
 
+@pytest.mark.slow
 def test_int8_encoder_within_half_a_point(edge_files, good, digits):
   _, labels, keras = digits
   keras_accuracy = np.mean(keras == labels)
@@ -118,6 +121,7 @@ def test_int8_encoder_within_half_a_point(edge_files, good, digits):
   assert abs(int8_accuracy - keras_accuracy) <= 0.005
 
 
+@pytest.mark.slow
 def test_edge_bytes_are_tfc_bytes(good, good_bundle, digits, edge_files):
   images = digits[0]
   edge = EdgeEncoder(good_bundle)
@@ -136,6 +140,7 @@ def test_edge_bytes_are_tfc_bytes(good, good_bundle, digits, edge_files):
   assert edge.encode(images[:0]) == [[]]
 
 
+@pytest.mark.slow
 def test_tf_lite_is_the_fallback_runtime(good_bundle, digits, monkeypatch):
   images = digits[0][:100]
   with_runtime = EdgeEncoder(good_bundle, num_threads=1)
@@ -169,6 +174,7 @@ def test_edge_cli_refuses_a_bad_image_in_one_line(good_bundle, tmp_path):
   assert not os.path.exists(tmp_path / "out.tfvc")
 
 
+@pytest.mark.slow
 def test_board_messages_classify_like_keras(good_bundle, good_dir, good,
                                             digits, tmp_path, capsys):
   """A board's messages (a process without TensorFlow), one per image,
@@ -197,6 +203,7 @@ def test_board_messages_classify_like_keras(good_bundle, good_dir, good,
     assert (code, out.split()) == (None, [names[keras]])
 
 
+@pytest.mark.slow
 def test_c_and_numpy_coders_write_the_same_bytes(good_bundle, digits):
   images = digits[0][:2000]
   fast = EdgeEncoder(good_bundle, num_threads=1)
@@ -208,6 +215,7 @@ def test_c_and_numpy_coders_write_the_same_bytes(good_bundle, digits):
       images[:50])
 
 
+@pytest.mark.slow
 def test_edge_cli_refuses_a_counter_that_does_not_apply(good_bundle, digits,
                                                         tmp_path):
   png = str(tmp_path / "digit.png")

@@ -177,6 +177,7 @@ def test_compress_and_decompress_trace_into_tf_functions(frozen):
                                 frozen(latent, training=False)[0].numpy())
 
 
+@pytest.mark.slow
 def test_estimated_rate_tracks_actual_bytes():
   """With scales matched to the latent, coding costs its information."""
   coder = coders.ChannelContextCoder(CHANNELS, num_slices=2)
@@ -217,6 +218,7 @@ def trained(request, mnist, tmp_path_factory):
   return model_dir.load(directory)
 
 
+@pytest.mark.slow
 def test_joint_model_round_trips_through_the_file(trained, mnist):
   images, _ = next(iter(mnist.test.batch(32)))
   images = images.numpy()

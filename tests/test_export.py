@@ -82,6 +82,7 @@ def _assert_one_line(excinfo, *needles):
     assert needle in message, message
 
 
+@pytest.mark.slow
 def test_bundle_layout_and_manifest(bundle_dir, manifest, loaded):
   model = loaded.model
   files = sorted(
@@ -161,6 +162,7 @@ def test_server_classifies_like_keras(bundle_dir, loaded, mnist):
     served.reconstruct(latent_hat)
 
 
+@pytest.mark.slow
 def test_server_side_runs_without_tfc(bundle_dir, loaded, mnist, tmp_path):
   """Board-made and codec-made files classify as Keras does, in a process
   that cannot import tensorflow_compression."""
@@ -296,6 +298,7 @@ def test_edge_cli_error_is_one_line(bundle_dir, tmp_path):
   assert not os.path.exists(tmp_path / "out.tfvc")
 
 
+@pytest.mark.slow
 def test_export_cli_errors_are_one_line(tmp_path, trained_dir, capsys):
   code, _, err = _export_cli([f"--model_dir={tmp_path / 'none'}",
                               f"--out={tmp_path / 'b'}"], capsys)

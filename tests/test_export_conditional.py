@@ -78,6 +78,7 @@ def _edge_encode(bundle_dir, paths, output, *flags):
   return messages
 
 
+@pytest.mark.slow
 def test_manifest_lists_the_slice_coder_and_tables(trained):
   _, loaded, out = trained
   with open(os.path.join(out, bundle.MANIFEST)) as f:
@@ -109,6 +110,7 @@ def test_manifest_lists_the_slice_coder_and_tables(trained):
                                   coder.tables()["hyper/cdf"])
 
 
+@pytest.mark.slow
 def test_float_board_writes_the_bytes_of_codec_compress(
     trained, digits, pngs, tmp_path):
   _, loaded, out = trained
@@ -120,6 +122,7 @@ def test_float_board_writes_the_bytes_of_codec_compress(
                           codec.compress_messages(loaded, images))
 
 
+@pytest.mark.slow
 def test_c_and_numpy_coders_write_the_same_bytes(trained, digits):
   _, _, out = trained
   images = digits[0][:50]
@@ -154,6 +157,7 @@ def test_server_decodes_as_the_model_does(trained, digits):
     np.testing.assert_array_equal(decoded[i], served.decode(messages[i]))
 
 
+@pytest.mark.slow
 def test_int8_board_is_decoded_by_the_server(trained, digits, pngs,
                                              tmp_path):
   """The int8 encoder's latents differ from the float one's by up to half
@@ -184,6 +188,7 @@ def test_int8_board_is_decoded_by_the_server(trained, digits, pngs,
   assert abs(np.mean(classes == labels) - np.mean(keras == labels)) <= 0.02
 
 
+@pytest.mark.slow
 def test_missing_slice_coder_fails_in_one_line(trained, tmp_path, pngs):
   _, _, out = trained
   copy = _copy(out, tmp_path)
@@ -250,6 +255,7 @@ KINDS = (
 
 @pytest.mark.parametrize("kind, coder, config, image_size", KINDS,
                          ids=[f"{k}-{c}" for k, c, _, _ in KINDS])
+@pytest.mark.slow
 def test_every_kind_exports_with_its_coders(kind, coder, config, image_size,
                                             request, tmp_path):
   """Two training steps make a model whose bundle must code as the model

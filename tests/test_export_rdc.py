@@ -81,6 +81,7 @@ def test_manifest_carries_the_dither(rdc, rdc_bundle):
   assert outputs["latent"]["dtype"] == "float32"
 
 
+@pytest.mark.slow
 def test_edge_cli_without_tensorflow_writes_the_seed(rdc_bundle, digits,
                                                      tmp_path):
   """The dither is numpy only: the board still never imports TensorFlow."""
@@ -95,6 +96,7 @@ def test_edge_cli_without_tensorflow_writes_the_seed(rdc_bundle, digits,
   assert file_bytes == EdgeEncoder(rdc_bundle).encode_file(digits[0][:1])
 
 
+@pytest.mark.slow
 def test_edge_file_decodes_to_the_in_graph_latents(rdc, digits, edge_file,
                                                    decoded):
   coded = rdc.codec.unpack(edge_file)
@@ -111,6 +113,7 @@ def test_edge_file_decodes_to_the_in_graph_latents(rdc, digits, edge_file,
   np.testing.assert_allclose(steps, np.round(steps), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_int8_encoder_adds_the_dither_after_dequantizing(rdc, rdc_bundle,
                                                          digits):
   images, outputs = digits
@@ -151,6 +154,7 @@ def test_server_decodes_with_the_seed_of_the_file(rdc, rdc_bundle, digits,
   assert not np.array_equal(served.reconstruct(reseeded), images)
 
 
+@pytest.mark.slow
 def test_server_decodes_board_messages_with_their_counters(rdc, rdc_bundle,
                                                           digits):
   """Message c carries dither index c: the server subtracts that dither,
@@ -165,6 +169,7 @@ def test_server_decodes_board_messages_with_their_counters(rdc, rdc_bundle,
   assert [c.dither_index for c in coded] == [1000, 1001, 1002, 1003]
 
 
+@pytest.mark.slow
 def test_server_side_runs_without_tfc(rdc, rdc_bundle, digits, edge_file,
                                       decoded, tmp_path):
   """Board-made and codec-made files classify as Keras does, in a process

@@ -54,6 +54,7 @@ def digits(mnist):
   return images.numpy(), labels.numpy()
 
 
+@pytest.mark.slow
 def test_files_and_messages_classify_as_the_graph_does(global_loaded,
                                                        digits):
   images, _ = digits
@@ -68,6 +69,7 @@ def test_files_and_messages_classify_as_the_graph_does(global_loaded,
           for m in messages] == expected[:20].tolist()
 
 
+@pytest.mark.slow
 def test_evaluate_counts_the_message_bytes(global_loaded, mnist):
   results = evaluate.evaluate(global_loaded, mnist.test.take(500),
                               progress=False)
@@ -81,6 +83,7 @@ def test_evaluate_counts_the_message_bytes(global_loaded, mnist):
              results["estimated_bytes_per_image"]) < 1.5
 
 
+@pytest.mark.slow
 def test_export_edge_and_server_code_the_global_latent(
     global_dir, global_loaded, digits, tmp_path, capsys):
   from tfvaeclf.export import __main__ as export_main
@@ -104,6 +107,7 @@ def test_export_edge_and_server_code_the_global_latent(
     assert len(message) <= 5 + 16  # a few bytes of latent, 5 of message
 
 
+@pytest.mark.slow
 def test_two_point_frontier_writes_its_table_and_plot(tmp_path, capsys):
   out = tmp_path / "frontier"
   argv = ["--model=joint", "--dataset=mnist", "--validation_size=500",

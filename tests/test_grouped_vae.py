@@ -50,6 +50,7 @@ def _row_outputs(layers, inputs):
   return rows, inputs
 
 
+@pytest.mark.slow
 def test_total_parameter_counts(built):
   version, encoder, decoder = built
   encoded, decoded, total = TABLES[version]["totals"]

@@ -62,6 +62,7 @@ def test_training_prints_progress_without_noise(trained):
   _assert_each_once(stderr)
 
 
+@pytest.mark.slow
 def test_export_prints_each_line_once_without_tensorflow_chatter(bundle):
   _, stderr = bundle
   assert "INFO:tensorflow" not in stderr
@@ -70,6 +71,7 @@ def test_export_prints_each_line_once_without_tensorflow_chatter(bundle):
   _assert_each_once(stderr)
 
 
+@pytest.mark.slow
 def test_tf_lite_fallback_loads_quietly(bundle):
   script = (
       "import sys\n"
@@ -87,6 +89,7 @@ def test_tf_lite_fallback_loads_quietly(bundle):
 
 
 @pytest.mark.parametrize("many_models", [False, True])
+@pytest.mark.slow
 def test_only_commands_of_many_models_drop_retracing_warnings(many_models):
   # Six new functions of one code, as six models of a sweep trace theirs.
   script = (

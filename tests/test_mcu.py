@@ -107,6 +107,7 @@ def test_digits(mnist):
   return images.numpy(), labels.numpy()
 
 
+@pytest.mark.slow
 def test_bundle_lists_the_model_ops_and_measured_arena(mcu_bundle):
   manifest = read_manifest(mcu_bundle)
   figures = manifest["mcu"]
@@ -148,6 +149,7 @@ def test_main_calls_tflms_resolver_methods_by_their_names(op, method):
   assert mcu._op_method(op) == method  # pylint: disable=protected-access
 
 
+@pytest.mark.slow
 def test_c_messages_are_the_python_edges(mcu_bundle, harness, test_digits):
   """Real digits: the C coder on LiteRT's int8 outputs writes exactly the
   messages of `EdgeEncoder(int8=True).encode_messages`."""
@@ -157,6 +159,7 @@ def test_c_messages_are_the_python_edges(mcu_bundle, harness, test_digits):
       mcu_bundle, int8=True).encode_messages(images)
 
 
+@pytest.mark.slow
 def test_extreme_outputs_fit_the_stated_worst_case(mcu_bundle, harness):
   """Every int8 output, escapes included, codes as Python's, within
   TFVAECLF_MAX_MESSAGE_BYTES."""
@@ -171,6 +174,7 @@ def test_extreme_outputs_fit_the_stated_worst_case(mcu_bundle, harness):
   assert max(map(len, messages)) <= worst
 
 
+@pytest.mark.slow
 def test_tflm_messages_classify_as_keras(loaded, mcu_bundle, harness,
                                          test_digits):
   """TFLM's int8 outputs, coded by the C coder, classify as the Keras model
@@ -210,6 +214,7 @@ def test_dither_tables_match_float_arithmetic():
           value + (k >= step1) + (k >= step2), expected)
 
 
+@pytest.mark.slow
 def test_dithered_messages_and_counters(mnist, classifier_dir,
                                         tmp_path_factory, test_digits):
   """A dithered rdc model's C messages are the Python edge's, counters of
@@ -231,6 +236,7 @@ def test_dithered_messages_and_counters(mnist, classifier_dir,
                          shutil.which("qemu-system-arm")),
                     reason="no arm-none-eabi-gcc or qemu-system-arm: run "
                     "tools/setup.sh")
+@pytest.mark.slow
 def test_cortex_m4_under_qemu_writes_the_hosts_bytes(mcu_bundle, tmp_path):
   """The coder built for Cortex-M4 (thumb, -Os) and run on QEMU's
   mps2-an386 codes fixed latents, escapes included, into the host's
@@ -260,6 +266,7 @@ def test_cortex_m4_under_qemu_writes_the_hosts_bytes(mcu_bundle, tmp_path):
   print((tmp_path / "arm" / "size.txt").read_text())
 
 
+@pytest.mark.slow
 def test_conditional_bundle_runs_both_models_with_builtin_ops(conditional):
   """The int8 encoder and the float32 slice coder: one resolver with the
   ops of both, all TFLM built-ins, each model's measured arena."""
@@ -290,6 +297,7 @@ def test_conditional_bundle_runs_both_models_with_builtin_ops(conditional):
     assert mcu._runs(model, arena) and not mcu._runs(model, arena - 16)
 
 
+@pytest.mark.slow
 def test_conditional_tflm_messages_are_the_edges(conditional, test_digits):
   """Real digits: TFLM runs the int8 encoder and the slice coder; the C
   coder writes exactly the Linux edge's messages for the same int8
@@ -335,6 +343,7 @@ def test_conditional_tflm_messages_are_the_edges(conditional, test_digits):
                          shutil.which("qemu-system-arm")),
                     reason="no arm-none-eabi-gcc or qemu-system-arm: run "
                     "tools/setup.sh")
+@pytest.mark.slow
 def test_cortex_m4_codes_conditional_latents_as_the_host(conditional,
                                                          test_digits,
                                                          tmp_path):

@@ -47,6 +47,7 @@ def models(loaded, context_dir, rdc_dir):
 
 
 @pytest.mark.parametrize("kind", ["factorized", "context", "dithered"])
+@pytest.mark.slow
 def test_messages_decode_exactly_like_the_file(models, images, kind):
   loaded = models[kind]
   file_bytes = codec.compress_images(loaded, images)
@@ -69,6 +70,7 @@ def test_messages_decode_exactly_like_the_file(models, images, kind):
 
 
 @pytest.mark.parametrize("kind", ["factorized", "context", "dithered"])
+@pytest.mark.slow
 def test_message_overhead(models, images, kind):
   loaded = models[kind]
   for message in codec.compress_messages(loaded, images):
@@ -82,6 +84,7 @@ def test_message_overhead(models, images, kind):
     assert len(message) < loaded.codec.file_size(lengths) - 25
 
 
+@pytest.mark.slow
 def test_a_message_counter_picks_the_dither(models, images):
   """Message c is coded, and decoded, with dither index c: consecutive
   messages of one image differ, and each decodes to within half a step of
@@ -106,6 +109,7 @@ def test_a_message_counter_picks_the_dither(models, images):
     assert later == [message]
 
 
+@pytest.mark.slow
 def test_counters_are_checked(models, images):
   dithered, plain = models["dithered"].codec, models["factorized"].codec
   with pytest.raises(ValueError, match="counter"):
@@ -118,6 +122,7 @@ def test_counters_are_checked(models, images):
   assert plain.message_size([3]) == 3 + 5
 
 
+@pytest.mark.slow
 def test_a_message_of_another_model_is_refused(models, images):
   for sender, receiver in (("factorized", "context"),
                            ("context", "factorized"),
@@ -128,6 +133,7 @@ def test_a_message_of_another_model_is_refused(models, images):
       codec.classify_file(models[receiver], message)
 
 
+@pytest.mark.slow
 def test_every_bit_flip_of_a_real_message_is_refused(models, images):
   for loaded in models.values():
     (message,) = codec.compress_messages(loaded, images[:1])
@@ -142,6 +148,7 @@ def test_every_bit_flip_of_a_real_message_is_refused(models, images):
         codec.classify_file(loaded, message[:cut])
 
 
+@pytest.mark.slow
 def test_dithered_cli_continues_a_sequence(rdc_dir, models, images, tmp_path,
                                            capsys):
   loaded = models["dithered"]
@@ -179,6 +186,7 @@ def test_dithered_cli_continues_a_sequence(rdc_dir, models, images, tmp_path,
   assert err.count("\n") == 1 and not (tmp_path / "n_0.msg").exists()
 
 
+@pytest.mark.slow
 def test_dithered_board_messages_take_their_counters(models, images,
                                                      tmp_path_factory):
   """The board's message c uses dither index c, as the codec's does."""

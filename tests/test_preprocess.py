@@ -90,6 +90,7 @@ def photos(tmp_path_factory):
   return root
 
 
+@pytest.mark.slow
 def test_the_files_are_what_a_user_has(photos):
   kinds = {}
   for path in photos.rglob("*.*"):
@@ -118,6 +119,7 @@ def _closest_pairing(images, references):
 
 
 @pytest.mark.parametrize("image_size", [32, (17, 29)])
+@pytest.mark.slow
 def test_training_pipeline_and_files_agree(photos, image_size):
   splits = data.load(f"folder:{photos}", image_size=image_size,
                      validation_size=4)
@@ -154,6 +156,7 @@ def _tensorflow_resize(image, size):
 
 
 @pytest.mark.parametrize("size", [(32, 32), (17, 29), (224, 224)])
+@pytest.mark.slow
 def test_tensorflow_resize_agrees_within_one(size, photos):
   """Older model dirs were trained through TF's resize: they get Pillow's
   now, at most 1 apart on every pixel."""
@@ -193,6 +196,7 @@ def folder_run(photos, tmp_path_factory):
   return splits, run.model_dir, loaded, out
 
 
+@pytest.mark.slow
 def test_the_model_dir_and_bundle_record_the_preprocessing(folder_run):
   splits, _, loaded, bundle_dir = folder_run
   record = splits.info.preprocessing.record()
@@ -206,6 +210,7 @@ def test_the_model_dir_and_bundle_record_the_preprocessing(folder_run):
     assert json.load(f)[bundle.PREPROCESSING] == record
 
 
+@pytest.mark.slow
 def test_codec_board_and_evaluate_agree(folder_run, photos, tmp_path,
                                         capsys):
   """Same bytes and classes from the files (codec compress, the board) as
@@ -249,6 +254,7 @@ def _edge(argv, capsys):
   return code, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_file_that_cannot_be_converted_ends_in_one_line(
     folder_run, photos, tmp_path, capsys):
   _, directory, _, bundle_dir = folder_run
@@ -271,6 +277,7 @@ def test_a_file_that_cannot_be_converted_ends_in_one_line(
     assert not output.exists()  # nothing half-written
 
 
+@pytest.mark.slow
 def test_a_bundle_without_a_record_takes_files_as_they_come(
     folder_run, photos, tmp_path, capsys):
   """A bundle exported before the record: no resizing, and the message
@@ -298,6 +305,7 @@ def test_a_bundle_without_a_record_takes_files_as_they_come(
   assert output.read_bytes() == codec.compress_images(loaded, pixels[None])
 
 
+@pytest.mark.slow
 def test_a_record_this_tfvaeclf_cannot_apply_is_refused(folder_run, tmp_path,
                                                         capsys):
   _, _, loaded, bundle_dir = folder_run
@@ -382,6 +390,7 @@ def test_pad_shrinks_only_what_is_larger_and_centres_it(height, width):
 
 
 @pytest.mark.parametrize("fit", imageio.FITS)
+@pytest.mark.slow
 def test_mutated_image_files_end_in_one_line_within_a_bound(fit, photos):
   """Bit flips, truncations, splices and garbage of real PNG, JPEG, WebP
   and GIF files: every one gives the model's input or a one-line

@@ -134,6 +134,7 @@ def _same(a, b):
   return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
+@pytest.mark.slow
 def test_classifier_is_never_updated(end_to_end, universal, classifier_dir):
   judge = _weights(model_dir.load_classifier(classifier_dir).model.backbone)
   for directory in (end_to_end, universal):
@@ -142,6 +143,7 @@ def test_classifier_is_never_updated(end_to_end, universal, classifier_dir):
     assert not model.judge.trainable_weights
 
 
+@pytest.mark.slow
 def test_a_finished_dir_loads_without_the_classifier_dir(end_to_end,
                                                          monkeypatch):
   def unreadable(directory):
@@ -152,6 +154,7 @@ def test_a_finished_dir_loads_without_the_classifier_dir(end_to_end,
   assert not loaded.model.judge.trainable_weights
 
 
+@pytest.mark.slow
 def test_universal_model_keeps_the_encoder_bit_for_bit(end_to_end, universal,
                                                         mnist):
   source, reused = model_dir.load(end_to_end), model_dir.load(universal)
@@ -165,6 +168,7 @@ def test_universal_model_keeps_the_encoder_bit_for_bit(end_to_end, universal,
           bitstream.unpack(codec.compress_images(reused, images)).strings)
 
 
+@pytest.mark.slow
 def test_file_decodes_to_the_in_graph_reconstruction(universal, mnist):
   loaded = model_dir.load(universal)
   images = np.stack([x for x, _ in mnist.test.take(25).as_numpy_iterator()])
@@ -181,6 +185,7 @@ def test_file_decodes_to_the_in_graph_reconstruction(universal, mnist):
       np.argmax(reference["logits"].numpy(), -1))
 
 
+@pytest.mark.slow
 def test_the_receiver_uses_the_seed_in_the_file(universal, mnist):
   loaded = model_dir.load(universal)
   images = np.stack([x for x, _ in mnist.test.take(10).as_numpy_iterator()])
@@ -220,6 +225,7 @@ def test_a_missing_classifier_dir_says_how_to_train_it(tmp_path):
 
 # -- the sweep ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sweep_with_two_encoders_writes_its_gaps(tmp_path, capsys,
                                                  classifier_dir):
   out = tmp_path / "sweep"

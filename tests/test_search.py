@@ -137,6 +137,7 @@ def test_budget_search_config_parses(tmp_path):
   assert trial.hyperparameters.values["tuner/epochs"] >= 1
 
 
+@pytest.mark.slow
 def test_tiny_search_writes_table_and_best_flags(tiny_search):
   _, search_dir = tiny_search
   rows = _table(search_dir)
@@ -157,6 +158,7 @@ def test_tiny_search_writes_table_and_best_flags(tiny_search):
   assert "--train_subset=200\n" in text and "--grid" not in text
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_trials(tiny_search, monkeypatch, capsys):
   flagfile, search_dir = tiny_search
   before = _files(os.path.join(search_dir, "trials"))
@@ -171,6 +173,7 @@ def test_rerun_skips_finished_trials(tiny_search, monkeypatch, capsys):
   assert "completed" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_rerun_with_other_search_flags_is_refused(tiny_search, capsys):
   flagfile, search_dir = tiny_search
   code, _, err = run_cli(search.main, [
@@ -180,6 +183,7 @@ def test_rerun_with_other_search_flags_is_refused(tiny_search, capsys):
   assert err.count("\n") == 1 and "other flags (grid)" in err
 
 
+@pytest.mark.slow
 def test_best_flags_train_as_they_are(tiny_search, tmp_path, capsys):
   _, search_dir = tiny_search
   best_flags = os.path.join(search_dir, "best.flags")
@@ -264,6 +268,7 @@ def _part_weights(loaded):
           for name in loaded.model.PRETRAINED_PARTS}
 
 
+@pytest.mark.slow
 def test_two_stage_trials_score_the_head_on_the_frozen_encoder(
     two_stage_search):
   _, search_dir, _ = two_stage_search
@@ -310,6 +315,7 @@ def test_two_stage_trials_score_the_head_on_the_frozen_encoder(
   assert "--head=mlp2\n" in text and "--stage2" not in text
 
 
+@pytest.mark.slow
 def test_killed_two_stage_search_resumes_without_retraining_stage1(
     two_stage_search, monkeypatch):
   flagfile, search_dir, before = two_stage_search
@@ -384,6 +390,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_distributed_chief_and_worker(tmp_path):
   flagfile = _tiny_flagfile(str(tmp_path))
   search_dir = str(tmp_path / "run")

@@ -279,6 +279,7 @@ def test_core_limits_images_per_payload(bundle_dir, mnist):
       "bad_input", "payload holds 5 images, the server takes 1 to 4")]
 
 
+@pytest.mark.slow
 def test_http_classifies_like_codec(served, digits, mnist, bundle_dir):
   files, expected = digits
   answers = _post_all(served.url, files)
@@ -327,6 +328,7 @@ def test_server_refuses_to_listen_openly_without_token(bundle_dir):
       "is set (give one, or --insecure_listen)")
 
 
+@pytest.mark.slow
 def test_broker_refuses_wrong_credentials(bundle_dir, broker):
   code, err = _exit_of(f"--bundle={bundle_dir}",
                        f"--mqtt=127.0.0.1:{broker.port}", "--token=wrong")
@@ -391,6 +393,7 @@ def pair(bundle_dir, tmp_path_factory):
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_shared_subscription_splits_the_load(pair, digits):
   files, expected = digits
   broker, servers = pair
@@ -405,6 +408,7 @@ def test_shared_subscription_splits_the_load(pair, digits):
   assert sum(counts) == 2 * len(files) and min(counts) > 0, counts
 
 
+@pytest.mark.slow
 def test_sigterm_answers_in_flight_requests_then_exits_0(pair, digits):
   files, expected = digits
   server = pair[1][0]

@@ -256,6 +256,7 @@ def test_command_line_flags_win_over_a_later_flagfile(tmp_path):
   assert (run.train.epochs, run.train.seed) == (1, 3)
 
 
+@pytest.mark.slow
 def test_train_cli_reads_flags_in_any_order(tmp_path):
   """Through the real entry point: the command line's --model wins over
   the flagfile's, so the flagfile's joint flag is misapplied."""

@@ -47,6 +47,7 @@ def _weights(model):
   return [w.numpy() for w in model.weights]
 
 
+@pytest.mark.slow
 def test_backbone_stays_bit_identical_through_training(trained,
                                                        classifier_dir):
   model = trained.model
@@ -60,6 +61,7 @@ def test_backbone_stays_bit_identical_through_training(trained,
 
 
 @pytest.mark.parametrize("name", backbones.NAMES)
+@pytest.mark.slow
 def test_every_split_point_builds_with_a_bottleneck(name):
   shape = (28, 28, 1) if name == "small_resnet" else (32, 32, 3)
   images = tf.random.uniform((2, *shape), seed=0)
@@ -78,6 +80,7 @@ def test_every_split_point_builds_with_a_bottleneck(name):
     assert not model.backbone.trainable_weights
 
 
+@pytest.mark.slow
 def test_list_split_points_gives_layers_and_shapes(capsys):
   code, out, _ = run_cli(train.main, [
       "--list_split_points", "--dataset=mnist", "--validation_size=500",
@@ -105,6 +108,7 @@ def test_bad_settings_are_one_line_errors(classifier_dir):
     assert needle in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_unsupervised_mode_reads_no_labels(classifier_dir, mnist, tmp_path):
   config = _config(classifier_dir, bottleneck_mode="unsupervised")
   constant = dataclasses.replace(mnist, train=mnist.train.map(
@@ -124,6 +128,7 @@ def test_unsupervised_mode_reads_no_labels(classifier_dir, mnist, tmp_path):
 
 
 @pytest.mark.parametrize("entropy_model", ["factorized", "context"])
+@pytest.mark.slow
 def test_round_trip_is_bit_exact(entropy_model, trained, classifier_dir,
                                  mnist):
   if entropy_model == "factorized":
@@ -143,6 +148,7 @@ def test_round_trip_is_bit_exact(entropy_model, trained, classifier_dir,
                                 in_graph["logits"].numpy())
 
 
+@pytest.mark.slow
 def test_export_splits_edge_and_server(trained, mnist, tmp_path):
   """The edge encoder is front + bottleneck encoder, the server decoder +
   back; what the edge runtime sends classifies as the in-graph path."""
@@ -185,6 +191,7 @@ def _write_json(path, value):
   return str(path)
 
 
+@pytest.mark.slow
 def test_two_point_rate_config_runs_end_to_end(classifier_dir, tmp_path,
                                                capsys):
   rates = _write_json(tmp_path / "rates.json", {

@@ -15,6 +15,7 @@ TOOLS = sorted(name for name in os.listdir(os.path.join(REPO, "tools"))
 
 
 @pytest.mark.parametrize("tool", TOOLS)
+@pytest.mark.slow
 def test_a_tool_runs_by_its_own_name(tool):
   path = os.path.join(REPO, "tools", tool)
   with open(path, encoding="utf-8") as f:
@@ -68,6 +69,7 @@ def test_check_targets_prints_the_readmes_table(tmp_path):
   assert printed == readme
 
 
+@pytest.mark.slow
 def test_baselines_label_qualities_as_the_docs_do(tmp_path):
   out = str(tmp_path / "baselines_mnist.csv")
   result = subprocess.run(

@@ -32,6 +32,7 @@ def _python(*args, **kwargs):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+@pytest.mark.slow
 def test_every_config_parses_into_a_model(path, mnist):
   with flagsaver.flagsaver():
     FLAGS = flags.FLAGS
@@ -67,6 +68,7 @@ def _train(directory, splits, epochs, config=None, subset=1000,
       lr_schedule=lr_schedule), splits, verbose=0)
 
 
+@pytest.mark.slow
 def test_rerun_continues_where_it_stopped(mnist, tmp_path):
   _train(tmp_path, mnist, epochs=1, lr_schedule="cosine")
   _train(tmp_path, mnist, epochs=2, lr_schedule="cosine")
@@ -84,6 +86,7 @@ def test_rerun_continues_where_it_stopped(mnist, tmp_path):
   model_dir.load(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_rerun_with_other_settings_is_refused(mnist, tmp_path):
   _train(tmp_path, mnist, epochs=1)
   with pytest.raises(cli.UserError) as error:
@@ -100,6 +103,7 @@ def test_rerun_with_other_settings_is_refused(mnist, tmp_path):
   assert _history(tmp_path) == [0]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_epoch(mnist, tmp_path,
                                                       monkeypatch):
   _train(tmp_path, mnist, epochs=1)
@@ -126,6 +130,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_epoch(mnist, tmp_path,
       str(tmp_path / "fresh" / "checkpoints")) is None
 
 
+@pytest.mark.slow
 def test_decoder_model_reconstructs_from_the_file(mnist, tmp_path):
   from tfvaeclf import codec
   config = _small(decoder=True, gamma=100.0, lmbda=0.5)
@@ -163,6 +168,7 @@ def test_evaluate_counts_real_bytes(loaded, mnist):
       "estimated_bytes_per_image"] < 2
 
 
+@pytest.mark.slow
 def test_end_to_end_cli_on_real_mnist(tmp_path, mnist):
   """train -> evaluate -> codec compress -> codec classify, as processes."""
   run = str(tmp_path / "run")
@@ -201,6 +207,7 @@ def test_end_to_end_cli_on_real_mnist(tmp_path, mnist):
       names[i] for i in tf.argmax(logits, -1).numpy()]
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_loses_no_finished_epoch(tmp_path):
   run = str(tmp_path / "run")
   args = ("tfvaeclf.train", "--flagfile=configs/mnist_joint.flags",

@@ -160,6 +160,7 @@ def test_bad_settings_are_refused():
 
 
 @pytest.mark.parametrize("version,channels", [("v1", 3), ("v2", 1)])
+@pytest.mark.slow
 def test_grouped_vae_codes_and_reconstructs(version, channels):
   model = _built("grouped_vae", version=version,
                  image_shape=(32, 32, channels))
@@ -194,6 +195,7 @@ def _weights(module):
   return [w.numpy() for w in module.weights]
 
 
+@pytest.mark.slow
 def test_second_stage_keeps_the_vae_bit_identical(stage_one, mnist, tmp_path):
   source = model_dir.load(stage_one).model
   _train(tmp_path, mnist, pretrained_dir=stage_one, classifier="selu5")
@@ -214,6 +216,7 @@ def test_second_stage_keeps_the_vae_bit_identical(stage_one, mnist, tmp_path):
       model_dir.load(stage_one).fingerprint.hex())
 
 
+@pytest.mark.slow
 def test_second_stage_refuses_an_encoder_that_does_not_fit(
     stage_one, mnist, tmp_path):
   with pytest.raises(model_dir.ModelDirError, match="does not fit"):
@@ -226,6 +229,7 @@ def test_second_stage_refuses_an_encoder_that_does_not_fit(
         freeze_encoder_from=stage_one), mnist, verbose=0)
 
 
+@pytest.mark.slow
 def test_stage_one_dir_evaluates_with_real_bytes_and_psnr(stage_one, mnist):
   from tfvaeclf import evaluate
   results = evaluate.evaluate(model_dir.load(stage_one), mnist.test.take(64),
@@ -244,6 +248,7 @@ VAE_CONFIGS = sorted(  # search configs (*_search.flags) are test_search's
 
 
 @pytest.mark.parametrize("path", VAE_CONFIGS, ids=os.path.basename)
+@pytest.mark.slow
 def test_every_vae_config_trains_a_few_steps(path, mnist):
   """Each config's model on real digits of its image shape (QuickDraw and
   CIFAR-10 are not on this machine: MNIST stands in, padded and tiled)."""
