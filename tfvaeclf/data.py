@@ -381,15 +381,15 @@ def _decode_tree(files):
       mininterval=2)):
     try:
       with PIL.Image.open(path) as image:
-        pixels = np.asarray(image.convert("RGB"))
+        # The header's size, checked before any pixel is decoded.
+        if image.size != (32, 32):
+          raise DatasetUnavailableError(
+              f"{relative}: a {image.size[0]}x{image.size[1]} image; "
+              "CIFAR-10's are 32x32")
+        images[i] = np.asarray(image.convert("RGB"))
     except (OSError, ValueError) as e:
       raise DatasetUnavailableError(
           f"{path}: not a readable image ({_one_line(e)})") from None
-    if pixels.shape != images.shape[1:]:
-      raise DatasetUnavailableError(
-          f"{relative}: a {pixels.shape[1]}x{pixels.shape[0]} image; "
-          "CIFAR-10's are 32x32")
-    images[i] = pixels
   return images
 
 
