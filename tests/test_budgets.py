@@ -153,3 +153,14 @@ def test_budget_flags_are_one_line_errors(runs, tmp_path, capsys):
       "--model=joint", "--dataset=mnist", f"--out={tmp_path}",
       f"--classifiers={runs}"], capsys)
   assert code == 2 and stderr.count("\n") == 1 and "--budgets" in stderr
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{not json", "", '"board"'])
+def test_a_broken_board_json_is_one_line(tmp_path, text):
+  run = str(tmp_path / "alpha")
+  write_run(run, "mnist", 0.98, 0.1, 9.8, None)
+  (tmp_path / "alpha" / "board.json").write_text(text)
+  with pytest.raises(UserError) as excinfo:
+    points_lib.load_run(run)
+  assert "board.json" in str(excinfo.value)
+  assert "\n" not in str(excinfo.value)

