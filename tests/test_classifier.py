@@ -59,7 +59,8 @@ def test_unknown_names_are_one_line_errors(backbone):
   with pytest.raises(ValueError, match="choose one of S1, S2, S3"):
     backbones.split(model, "S4")
   with pytest.raises(ValueError,
-                     match="small_resnet, resnet8, resnet20, resnet50"):
+                     match="small_resnet, resnet8, resnet20, plain_cnn, "
+                           "resnet50"):
     backbones.split_points("vgg")
   with pytest.raises(ValueError, match="at least 32x32"):
     backbones.build("resnet50", (28, 28, 1), 10)
@@ -82,6 +83,19 @@ def test_cifar_resnets_keep_the_first_stage_at_full_resolution():
   assert resnet20.get_layer("stage3_out").output.shape[1:] == (8, 8, 64)
   assert sum(layer.name.endswith("_add") for layer in resnet20.layers) == 9
   assert 270_000 < resnet20.count_params() < 280_000
+
+
+def test_plain_cnn_is_the_smallest_board_for_its_weights():
+  """No residual adds or projections: every weight is a conv's, a batch
+  norm's (folded on the board) or the head's."""
+  model = backbones.build("plain_cnn", (32, 32, 3), 10, widths=(8, 12, 16))
+  assert [model.get_layer(f"stage{n}_out").output.shape[1:3]
+          for n in (1, 2, 3)] == [(32, 32), (16, 16), (8, 8)]
+  assert not any(isinstance(layer, tf.keras.layers.Add)
+                 for layer in model.layers)
+  convs = 3 * 9 * 8 + 8 * 9 * 12 + 12 * 9 * 16
+  norms = 4 * (8 + 12 + 16)
+  assert model.count_params() == convs + norms + 16 * 10 + 10
 
 
 def _same_weights(a, b, skip=()):

@@ -21,7 +21,7 @@ from tfvaeclf import export
 from tfvaeclf.export import __main__ as export_main
 from tfvaeclf.export import encoder as export_encoder
 from tfvaeclf.export import server_model
-from tests.conftest import SMALL_JOINT, run_cli
+from tests.conftest import SMALL_JOINT, run_cli, train_small_joint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EDGE_FILES = [bundle.ENCODER, bundle.ENCODER_INT8, bundle.TABLES]
@@ -332,3 +332,30 @@ def test_failed_export_leaves_nothing(loaded, bundle_dir, tmp_path,
   with open(os.path.join(old, bundle.MANIFEST)) as f:
     assert f.read() == old_manifest
   assert bundle.read_manifest(old, bundle.EDGE_DIR)
+
+
+@pytest.mark.slow
+def test_residual_split_serves_the_boards_files_like_keras(mnist, tmp_path,
+                                                            capsys):
+  """A ResNet stem and stage on the board (batch norm folded into its int8
+  convolutions) and residual stages on the server: what the board sends
+  decodes to Keras' latent and gets Keras' classes."""
+  trained = train_small_joint(
+      tmp_path / "run", mnist, 1000, encoder_blocks=1, filters=(4, 8),
+      classifier_filters=(8,), classifier_units=())
+  loaded = model_dir.load(trained)
+  out = str(tmp_path / "bundle")
+  code, _, err = run_cli(export_main.main, [
+      f"--model_dir={trained}", f"--out={out}",
+      "--calibration_examples=100"], capsys)
+  assert code is None, err
+  images = next(iter(mnist.test.batch(64)))[0].numpy()
+  outputs = loaded.model(data.to_float(images), training=False)
+  edge = EdgeEncoder(out)
+  served = BundleServer(out, loaded.fingerprint)
+  latent_hat = served.decode(edge.encode_file(images))
+  alike = np.all(latent_hat == outputs["latent_hat"].numpy(), axis=(1, 2, 3))
+  assert np.mean(alike) >= .9  # int8 and float32 may round apart
+  np.testing.assert_array_equal(
+      served.classify(latent_hat)["classes"][alike],
+      tf.argmax(outputs["logits"], -1).numpy()[alike])

@@ -167,3 +167,51 @@ def test_estimated_rate_tracks_actual_bytes(frozen_joint):
   # values (many, here) are priced by the prior's tails, hence the 2%.
   assert np.all(actual_bits >= estimated_bits * 0.98 - 8)
   assert np.all(actual_bits <= estimated_bits * 1.02 + 8 * 4)
+
+
+# The split of natural colour images: a small ResNet on the board, residual
+# stages on the server (configs/cifar10_joint_*.flags).
+RESIDUAL_JOINT = {"image_shape": (32, 32, 3), "encoder_blocks": 1,
+                  "filters": (4, 8), "latent_channels": 8,
+                  "classifier_filters": (8, 16), "classifier_units": ()}
+
+
+def test_residual_encoder_and_classifier_split_the_network():
+  model = models.build("joint", RESIDUAL_JOINT)
+  images = _images(4, (32, 32, 3))
+  with tf.GradientTape() as tape:
+    outputs = model(images, training=True)
+    ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        tf.range(4) % 10, outputs["logits"]))
+  # stem and first stage at 32x32, second at 16x16, the latent at 8x8.
+  assert outputs["latent_hat"].shape == (4, 8, 8, 8)
+  assert model.latent_shape == (8, 8)
+  assert outputs["logits"].shape == (4, 10)
+  adds = [layer.name for layer in model.analysis.layers
+          if layer.name.endswith("_add")]
+  assert adds == ["stage1_add", "stage2_add"]
+  assert any(layer.name.endswith("_add") for layer in model.classifier.layers)
+  # The board's part and the server's are apart: each its own weights.
+  assert not ({id(w) for w in model.analysis.weights}
+              & {id(w) for w in model.classifier.weights})
+  # The class loss reaches every encoder weight through the rounding.
+  grads = tape.gradient(ce, model.analysis.trainable_variables)
+  assert all(g is not None and np.any(g.numpy() != 0) for g in grads)
+
+
+def test_plain_and_residual_encoders_take_the_same_classifier():
+  plain = models.build("joint", {**RESIDUAL_JOINT, "encoder_blocks": 0,
+                                 "filters": (8,), "kernel_size": 3})
+  outputs = plain(_images(2, (32, 32, 3)), training=False)
+  assert outputs["latent_hat"].shape == (2, 8, 8, 8)
+  assert outputs["logits"].shape == (2, 10)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"decoder": True, "gamma": 1.0}, "cannot reconstruct from "
+                                      "--encoder_blocks"),
+    ({"latent": "global"}, "--classifier_filters convolve a spatial latent"),
+])
+def test_residual_options_refuse_what_they_cannot_build(overrides, message):
+  with pytest.raises(ValueError, match=message):
+    models.build("joint", {**RESIDUAL_JOINT, **overrides})

@@ -62,6 +62,13 @@ RESNET_TRAIN = {"batch_size": 64, "learning_rate": 0.002,
                 "lr_schedule": "cosine", "seed": 0}
 RDC = {"backbone": "small_resnet", "filters": (32, 64), "kernel_size": 5,
        "latent_dim": 8, "levels": 4, "lambda_cls": 0.01}
+# The joint model's split on CIFAR-10: a small encoder, residual stages on
+# the server (configs/cifar10_joint_*.flags).
+CIFAR_JOINT = {"entropy_model": "factorized", "classifier_filters": (48, 96),
+               "classifier_units": (), "lmbda": 1.}
+CIFAR_JOINT_TRAIN = {"augment": "shift_flip", "epochs": 10,
+                     "batch_size": 128, "learning_rate": 0.002,
+                     "lr_schedule": "cosine", "seed": 0}
 RDC_TRAIN = {"epochs": 3, "batch_size": 64, "learning_rate": 0.002,
              "lr_schedule": "cosine", "seed": 0}
 
@@ -94,6 +101,22 @@ EXPECTED = {
                                            backbone="resnet8",
                                            batch_size=128,
                                            weight_decay=0.05),
+    "cifar10_board_plain_cnn.flags": _resnet("cifar10", (8, 12, 16), 30,
+                                             backbone="plain_cnn",
+                                             batch_size=128,
+                                             weight_decay=0.05),
+    "cifar10_joint_5kb.flags": _run(
+        "joint", {**CIFAR_JOINT, "filters": (8,), "kernel_size": 3,
+                  "latent_channels": 16},
+        {"name": "cifar10"}, CIFAR_JOINT_TRAIN),
+    "cifar10_joint_20kb.flags": _run(
+        "joint", {**CIFAR_JOINT, "encoder_blocks": 1, "filters": (8, 16),
+                  "latent_channels": 32},
+        {"name": "cifar10"}, CIFAR_JOINT_TRAIN),
+    "cifar10_joint_80kb.flags": _run(
+        "joint", {**CIFAR_JOINT, "encoder_blocks": 1,
+                  "filters": (16, 32, 48), "latent_channels": 32},
+        {"name": "cifar10"}, CIFAR_JOINT_TRAIN),
     "fashion_mnist_beta_vae.flags": _run(
         "beta_vae", BETA_VAE, {"name": "fashion_mnist"}, BETA_VAE_TRAIN),
     "fashion_mnist_beta_vae_ce.flags": _run(
@@ -202,7 +225,8 @@ def test_a_flag_of_other_kinds_is_a_one_line_error(kind, tmp_path, capsys):
 def test_the_flags_of_a_kind_are_its_config_fields():
   assert specs.model_flag_names("joint") == [
       "entropy_model", "lmbda", "gamma", "filters", "kernel_size",
-      "latent", "latent_channels", "classifier_units", "decoder"]
+      "latent", "latent_channels", "encoder_blocks", "classifier_filters",
+      "classifier_units", "decoder"]
   assert specs.model_flag_names("classifier") == [
       "backbone", "backbone_weights", "backbone_widths"]
   assert specs.model_flag_names("beta_vae") == [

@@ -1,6 +1,6 @@
 """Image classifiers to train, cut in two, or take as a frozen teacher.
 
-Four backbones, each a functional Keras model from float images in [0, 1]
+Five backbones, each a functional Keras model from float images in [0, 1]
 to class logits, whose named block outputs are the split points of a
 split DNN (the device runs the front, the server the back):
 
@@ -15,6 +15,10 @@ split DNN (the device runs the front, the server the back):
                   images, where halving the image first costs accuracy.
     resnet20      He et al.'s ResNet-20: resnet8 with three residual blocks
                   a stage (270 k weights at 16, 32, 64).
+    plain_cnn     one 3x3 convolution a stage (batch norm, ReLU; strides
+                  1, 2, 2), a global average pool and a linear head: no
+                  residual adds or projections, so the smallest int8 file
+                  for its weights (a board of a few kilobytes).
     resnet50      Keras' ResNet-50 with ImageNet's "caffe" preprocessing
                   built in, a global average pool and a linear head named
                   `predictions`, as in Keras. Its weights come from a file
@@ -39,11 +43,12 @@ import h5py
 import tensorflow as tf
 
 __all__ = ["NAMES", "build", "small_resnet", "resnet8", "resnet20",
-           "resnet50", "split_points", "split", "load_weights"]
+           "plain_cnn", "resnet50", "split_points", "split", "load_weights",
+           "residual_stages", "residual_features"]
 
-NAMES = ("small_resnet", "resnet8", "resnet20", "resnet50")
+NAMES = ("small_resnet", "resnet8", "resnet20", "plain_cnn", "resnet50")
 # Backbones whose stage widths are set by `widths` (--backbone_widths).
-WIDTH_BACKBONES = ("small_resnet", "resnet8", "resnet20")
+WIDTH_BACKBONES = ("small_resnet", "resnet8", "resnet20", "plain_cnn")
 
 _SPLIT_POINTS = {
     **{name: {"S1": "stage3_out", "S2": "stage2_out", "S3": "stage1_out"}
@@ -80,22 +85,46 @@ def _residual_block(x, width, stride, name):
   return layers.ReLU(name=f"{name}_out")(y)
 
 
+def residual_stages(x, widths, blocks_per_stage, prefix=""):
+  """Residual stages of `widths` on tensor `x`, the first at stride 1, each
+  later one halving the size; stage N's last block output is
+  `{prefix}stage{N}_out`."""
+  for stage, width in enumerate(widths, start=1):
+    for block in range(1, blocks_per_stage + 1):
+      last = block == blocks_per_stage
+      x = _residual_block(
+          x, width, 2 if stage > 1 and block == 1 else 1,
+          f"{prefix}stage{stage}" if last
+          else f"{prefix}stage{stage}_block{block}")
+  return x
+
+
+def _stem(images, width, stride, name="stem"):
+  """A 3x3 convolution, batch norm and ReLU."""
+  layers = tf.keras.layers
+  x = layers.Conv2D(width, 3, strides=stride, padding="same",
+                    use_bias=False, name=f"{name}_conv")(images)
+  x = _batch_norm(f"{name}_bn")(x)
+  return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def residual_features(image_shape, widths, blocks_per_stage, name):
+  """Images -> the last stage's features: a stride-1 3x3 stem, then
+  `residual_stages`. A joint model's residual encoder."""
+  images = tf.keras.Input(tuple(image_shape), name="images")
+  x = _stem(images, widths[0], 1)
+  return tf.keras.Model(
+      images, residual_stages(x, widths, blocks_per_stage), name=name)
+
+
 def _staged_resnet(image_shape, num_classes, widths, stem_stride,
                    blocks_per_stage, name):
   """A 3x3 stem, three residual stages (strides 1, 2, 2), pool, linear
   head; each stage's last block output is `stage{N}_out`."""
   layers = tf.keras.layers
   images = tf.keras.Input(tuple(image_shape), name="images")
-  x = layers.Conv2D(widths[0], 3, strides=stem_stride, padding="same",
-                    use_bias=False, name="stem_conv")(images)
-  x = _batch_norm("stem_bn")(x)
-  x = layers.ReLU(name="stem_relu")(x)
-  for stage, width in enumerate(widths, start=1):
-    for block in range(1, blocks_per_stage + 1):
-      last = block == blocks_per_stage
-      x = _residual_block(
-          x, width, 2 if stage > 1 and block == 1 else 1,
-          f"stage{stage}" if last else f"stage{stage}_block{block}")
+  x = _stem(images, widths[0], stem_stride)
+  x = residual_stages(x, widths, blocks_per_stage)
   x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
   logits = layers.Dense(num_classes, name=HEAD)(x)
   return tf.keras.Model(images, logits, name=name)
@@ -121,6 +150,19 @@ def resnet8(image_shape, num_classes, widths=(16, 32, 64)):
 def resnet20(image_shape, num_classes, widths=(16, 32, 64)):
   """He et al.'s ResNet-20: a stride-1 stem, three blocks a stage."""
   return _staged_resnet(image_shape, num_classes, widths, 1, 3, "resnet20")
+
+
+def plain_cnn(image_shape, num_classes, widths=(8, 16, 32)):
+  """A stem-less stack: one 3x3 convolution a stage, pool, linear head."""
+  layers = tf.keras.layers
+  images = tf.keras.Input(tuple(image_shape), name="images")
+  x = images
+  for stage, width in enumerate(widths, start=1):
+    x = _stem(x, width, 2 if stage > 1 else 1, name=f"stage{stage}")
+    x = layers.Identity(name=f"stage{stage}_out")(x)
+  x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+  logits = layers.Dense(num_classes, name=HEAD)(x)
+  return tf.keras.Model(images, logits, name="plain_cnn")
 
 
 class CaffePreprocess(tf.keras.layers.Layer):
@@ -162,7 +204,8 @@ def build(name, image_shape, num_classes, weights=None, **options):
   cannot take, or a weights file that is missing or does not fit.
   """
   builders = {"small_resnet": small_resnet, "resnet8": resnet8,
-              "resnet20": resnet20, "resnet50": resnet50}
+              "resnet20": resnet20, "plain_cnn": plain_cnn,
+              "resnet50": resnet50}
   if name not in builders:
     raise ValueError(f"Unknown backbone {name!r}; choose one of "
                      f"{', '.join(NAMES)}.")
