@@ -1,6 +1,7 @@
 """The rate-accuracy report, from hand-made model dirs and rate tables."""
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -505,3 +506,28 @@ def test_mutated_baselines_tables_load_or_fail_in_one_line(tmp_path):
 
   outcomes, _ = hostile.fuzz(load, cases, base_seconds=1.)
   assert outcomes["refused"] > 50 and outcomes["decoded"] > 0, outcomes
+
+
+def test_a_jpeg_copy_is_named_in_the_titles_and_the_points(tmp_path,
+                                                           monkeypatch):
+  """Figures from a JPEG copy of a dataset say so: the source its
+  eval.json or its baselines table records."""
+  run = write_run(tmp_path / "runs" / "joint", "cifar10", .7, .7, 90., None)
+  with open(os.path.join(run, "eval.json")) as f:
+    results = json.load(f)
+  results["data_source"] = "cifar10-jpeg-q75:/data/cifar10_jpeg"
+  with open(os.path.join(run, "eval.json"), "w") as f:
+    json.dump(results, f)
+  points = points_lib.load_runs([run])
+  assert points_lib.dataset_title("cifar10", points) == (
+      "cifar10, JPEG q75 copy")
+  original = [dataclasses.replace(p, source="tfds:cifar10") for p in points]
+  assert points_lib.dataset_title("cifar10", original) == "cifar10"
+  figures = _figures(monkeypatch)
+  report.write_report(points, {}, str(tmp_path / "out"),
+                      note=lambda line: None)
+  title = figures["accuracy_cifar10.png"]._suptitle.get_text()
+  assert title.startswith("cifar10, JPEG q75 copy: test accuracy")
+  with open(tmp_path / "out" / "points.csv", newline="") as f:
+    assert [row["source"] for row in csv.DictReader(f)] == [
+        "cifar10-jpeg-q75:/data/cifar10_jpeg"]

@@ -190,10 +190,11 @@ def main(argv):
   rows = []
   for codec_name, quality in tqdm.tqdm(work, desc="codecs", unit="setting"):
     codec = baselines.CODECS[codec_name]
-    rows.append({"dataset": name, **baselines.measure(
-        codec, images, quality,
-        score=_scorer(loaded, codec, quality, labels, train),
-        progress=True)})
+    rows.append({"dataset": name, "data_source": splits.info.source,
+                 **baselines.measure(
+                     codec, images, quality,
+                     score=_scorer(loaded, codec, quality, labels, train),
+                     progress=True)})
   with fileio.atomic_writer(FLAGS.out, "w") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()

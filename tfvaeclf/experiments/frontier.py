@@ -170,7 +170,9 @@ def main(argv):
   figure = f"frontier_{run.data.name}.png"
   classifiers = [p for p in points_lib.load_runs(FLAGS.classifiers)
                  if p.kind == points_lib.BOARD and p.dataset == run.data.name]
-  plots.frontier(rows, RATES, f"{run.data.name}: accuracy against rate, "
+  title = points_lib.dataset_title(
+      run.data.name, [points_lib.load_run(row["dir"]) for row in rows])
+  plots.frontier(rows, RATES, f"{title}: accuracy against rate, "
                  f"{run.model_name} ({run.model.latent} latent, "
                  f"{run.model.entropy_model})", os.path.join(FLAGS.out, figure),
                  classifiers)

@@ -263,7 +263,8 @@ def accuracy_vs_rate(dataset, points, reference, colors, markers, path):
   """One dataset's test accuracy against bits per pixel: its models (with
   their Pareto front), the classifiers on the board that send the class,
   the codecs' sweeps and, if given, the `reference` accuracy of the
-  uncompressed classifier; written to `path`."""
+  uncompressed classifier; written to `path`. `dataset` is the name the
+  title gives it (`points.dataset_title`)."""
   figure, axes = _rate_axes(
       f"{dataset}: test accuracy against rate, learned models and classical "
       "codecs", "test accuracy (%)")

@@ -26,7 +26,8 @@ from tfvaeclf.errors import UserError
 from tfvaeclf.layout import ModelDir
 
 __all__ = ["Point", "BOARD", "load_run", "load_board_classifier",
-           "load_runs", "load_baselines", "codec_sweeps", "accuracy_kinds"]
+           "load_runs", "load_baselines", "codec_sweeps", "accuracy_kinds",
+           "dataset_title"]
 
 flags.DEFINE_list("baselines", [],
                   "Rate tables from tools/baselines.py: PATH.csv or "
@@ -55,6 +56,9 @@ class Point:
   edge_arena_bytes: int = None
   board_model_bytes: int = None
   board_accuracy: float = None
+  # Where its images were read (eval.json's or the table's data_source,
+  # e.g. "cifar10-jpeg-q75:PATH"); None where not recorded.
+  source: str = None
 
 
 # The kind of a classifier's point on the board: it sends the class.
@@ -105,7 +109,7 @@ def load_run(directory):
   return Point(dataset, kind, _name(directory), _model_setting(config), bpp,
                payload_bpp, size, payload_size, accuracy,
                psnr=None if psnr is None else float(psnr),
-               **_budget(run))
+               source=results.get("data_source"), **_budget(run))
 
 
 def _name(directory):
@@ -140,7 +144,8 @@ def load_board_classifier(directory):
     return Point(config["dataset"]["name"], BOARD, _name(directory),
                  "classifier, int8 on the board, class sent",
                  8 * size / (height * width), 8 * size / (height * width),
-                 size, size, float(board["accuracy"]), **_budget(run))
+                 size, size, float(board["accuracy"]),
+                 source=board.get("data_source"), **_budget(run))
   except (KeyError, TypeError, ValueError) as e:
     raise UserError(f"{run.config_path} or {run.board_path} lacks "
                     f"{e}") from None
@@ -262,7 +267,9 @@ def load_baselines(spec):
     optional = {c: _number(row, c, where, optional=True)
                 for c in ("accuracy", "finetuned_accuracy", "psnr")}
     points.append(Point(row_dataset, "codec", names["codec"],
-                        names["quality"], **numbers, **optional))
+                        names["quality"], **numbers, **optional,
+                        source=(row.get("data_source") or "").strip()
+                        or None))
   return points
 
 
@@ -282,3 +289,20 @@ def accuracy_kinds(points):
   if any(p.finetuned_accuracy is not None for p in points):
     kinds.append(("finetuned_accuracy", "fine-tuned on decoded images"))
   return kinds
+
+
+_JPEG_COPY = re.compile(r"[\w.]+-jpeg-q(\d+):")
+
+
+def dataset_title(dataset, points):
+  """How a figure names its data: the dataset, and the JPEG copy its images
+  were read from where its points' sources say so (a source
+  "cifar10-jpeg-q75:PATH" -> "cifar10, JPEG q75 copy"), since such a copy
+  is not the original's pixels."""
+  qualities = sorted({match.group(1) for p in points if p.source
+                      for match in [_JPEG_COPY.match(p.source)] if match},
+                     key=int)
+  if not qualities:
+    return dataset
+  return f"{dataset}, JPEG q{'/'.join(qualities)} copy"
+

@@ -52,7 +52,8 @@ from absl import flags
 from tfvaeclf import fileio
 from tfvaeclf.experiments import budgets as budgets_lib, plots
 from tfvaeclf.experiments.points import (BOARD, accuracy_kinds, codec_sweeps,
-                                         load_baselines, load_runs)
+                                         dataset_title, load_baselines,
+                                         load_runs)
 
 __all__ = ["parse_references",
            "matched_rate", "psnr_at_rate", "best_model", "summary_markdown",
@@ -68,7 +69,8 @@ KINDS = ("model", BOARD, "codec")
 FIELDS = ("dataset", "kind", "name", "setting", "bpp", "payload_bpp",
           "bytes_per_image", "payload_bytes_per_image", "accuracy",
           "finetuned_accuracy", "psnr", "edge_int8_bytes", "edge_macs",
-          "edge_arena_bytes", "board_model_bytes", "board_accuracy")
+          "edge_arena_bytes", "board_model_bytes", "board_accuracy",
+          "source")
 # The two ways of counting a rate in bytes per image (the plots count bits
 # per pixel the same two ways, `plots.COUNTINGS`): the field holding it, and
 # its label.
@@ -290,11 +292,12 @@ def write_report(points, references, out, note=None, budgets=()):
       note(f"{dataset}: codec baselines but no evaluated model")
     name = _file_name(dataset)
     if any(p.accuracy is not None for p in ds_points):
-      plots.accuracy_vs_rate(dataset, ds_points, references.get(dataset),
-                             colors, markers,
+      plots.accuracy_vs_rate(dataset_title(dataset, ds_points), ds_points,
+                             references.get(dataset), colors, markers,
                              os.path.join(out, f"accuracy_{name}.png"))
     if any(p.psnr is not None for p in ds_points):
-      plots.psnr_vs_rate(dataset, ds_points, colors, markers,
+      plots.psnr_vs_rate(dataset_title(dataset, ds_points), ds_points,
+                         colors, markers,
                          os.path.join(out, f"psnr_{name}.png"))
     summaries.append(summary_markdown(dataset, ds_points))
     summaries.append(psnr_markdown(dataset, ds_points))
