@@ -409,8 +409,9 @@ def _load_cifar_jpeg(data_dir, validation_size):
 
   The files are decoded once into a cache of uint8 arrays beside the tree
   (keyed by `_tree_digest`), so that an epoch reads arrays, not JPEGs. The
-  train files are put in a fixed random order (seed 0), so that the
-  validation tail mixes the classes. The source names the JPEG quality the
+  train and the test files are each put in a fixed random order (seed 0),
+  so that the validation tail, and the first N test images a benchmark
+  takes, mix the classes. The source names the JPEG quality the
   files were written at, since a codec baseline then re-encodes an image
   that was JPEG-coded once already.
   """
@@ -425,8 +426,10 @@ def _load_cifar_jpeg(data_dir, validation_size):
     if not files:
       raise DatasetUnavailableError(f"{root}: no images in its class folders")
     splits[split] = files
-  order = np.random.default_rng(0).permutation(len(splits["train"]))
-  splits["train"] = [splits["train"][i] for i in order]
+  rng = np.random.default_rng(0)
+  for split in ("train", "test"):
+    order = rng.permutation(len(splits[split]))
+    splits[split] = [splits[split][i] for i in order]
   files = splits["train"] + splits["test"]
   digest = _tree_digest(files)
   path = _cache_path(folder, digest)
