@@ -82,14 +82,15 @@ def test_codecs_need_bytes_for_the_best_point_within_the_payload(world):
   assert list(result.best_rows) == ["av1"]
 
 
-def test_a_codec_that_cannot_go_that_low_gives_a_bound(world):
-  result = extremes.gap_at_payload(_points(world), "jpeg", 102.4)
-  assert result.coded.name == "j80_low"
-  assert not result.codec_reaches
-  assert result.codec.setting == "5"  # its cheapest row, 150 B
-  assert result.gap == pytest.approx(.79 - .55)
-  within = extremes.gap_at_payload(_points(world), "webp", 102.4)
-  assert within.codec_reaches and within.codec.setting == "0"
+def test_a_payload_is_bracketed_by_the_codecs_rows_either_side(world):
+  jpeg = extremes.gap_at_payload(_points(world), "jpeg", 102.4)
+  assert jpeg.coded.name == "j80_low"
+  # JPEG cannot go that low: only a row above, the gap at least that one.
+  assert jpeg.below is None and jpeg.above.setting == "5"
+  assert jpeg.gaps == (None, pytest.approx(.79 - .55))
+  webp = extremes.gap_at_payload(_points(world), "webp", 102.4)
+  assert (webp.below.setting, webp.above.setting) == ("0", "50")
+  assert webp.gaps == (pytest.approx(.79 - .60), pytest.approx(.79 - .84))
 
 
 def test_the_benchmark_prints_each_target_and_fails_on_a_miss(world):
@@ -107,5 +108,7 @@ def test_the_benchmark_prints_each_target_and_fails_on_a_miss(world):
   assert "- jpeg: q 90, 86.00% at 900.0 B payload (1200.0 B file): 7.5x" in out
   assert "- webp: q 50, 84.00% at 500.0 B payload (800.0 B file): 4.2x" in out
   assert "- av1: no setting reaches it; its best, q 63, is 70.00%" in out
-  assert "JPEG cannot go that low" in out and ">= +24.00 points" in out
+  assert "jpeg cannot go that low" in out
+  assert "jpeg above: q 5, 55.00% at 150.0 B payload: the joint point is " \
+      "+24.00 points" in out
   assert "targets missed: 1, 2" in out

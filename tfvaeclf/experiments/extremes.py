@@ -11,7 +11,8 @@ plain result the benchmark prints (tools/bench_cifar10.py):
                          classifier that fits the same budget
     codec_bytes_to_match the most accurate coded point at <= N bytes, and
                          the payload each codec needs for its accuracy
-    gap_at_payload       coded points against one codec at a payload
+    gap_at_payload       the best coded point at <= N bytes against one
+                         codec's rows either side of N
 
 A coded point's accuracy is its int8 accuracy on the board (board.json:
 real bitstreams from the int8 encoder) where measured, else Keras'; a
@@ -117,29 +118,30 @@ def codec_bytes_to_match(points, max_payload):
 class GapResult:
   payload: float
   coded: object  # Point or None: the best coded point at <= payload
-  codec: object  # Point or None: the codec's best row at <= payload, or
-  #                its cheapest row when none is that small
-  codec_reaches: bool  # whether the codec has a row at <= payload
+  below: object  # Point or None: the codec's best row at <= payload
+  above: object  # Point or None: its cheapest row above payload
 
   @property
-  def gap(self):
-    """Coded minus codec accuracy; when the codec cannot go that low this
-    is a lower bound (its cheapest row is at least as accurate as it
-    would be at `payload`)."""
-    if self.coded is None or self.codec is None:
-      return None
-    return coded_accuracy(self.coded) - codec_accuracy(self.codec)
+  def gaps(self):
+    """(coded minus the codec's accuracy just below `payload`, the same
+    just above): the gap at `payload` itself lies between, for a codec
+    that is more accurate at more bytes. None for a side the codec has no
+    row on (without a row below, the codec cannot go that low: the gap is
+    at least the one above)."""
+    if self.coded is None:
+      return None, None
+    return tuple(None if row is None else
+                 coded_accuracy(self.coded) - codec_accuracy(row)
+                 for row in (self.below, self.above))
 
 
 def gap_at_payload(points, codec, payload):
-  """The best coded point and `codec`'s best row at <= `payload` bytes of
-  payload."""
+  """The best coded point at <= `payload` bytes, and `codec`'s rows either
+  side of `payload`: its most accurate at or below, its cheapest above."""
   sweep = codec_sweeps(points).get(codec, [])
-  within = [p for p in sweep if p.payload_bytes_per_image <= payload]
-  if within:
-    row = max(within, key=codec_accuracy)
-  else:
-    row = min(sweep, key=lambda p: p.payload_bytes_per_image, default=None)
-  return GapResult(payload, _most_accurate(_coded(points, payload)), row,
-                   bool(within))
-
+  below = [p for p in sweep if p.payload_bytes_per_image <= payload]
+  above = [p for p in sweep if p.payload_bytes_per_image > payload]
+  return GapResult(
+      payload, _most_accurate(_coded(points, payload)),
+      max(below, key=codec_accuracy, default=None),
+      min(above, key=lambda p: p.payload_bytes_per_image, default=None))
