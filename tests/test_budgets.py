@@ -1,5 +1,6 @@
 """The edge budget as an axis: points carry board.json, tables per budget."""
 
+import dataclasses
 import json
 import os
 
@@ -164,3 +165,16 @@ def test_a_broken_board_json_is_one_line(tmp_path, text):
     points_lib.load_run(run)
   assert "board.json" in str(excinfo.value)
   assert "\n" not in str(excinfo.value)
+
+
+def test_a_coders_float32_board_models_count_in_its_budget():
+  """A context coder's slice coder runs on the board beside the int8
+  encoder: the board stores both."""
+  point = points_lib.Point("cifar10", "model", "context", "joint", 1., 1.,
+                           10., 10., accuracy=.5, edge_int8_bytes=3000,
+                           board_model_bytes=10_000)
+  assert budgets.stored_bytes(point) == 13_000
+  assert budgets.budget_of(point, [5000, 20_000]) == 20_000
+  alone = dataclasses.replace(point, board_model_bytes=0)
+  assert budgets.budget_of(alone, [5000, 20_000]) == 5000
+  assert budgets.budget_of(point, [5000, 12_000]) is None

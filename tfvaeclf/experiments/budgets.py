@@ -1,8 +1,9 @@
 """The edge budget as an axis: which points a board of a given size can run.
 
-A budget is the int8 bytes of the model the board stores (MLPerf Tiny
-sizes its tasks so: the CIFAR-10 ResNet-8 is about 80 KB of int8 weights).
-A point belongs to the smallest budget its `edge_int8_bytes` fit; the
+A budget is the bytes of the models the board stores (MLPerf Tiny sizes
+its tasks so: the CIFAR-10 ResNet-8 is about 80 KB of int8 weights): the
+int8 model, and the float32 models a coder runs beside it (a context
+coder's slice coder). A point belongs to the smallest budget both fit; the
 send-the-class point of a budget is the most accurate classifier run whole
 on the board (`points.BOARD`) that fits it; the codecs run no network on
 the board and stand beside every budget. `budget_markdown` writes the
@@ -18,7 +19,7 @@ from absl import flags
 from tfvaeclf.errors import UserError
 from tfvaeclf.experiments.points import BOARD, codec_sweeps
 
-__all__ = ["parse_budgets", "budget_of", "best_on_board", "format_bytes",
+__all__ = ["parse_budgets", "stored_bytes", "budget_of", "best_on_board", "format_bytes",
            "budget_label", "budget_markdown"]
 
 flags.DEFINE_list("budgets", [],
@@ -46,12 +47,22 @@ def parse_budgets(texts):
   return sorted(budgets)
 
 
-def budget_of(point, budgets):
-  """The smallest of `budgets` that `point`'s int8 bytes fit; None when
-  it has no board.json or fits none."""
+def stored_bytes(point):
+  """What the board stores of `point`: its int8 model and the float32
+  models beside it (a context coder's slice coder); None without a
+  board.json."""
   if point.edge_int8_bytes is None:
     return None
-  return next((b for b in budgets if point.edge_int8_bytes <= b), None)
+  return point.edge_int8_bytes + (point.board_model_bytes or 0)
+
+
+def budget_of(point, budgets):
+  """The smallest of `budgets` that all `point`'s board stores fits
+  (`stored_bytes`); None when it has no board.json or fits none."""
+  size = stored_bytes(point)
+  if size is None:
+    return None
+  return next((b for b in budgets if size <= b), None)
 
 
 def best_on_board(points, budget):
