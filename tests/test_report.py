@@ -531,3 +531,15 @@ def test_a_jpeg_copy_is_named_in_the_titles_and_the_points(tmp_path,
   with open(tmp_path / "out" / "points.csv", newline="") as f:
     assert [row["source"] for row in csv.DictReader(f)] == [
         "cifar10-jpeg-q75:/data/cifar10_jpeg"]
+
+
+def test_two_frontiers_points_of_one_name_are_told_apart(tmp_path):
+  for frontier in ("joint_5kb", "joint_20kb"):
+    write_run(tmp_path / frontier / "latent32_lmbda1", "cifar10", .6, .3,
+              30., None)
+  write_run(tmp_path / "joint_20kb" / "latent32_lmbda5", "cifar10", .5, .1,
+            10., None)
+  names = sorted(p.name for p in points_lib.load_runs(
+      [str(tmp_path / "joint_5kb"), str(tmp_path / "joint_20kb")]))
+  assert names == ["joint_20kb/latent32_lmbda1", "joint_5kb/latent32_lmbda1",
+                   "latent32_lmbda5"]

@@ -194,20 +194,34 @@ def load_runs(paths, note=None):
   """Points of every evaluated model dir in `paths` (model dirs or their
   parents), and of every classifier measured on the board
   (`load_board_classifier`); `note(line)` hears of each dir skipped for
-  want of either, and of model dirs nested deeper than `paths'` children."""
+  want of either, and of model dirs nested deeper than `paths'` children.
+
+  A point is named by its dir; dirs of the same name in different parents
+  (two frontiers' `latent32_lmbda1`) are named PARENT/DIR."""
   note = note or (lambda line: print(line, file=sys.stderr))
-  points = []
+  found = []
   for path in paths:
     for directory in _model_dirs(path, note):
       run = ModelDir(directory)
       on_board = load_board_classifier(directory)
       if os.path.exists(run.eval_path()):
-        points.append(load_run(directory))
+        found.append((directory, load_run(directory)))
       elif on_board is None:
         note(f"skipping {directory}: {_not_evaluated(run)}")
       if on_board is not None:
-        points.append(on_board)
-  return points
+        found.append((directory, on_board))
+  dirs_by_name = {}
+  for directory, point in found:
+    dirs_by_name.setdefault(point.name, set()).add(
+        os.path.abspath(directory))
+  return [point if len(dirs_by_name[point.name]) == 1
+          else dataclasses.replace(point, name=_parent_and_name(directory))
+          for directory, point in found]
+
+
+def _parent_and_name(directory):
+  path = os.path.normpath(os.path.abspath(directory))
+  return "/".join(path.split(os.sep)[-2:])
 
 
 _REQUIRED_COLUMNS = ("codec", "quality", "bytes_per_image",
