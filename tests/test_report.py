@@ -543,3 +543,17 @@ def test_two_frontiers_points_of_one_name_are_told_apart(tmp_path):
       [str(tmp_path / "joint_5kb"), str(tmp_path / "joint_20kb")]))
   assert names == ["joint_20kb/latent32_lmbda1", "joint_5kb/latent32_lmbda1",
                    "latent32_lmbda5"]
+
+
+@pytest.mark.parametrize("count, below", [(3, False), (14, True)])
+def test_a_long_legend_goes_under_the_plot(count, below, tmp_path,
+                                           monkeypatch):
+  points = [points_lib.Point("mnist", "model", f"m{i}", "joint", .1 * (i + 1),
+                             .1 * (i + 1), 10. * (i + 1), 10. * (i + 1),
+                             accuracy=.9) for i in range(count)]
+  figures = _figures(monkeypatch)
+  report.write_report(points, {}, str(tmp_path), note=lambda line: None)
+  figure = figures["accuracy_mnist.png"]
+  assert bool(figure.legends) == below
+  assert (figure.axes[0].get_legend() is None) == below
+  assert (figure.get_size_inches()[1] > 5.6) == below

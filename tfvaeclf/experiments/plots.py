@@ -285,9 +285,24 @@ def accuracy_vs_rate(dataset, points, reference, colors, markers, path):
               ha="right", va="bottom", fontsize=9, color="dimgray")
   low, high = axes.get_ylim()
   axes.set_ylim(low, min(high, 100.5))  # no room above 100%
-  axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1),
-              fontsize=9, title="black: learned models", title_fontsize=9)
+  _legend(figure, axes, handles)
   _save_rate_figure(figure, path)
+
+
+# Above this many entries the legend goes under the plot, in two columns:
+# beside it, a long legend leaves the plot a sliver.
+_LEGEND_BESIDE = 12
+
+
+def _legend(figure, axes, handles):
+  options = dict(handles=handles, fontsize=9, title="black: learned models",
+                 title_fontsize=9)
+  if len(handles) <= _LEGEND_BESIDE:
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), **options)
+    return
+  width, height = figure.get_size_inches()
+  figure.set_size_inches(width + 2, height + 0.12 * len(handles))
+  figure.legend(loc="outside lower center", ncols=2, **options)
 
 
 def psnr_vs_rate(dataset, points, colors, markers, path):
