@@ -107,7 +107,7 @@ def test_the_benchmark_prints_each_target_and_fails_on_a_miss(world):
   assert "moonshot" in out and "(72.50% against 80.00%)" in out
   assert "- jpeg: q 90, 86.00% at 900.0 B payload (1200.0 B file): 7.5x" in out
   assert "- webp: q 50, 84.00% at 500.0 B payload (800.0 B file): 4.2x" in out
-  assert "- av1: no setting reaches it; its best, q 63, is 70.00%" in out
+  assert "- av1: no setting reaches it; its best, CRF 63, is 70.00%" in out
   assert "jpeg cannot go that low" in out
   assert "jpeg above: q 5, 55.00% at 150.0 B payload: the joint point is " \
       "+24.00 points" in out

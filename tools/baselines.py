@@ -36,6 +36,7 @@ import tqdm
 
 from tfvaeclf import baselines, data, fileio
 from tfvaeclf import model_dir as model_dir_lib
+from tfvaeclf.experiments import points as points_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "mnist",
@@ -61,15 +62,6 @@ flags.DEFINE_integer("finetune_examples", 2000,
                      "Training images to code and fine-tune on.")
 flags.DEFINE_float("finetune_learning_rate", 1e-4,
                    "Adam learning rate of the fine-tuning.")
-
-
-def _setting(codec, quality):
-  """A codec's quality setting as docs/baselines.md's tables name it."""
-  if codec in ("hevc", "av1"):
-    return f"CRF {quality}"
-  if codec == "jpeg2000":  # OpenJPEG's compression ratio is twice the level
-    return f"level {quality} (ratio {2 * int(quality)})"
-  return f"q {quality}"
 
 
 def _images_and_labels(dataset, count):
@@ -205,7 +197,8 @@ def main(argv):
         for key, label in (("accuracy", "accuracy"),
                            ("finetuned_accuracy", "fine-tuned"))
         if key in row)
-    print(f"{row['codec']:<9} {_setting(row['codec'], row['quality']):<18}"
+    setting = points_lib.setting_name(row["codec"], row["quality"])
+    print(f"{row['codec']:<9} {setting:<18}"
           f"{row['bytes_per_image']:8.1f} B  payload "
           f"{row['payload_bytes_per_image']:7.1f} B  {row['psnr']:5.1f} dB"
           f"{accuracies}")

@@ -104,14 +104,15 @@ def _codec_bytes(points):
   for codec, match in result.matches.items():
     if match is None:
       best = result.best_rows[codec]
-      print(f"- {codec}: no setting reaches it; its best, q {best.setting}, "
+      print(f"- {codec}: no setting reaches it; its best, "
+            f"{points_lib.setting_name(codec, best.setting)}, "
             f"is {_pct(extremes.codec_accuracy(best))} at "
             f"{best.payload_bytes_per_image:.1f} B payload (so > "
             f"{best.payload_bytes_per_image / result.coded.payload_bytes_per_image:.1f}x)")
       continue
     ratio = result.ratio(codec)
     ok &= ratio >= CODEC_RATIO
-    print(f"- {codec}: q {match.setting}, "
+    print(f"- {codec}: {points_lib.setting_name(codec, match.setting)}, "
           f"{_pct(extremes.codec_accuracy(match))} at "
           f"{match.payload_bytes_per_image:.1f} B payload "
           f"({match.bytes_per_image:.1f} B file): {ratio:.1f}x")
@@ -120,7 +121,8 @@ def _codec_bytes(points):
 
 
 def _row(point):
-  return (f"q {point.setting}, {_pct(extremes.codec_accuracy(point))} at "
+  return (f"{points_lib.setting_name(point.name, point.setting)}, "
+          f"{_pct(extremes.codec_accuracy(point))} at "
           f"{point.payload_bytes_per_image:.1f} B payload")
 
 

@@ -27,7 +27,7 @@ from tfvaeclf.layout import ModelDir
 
 __all__ = ["Point", "BOARD", "load_run", "load_board_classifier",
            "load_runs", "load_baselines", "codec_sweeps", "accuracy_kinds",
-           "dataset_title"]
+           "dataset_title", "setting_name"]
 
 flags.DEFINE_list("baselines", [],
                   "Rate tables from tools/baselines.py: PATH.csv or "
@@ -285,6 +285,16 @@ def load_baselines(spec):
                         source=(row.get("data_source") or "").strip()
                         or None))
   return points
+
+
+def setting_name(codec, quality):
+  """A codec's quality setting as the docs' tables name it: "q 75",
+  "CRF 35", "level 2 (ratio 4)"."""
+  if codec in ("hevc", "av1"):
+    return f"CRF {quality}"
+  if codec == "jpeg2000":  # OpenJPEG's compression ratio is twice the level
+    return f"level {quality} (ratio {2 * int(quality)})"
+  return f"q {quality}"
 
 
 def codec_sweeps(points):
