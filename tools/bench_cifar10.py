@@ -38,7 +38,8 @@ from absl import flags
 
 from tfvaeclf.errors import UserError
 from tfvaeclf.experiments import extremes, points as points_lib
-from tfvaeclf.experiments.budgets import format_bytes, parse_budgets
+from tfvaeclf.experiments.budgets import (budget_label, format_bytes,
+                                          parse_budgets)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("runs", [], "Frontier dirs and model dirs.")
@@ -59,10 +60,12 @@ def _pct(value):
 def _coded(point):
   if point is None:
     return "none"
-  return (f"{point.name} ({point.setting}): {_pct(extremes.coded_accuracy(point))}"
-          f" on the board, {_pct(point.accuracy)} in Keras, "
-          f"{point.payload_bytes_per_image:.1f} B payload, "
-          f"{format_bytes(point.edge_int8_bytes or 0)} int8")
+  budget = budget_label(point.edge_int8_bytes, point.edge_macs,
+                        point.board_model_bytes) or "not measured on a board"
+  return (f"{point.name} ({point.setting}): "
+          f"{_pct(extremes.coded_accuracy(point))} on the board, "
+          f"{_pct(point.accuracy)} in Keras, "
+          f"{point.payload_bytes_per_image:.1f} B payload, {budget}")
 
 
 def _verdict(ok):
@@ -76,10 +79,11 @@ def _beats_the_class(points, budgets):
   ok = True
   for result in results:
     board = result.board
+    sent = (f"{board.name}, {_pct(board.accuracy)} "
+            f"({format_bytes(board.edge_int8_bytes)} int8)"
+            if board else "none fits")
     print(f"- <= {format_bytes(result.budget)}: coded {_coded(result.coded)}"
-          f"; send the class: "
-          + (f"{board.name}, {_pct(board.accuracy)} ({format_bytes(board.edge_int8_bytes)} int8)"
-             if board else "none fits"))
+          f"; send the class: {sent}")
     gain = result.gain
     met = gain is not None and gain >= CLASS_GAIN
     ok &= met
@@ -101,6 +105,7 @@ def _codec_bytes(points):
   result = extremes.codec_bytes_to_match(points, CODEC_PAYLOAD)
   print(f"- coded: {_coded(result.coded)}")
   ok = result.coded is not None and bool(result.matches)
+  coded_bytes = result.coded and result.coded.payload_bytes_per_image
   for codec, match in result.matches.items():
     if match is None:
       best = result.best_rows[codec]
@@ -108,7 +113,7 @@ def _codec_bytes(points):
             f"{points_lib.setting_name(codec, best.setting)}, "
             f"is {_pct(extremes.codec_accuracy(best))} at "
             f"{best.payload_bytes_per_image:.1f} B payload (so > "
-            f"{best.payload_bytes_per_image / result.coded.payload_bytes_per_image:.1f}x)")
+            f"{best.payload_bytes_per_image / coded_bytes:.1f}x)")
       continue
     ratio = result.ratio(codec)
     ok &= ratio >= CODEC_RATIO
@@ -145,10 +150,9 @@ def _claim(points):
   # for sure only if it holds against the row above.
   known = [gap for gap in (below, above) if gap is not None]
   met = bool(known) and min(known) >= CLAIM_GAP
+  between = ", ".join(f"{100 * gap:+.2f}" for gap in known)
   print(f"  claim >= +{100 * CLAIM_GAP:.0f} points: {_verdict(met)} "
-        f"(the gap at {CLAIM_PAYLOAD:.1f} B lies between "
-        f"{', '.join(f'{100 * g:+.2f}' for g in (below, above) if g is not None)}"
-        " points)")
+        f"(the gap at {CLAIM_PAYLOAD:.1f} B lies between {between} points)")
   return met
 
 

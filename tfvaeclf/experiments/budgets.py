@@ -19,8 +19,8 @@ from absl import flags
 from tfvaeclf.errors import UserError
 from tfvaeclf.experiments.points import BOARD, codec_sweeps
 
-__all__ = ["parse_budgets", "stored_bytes", "budget_of", "best_on_board", "format_bytes",
-           "budget_label", "budget_markdown"]
+__all__ = ["parse_budgets", "stored_bytes", "budget_of", "best_on_board",
+           "format_bytes", "budget_label", "budget_markdown"]
 
 flags.DEFINE_list("budgets", [],
                   "Edge budgets, int8 bytes of the model the board stores, "
