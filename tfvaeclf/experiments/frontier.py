@@ -132,7 +132,7 @@ def main(argv):
                         "per budget: give --budgets too (e.g. "
                         "--budgets=5KB,20KB,80KB)")
   todo = grid_points(run, FLAGS.latent_grid, FLAGS.lambda_grid)
-  rows, failed, cache = [], [], {}
+  rows, failed, cache, sources = [], [], {}, []
   for i, (channels, lmbda) in enumerate(todo, start=1):
     directory = _point_dir(FLAGS.out, channels, lmbda)
     done = os.path.exists(ModelDir(directory).eval_path())
@@ -151,6 +151,7 @@ def main(argv):
       print(f"  skipped: {e}", file=sys.stderr, flush=True)
       failed.append(directory)
       continue
+    sources.append(results.get("data_source"))
     rows.append({"latent_channels": channels, "lmbda": lmbda,
                  "accuracy": results["accuracy"],
                  **{rate: results[rate] for rate, _ in RATES},
@@ -170,8 +171,7 @@ def main(argv):
   figure = f"frontier_{run.data.name}.png"
   classifiers = [p for p in points_lib.load_runs(FLAGS.classifiers)
                  if p.kind == points_lib.BOARD and p.dataset == run.data.name]
-  title = points_lib.dataset_title(
-      run.data.name, [points_lib.load_run(row["dir"]) for row in rows])
+  title = points_lib.dataset_title(run.data.name, sources)
   plots.frontier(rows, RATES, f"{title}: accuracy against rate, "
                  f"{run.model_name} ({run.model.latent} latent, "
                  f"{run.model.entropy_model})", os.path.join(FLAGS.out, figure),

@@ -109,7 +109,7 @@ def load_run(directory):
   return Point(dataset, kind, _name(directory), _model_setting(config), bpp,
                payload_bpp, size, payload_size, accuracy,
                psnr=None if psnr is None else float(psnr),
-               source=results.get("data_source"), **_budget(run))
+               source=_source(results), **_budget(run))
 
 
 def _name(directory):
@@ -145,10 +145,17 @@ def load_board_classifier(directory):
                  "classifier, int8 on the board, class sent",
                  8 * size / (height * width), 8 * size / (height * width),
                  size, size, float(board["accuracy"]),
-                 source=board.get("data_source"), **_budget(run))
+                 source=_source(board), **_budget(run))
   except (KeyError, TypeError, ValueError) as e:
     raise UserError(f"{run.config_path} or {run.board_path} lacks "
                     f"{e}") from None
+
+
+def _source(results):
+  """The data source an eval.json or board.json records: a string, else
+  None (a file edited by hand may hold anything)."""
+  source = results.get("data_source")
+  return source if isinstance(source, str) else None
 
 
 def _not_evaluated(run):
@@ -318,13 +325,13 @@ def accuracy_kinds(points):
 _JPEG_COPY = re.compile(r"[\w.]+-jpeg-q(\d+):")
 
 
-def dataset_title(dataset, points):
+def dataset_title(dataset, sources):
   """How a figure names its data: the dataset, and the JPEG copy its images
-  were read from where its points' sources say so (a source
-  "cifar10-jpeg-q75:PATH" -> "cifar10, JPEG q75 copy"), since such a copy
-  is not the original's pixels."""
-  qualities = sorted({match.group(1) for p in points if p.source
-                      for match in [_JPEG_COPY.match(p.source)] if match},
+  were read from where `sources` (the points' data sources, None where not
+  recorded) say so ("cifar10-jpeg-q75:PATH" -> "cifar10, JPEG q75 copy"),
+  since such a copy is not the original's pixels."""
+  qualities = sorted({match.group(1) for source in sources if source
+                      for match in [_JPEG_COPY.match(source)] if match},
                      key=int)
   if not qualities:
     return dataset

@@ -291,13 +291,13 @@ def write_report(points, references, out, note=None, budgets=()):
     if not any(p.kind == "model" for p in ds_points):
       note(f"{dataset}: codec baselines but no evaluated model")
     name = _file_name(dataset)
+    title = dataset_title(dataset, [p.source for p in ds_points])
     if any(p.accuracy is not None for p in ds_points):
-      plots.accuracy_vs_rate(dataset_title(dataset, ds_points), ds_points,
-                             references.get(dataset), colors, markers,
+      plots.accuracy_vs_rate(title, ds_points, references.get(dataset),
+                             colors, markers,
                              os.path.join(out, f"accuracy_{name}.png"))
     if any(p.psnr is not None for p in ds_points):
-      plots.psnr_vs_rate(dataset_title(dataset, ds_points), ds_points,
-                         colors, markers,
+      plots.psnr_vs_rate(title, ds_points, colors, markers,
                          os.path.join(out, f"psnr_{name}.png"))
     summaries.append(summary_markdown(dataset, ds_points))
     summaries.append(psnr_markdown(dataset, ds_points))
