@@ -238,10 +238,12 @@ def test_kill_9_then_rerun_loses_no_finished_epoch(tmp_path):
   model_dir.load(run)
 
 
-def test_weight_decay_shrinks_kernels_alone():
-  """--weight_decay is AdamW's, scaled by the learning rate, and leaves
-  biases and batch-norm scales and offsets alone."""
-  settings = specs.TrainSpec(learning_rate=0.1, weight_decay=0.5)
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_weight_decay_shrinks_kernels_alone(name):
+  """--weight_decay is decoupled, scaled by the learning rate, and leaves
+  biases and batch-norm scales and offsets alone, with either optimizer."""
+  settings = specs.TrainSpec(optimizer=name, learning_rate=0.1,
+                             weight_decay=0.5)
   optimizer = train._optimizer(settings)
   layer = tf.keras.layers.Dense(2, bias_initializer="ones")
   norm = tf.keras.layers.BatchNormalization()
@@ -256,4 +258,16 @@ def test_weight_decay_shrinks_kernels_alone():
   for after, start in ((bias, before[1]), (gamma, before[2]),
                        (beta, before[3])):
     np.testing.assert_array_equal(after, start)
+  assert type(optimizer).__name__ == {"adam": "AdamW", "sgd": "SGD"}[name]
   assert type(train._optimizer(specs.TrainSpec())).__name__ == "Adam"
+
+
+def test_sgd_steps_with_nesterov_momentum():
+  """--optimizer=sgd: a constant gradient g moves a weight by lr*g*(1+m)
+  on the first Nesterov step, m = 0.9."""
+  optimizer = train._optimizer(specs.TrainSpec(optimizer="sgd",
+                                               learning_rate=0.1))
+  weight = tf.Variable([1.])
+  optimizer.apply_gradients([(tf.constant([2.]), weight)])
+  np.testing.assert_allclose(weight.numpy(), [1. - 0.1 * 2. * 1.9],
+                             rtol=1e-6)

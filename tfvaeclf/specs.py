@@ -58,10 +58,14 @@ class TrainSpec:
   """How the model trains: what `config.json` records under "training"."""
   epochs: int = setting(5, "Epochs to train in total.")
   batch_size: int = 64  # --batch_size, defined in cli
-  learning_rate: float = setting(1e-3, "Adam learning rate.")
+  optimizer: str = setting(
+      "adam", "adam, or sgd: momentum 0.9 with Nesterov's update, the "
+      "recipe the CIFAR-10 ResNets were published with.",
+      choices=("adam", "sgd"))
+  learning_rate: float = setting(1e-3, "The optimizer's learning rate.")
   weight_decay: float = setting(
-      0., "Decoupled weight decay (AdamW) of the weights, not of biases or "
-      "batch-norm scales and offsets; 0: plain Adam.")
+      0., "Decoupled weight decay of the weights (AdamW with adam), not of "
+      "biases or batch-norm scales and offsets.")
   lr_schedule: str = setting(
       "constant", "cosine: decay per epoch to 2% of --learning_rate.",
       choices=("constant", "cosine"))

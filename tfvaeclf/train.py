@@ -115,19 +115,27 @@ def _learning_rate_callback(schedule, learning_rate, epochs):
 
 
 def _optimizer(settings):
-  """Adam, or AdamW with --weight_decay: decay scaled by the learning rate
-  (so it follows the schedule), not applied to biases and batch norm."""
-  if not settings.weight_decay:
+  """Adam (AdamW with --weight_decay) or Nesterov SGD. Weight decay is
+  scaled by the learning rate (so it follows the schedule) and spares
+  biases and batch norm."""
+  decay = settings.weight_decay or None
+  if settings.optimizer == "sgd":
+    optimizer = tf.keras.optimizers.SGD(settings.learning_rate, momentum=0.9,
+                                        nesterov=True, weight_decay=decay)
+  elif decay:
+    optimizer = tf.keras.optimizers.AdamW(settings.learning_rate,
+                                          weight_decay=decay)
+  else:
     return tf.keras.optimizers.Adam(settings.learning_rate)
-  optimizer = tf.keras.optimizers.AdamW(settings.learning_rate,
-                                        weight_decay=settings.weight_decay)
-  optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+  if decay:
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
   return optimizer
 
 
 # Training settings a resumed run must share with the run that started the
 # dir (more --epochs, or another strategy, only continue it).
-_RESUME_KEYS = {"batch_size": "batch_size", "learning_rate": "learning_rate",
+_RESUME_KEYS = {"batch_size": "batch_size", "optimizer": "optimizer",
+                "learning_rate": "learning_rate",
                 "weight_decay": "weight_decay",
                 "lr_schedule": "lr_schedule", "augment": "augment",
                 "seed": "seed", "train_subset": "train_subset",
@@ -226,6 +234,7 @@ def _train(run, splits, *, strategy, scratch, verbose):
     training = {"epochs": settings.epochs,
                 "batch_size": settings.batch_size,
                 "replicas": strategy.num_replicas_in_sync,
+                "optimizer": settings.optimizer,
                 "learning_rate": settings.learning_rate,
                 "weight_decay": settings.weight_decay,
                 "lr_schedule": settings.lr_schedule,
