@@ -107,6 +107,11 @@ def _secret(ingress):
 def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if FLAGS.token is not None:
+    raise cli.UserError(
+        "--token: a secret on the command line shows in the process list; "
+        "give " + ", ".join(f"the {name} in --{flag} or ${variable}"
+                            for flag, variable, name in _SECRETS.values()))
   if not FLAGS.bundle:
     raise cli.UserError("--bundle is required")
   if not FLAGS.http and not FLAGS.mqtt:
@@ -114,11 +119,6 @@ def main(argv):
   if FLAGS.max_batch < 1 or FLAGS.max_wait_ms < 0 or FLAGS.max_bytes < 1:
     raise cli.UserError("--max_batch and --max_bytes must be positive, "
                         "--max_wait_ms not negative")
-  if FLAGS.token is not None:
-    raise cli.UserError(
-        "--token: a secret on the command line shows in the process list; "
-        "give " + ", ".join(f"the {name} in --{flag} or ${variable}"
-                            for flag, variable, name in _SECRETS.values()))
   http = FLAGS.http and _address("http", FLAGS.http)
   mqtt = FLAGS.mqtt and _address("mqtt", FLAGS.mqtt)
   http_token, mqtt_password = _secret("http"), _secret("mqtt")
