@@ -10,10 +10,12 @@ import json
 import os
 from pathlib import Path
 import shutil
+import struct
+import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 import tensorflow as tf
 
 from tfvaeclf import (codec, data, evaluate, export, imageio, model_dir,
@@ -346,6 +348,36 @@ def test_a_huge_image_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
   with pytest.raises(imageio.ImageFileError,
                      match=r"huge.png: is 30x40, more than the 1000 pixels"):
     imageio.read_image_files([path], imageio.Preprocessing((8, 8, 3), True))
+
+
+def _png_header(width, height, mode):
+  """A PNG that claims `width`x`height` pixels of `mode` ("L", "RGB" or
+  "RGBA") but holds one row: what a header alone says."""
+  def chunk(kind, body):
+    return (struct.pack(">I", len(body)) + kind + body
+            + struct.pack(">I", zlib.crc32(kind + body)))
+  color, channels = {"L": (0, 1), "RGB": (2, 3), "RGBA": (6, 4)}[mode]
+  row = zlib.compress(bytes(1 + width * channels))
+  return (b"\x89PNG\r\n\x1a\n"
+          + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, color,
+                                       0, 0, 0))
+          + chunk(b"IDAT", row) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width, height, mode", [(9400, 9400, "RGBA"),
+                                                 (28, 28, "RGB")])
+def test_a_file_taken_as_it_comes_is_checked_from_its_header(
+    width, height, mode, monkeypatch):
+  """A model that takes images as they come refuses another size or mode
+  from the header alone: a 9400x9400 RGBA file (343 KB, 0.5 s and 712 MB
+  to decode) is refused without a pixel decoded."""
+  def decode(image):
+    raise AssertionError(f"decoded {image.size}")
+  monkeypatch.setattr(ImageFile.ImageFile, "load", decode)
+  preprocessing = imageio.Preprocessing((28, 28, 1))
+  with pytest.raises(imageio.ImageFileError, match=(
+      rf"^image: is {height}x{width} mode {mode}, expected 28x28 mode L ")):
+    preprocessing.decode(_png_header(width, height, mode))
 
 
 def test_an_image_too_narrow_to_cover_the_size_is_refused(tmp_path,

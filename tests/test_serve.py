@@ -1,9 +1,10 @@
 """The server process end to end: real digits from the edge runtime over
 HTTP and MQTT (a mosquitto broker the tests start), auth, hostile input,
-a shared subscription split between two processes, graceful shutdown.
+hang-ups, a shared subscription split between two processes, graceful
+shutdown.
 
-Every service listens on 127.0.0.1 on a free port and is stopped by its
-fixture; every wait has a deadline.
+Every service listens on a loopback address (127.0.0.1, once ::1) on a free
+port and is stopped by its fixture; every wait has a deadline.
 """
 
 import concurrent.futures
@@ -28,6 +29,7 @@ import pytest
 
 from tfvaeclf import codec
 from tfvaeclf.edge import EdgeEncoder
+from tfvaeclf.serve import url
 from tests.support.hostile import escape_attack
 from tfvaeclf.serve.core import Core, Refusal
 
@@ -36,16 +38,17 @@ pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None,
                                 reason="needs Debian's mosquitto broker")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOKEN = "server-secret"
+TOKEN = "server-secret"  # the HTTP bearer token
+MQTT_PASSWORD = "broker-secret"  # the server's, at the broker
 BOARD = ("board", "board-secret")
 NUM_DIGITS = 40
 START_SECONDS = 120  # a server process: TensorFlow's import, the bundle
 ANSWER_SECONDS = 60
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
+def _free_port(host="127.0.0.1"):
+  with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+    s.bind((host, 0))
     return s.getsockname()[1]
 
 
@@ -92,7 +95,8 @@ class Broker:
   def __init__(self, directory):
     self.port = _free_port()
     passwords = os.path.join(directory, "passwords")
-    for i, (user, password) in enumerate([("tfvaeclf-server", TOKEN), BOARD]):
+    for i, (user, password) in enumerate([("tfvaeclf-server", MQTT_PASSWORD),
+                                          BOARD]):
       subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []),
                       passwords, user, password], check=True)
     config = os.path.join(directory, "mosquitto.conf")
@@ -119,13 +123,15 @@ def broker(tmp_path_factory):
 
 
 class Server:
-  """`python -m tfvaeclf.serve` as a process, up once it says so."""
+  """`python -m tfvaeclf.serve` as a process, up once it says so; `env`
+  adds to its environment (the secrets)."""
 
-  def __init__(self, *args):
+  def __init__(self, *args, env=None):
     self._stderr = tempfile.TemporaryFile("w+")  # a pipe could fill up
     self.process = subprocess.Popen(
         [sys.executable, "-m", "tfvaeclf.serve", *args], cwd=REPO,
-        stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+        stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+        env={**os.environ, **(env or {})})
     self._lines = queue.Queue()
     threading.Thread(target=lambda: [self._lines.put(line) for line in
                                      self.process.stdout],
@@ -148,23 +154,38 @@ class Server:
     except subprocess.TimeoutExpired:
       self.process.kill()
       self.process.wait()
+    return self.process.returncode, self.log()
+
+  def log(self):
+    """What it wrote to stderr so far."""
     self._stderr.seek(0)
-    return self.process.returncode, self._stderr.read()
+    return self._stderr.read()
 
 
-def _http_server(bundle_dir, *args):
-  port = _free_port()
-  server = Server(f"--bundle={bundle_dir}", f"--http=127.0.0.1:{port}",
-                  *args)
-  server.url = f"http://127.0.0.1:{port}"
+def _http_server(bundle_dir, *args, env=None, host="127.0.0.1"):
+  address = url("http", host, _free_port(host))
+  server = Server(f"--bundle={bundle_dir}",
+                  f"--http={address.removeprefix('http://')}", *args, env=env)
+  server.url = address
   return server
 
 
+def _secret_file(directory, secret):
+  path = os.path.join(directory, "secret")
+  with open(path, "w") as f:
+    f.write(secret + "\n")
+  return path
+
+
 @pytest.fixture(scope="module")
-def served(bundle_dir, broker):
-  """One server on HTTP and MQTT, with a token."""
+def served(bundle_dir, broker, tmp_path_factory):
+  """One server on HTTP and MQTT, the HTTP token from the environment and
+  the MQTT password from a file."""
+  password_file = _secret_file(tmp_path_factory.mktemp("served"),
+                               MQTT_PASSWORD)
   server = _http_server(bundle_dir, f"--mqtt=127.0.0.1:{broker.port}",
-                        f"--token={TOKEN}").wait_ready()
+                        f"--mqtt_password_file={password_file}",
+                        env={"TFVAECLF_HTTP_TOKEN": TOKEN}).wait_ready()
   yield server
   code, err = server.stop()
   assert code == 0, err
@@ -174,9 +195,13 @@ def served(bundle_dir, broker):
 _HTTP = httpx.Client(timeout=ANSWER_SECONDS)
 
 
-def _post(url, payload, token=TOKEN):
-  headers = {"Authorization": f"Bearer {token}"} if token else {}
-  return _HTTP.post(f"{url}/v1/classify", content=payload, headers=headers)
+def _auth(token=TOKEN, scheme="Bearer"):
+  return {"Authorization": f"{scheme} {token}"} if token else {}
+
+
+def _post(url, payload, token=TOKEN, scheme="Bearer"):
+  return _HTTP.post(f"{url}/v1/classify", content=payload,
+                    headers=_auth(token, scheme))
 
 
 def _post_all(url, payloads, concurrency=8):
@@ -185,8 +210,7 @@ def _post_all(url, payloads, concurrency=8):
 
 
 def _metric(url, line_start):
-  text = _HTTP.get(f"{url}/metrics",
-                   headers={"Authorization": f"Bearer {TOKEN}"}).text
+  text = _HTTP.get(f"{url}/metrics", headers=_auth()).text
   values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
             if line.startswith(line_start)]
   return sum(values)
@@ -289,7 +313,7 @@ def test_http_classifies_like_codec(served, digits, mnist, bundle_dir):
   images, _ = next(iter(mnist.test.batch(NUM_DIGITS)))
   whole = EdgeEncoder(bundle_dir).encode_file(images.numpy()[:8])
   assert _post(served.url, whole).json()["classes"] == expected[:8]
-  health = _HTTP.get(f"{served.url}/healthz").json()
+  health = _HTTP.get(f"{served.url}/healthz", headers=_auth()).json()
   assert health["fingerprint"] == answers[0].json()["fingerprint"]
 
 
@@ -300,19 +324,61 @@ def test_mqtt_classifies_like_codec(served, board, digits):
 
 
 def test_auth_is_required(served, digits):
+  """The HTTP token and nothing else (not the MQTT password) opens the
+  classifier, the metrics and the model's name; liveness is open."""
   files, _ = digits
-  for token in (None, "wrong"):
+  for token in (None, "wrong", MQTT_PASSWORD):
     answer = _post(served.url, files[0], token=token)
     assert answer.status_code == 401
     assert answer.headers["www-authenticate"] == "Bearer"
-    assert _HTTP.get(f"{served.url}/metrics", headers={
-        "Authorization": f"Bearer {token}"}).status_code == 401
-  assert _HTTP.get(f"{served.url}/healthz").status_code == 200
+    assert _HTTP.get(f"{served.url}/metrics",
+                     headers=_auth(token)).status_code == 401
+    health = _HTTP.get(f"{served.url}/healthz", headers=_auth(token))
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+  health = _HTTP.get(f"{served.url}/healthz", headers=_auth()).json()
+  assert health["fingerprint"] and health["classes"]
 
 
-def _exit_of(*args):
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+def test_the_auth_scheme_is_case_insensitive(served, digits, scheme):
+  files, expected = digits
+  answer = _post(served.url, files[0], scheme=scheme)
+  assert (answer.status_code, answer.json()["classes"]) == (200,
+                                                            expected[:1])
+  assert "fingerprint" in _HTTP.get(f"{served.url}/healthz",
+                                    headers=_auth(scheme=scheme)).json()
+
+
+def test_a_hang_up_mid_body_is_counted_and_not_logged(served):
+  """A sender that closes the connection halfway through its body is a
+  hang-up: not answered, not refused, no traceback in the log."""
+  http = 'ingress="http"'
+  before = {name: _metric(served.url, f"tfvaeclf_serve_{name}")
+            for name in ("hang_ups_total", f"requests_total{{{http}}}",
+                         f"latency_seconds_count{{{http}}}",
+                         "refusals_total")}
+  host, port = served.url.removeprefix("http://").rsplit(":", 1)
+  with socket.create_connection((host, int(port)), timeout=10) as s:
+    s.sendall(f"POST /v1/classify HTTP/1.1\r\nHost: {host}\r\n"
+              f"Authorization: Bearer {TOKEN}\r\n"
+              "Content-Length: 1000\r\n\r\n".encode() + bytes(500))
+  deadline = time.monotonic() + 10
+  while (_metric(served.url, "tfvaeclf_serve_hang_ups_total")
+         == before["hang_ups_total"] and time.monotonic() < deadline):
+    time.sleep(0.02)
+  after = {name: _metric(served.url, f"tfvaeclf_serve_{name}")
+           for name in before}
+  assert {name: after[name] - before[name] for name in before} == {
+      "hang_ups_total": 1, f"requests_total{{{http}}}": 1,
+      f"latency_seconds_count{{{http}}}": 0, "refusals_total": 0}
+  assert _metric(served.url, "tfvaeclf_serve_in_flight") == 0
+  log = served.log()
+  assert "Traceback" not in log and "ClientDisconnect" not in log, log
+
+
+def _exit_of(*args, env=None):
   """(exit code, stderr) of a server that is expected to stop by itself."""
-  server = Server(*args)
+  server = Server(*args, env=env)
   try:
     server.process.wait(START_SECONDS)
   finally:
@@ -320,18 +386,62 @@ def _exit_of(*args):
   return code, err
 
 
-def test_server_refuses_to_listen_openly_without_token(bundle_dir):
-  code, err = _exit_of(f"--bundle={bundle_dir}", "--http=0.0.0.0:8080")
+def test_server_refuses_to_listen_openly_without_its_secret(bundle_dir):
+  """Each ingress needs its own secret beyond loopback: the HTTP token does
+  not open MQTT, nor the MQTT password HTTP."""
+  code, err = _exit_of(f"--bundle={bundle_dir}", "--http=0.0.0.0:8080",
+                       env={"TFVAECLF_MQTT_PASSWORD": MQTT_PASSWORD})
   assert code == 2
   assert err.strip().splitlines()[-1] == (
-      "error: --http=0.0.0.0:8080 is not a loopback address and no --token "
-      "is set (give one, or --insecure_listen)")
+      "error: --http=0.0.0.0:8080 is not a loopback address and no HTTP "
+      "token is set (give --http_token_file or $TFVAECLF_HTTP_TOKEN, or "
+      "--insecure_listen)")
+  code, err = _exit_of(f"--bundle={bundle_dir}", "--mqtt=192.0.2.1:1883",
+                       env={"TFVAECLF_HTTP_TOKEN": TOKEN})
+  assert code == 2
+  assert err.strip().splitlines()[-1] == (
+      "error: --mqtt=192.0.2.1:1883 is not a loopback address and no MQTT "
+      "password is set (give --mqtt_password_file or "
+      "$TFVAECLF_MQTT_PASSWORD, or --insecure_listen)")
+
+
+def test_a_secret_on_the_command_line_is_refused(bundle_dir, tmp_path):
+  """--token would show in the process list: refused in one line that does
+  not repeat it; so is a secret given twice, or an empty one."""
+  token_file = _secret_file(tmp_path, TOKEN)
+  for args, env, error in [
+      (["--token=hunter2"], None,
+       "error: --token: a secret on the command line shows in the process "
+       "list; give the HTTP token in --http_token_file or "
+       "$TFVAECLF_HTTP_TOKEN, the MQTT password in --mqtt_password_file or "
+       "$TFVAECLF_MQTT_PASSWORD"),
+      ([f"--http_token_file={token_file}"], {"TFVAECLF_HTTP_TOKEN": TOKEN},
+       "error: give --http_token_file or $TFVAECLF_HTTP_TOKEN, not both"),
+      ([], {"TFVAECLF_MQTT_PASSWORD": " "},
+       "error: $TFVAECLF_MQTT_PASSWORD is empty")]:
+    code, err = _exit_of(f"--bundle={bundle_dir}", "--http=127.0.0.1:8080",
+                         *args, env=env)
+    assert (code, err.strip().splitlines()) == (2, [error])
+
+
+@pytest.mark.slow
+def test_ipv6_loopback_is_loopback(bundle_dir):
+  """[::1] serves without a secret, as 127.0.0.1 does; with none set, the
+  model is named to anyone."""
+  server = _http_server(bundle_dir, host="::1").wait_ready()
+  try:
+    health = _HTTP.get(f"{server.url}/healthz").json()
+  finally:
+    code, err = server.stop()
+  assert code == 0, err
+  assert health["status"] == "ok" and health["classes"]
 
 
 @pytest.mark.slow
 def test_broker_refuses_wrong_credentials(bundle_dir, broker):
   code, err = _exit_of(f"--bundle={bundle_dir}",
-                       f"--mqtt=127.0.0.1:{broker.port}", "--token=wrong")
+                       f"--mqtt=127.0.0.1:{broker.port}",
+                       env={"TFVAECLF_MQTT_PASSWORD": "wrong"})
   assert code == 2
   assert "refused the server: Not authorized" in err.strip().splitlines()[-1]
 
@@ -379,10 +489,13 @@ def pair(bundle_dir, tmp_path_factory):
   A payload waits up to 3 s for others to batch with: the shutdown test
   finds requests in flight.
   """
-  broker = Broker(str(tmp_path_factory.mktemp("pair")))
+  directory = tmp_path_factory.mktemp("pair")
+  broker = Broker(str(directory))
+  token_file = _secret_file(directory, TOKEN)
   servers = [_http_server(bundle_dir, f"--mqtt=127.0.0.1:{broker.port}",
-                          f"--token={TOKEN}", "--mqtt_shared=classifiers",
-                          "--max_wait_ms=3000")
+                          f"--http_token_file={token_file}",
+                          "--mqtt_shared=classifiers", "--max_wait_ms=3000",
+                          env={"TFVAECLF_MQTT_PASSWORD": MQTT_PASSWORD})
              for _ in range(2)]
   try:
     yield broker, [server.wait_ready() for server in servers]

@@ -15,7 +15,8 @@ runtime and training turn a file into the same pixels.
 
 A model trained without resizing (MNIST, CIFAR-10 ...) took its images as
 they came: it refuses files of another size or mode rather than silently
-feeding it an input that training never made.
+feeding it an input that training never made, from the file's header,
+before a pixel is decoded.
 
 Kept apart from `tfvaeclf.data` (which needs TensorFlow) because the edge
 runtime reads the images it codes on boards that have no TensorFlow.
@@ -132,15 +133,22 @@ class Preprocessing:
           np.uint8))
     return image.convert(self.mode)
 
-  def _fitted(self, image, name):
-    """A converted image -> the uint8 (H, W, C) input; ImageFileError
-    naming `name` for a mode or size the model refuses."""
-    height, width = size = self.image_shape[:2]
+  def _check_as_it_comes(self, image, name):
+    """ImageFileError naming `name` if the model takes images as they came
+    and `image` (decoded, or only its header read) is of another size or
+    mode."""
+    height, width = self.image_shape[:2]
     if not self.resize and (image.size, image.mode) != ((width, height),
                                                          self.mode):
       raise ImageFileError(
           f"{name}: is {image.height}x{image.width} mode {image.mode}, "
           f"expected {height}x{width} mode {self.mode} ({self.refusal})")
+
+  def _fitted(self, image, name):
+    """A converted image -> the uint8 (H, W, C) input; ImageFileError
+    naming `name` for a mode or size the model refuses."""
+    height, width = size = self.image_shape[:2]
+    self._check_as_it_comes(image, name)
     if image.size != (width, height):
       image = (self._padded(image, size) if self.fit == "pad" else
                self._cropped(image, size, name))
@@ -183,11 +191,13 @@ class Preprocessing:
     name = name or os.fspath(file)
     try:
       with Image.open(file) as image:
-        # Bounded work: Pillow only warns below twice its limit.
+        # Bounded work: the header is refused before a pixel is decoded
+        # (Pillow only warns below twice its limit).
         if image.width * image.height > Image.MAX_IMAGE_PIXELS:
           raise ImageFileError(
               f"{name}: is {image.height}x{image.width}, more than the "
               f"{Image.MAX_IMAGE_PIXELS} pixels an image may have")
+        self._check_as_it_comes(image, name)
         image = self._converted(image)
     except (OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as e:

@@ -2,17 +2,23 @@
 
     python -m tfvaeclf.serve --bundle=BUNDLE [--http=HOST:PORT]
         [--mqtt=HOST:PORT [--mqtt_shared=GROUP] [--mqtt_user=NAME]]
-        [--token=TOKEN | --token_file=FILE] [--insecure_listen]
-        [--max_batch=64] [--max_wait_ms=2] [--max_bytes=65536]
+        [--http_token_file=FILE] [--mqtt_password_file=FILE]
+        [--insecure_listen] [--max_batch=64] [--max_wait_ms=2]
+        [--max_bytes=65536]
 
 Prints one line to stdout once every ingress is up. On SIGTERM it stops
-taking requests, answers those in flight, and exits 0. Without a token, it
-serves and connects on loopback addresses only, unless --insecure_listen.
+taking requests, answers those in flight, and exits 0.
+
+Each ingress has its own secret, from a file or the environment
+($TFVAECLF_HTTP_TOKEN, $TFVAECLF_MQTT_PASSWORD), never from the command line,
+which every user of the machine can read. Without its secret, an ingress
+serves or connects on loopback addresses only, unless --insecure_listen.
 """
 
 from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
 
 import ipaddress
+import os
 import signal
 import socket
 import threading
@@ -29,12 +35,20 @@ flags.DEFINE_string("mqtt_shared", None,
                     "Join this MQTT 5 shared subscription group, so that "
                     "the group's servers split the messages.")
 flags.DEFINE_string("mqtt_user", "tfvaeclf-server",
-                    "The broker user name (with the token as password).")
+                    "The broker user name (with the MQTT password).")
+flags.DEFINE_string("http_token_file", None,
+                    "A file holding the HTTP bearer token (or set "
+                    "$TFVAECLF_HTTP_TOKEN).")
+flags.DEFINE_string("mqtt_password_file", None,
+                    "A file holding --mqtt_user's broker password (or set "
+                    "$TFVAECLF_MQTT_PASSWORD).")
 flags.DEFINE_string("token", None,
-                    "The secret: HTTP bearer token and MQTT password.")
-flags.DEFINE_string("token_file", None, "A file holding the token.")
+                    "Refused: a secret on the command line shows in the "
+                    "process list (see --http_token_file and "
+                    "--mqtt_password_file).")
 flags.DEFINE_bool("insecure_listen", False,
-                  "Without a token, serve or connect beyond loopback anyway.")
+                  "Without an ingress's secret, serve or connect beyond "
+                  "loopback anyway.")
 flags.DEFINE_integer("max_batch", 64, "Payloads per model call at most.")
 flags.DEFINE_float("max_wait_ms", 2.0,
                    "How long a payload waits for others to batch with.")
@@ -42,8 +56,18 @@ flags.DEFINE_integer("max_bytes", 65536, "Largest payload taken, in bytes.")
 flags.DEFINE_integer("max_images", 256, "Most images taken in one payload.")
 
 
+# Per ingress: the flag of the file holding its secret, the environment
+# variable that may hold it instead, and what the secret is called.
+_SECRETS = {"http": ("http_token_file", "TFVAECLF_HTTP_TOKEN", "HTTP token"),
+            "mqtt": ("mqtt_password_file", "TFVAECLF_MQTT_PASSWORD",
+                     "MQTT password")}
+
+
 def _address(flag, value):
+  """HOST:PORT or [IPV6]:PORT -> (host, port)."""
   host, _, port = value.rpartition(":")
+  if host.startswith("[") and host.endswith("]"):
+    host = host[1:-1]
   if not host or not port.isdigit() or not 0 < int(port) < 65536:
     raise cli.UserError(f"--{flag}={value}: expected HOST:PORT")
   return host, int(port)
@@ -58,26 +82,36 @@ def _loopback(host):
              for a in addresses)
 
 
-def _token(token, token_file):
-  """The token given inline or in a file (one of them), or None."""
-  if token and token_file:
-    raise cli.UserError("give --token or --token_file, not both")
-  if not token_file:
-    return token
-  try:
-    with open(token_file) as f:
-      token = f.read().strip()
-  except OSError as e:
-    raise cli.UserError(
-        f"cannot read --token_file {token_file}: {e.strerror}") from None
-  if not token:
-    raise cli.UserError(f"--token_file {token_file} is empty")
-  return token
+def _secret(ingress):
+  """An ingress's secret from its file or its environment variable (one of
+  them), or None."""
+  flag, variable, _ = _SECRETS[ingress]
+  path, secret = getattr(FLAGS, flag), os.environ.get(variable)
+  if path and secret is not None:
+    raise cli.UserError(f"give --{flag} or ${variable}, not both")
+  source = f"${variable}"
+  if path:
+    source = f"--{flag} {path}"
+    try:
+      with open(path) as f:
+        secret = f.read()
+    except OSError as e:
+      raise cli.UserError(f"cannot read {source}: {e.strerror}") from None
+  if secret is None:
+    return None
+  if not secret.strip():
+    raise cli.UserError(f"{source} is empty")
+  return secret.strip()
 
 
 def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if FLAGS.token is not None:
+    raise cli.UserError(
+        "--token: a secret on the command line shows in the process list; "
+        "give " + ", ".join(f"the {name} in --{flag} or ${variable}"
+                            for flag, variable, name in _SECRETS.values()))
   if not FLAGS.bundle:
     raise cli.UserError("--bundle is required")
   if not FLAGS.http and not FLAGS.mqtt:
@@ -85,15 +119,18 @@ def main(argv):
   if FLAGS.max_batch < 1 or FLAGS.max_wait_ms < 0 or FLAGS.max_bytes < 1:
     raise cli.UserError("--max_batch and --max_bytes must be positive, "
                         "--max_wait_ms not negative")
-  token = _token(FLAGS.token, FLAGS.token_file)
   http = FLAGS.http and _address("http", FLAGS.http)
   mqtt = FLAGS.mqtt and _address("mqtt", FLAGS.mqtt)
-  if not token and not FLAGS.insecure_listen:
-    for flag, address in (("http", http), ("mqtt", mqtt)):
-      if address and not _loopback(address[0]):
-        raise cli.UserError(
-            f"--{flag}={address[0]}:{address[1]} is not a loopback address "
-            "and no --token is set (give one, or --insecure_listen)")
+  http_token, mqtt_password = _secret("http"), _secret("mqtt")
+  for ingress, address, secret in (("http", http, http_token),
+                                   ("mqtt", mqtt, mqtt_password)):
+    if (address and not secret and not FLAGS.insecure_listen
+        and not _loopback(address[0])):
+      flag, variable, name = _SECRETS[ingress]
+      raise cli.UserError(
+          f"--{ingress}={getattr(FLAGS, ingress)} is not a loopback address "
+          f"and no {name} is set (give --{flag} or ${variable}, or "
+          "--insecure_listen)")
 
   # pylint: disable=g-import-not-at-top
   from tfvaeclf.serve import metrics as metrics_lib
@@ -111,14 +148,15 @@ def main(argv):
   try:
     if http:
       from tfvaeclf.serve import http_ingress
-      app = http_ingress.make_app(core, batcher, metrics, token,
+      app = http_ingress.make_app(core, batcher, metrics, http_token,
                                   FLAGS.max_bytes)
       ingresses.append(http_ingress.HttpIngress(app, *http).start())
     if mqtt:
       from tfvaeclf.serve import mqtt_ingress
       ingresses.append(mqtt_ingress.MqttIngress(
-          batcher, metrics, *mqtt, username=FLAGS.mqtt_user if token else None,
-          password=token, shared=FLAGS.mqtt_shared,
+          batcher, metrics, *mqtt,
+          username=FLAGS.mqtt_user if mqtt_password else None,
+          password=mqtt_password, shared=FLAGS.mqtt_shared,
           max_bytes=FLAGS.max_bytes).start())
     print(f"serving model {core.fingerprint} on "
           f"{', '.join(i.address for i in ingresses)}", flush=True)

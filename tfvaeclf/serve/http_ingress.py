@@ -4,13 +4,17 @@
                         400 bad payload, 401 no or wrong token, 413 over the
                         size limit, 503 shutting down; errors are
                         {"error": one line, "reason": label}
-    GET  /healthz       200 {"status": "ok", "fingerprint", "classes"}
+    GET  /healthz       200 {"status": "ok"}, plus "fingerprint" and
+                        "classes" to an authorized caller
     GET  /metrics       Prometheus text (`metrics`)
 
-With a token, /v1/classify and /metrics need `Authorization: Bearer TOKEN`;
-/healthz stays open for load balancers. uvicorn runs on its own thread, so
-that the process's main thread owns the signals; `stop` lets in-flight
-requests finish before it returns.
+With a token, /v1/classify and /metrics need `Authorization: Bearer TOKEN`
+(the scheme in any case, RFC 7235); /healthz stays open for load balancers
+but names the model only to an authorized caller. A sender that hangs up
+before its whole body is in is counted as a hang-up (`Metrics.hung_up`), not
+answered and not logged. uvicorn runs on its own thread, so that the
+process's main thread owns the signals; `stop` lets in-flight requests
+finish before it returns.
 """
 
 import asyncio
@@ -19,12 +23,14 @@ import threading
 import time
 
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 import uvicorn
 
 from tfvaeclf.errors import UserError
 from tfvaeclf.serve import metrics as metrics_lib
+from tfvaeclf.serve import url
 from tfvaeclf.serve.batcher import ShuttingDown, outcome
 from tfvaeclf.serve.core import Refusal
 
@@ -33,6 +39,9 @@ __all__ = ["HttpIngress", "make_app"]
 INGRESS = "http"
 _STATUS = {"bad_input": 400, "unauthorized": 401, "too_large": 413,
            "shutting_down": 503, "internal": 500}
+# What a hung-up request is answered (nginx's "client closed request"):
+# nobody reads it, uvicorn drops it.
+_HUNG_UP = 499
 
 
 class _TooLarge(Exception):
@@ -62,34 +71,49 @@ def _refused(refusal):
 
 def make_app(core, batcher, metrics, token=None, max_bytes=65536):
   """The ASGI app of one core, its batcher and its metrics."""
-  expected = token and f"Bearer {token}".encode()
+  expected = token and token.encode()
 
   def authorized(request):
-    given = request.headers.get("authorization", "").encode()
-    return not expected or hmac.compare_digest(given, expected)
+    """The bearer token matches; the scheme in any case (RFC 7235)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    return not expected or (
+        scheme.lower() == "bearer"
+        and hmac.compare_digest(given.strip().encode("latin-1"), expected))
+
+  async def reply_to(request):
+    """The result or `Refusal` for a request; ClientDisconnect if its
+    sender hangs up before the whole body is in."""
+    if not authorized(request):
+      return Refusal("unauthorized", "missing or wrong bearer token")
+    try:
+      future = batcher.submit(await _read_body(request, max_bytes))
+    except _TooLarge:
+      return Refusal("too_large", f"body over {max_bytes} bytes")
+    except ShuttingDown as e:
+      return Refusal("shutting_down", str(e))
+    await asyncio.wait([asyncio.wrap_future(future)])
+    return outcome(future)
 
   async def classify(request):
     since = metrics.received(INGRESS)
-    reply = None
     try:
-      if not authorized(request):
-        reply = Refusal("unauthorized", "missing or wrong bearer token")
-      else:
-        future = batcher.submit(await _read_body(request, max_bytes))
-        await asyncio.wait([asyncio.wrap_future(future)])
-        reply = outcome(future)
-    except _TooLarge:
-      reply = Refusal("too_large", f"body over {max_bytes} bytes")
-    except ShuttingDown as e:
-      reply = Refusal("shutting_down", str(e))
-    finally:
-      metrics.answered(INGRESS, since, getattr(reply, "reason", None))
+      reply = await reply_to(request)
+    except ClientDisconnect:
+      metrics.hung_up(INGRESS)
+      return Response(status_code=_HUNG_UP)
+    except BaseException:
+      metrics.answered(INGRESS, since)  # a bug or a cancellation
+      raise
+    metrics.answered(INGRESS, since, getattr(reply, "reason", None))
     if isinstance(reply, Refusal):
       return _refused(reply)
     return JSONResponse(reply)
 
   async def healthz(request):
-    del request
+    """Liveness for anyone; which model it serves to an authorized caller."""
+    if not authorized(request):
+      return JSONResponse({"status": "ok"})
     return JSONResponse({"status": "ok", "fingerprint": core.fingerprint,
                          "classes": core.class_names})
 
@@ -109,7 +133,7 @@ class HttpIngress:
   """uvicorn serving `app` on HOST:PORT from a thread of its own."""
 
   def __init__(self, app, host, port, drain_seconds=30):
-    self.address = f"http://{host}:{port}"
+    self.address = url("http", host, port)
     self._server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, lifespan="off", access_log=False,
         log_level="warning", timeout_graceful_shutdown=drain_seconds))

@@ -2,6 +2,8 @@
 
     tfvaeclf_serve_requests_total{ingress}          payloads received
     tfvaeclf_serve_refusals_total{ingress,reason}   of which refused
+    tfvaeclf_serve_hang_ups_total{ingress}          of which unanswered: the
+                                                    sender left mid-body
     tfvaeclf_serve_in_flight                        received, not yet answered
     tfvaeclf_serve_batch_size                       histogram, per core call
     tfvaeclf_serve_latency_seconds{ingress}         histogram, receipt to answer
@@ -58,6 +60,7 @@ class Metrics:
     self._lock = threading.Lock()
     self._requests = collections.Counter()
     self._refusals = collections.Counter()
+    self._hang_ups = collections.Counter()
     self._in_flight = 0
     self._batches = _Histogram(_BATCH_BUCKETS)
     self._latency = _Histogram(_LATENCY_BUCKETS)
@@ -81,6 +84,13 @@ class Metrics:
       if refused:
         self._refusals[ingress, refused] += 1
 
+  def hung_up(self, ingress):
+    """Counts a payload out unanswered: its sender left before sending it
+    all (neither answered nor refused, and not in the latencies)."""
+    with self._lock:
+      self._in_flight -= 1
+      self._hang_ups[ingress] += 1
+
   def render(self):
     """The Prometheus text of every metric."""
     with self._lock:
@@ -91,6 +101,9 @@ class Metrics:
           f"# TYPE {_PREFIX}_refusals_total counter",
           *(f"{_PREFIX}_refusals_total{_labels(ingress=i, reason=r)} {n}"
             for (i, r), n in sorted(self._refusals.items())),
+          f"# TYPE {_PREFIX}_hang_ups_total counter",
+          *(f"{_PREFIX}_hang_ups_total{_labels(ingress=i)} {n}"
+            for i, n in sorted(self._hang_ups.items())),
           f"# TYPE {_PREFIX}_in_flight gauge",
           f"{_PREFIX}_in_flight {self._in_flight}",
           f"# TYPE {_PREFIX}_batch_size histogram",

@@ -8,8 +8,9 @@ correlation data so that a board with several requests out can match them.
 With `shared=GROUP` the server subscribes to `$share/GROUP/tfvaeclf/+/in`
 (an MQTT 5 shared subscription): the broker hands each message to one of the
 group's servers, so N processes or machines split one stream. Auth is the
-broker's: the server logs in with a user name and password (the token), and
-the broker's ACLs say who may publish and read which topics.
+broker's: the server logs in with a user name and password (its own, not the
+HTTP token), and the broker's ACLs say who may publish and read which
+topics.
 """
 
 import json
@@ -23,6 +24,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
 from tfvaeclf.errors import UserError
+from tfvaeclf.serve import url
 from tfvaeclf.serve.batcher import ShuttingDown, outcome
 from tfvaeclf.serve.core import Refusal
 
@@ -51,7 +53,7 @@ class MqttIngress:
 
   def __init__(self, batcher, metrics, host, port, username=None,
                password=None, shared=None, max_bytes=65536):
-    self.address = f"mqtt://{host}:{port}"
+    self.address = url("mqtt", host, port)
     self._batcher, self._metrics = batcher, metrics
     self._host, self._port = host, port
     self._max_bytes = max_bytes
