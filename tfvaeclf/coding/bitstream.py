@@ -55,8 +55,8 @@ import zlib
 from tfvaeclf.errors import BitstreamError
 
 __all__ = ["BitstreamError", "CodedImages", "MAGIC", "FORMAT_VERSION",
-           "MESSAGE_VERSION", "MAX_COUNTER", "MAX_IMAGES", "file_size", "is_file",
-           "message_size", "pack", "pack_message", "unpack",
+           "MESSAGE_VERSION", "MAX_COUNTER", "MAX_IMAGES", "file_size",
+           "is_file", "message_size", "pack", "pack_message", "unpack",
            "unpack_message"]
 
 MAGIC = b"TFVC"
