@@ -53,8 +53,9 @@ decoder overflows a shift), and int32 overflow.
 Its decoder's work is bounded as the server needs (`ESCAPE_STEPS_PER_BYTE`):
 one table step per value, which the shape bounds, plus escape steps (each
 1-bit decision, and `_ESCAPE_STEPS` for the escape itself) bounded by the
-string's length. A string whose escapes need more, which no trained model's
-tables write, is refused (the C coder, 50 times faster, decodes it).
+string's length. A string whose escapes need more (one of escapes almost
+alone, with tables whose escape bin costs next to no bit) is refused; the
+C coder, within the bound on any string, decodes it.
 """
 
 import bisect
