@@ -212,3 +212,21 @@ def test_pack_message_checks_its_input():
   with pytest.raises(ValueError, match="dither indexes"):
     bitstream.pack(bitstream.CodedImages(FINGERPRINT, (1, 1, 1), (1,),
                                          [[b""]], 0, dither_index=4))
+
+
+def test_more_images_than_taken_is_refused_before_the_strings():
+  data = bitstream.pack(_coded(num_images=5))
+  assert bitstream.unpack(data, max_images=5).num_images == 5
+  with pytest.raises(bitstream.BitstreamError,
+                     match="holds 5 images, more than the 4") as e:
+    bitstream.unpack(data, max_images=4)
+  assert "\n" not in str(e.value)
+  # Refused from the header: a count its bytes cannot hold is not read.
+  header = 4 + 1 + 8 + 6 + 1 + 4
+  claims = bytearray(data)
+  claims[header:header + 4] = struct.pack("<I", 2 ** 32 - 1)
+  crc = zlib.crc32(bytes(claims[header + 5 + 4:]),
+                   zlib.crc32(bytes(claims[:header + 5])))
+  claims[header + 5:header + 9] = struct.pack("<I", crc)
+  with pytest.raises(bitstream.BitstreamError, match="4294967295 images"):
+    bitstream.unpack(bytes(claims), max_images=bitstream.MAX_IMAGES)

@@ -10,7 +10,8 @@ from PIL import Image
 import tensorflow as tf
 
 from tfvaeclf import codec, data, model_dir
-from tfvaeclf.coding import bitstream
+from tfvaeclf.coding import bitstream, native
+from tfvaeclf.serve.core import Core
 from tests.conftest import run_cli
 
 
@@ -119,6 +120,34 @@ def test_consistent_files_that_do_not_fit_the_model_are_refused(
                          str(path)], capsys)
   assert (code, out) == (2, "")
   assert message in err and err.count("\n") == 1
+
+
+def test_a_file_of_more_images_than_the_server_takes_is_refused(
+    trained_dir, loaded, good_file, tmp_path, capsys, monkeypatch):
+  """The cap is the server's; the file's images are never decoded."""
+  coded = bitstream.unpack(good_file)
+  one_image = [stream[:1] for stream in coded.strings]
+  decoded = []
+
+  def decoder(strings, *args, **kwargs):
+    decoded.append(len(strings))
+    raise bitstream.BitstreamError("the range decoder ran")
+
+  monkeypatch.setattr(native, "decode_channel", decoder)
+  for count in (bitstream.MAX_IMAGES, bitstream.MAX_IMAGES + 1):
+    path = tmp_path / f"{count}.tfvc"
+    path.write_bytes(_forged(good_file, strings=[
+        stream * count for stream in one_image]))
+    code, out, err = _run(["classify", f"--model_dir={trained_dir}",
+                           str(path)], capsys)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1
+    if count == bitstream.MAX_IMAGES:  # taken, and decoded
+      assert decoded == [count] and "decoder ran" in err
+    else:
+      assert f"file holds {count} images, more than the 256" in err
+      assert decoded == [bitstream.MAX_IMAGES]
+  assert Core.__init__.__defaults__ == (bitstream.MAX_IMAGES,)
 
 
 def test_missing_streams_are_refused(loaded, good_file):

@@ -20,10 +20,10 @@ import pytest
 import tensorflow as tf
 
 from tfvaeclf import codec, coders, errors, export
-from tfvaeclf.coding import codec_spec
+from tfvaeclf.coding import codec_spec, native
 from tfvaeclf.serve.bundle_server import BundleServer
-from tests.support.hostile import (crafted_payloads, escape_attack, fuzz,
-                                   raw_mutations)
+from tests.support.hostile import (all_escapes, crafted_payloads,
+                                   escape_attack, fuzz, raw_mutations)
 
 from tests.conftest import train_small_joint
 
@@ -130,6 +130,19 @@ def test_the_issues_attack_finishes_fast(loaded, digits):
   with pytest.raises(errors.BitstreamError, match="payload does not decode"):
     codec.classify_file(loaded, data)
   assert time.perf_counter() - start < BASE_SECONDS["factorized"]
+
+
+@pytest.mark.parametrize("gamma", [1, 2 ** 30 - 1])
+def test_the_numpy_decoder_is_bounded_on_escapes_alone(loaded, digits,
+                                                       monkeypatch, gamma):
+  """Without the C coder: 16-image files whose every value escapes decode
+  (or are refused in one line) within the bound of every other file. Wall
+  time on a loaded machine: the work itself is counted in
+  tests/test_edge_range_coder.py."""
+  monkeypatch.setattr(native, "_lib", None)  # as without a compiler
+  assert not native.available()
+  fuzz(lambda data: codec.decode_latent(loaded, data),
+       [all_escapes(loaded, digits, gamma)], BASE_SECONDS["factorized"])
 
 
 def test_fuzzed_messages_decode_in_bounded_time_or_fail_in_one_line(

@@ -507,3 +507,36 @@ def test_edge_and_coding_do_not_import_tensorflow():
           "assert not bad, bad")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
                  env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
+
+
+def test_escape_work_is_bounded_by_the_strings_length(monkeypatch):
+  """Strings of escapes alone are refused in one line once their escapes
+  need more than `ESCAPE_STEPS_PER_BYTE` steps a byte: the steps are
+  counted (each 1-bit decision, plus the escaped value's own), not timed."""
+  tables = rc.CdfTables([-16, 0, 1, 65536])  # an escape bin of no bits
+  escapes = []
+  decode_escape = rc._decode_escape  # pylint: disable=protected-access
+
+  def counted(*args):
+    escapes.append(args)
+    return decode_escape(*args)
+
+  monkeypatch.setattr(rc, "_decode_escape", counted)
+  most = 2 * (2 * 30 + 2 + 3)  # the allowance: two longest escapes
+  for g in (1, 3, 2 ** 10, 2 ** 30 - 2):
+    (string,) = rc.encode_channel(np.full((1, 2000), g), tables)
+    escapes.clear()
+    with pytest.raises(ValueError, match="escape codes need more") as e:
+      rc.decode_channel([string], tables, [2000])
+    assert "\n" not in str(e.value)
+    decisions = 2 * g.bit_length()
+    steps = len(escapes) * (decisions + 3)
+    assert steps <= (rc.ESCAPE_STEPS_PER_BYTE * len(string) + most +
+                     decisions + 3), (g, steps, len(string))
+    assert len(escapes) < 2000
+  # A string whose escapes take fewer steps a byte decodes whole.
+  values = np.tile([0, 0, 2 ** 10], (1, 600))
+  (string,) = rc.encode_channel(values, rc.CdfTables([-16, 0, 64, 65536]))
+  np.testing.assert_array_equal(
+      rc.decode_channel([string], rc.CdfTables([-16, 0, 64, 65536]),
+                        [1800]), values)

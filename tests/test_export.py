@@ -269,6 +269,51 @@ def test_missing_file_is_refused(bundle_dir, tmp_path):
   _assert_one_line(excinfo, "not a tfvaeclf bundle")
 
 
+def _list_outside(copy, name, outside):
+  """Lists `outside` (a file) in the copy's manifest under `name`, with its
+  true sha256 and size, as a forger would."""
+  manifest_path = os.path.join(copy, bundle.MANIFEST)
+  with open(manifest_path) as f:
+    manifest = json.load(f)
+  (entry,) = bundle.file_digests(os.path.dirname(outside)).values()
+  manifest["files"][name] = entry
+  with open(manifest_path, "w") as f:
+    json.dump(manifest, f)
+
+
+@pytest.mark.parametrize("name", ["edge/../../outside/x.tflite",
+                                  "/tmp/outside/x.tflite", "edge//x.tflite",
+                                  "edge/./x.tflite", "edge\\..\\x.tflite"])
+def test_names_outside_the_bundle_are_refused(bundle_dir, tmp_path, name):
+  copy = _copy(bundle_dir, tmp_path)
+  os.makedirs(tmp_path / "outside")
+  shutil.copy(os.path.join(copy, bundle.ENCODER), tmp_path / "outside")
+  _list_outside(copy, name, str(tmp_path / "outside" / "encoder.tflite"))
+  for load in (EdgeEncoder, BundleServer):
+    with pytest.raises(BundleError) as excinfo:
+      load(copy)
+    _assert_one_line(excinfo, "outside the bundle", repr(name))
+
+
+@pytest.mark.parametrize("link", [bundle.ENCODER, bundle.EDGE_DIR])
+def test_links_out_of_the_bundle_are_refused(bundle_dir, tmp_path, link):
+  """A listed file, or its dir, linked to an identical copy outside."""
+  copy = _copy(bundle_dir, tmp_path)
+  inside = os.path.join(copy, *link.split("/"))
+  outside = str(tmp_path / "outside")
+  shutil.move(inside, outside)
+  os.symlink(outside, inside)
+  with pytest.raises(BundleError) as excinfo:
+    EdgeEncoder(copy)
+  _assert_one_line(excinfo, "symbolic link out of the bundle")
+  # A link inside the bundle is no escape.
+  os.remove(inside)
+  moved = os.path.join(copy, "moved")
+  shutil.move(outside, moved)
+  os.symlink(moved, inside)
+  assert EdgeEncoder(copy).image_shape == (28, 28, 1)
+
+
 def test_board_needs_only_the_edge_files(bundle_dir, tmp_path):
   copy = _copy(bundle_dir, tmp_path)
   shutil.rmtree(os.path.join(copy, bundle.SERVER_DIR))

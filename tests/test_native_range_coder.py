@@ -655,4 +655,94 @@ def test_concurrent_first_use_without_tensorflow(tmp_path):
   (output,) = outputs
   available, path = output.split()
   assert available == "True" and path.startswith(str(tmp_path))
-  assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
+  name = os.path.basename(path)
+  assert sorted(os.listdir(os.path.dirname(path))) == [
+      name, name + ".lock", name + ".sha256"]
+
+
+# ---------------------------------------------------------------------------
+# Trust in the cached library
+# ---------------------------------------------------------------------------
+@pytest.fixture(name="cache")
+def fresh_cache(tmp_path, monkeypatch):
+  """An empty cache dir of this user's, and no library loaded yet: the next
+  call loads (or builds) the one of `library_path()` in it."""
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  # pylint: disable-next=protected-access
+  monkeypatch.setattr(native, "_lib", native._UNSET)
+  return tmp_path
+
+
+def plant(path, source, tmp_path):
+  """Compiles C `source` into the library at `path`, where the cache puts
+  it."""
+  c_file = tmp_path / "planted.c"
+  c_file.write_text(source)
+  os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+  subprocess.run(["cc", "-shared", "-fPIC", "-o", path, str(c_file)],
+                 check=True)
+
+
+def assert_numpy_runs_alone(caplog):
+  """One warning, the numpy coder's bits, and its values back."""
+  tables = rc.CdfTables([-8, 0, 100, 256, -4, 0, 3, 16])
+  values = np.array([[0, 1, -5, 40, 1, 2]])
+  with caplog.at_level("WARNING", logger=native.__name__):
+    strings = native.encode_channel(values, tables)
+  assert not native.available()
+  (record,) = caplog.records
+  assert "the numpy coder runs" in record.getMessage()
+  assert "\n" not in record.getMessage()
+  assert strings == rc.encode_channel(values, tables)
+  np.testing.assert_array_equal(native.decode_channel(strings, tables, [6]),
+                                values)
+  return record.getMessage()
+
+
+def test_a_planted_library_is_not_loaded(cache, caplog):
+  """A library whose sha256 is not the one the build recorded never runs,
+  not even its constructor."""
+  path = native.library_path()
+  marker = cache / "constructor_ran"
+  plant(path, textwrap.dedent(f"""
+      #include <stdio.h>
+      __attribute__((constructor)) static void planted(void) {{
+        fclose(fopen("{marker}", "w"));
+      }}
+  """), cache)
+  with open(path + ".sha256", "w") as f:
+    f.write("0" * 64)
+  assert "sha256 differs" in assert_numpy_runs_alone(caplog)
+  assert not marker.exists()
+
+
+def test_a_library_others_may_write_is_not_loaded(cache, caplog):
+  path = native.library_path()
+  native._build(path)  # pylint: disable=protected-access
+  os.chmod(path, 0o664)
+  assert "writable by others (mode 664)" in assert_numpy_runs_alone(caplog)
+
+
+def test_a_cache_dir_others_may_write_is_not_loaded(cache, caplog):
+  path = native.library_path()
+  native._build(path)  # pylint: disable=protected-access
+  os.chmod(os.path.dirname(path), 0o777)
+  assert "writable by others (mode 777)" in assert_numpy_runs_alone(caplog)
+
+
+def test_a_library_without_the_functions_falls_back(cache, caplog):
+  """A recorded library that lacks a C function: the numpy coder, not an
+  AttributeError."""
+  path = native.library_path()
+  plant(path, "int rc_check_tables(void) { return 0; }\n", cache)
+  with open(path + ".sha256", "w") as f:
+    f.write(native._sha256(path))  # pylint: disable=protected-access
+  assert "lacks rc_strerror" in assert_numpy_runs_alone(caplog)
+
+
+def test_a_library_built_here_is_loaded(cache):
+  assert native.available()
+  path = native.library_path()
+  assert path.startswith(str(cache))
+  mode = os.stat(os.path.dirname(path)).st_mode
+  assert not mode & 0o077  # the cache dir is private

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvaeclf import data, fileio, model_dir as model_dir_lib
+from tfvaeclf.coding import bitstream
 
 __all__ = ["compress_images", "compress_messages", "decode_latent",
            "classify_file", "reconstruct_file"]
@@ -68,8 +69,10 @@ def compress_messages(loaded, images, first_counter=None):
 
 def decode_latent(loaded, file_bytes):
   """Checks a file or message against the model and range-decodes its
-  latents with the project's bounded decoder (the coder's `decode`)."""
-  coded = loaded.codec.read(file_bytes)
+  latents with the project's bounded decoder (the coder's `decode`); a
+  file of more images than the server takes (`bitstream.MAX_IMAGES`) is
+  refused before any is decoded."""
+  coded = loaded.codec.read(file_bytes, bitstream.MAX_IMAGES)
   # The receiver draws the dither from the file's seed, not its own, and
   # from the message's counter.
   options = ({} if coded.dither_seed is None

@@ -10,11 +10,13 @@ escape attack that made TFC's range decoder loop for minutes.
 import dataclasses
 import time
 
+import numpy as np
+
 from tfvaeclf import codec, errors
 from tfvaeclf.coding import bitstream, range_coder
 
-__all__ = ["SECONDS_PER_BYTE", "crafted_payloads", "escape_attack", "fuzz",
-           "raw_mutations"]
+__all__ = ["SECONDS_PER_BYTE", "all_escapes", "crafted_payloads",
+           "escape_attack", "fuzz", "raw_mutations"]
 
 # What a decode may take per byte of input, beyond a fixed allowance.
 SECONDS_PER_BYTE = 2e-6
@@ -102,4 +104,20 @@ def escape_attack(loaded, images):
     raise AssertionError("the attack decoded")
   except ValueError as e:
     assert "escape code" in str(e), e
+  return bitstream.pack(dataclasses.replace(coded, strings=[strings]))
+
+
+def all_escapes(loaded, images, gamma):
+  """A valid file of `images`' count whose every value escapes its table
+  with Elias-gamma value `gamma`: the most work a byte can ask of a range
+  decoder (short gammas the most values, long ones the most steps). The
+  model's coder must be factorized."""
+  coded = bitstream.unpack(codec.compress_images(loaded, images))
+  tables = loaded.model.coder.channel_tables
+  assert tables.overflow.all()
+  n = int(np.prod(coded.latent_shape)) * tables.num_tables
+  channel = np.arange(n) % tables.num_tables
+  escape = tables.num_symbols[channel] - 1 + tables.offsets[channel]
+  values = np.broadcast_to(escape + gamma - 1, (coded.num_images, n))
+  strings = range_coder.encode_channel(values, tables)
   return bitstream.pack(dataclasses.replace(coded, strings=[strings]))

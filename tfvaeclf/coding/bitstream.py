@@ -55,8 +55,8 @@ import zlib
 from tfvaeclf.errors import BitstreamError
 
 __all__ = ["BitstreamError", "CodedImages", "MAGIC", "FORMAT_VERSION",
-           "MESSAGE_VERSION", "MAX_COUNTER", "file_size", "is_file",
-           "message_size", "pack", "pack_message", "unpack",
+           "MESSAGE_VERSION", "MAX_COUNTER", "MAX_IMAGES", "file_size",
+           "is_file", "message_size", "pack", "pack_message", "unpack",
            "unpack_message"]
 
 MAGIC = b"TFVC"
@@ -69,6 +69,10 @@ MESSAGE_VERSION = 1
 _MESSAGE_KIND = MESSAGE_VERSION << 4
 _HAS_COUNTER = 0x01
 MAX_COUNTER = 2**32 - 1  # the dither hash takes 32 bits of the index
+# Most images of one file that a reader decodes (the server's default
+# --max_images, and `codec classify`): a file's bytes bound its parsing,
+# not its decoding, whose work grows with its images.
+MAX_IMAGES = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,8 +170,10 @@ def pack(coded):
   return header + _CRC.pack(crc) + payload
 
 
-def unpack(data, expected_fingerprint=None):
-  """bytes -> CodedImages; raises BitstreamError with a one-line reason."""
+def unpack(data, expected_fingerprint=None, max_images=None):
+  """bytes -> CodedImages; raises BitstreamError with a one-line reason,
+  also for a file of more than `max_images` images (None: any number),
+  before its strings are read."""
   reader = _Reader(bytes(data))
   if reader.take(len(MAGIC)) != MAGIC:
     raise BitstreamError("not a tfvaeclf file (bad magic)")
@@ -191,6 +197,9 @@ def unpack(data, expected_fingerprint=None):
     raise BitstreamError(
         f"file was made by another model's encoder (fingerprint "
         f"{fingerprint.hex()}, this model's is {expected_fingerprint.hex()})")
+  if max_images is not None and num_images > max_images:
+    raise BitstreamError(f"file holds {num_images} images, more than the "
+                         f"{max_images} a file may hold here")
   strings = [[] for _ in range(num_streams)]
   for _ in range(num_images):
     for stream in strings:

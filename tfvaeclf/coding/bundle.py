@@ -128,7 +128,20 @@ def _load_json(bundle_dir):
   if missing:
     raise BundleError(f"{path} lacks {', '.join(missing)}: export the "
                       "bundle again")
+  outside = [name for name in manifest["files"] if not _inside(name)]
+  if outside:
+    raise BundleError(f"{path} names a file outside the bundle "
+                      f"({outside[0]!r}); a bundle names its files by "
+                      "relative paths without '..'")
   return manifest
+
+
+def _inside(name):
+  """Whether a manifest's file name stays inside the bundle: a relative
+  '/'-separated path with no empty, '.' or '..' part (so no absolute
+  path either)."""
+  return "\\" not in name and all(
+      part not in ("", ".", "..") for part in name.split("/"))
 
 
 def slice_model(k):
@@ -146,8 +159,10 @@ def read_manifest(bundle_dir, parts, expected_fingerprint=None):
   """The manifest, once the files under `parts` match it: a dir or file of
   the bundle ("edge"), or a tuple of them (("server", TABLES)).
 
-  `expected_fingerprint` (8 bytes) refuses a bundle of another model.
-  Raises BundleError with a one-line reason.
+  `expected_fingerprint` (8 bytes) refuses a bundle of another model; a
+  manifest naming a file outside the bundle (by '..', an absolute path, or
+  a symbolic link out) is refused too. Raises BundleError with a one-line
+  reason.
   """
   manifest = _load_json(bundle_dir)
   fingerprint = manifest["model"]["fingerprint"]
@@ -163,10 +178,14 @@ def read_manifest(bundle_dir, parts, expected_fingerprint=None):
     if not listed:
       raise BundleError(f"{bundle_dir}: the manifest lists no {part}")
     files.update(listed)
+  root = os.path.realpath(bundle_dir)
   for name, entry in files.items():
     path = os.path.join(bundle_dir, *name.split("/"))
     if not os.path.isfile(path):
       raise BundleError(f"{bundle_dir} is incomplete: {name} is missing")
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+      raise BundleError(f"{bundle_dir}: {name} is a symbolic link out of "
+                        "the bundle (or lies in a linked dir)")
     if (os.path.getsize(path) != entry["size"]
         or _sha256(path) != entry["sha256"]):
       raise BundleError(

@@ -131,10 +131,11 @@ class CodecSpec:
         latent_shape=self.latent_shape, strings=[list(s) for s in strings],
         dither_seed=self.dither_seed))
 
-  def unpack(self, data):
+  def unpack(self, data, max_images=None):
     """A file's bytes -> CodedImages, once it is checked whole and found to
-    fit this spec; BitstreamError with a one-line reason otherwise."""
-    coded = bitstream.unpack(data, self.fingerprint)
+    fit this spec (and to hold at most `max_images` images, None: any);
+    BitstreamError with a one-line reason otherwise."""
+    coded = bitstream.unpack(data, self.fingerprint, max_images)
     if coded.image_shape != self.image_shape:
       raise bitstream.BitstreamError(
           f"file holds {coded.image_shape} images, the model codes "
@@ -210,11 +211,12 @@ class CodecSpec:
         latent_shape=self.latent_shape, strings=[[s] for s in strings],
         dither_seed=self.dither_seed, dither_index=counter or 0)
 
-  def read(self, data):
+  def read(self, data, max_images=None):
     """A file's or a message's bytes (told apart by their first bytes) ->
-    CodedImages; BitstreamError with a one-line reason."""
+    CodedImages; BitstreamError with a one-line reason, also for a file of
+    more than `max_images` images (None: any number)."""
     if bitstream.is_file(data):
-      return self.unpack(data)
+      return self.unpack(data, max_images)
     return self.unpack_message(data)
 
   def message_size(self, string_lengths, counter=None):

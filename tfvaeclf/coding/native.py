@@ -20,12 +20,17 @@ explains them (see `rc_decoder_finish` in range_coder.h).
 The shared library is compiled on first use with the system C compiler
 (`$CC`, else `cc`) into `$XDG_CACHE_HOME/tfvaeclf` (`~/.cache/tfvaeclf`),
 named by a hash of the sources and the compiler, and moved into place
-atomically, so concurrent first uses are safe. Without a compiler, or if
-the build fails, one warning says so and every function runs the numpy
-coder; `available()` tells which runs.
+atomically, so concurrent first uses are safe. The build records the
+library's sha256 beside it (`.so.sha256`); a library is loaded only if it,
+its record and the cache dir belong to this user, are writable by no one
+else, and the library's sha256 is the one recorded, so no other user's
+library runs here. Without a compiler, if the build fails, or if the cached
+library fails a check or lacks a function, one warning says so and every
+function runs the numpy coder; `available()` tells which runs.
 """
 
 import ctypes
+import fcntl
 import hashlib
 import logging
 import math
@@ -33,6 +38,7 @@ import os
 import platform
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -112,56 +118,108 @@ def library_path():
                       f"range_coder-{digest.hexdigest()[:16]}.so")
 
 
+def _digest_path(path):
+  """Where the build records the library's sha256."""
+  return path + ".sha256"
+
+
+def _sha256(path):
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
 def _build(path):
+  """Compiles the library to `path` and records its sha256, once: a
+  concurrent first use waits for the build under way, then finds it."""
   compiler = _compiler()
   if compiler is None:
     raise OSError("no C compiler: set CC or install cc")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fd, temporary = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
-  os.close(fd)
+  directory = os.path.dirname(path)
+  os.makedirs(directory, mode=0o700, exist_ok=True)
+  lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
   try:
-    build = subprocess.run(
-        [*compiler, *_CFLAGS, "-o", temporary,
-         os.path.join(_SOURCE_DIR, "range_coder.c")],
-        capture_output=True, text=True, timeout=300, check=False)
-    if build.returncode:
-      message = (build.stderr.strip() or f"exit {build.returncode}")
-      raise OSError(f"{' '.join(compiler)} failed: "
-                    f"{message.splitlines()[0]}")
-    os.replace(temporary, path)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if os.path.exists(path) and os.path.exists(_digest_path(path)):
+      return
+    fd, temporary = tempfile.mkstemp(suffix=".so", dir=directory)
+    os.close(fd)
+    try:
+      build = subprocess.run(
+          [*compiler, *_CFLAGS, "-o", temporary,
+           os.path.join(_SOURCE_DIR, "range_coder.c")],
+          capture_output=True, text=True, timeout=300, check=False)
+      if build.returncode:
+        message = (build.stderr.strip() or f"exit {build.returncode}")
+        raise OSError(f"{' '.join(compiler)} failed: "
+                      f"{message.splitlines()[0]}")
+      os.chmod(temporary, 0o644)  # the linker's mode follows the umask
+      with open(temporary + ".sha256", "w") as f:
+        f.write(_sha256(temporary))
+      os.replace(temporary + ".sha256", _digest_path(path))
+      os.replace(temporary, path)  # last: a library found is recorded
+    finally:
+      for leftover in (temporary, temporary + ".sha256"):
+        if os.path.exists(leftover):
+          os.unlink(leftover)
   finally:
-    if os.path.exists(temporary):
-      os.unlink(temporary)
+    os.close(lock)
+
+
+def _check_trusted(path):
+  """Raises OSError unless the cache dir, the library and its recorded
+  sha256 belong to this user, no one else may write them, and the library's
+  sha256 is the one recorded."""
+  for name, is_kind in ((os.path.dirname(path), stat.S_ISDIR),
+                        (path, stat.S_ISREG), (_digest_path(path),
+                                               stat.S_ISREG)):
+    status = os.stat(name)
+    if not is_kind(status.st_mode):
+      raise OSError(f"{name} is not a regular file or directory")
+    if status.st_uid != os.getuid():
+      raise OSError(f"{name} belongs to uid {status.st_uid}, not to this "
+                    f"user ({os.getuid()})")
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+      raise OSError(f"{name} is writable by others (mode "
+                    f"{stat.S_IMODE(status.st_mode):o})")
+  with open(_digest_path(path)) as f:
+    recorded = f.read().strip()
+  if _sha256(path) != recorded:
+    raise OSError(f"{path} is not the library built here (its sha256 "
+                  "differs from the one recorded)")
+
+
+# The C functions called, with their argument and return types.
+_P, _I32, _I64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64
+_FUNCTIONS = {
+    "rc_check_tables": ([_P, _I32], ctypes.c_int),
+    "rc_strerror": ([ctypes.c_int], ctypes.c_char_p),
+    "rc_encode_batch": ([_P, _I32, _P, _P, _I32, _I32, _P, _I64, _P, _P],
+                        ctypes.c_int),
+    "rc_encode_streams": ([_P, _I32, _I32, _P, _I64, _P, _P], ctypes.c_int),
+    "rc_decode_batch": ([_P, _I32, _P, ctypes.c_char_p, _P, _I32, _I32, _P,
+                         _P], None),
+    "rc_decoders_init": ([_P, ctypes.c_char_p, _P, _I32], None),
+    "rc_decoders_get": ([_P, _I32, _P, _I32, _P, _I32, _P], None),
+    "rc_decoders_finish": ([_P, _I32, _P], None),
+}
 
 
 def _load():
   try:
     path = library_path()
-    if not os.path.exists(path):
+    if not (os.path.exists(path) and os.path.exists(_digest_path(path))):
       _build(path)
+    _check_trusted(path)
     lib = ctypes.CDLL(path)
+    for name, (argtypes, restype) in _FUNCTIONS.items():
+      if not hasattr(lib, name):
+        raise OSError(f"{path} lacks {name}")
+      getattr(lib, name).argtypes = argtypes
+      getattr(lib, name).restype = restype
   except (OSError, subprocess.SubprocessError) as e:
     _log.warning("tfvaeclf.edge: the C range coder is unavailable (%s); "
-                 "the numpy coder runs.", e)
+                 "the numpy coder runs.", " ".join(str(e).split()))
     return None
-  p, i32, i64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64
-  lib.rc_check_tables.argtypes = [p, i32]
-  lib.rc_check_tables.restype = ctypes.c_int
-  lib.rc_strerror.argtypes = [ctypes.c_int]
-  lib.rc_strerror.restype = ctypes.c_char_p
-  lib.rc_encode_batch.argtypes = [p, i32, p, p, i32, i32, p, i64, p, p]
-  lib.rc_encode_batch.restype = ctypes.c_int
-  lib.rc_encode_streams.argtypes = [p, i32, i32, p, i64, p, p]
-  lib.rc_encode_streams.restype = ctypes.c_int
-  lib.rc_decode_batch.argtypes = [p, i32, p, ctypes.c_char_p, p, i32, i32,
-                                  p, p]
-  lib.rc_decode_batch.restype = None
-  lib.rc_decoders_init.argtypes = [p, ctypes.c_char_p, p, i32]
-  lib.rc_decoders_init.restype = None
-  lib.rc_decoders_get.argtypes = [p, i32, p, i32, p, i32, p]
-  lib.rc_decoders_get.restype = None
-  lib.rc_decoders_finish.argtypes = [p, i32, p]
-  lib.rc_decoders_finish.restype = None
   _log.info("tfvaeclf.edge: the C range coder runs (%s).", path)
   return lib
 

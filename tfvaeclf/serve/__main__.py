@@ -25,6 +25,8 @@ import threading
 
 from absl import flags
 
+from tfvaeclf.coding import bitstream
+
 __all__ = ["main"]
 
 FLAGS = flags.FLAGS
@@ -53,7 +55,8 @@ flags.DEFINE_integer("max_batch", 64, "Payloads per model call at most.")
 flags.DEFINE_float("max_wait_ms", 2.0,
                    "How long a payload waits for others to batch with.")
 flags.DEFINE_integer("max_bytes", 65536, "Largest payload taken, in bytes.")
-flags.DEFINE_integer("max_images", 256, "Most images taken in one payload.")
+flags.DEFINE_integer("max_images", bitstream.MAX_IMAGES,
+                     "Most images taken in one payload.")
 
 
 # Per ingress: the flag of the file holding its secret, the environment

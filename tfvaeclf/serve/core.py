@@ -17,6 +17,7 @@ import dataclasses
 
 import numpy as np
 
+from tfvaeclf.coding import bitstream
 from tfvaeclf.errors import BitstreamError
 from tfvaeclf.serve import bundle_server
 
@@ -47,7 +48,7 @@ class Core:
     BundleError: the bundle is missing, altered or of another model.
   """
 
-  def __init__(self, bundle_dir, max_images=256):
+  def __init__(self, bundle_dir, max_images=bitstream.MAX_IMAGES):
     self._server = bundle_server.BundleServer(bundle_dir)
     self.max_images = max_images
     self.fingerprint = self._server.codec.fingerprint.hex()
