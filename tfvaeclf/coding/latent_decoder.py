@@ -11,9 +11,12 @@ This module decodes the streams coded with one table per channel (the
 factorized coder, and the dithered coder's symbols), and the indexed
 streams of the conditional coders slice by slice (`IndexedStreams`) in the
 one slice loop (`decode_slices`) that the Keras model's `decode` and the
-server share, each with its own predictor of the slices' tables. It
-imports without TensorFlow: the server bundle and the Keras models use it
-alike.
+server share, each with its own predictor of the slices' tables. A
+string that does not decode fails alone, the batch's others decoding as
+they would without it (`decode_channels`, `IndexedStreams.failures`): a
+server decodes a batch of payloads in one call, and tells each its own
+outcome (`payload_error`). It imports without TensorFlow: the server bundle
+and the Keras models use it alike.
 """
 
 import numpy as np
