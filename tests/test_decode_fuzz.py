@@ -20,8 +20,9 @@ import pytest
 import tensorflow as tf
 
 from tfvaeclf import codec, coders, errors, export
-from tfvaeclf.coding import codec_spec, native
+from tfvaeclf.coding import codec_spec, native, streams
 from tfvaeclf.serve.bundle_server import BundleServer
+from tfvaeclf.serve.core import Core, Refusal
 from tests.support.hostile import (all_escapes, crafted_payloads,
                                    escape_attack, fuzz, raw_mutations)
 
@@ -202,3 +203,50 @@ def test_server_of_a_conditional_bundle_decodes_fuzz_in_bounded_time(
         assert "\n" not in str(result)
       else:
         np.testing.assert_array_equal(result, served.decode(message))
+
+
+@pytest.mark.parametrize("coder", ["loaded", "context"])
+def test_a_batchs_undecodable_payloads_fail_alone_in_one_decode(
+    coder, request, digits, tmp_path, monkeypatch):
+  """A batch of 64 messages as the serving core batches them, one of which
+  fails the range decoder under a valid CRC (bytes after its last string's
+  end; for the factorized coder, the escape attack too): the batch is
+  decoded in one call, the bad payloads are refused
+  with the reason each gets alone, and the others classify exactly as
+  alone."""
+  loaded = request.getfixturevalue(coder)  # factorized, channel context
+  out = str(tmp_path / "bundle")
+  export.export_bundle(loaded, out,
+                       export.calibration_images(loaded.config, 10))
+  core = Core(out)
+  messages = codec.compress_messages(loaded, np.tile(digits, (4, 1, 1, 1)))
+  strings = loaded.codec.read(messages[17]).strings
+  messages[17] = loaded.codec.pack_messages(
+      [*strings[:-1], [strings[-1][0] + bytes(range(1, 17))]])[0]
+  bad = [17]
+  if coder == "loaded":
+    messages[40] = escape_attack(loaded, digits[:1])
+    bad.append(40)
+  alone = [core.classify_batch([message])[0] for message in messages]
+  calls, decode_input = [], streams.decode_input
+
+  def counted(plan, strings, *args):
+    calls.append(len(strings[0]))  # images decoded in the call
+    return decode_input(plan, strings, *args)
+
+  monkeypatch.setattr(streams, "decode_input", counted)
+  batch = core.classify_batch(messages)
+  assert calls == [len(messages)]
+  for i in bad:
+    assert isinstance(batch[i], Refusal), i
+    assert batch[i] == alone[i]
+    assert "payload does not decode: the latent string of image 0" in (
+        batch[i].message)
+  good = [i for i in range(len(messages)) if i not in bad]
+  assert [batch[i]["classes"] for i in good] == [
+      alone[i]["classes"] for i in good]
+  served = BundleServer(out)
+  for i in good[::8]:
+    np.testing.assert_array_equal(
+        served.decode_many([served.codec.read(messages[i])])[0],
+        served.decode(messages[i]))

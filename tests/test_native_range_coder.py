@@ -195,6 +195,36 @@ def test_index_decoder_resumes_like_tfcs_handle(decoder):
     decoder(strings, tables).decode(index[:5, 0])
 
 
+@pytest.mark.parametrize("c_coder", [True, False])
+def test_an_isolating_index_decoder_fails_string_by_string(c_coder,
+                                                           monkeypatch):
+  """A batch's bad strings (bytes after the end; an escape code no encoder
+  writes) fail alone, in the C coder and the numpy one: `decode` does not
+  raise, the others decode to their values, `errors` tells why."""
+  if not c_coder:
+    monkeypatch.setattr(native, "_lib", None)  # as without a compiler
+  assert native.available() == c_coder
+  # Value 0 in a 1/65536 bin, every other value an escape.
+  tables = rc.CdfTables([-16, 0, 1, 65536])
+  values = np.random.default_rng(5).integers(-5, 6, size=(4, 2, 10))
+  index = np.zeros_like(values)
+  strings = native.encode_index(values, index, tables, coding_rank=2)
+  strings[1] += b"\x07\x01\x02"
+  strings[2] = b"\0\1" + bytes(40)  # an escape, then zeros: too long
+  ours = native.IndexDecoder(strings, tables, isolate=True)
+  parts = np.stack([ours.decode(index[:, k]) for k in range(2)], 1)
+  np.testing.assert_array_equal(parts[[0, 3]], values[[0, 3]])
+  errors = ours.errors()
+  assert errors[0] is None and errors[3] is None, errors
+  assert errors[1] and "escape" not in errors[1], errors
+  assert "escape code" in errors[2], errors
+  assert ours.finish().tolist() == [True, False, False, True]
+  plain = native.IndexDecoder(strings, tables)
+  with pytest.raises(ValueError, match="escape code"):
+    for k in range(2):
+      plain.decode(index[:, k])
+
+
 def test_extreme_values_and_offsets():
   rng = np.random.default_rng(3)
   lookup = random_lookup(rng, 16, 3)

@@ -4,18 +4,23 @@
     tools/bench_serve.py --bundle=BUNDLE [--seconds=5] [--concurrency=1,8,32]
 
 First the core alone: images/s of `Core.classify_batch` on 256 one-image
-payloads in one call (batched decode + classify, in process). Then a server
-process on HTTP and MQTT (a mosquitto broker started here, on loopback) gets
-one-image payloads of real test digits from the edge runtime, from
-`concurrency` senders at once, for `--seconds` per row: requests/s and
-p50/p99 latency (send to answer), without and with 5% hostile payloads
-(truncated, bit-flipped, garbage, CRC-valid random strings). Every answer is
-checked: a good payload must get its class, a hostile one a refusal (a
-crafted one may get a class); the "wrong" column counts the others.
+payloads in one call (batched decode + classify, in process), and the time
+of a batch of 64 good payloads beside that of 63 good and one that does not
+decode (a valid CRC around a string the range decoder refuses): that one
+must cost about what a good one does. Then a server process on HTTP and
+MQTT (a mosquitto broker started here, on loopback) gets one-image payloads
+of real test digits from the edge runtime, from `concurrency` senders at
+once, for `--seconds` per row: requests/s and p50/p99 latency (send to
+answer), clean, with 5% hostile payloads of every kind (truncated,
+bit-flipped, garbage, CRC-valid random strings), and with 5% that do not
+decode. Every answer is checked: a good payload must get its class, a
+hostile one a refusal (a crafted random one may get a class); the "wrong"
+column counts the others.
 
 The senders run on the same machine as the server and share its cores.
 Targets (2 cores): >= 1,000 messages/s with p99 <= 50 ms at
-concurrency 32 over HTTP; batched decode+classify >= 20,000 images/s.
+concurrency 32 over HTTP; batched decode+classify >= 20,000 images/s; 63
+good + 1 undecodable payloads <= 1.5x the time of 64 good.
 """
 
 import argparse
@@ -39,10 +44,12 @@ from paho.mqtt.properties import Properties  # noqa: E402
 
 from tfvaeclf import data  # noqa: E402
 from tfvaeclf.edge import EdgeEncoder  # noqa: E402
-from tfvaeclf.serve.core import Core  # noqa: E402
+from tfvaeclf.serve.core import Core, Refusal  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOSTILE_SHARE = 0.05
+ISOLATION_BATCH = 64
+REFUSED = "refused"  # what a payload that does not decode must get
 
 
 def _free_port():
@@ -62,9 +69,17 @@ def _wait_for_port(port, seconds=30):
   sys.exit(f"nothing listens on port {port}")
 
 
+def _undecodable(spec, payload):
+  """`payload` with bytes after its last string's end, under a valid CRC:
+  it passes every check but the range decoder's own."""
+  strings = spec.read(payload).strings
+  return spec.pack_messages(
+      [*strings[:-1], [strings[-1][0] + bytes(range(1, 17))]])[0]
+
+
 def _payloads(bundle_dir, dataset, count):
-  """(good payloads: one-image messages, as boards send; their expected
-  class names; hostile ones)."""
+  """(the core; good payloads: one-image messages, as boards send; their
+  expected class names; hostile ones of every kind; undecodable ones)."""
   images, _ = next(iter(data.load(dataset).test.batch(count)))
   encoder = EdgeEncoder(bundle_dir)
   good = encoder.encode_messages(images.numpy())
@@ -83,16 +98,19 @@ def _payloads(bundle_dir, dataset, count):
     elif kind == 2:
       hostile.append(rng.bytes(int(rng.integers(1, 200))))
     else:
-      hostile.append(encoder.codec.pack_messages([[rng.bytes(
-          int(rng.integers(1, 30)))]])[0])
-  return core, good, expected, hostile
+      hostile.append(encoder.codec.pack_messages(
+          [[rng.bytes(int(rng.integers(1, 30)))]
+           for _ in range(encoder.codec.num_streams)])[0])
+  undecodable = [_undecodable(encoder.codec, p) for p in good]
+  return core, good, expected, hostile, undecodable
 
 
-def _stream(good, expected, hostile, share, rng):
-  """An endless (payload, expected classes or None) picker."""
+def _stream(good, expected, hostile, share, rng, hostile_expected=None):
+  """An endless (payload, expected classes, REFUSED or None: any answer)
+  picker."""
   def pick():
     if rng.random() < share:
-      return hostile[int(rng.integers(len(hostile)))], None
+      return hostile[int(rng.integers(len(hostile)))], hostile_expected
     i = int(rng.integers(len(good)))
     return good[i], expected[i]
   return pick
@@ -101,6 +119,8 @@ def _stream(good, expected, hostile, share, rng):
 def _right(answer, expected, status_ok):
   if expected is None:  # hostile: refused, or (crafted) some class
     return True
+  if expected == REFUSED:
+    return not status_ok
   return status_ok and answer.get("classes") == expected
 
 
@@ -112,6 +132,27 @@ def bench_core(core, good, repeats=5):
     core.classify_batch(batch)
     best = min(best, time.perf_counter() - start)
   return len(batch) / best
+
+
+def bench_isolation(core, good, undecodable, repeats=20):
+  """Seconds of `classify_batch` (best of `repeats`) of ISOLATION_BATCH
+  good payloads, and of as many with the last one undecodable; checks that
+  only that one is refused."""
+  clean = (good * ISOLATION_BATCH)[:ISOLATION_BATCH]
+  mixed = clean[:-1] + undecodable[:1]
+  results = core.classify_batch(mixed)
+  if (not isinstance(results[-1], Refusal) or
+      any(isinstance(r, Refusal) for r in results[:-1])):
+    sys.exit("the undecodable payload was not refused alone")
+  seconds = []
+  for batch in (clean, mixed):
+    best = float("inf")
+    for _ in range(repeats):
+      start = time.perf_counter()
+      core.classify_batch(batch)
+      best = min(best, time.perf_counter() - start)
+    seconds.append(best)
+  return seconds
 
 
 async def _post(reader, writer, port, payload):
@@ -212,10 +253,17 @@ def main():
   if not os.path.exists(mosquitto):
     sys.exit("needs the mosquitto broker (apt-get install mosquitto)")
 
-  core, good, expected, hostile = _payloads(args.bundle, args.dataset, 256)
+  core, good, expected, hostile, undecodable = _payloads(
+      args.bundle, args.dataset, 256)
   print(f"core: {bench_core(core, good):,.0f} images/s "
-        "(classify_batch of 256 one-image payloads)\n")
+        "(classify_batch of 256 one-image payloads)")
+  clean, mixed = bench_isolation(core, good, undecodable)
+  print(f"core: {clean * 1e3:.1f} ms for {ISOLATION_BATCH} good payloads, "
+        f"{mixed * 1e3:.1f} ms with one of them undecodable "
+        f"(x{mixed / clean:.2f})\n")
   del core
+  mixes = (("none", 0, good, None), ("5% any", HOSTILE_SHARE, hostile, None),
+           ("5% undecodable", HOSTILE_SHARE, undecodable, REFUSED))
 
   with tempfile.TemporaryDirectory() as tmp:
     broker_port, http_port = _free_port(), _free_port()
@@ -241,15 +289,15 @@ def main():
       print("|---|---|---|---|---|---|---|")
       for name, run, target in (("HTTP", http_run, http_port),
                                 ("MQTT", mqtt_run, broker_port)):
-        for share in (0, HOSTILE_SHARE):
+        for mix, share, bad, bad_expected in mixes:
           for concurrency in map(int, args.concurrency.split(",")):
-            pick = _stream(good, expected, hostile, share,
-                           np.random.default_rng(concurrency))
+            pick = _stream(good, expected, bad, share,
+                           np.random.default_rng(concurrency), bad_expected)
             start = time.perf_counter()
             latencies, wrong = run(target, pick, concurrency, args.seconds)
             elapsed = time.perf_counter() - start
             p50, p99 = np.percentile(latencies, [50, 99]) * 1000
-            print(f"| {name} | {share:.0%} | {concurrency} | "
+            print(f"| {name} | {mix} | {concurrency} | "
                   f"{len(latencies) / elapsed:,.0f} | {p50:.1f} | "
                   f"{p99:.1f} | {wrong} |", flush=True)
     finally:

@@ -263,9 +263,11 @@ class ChannelContextCoder(registry.Coder):
       outputs = functions[bundle.slice_model(k)](**inputs)
       return outputs[bundle.LOC].numpy(), outputs[bundle.INDEX].numpy()
 
-    return tf.constant(latent_decoder.decode_slices(
-        latent_decoder.IndexedStreams(y_strings, self._index_tables),
-        len(self.slice_sizes), self.num_scales, predict))
+    latent = latent_decoder.IndexedStreams(y_strings, self._index_tables)
+    y_hat = latent_decoder.decode_slices(latent, len(self.slice_sizes),
+                                         self.num_scales, predict)
+    latent_decoder.raise_failures(latent.failures())
+    return tf.constant(y_hat)
 
   def stream_plan(self, latent_shape):
     """The hyper-latent (a channel stream, side information), then the

@@ -11,9 +11,12 @@ This module decodes the streams coded with one table per channel (the
 factorized coder, and the dithered coder's symbols), and the indexed
 streams of the conditional coders slice by slice (`IndexedStreams`) in the
 one slice loop (`decode_slices`) that the Keras model's `decode` and the
-server share, each with its own predictor of the slices' tables. It
-imports without TensorFlow: the server bundle and the Keras models use it
-alike.
+server share, each with its own predictor of the slices' tables. A
+string that does not decode fails alone, the batch's others decoding as
+they would without it (`decode_channels`, `IndexedStreams.failures`): a
+server decodes a batch of payloads in one call, and tells each its own
+outcome (`payload_error`). It imports without TensorFlow: the server bundle
+and the Keras models use it alike.
 """
 
 import numpy as np
@@ -21,8 +24,9 @@ import numpy as np
 from tfvaeclf.coding import dither, native, range_coder
 from tfvaeclf.errors import BitstreamError
 
-__all__ = ["IndexedStreams", "channel_tables", "decode_dithered",
-           "decode_factorized", "decode_slices"]
+__all__ = ["IndexedStreams", "channel_tables", "decode_channels",
+           "decode_dithered", "decode_factorized", "decode_slices",
+           "payload_error", "raise_failures"]
 
 
 def channel_tables(tables):
@@ -35,46 +39,64 @@ def channel_tables(tables):
                                np.asarray(tables["cdf_offset"]))
 
 
-def _undecodable(error):
-  """The decoder's ValueError (an escape code no encoder writes, an int32
-  overflow) as the user's error."""
-  return BitstreamError(f"payload does not decode: {error}")
+def payload_error(failures):
+  """The BitstreamError (one line) of the first image of a payload whose
+  strings do not decode, images counted from the payload's first; None if
+  every one decodes.
+
+  Args:
+    failures: the payload's images' entries of a decode's failures: per
+      image, None or (stream name, why its string does not decode).
+  """
+  for image, failure in enumerate(failures):
+    if failure is not None:
+      stream, reason = failure
+      return BitstreamError(
+          f"payload does not decode: the {stream} string of image {image} "
+          f"is corrupt or truncated ({reason})")
+  return None
 
 
-def _check_decoded(ok, stream="latent"):
-  """Raises BitstreamError naming the first image whose string failed."""
-  bad = np.flatnonzero(~np.asarray(ok, bool))
-  if bad.size:
-    raise BitstreamError(
-        f"payload does not decode: the {stream} string of image "
-        f"{int(bad[0])} is corrupt or truncated")
+def raise_failures(failures):
+  """Raises `payload_error(failures)`, if any: a whole call is one
+  payload."""
+  error = payload_error(failures)
+  if error is not None:
+    raise error
 
 
-def decode_factorized(strings, tables, latent_shape, stream="latent"):
-  """Strings of a channel-coded stream -> float32 latents.
+def decode_channels(strings, tables, latent_shape, stream="latent"):
+  """Strings of a channel-coded stream -> (float32 latents, failures), a
+  string that does not decode failing alone: a batch of payloads decodes in
+  one call whatever its bad ones.
 
   Args:
     strings: one bytes per image, as a checked file holds them (a list,
       or an object array as TF's `.numpy()` gives).
     tables: `channel_tables(...)` or its argument; one table per channel.
     latent_shape: the spatial shape of one image's latent (the file's).
-    stream: its name, for the error message.
+    stream: its name, for the failures.
 
   Returns:
-    float32 (len(strings), *latent_shape, channels).
-
-  Raises:
-    BitstreamError: a string does not decode (one line).
+    float32 (len(strings), *latent_shape, channels), meaningless for an
+    image that fails; per image, None or (stream, why it fails).
   """
   tables = channel_tables(tables)
   shape = (*np.asarray(latent_shape, np.int64).tolist(), tables.num_tables)
-  try:
-    values, ok = native.decode_channel(strings, tables, shape,
-                                       check=False)
-  except ValueError as e:
-    raise _undecodable(e) from None
-  _check_decoded(ok, stream)
-  return values.astype(np.float32)
+  decoder = IndexedStreams(strings, tables)
+  # Value k of a string takes table k % num_tables, the channel.
+  channel = np.arange(np.prod(shape, dtype=np.int64)) % tables.num_tables
+  values = decoder.decode(np.broadcast_to(
+      channel.reshape(shape), (len(strings), *shape)))
+  return values.astype(np.float32), decoder.failures(stream)
+
+
+def decode_factorized(strings, tables, latent_shape, stream="latent"):
+  """`decode_channels` of one payload's strings: the latents, or
+  BitstreamError (one line) if a string does not decode."""
+  values, failures = decode_channels(strings, tables, latent_shape, stream)
+  raise_failures(failures)
+  return values
 
 
 def decode_dithered(strings, tables, latent_shape, seed, dither_indices=None):
@@ -92,7 +114,8 @@ def decode_dithered(strings, tables, latent_shape, seed, dither_indices=None):
 class IndexedStreams:
   """A conditional latent's strings, one per image, decoded a slice at a
   time: each slice's tables depend on the slices decoded before, and each
-  image's decoder resumes where the slice before ended.
+  image's decoder resumes where the slice before ended. A string that does
+  not decode fails alone (`failures`), whatever the others.
 
   Args:
     strings: one bytes per image.
@@ -100,46 +123,43 @@ class IndexedStreams:
   """
 
   def __init__(self, strings, tables):
-    self._decoder = native.IndexDecoder(strings, tables)
+    self._decoder = native.IndexDecoder(strings, tables, isolate=True)
 
   def decode(self, indexes):
     """The next slice: int32 values shaped like `indexes` (images first),
-    value i with table indexes[i]; BitstreamError if they do not decode."""
-    try:
-      return self._decoder.decode(indexes)
-    except ValueError as e:
-      raise _undecodable(e) from None
+    value i with table indexes[i]; an image's are meaningless from where its
+    string fails."""
+    return self._decoder.decode(indexes)
 
-  def finish(self, stream="latent"):
-    """After the last slice: BitstreamError unless every string ends as an
-    encoder ends one."""
-    _check_decoded(self._decoder.finish(), stream)
+  def failures(self, stream="latent"):
+    """After the last slice: per image, None or (stream, why its string
+    does not decode)."""
+    return [error and (stream, error) for error in self._decoder.errors()]
 
 
-def decode_slices(streams, num_slices, num_scales, predict, name="latent"):
+def decode_slices(streams, num_slices, num_scales, predict):
   """The slice loop: an indexed latent decoded slice after slice.
 
   Args:
-    streams: the `IndexedStreams` of the latent's strings.
+    streams: the `IndexedStreams` of the latent's strings; ask it for its
+      `failures` after.
     num_slices: how many slices the latent has.
     num_scales: how many tables the scale index picks from.
     predict: `predict(k, decoded) -> (loc, index)`, float32 arrays of slice
       `k`'s shape, from the slices decoded before it (a list).
-    name: the stream's name, for the error message.
 
   Returns:
     float32 (N, ..., channels): `symbols + loc`, slice after slice, as the
     encoder's `round(y - loc) + loc`.
-
-  Raises:
-    BitstreamError: a string does not decode (one line).
   """
   decoded = []
   for k in range(num_slices):
     loc, index = predict(k, decoded)
-    # The index as the model rounds it: half to even, within the table.
-    index = np.clip(np.rint(index), 0, num_scales - 1).astype(np.int32)
+    # The index as the model rounds it: half to even, within the table. A
+    # NaN (from what a hostile string decodes to) picks table 0: that image
+    # decodes to garbage, or fails, alone.
+    index = np.clip(np.rint(np.nan_to_num(index)), 0,
+                    num_scales - 1).astype(np.int32)
     symbols = streams.decode(index)
     decoded.append(symbols.astype(np.float32) + np.asarray(loc, np.float32))
-  streams.finish(name)
   return np.concatenate(decoded, -1)

@@ -496,15 +496,22 @@ def decode_index(strings, indexes, cdf, cdf_offset=None, *, check=True):
 
 class IndexDecoder:
   """`range_coder.IndexDecoder`, in C when it runs (see the module doc):
-  one C decoder state per string, kept between `decode` calls."""
+  one C decoder state per string, kept between `decode` calls.
 
-  def __init__(self, strings, cdf, cdf_offset=None):
+  `isolate`: a string that does not decode fails alone, as a batch of
+  payloads from outside needs: `decode` does not raise for it (its values
+  are meaningless from where it fails) and `errors` tells why.
+  """
+
+  def __init__(self, strings, cdf, cdf_offset=None, *, isolate=False):
     self.tables = rc._as_tables(cdf, cdf_offset)
     strings = _bytes_list(strings)
     lib = _library()
     self._c_tables = lib and _c_tables(lib, self.tables)
+    self._isolate = isolate
     if not self._c_tables or len(strings) > _I32_MAX:
-      self._numpy = rc.IndexDecoder(strings, self.tables)
+      self._numpy = (_NumpyEach(strings, self.tables) if isolate else
+                     rc.IndexDecoder(strings, self.tables))
       return
     self._numpy = None
     self._batch = len(strings)
@@ -530,7 +537,7 @@ class IndexDecoder:
         self._c_tables.num_tables, flat.ctypes.data, flat.shape[1],
         values.ctypes.data)
     for bad, state in enumerate(self._states[:self._batch]):
-      if state.status in (_ERR_ESCAPE, _ERR_INT32):
+      if state.status in (_ERR_ESCAPE, _ERR_INT32) and not self._isolate:
         raise ValueError(f"Corrupt string {bad}: "
                          f"{_strerror(state.status)}.")
     return values.reshape(idx.shape)
@@ -539,10 +546,53 @@ class IndexDecoder:
     """bool per string: whether it ends as TFC's encoder ends a stream."""
     if self._numpy:
       return self._numpy.finish()
+    return self._status() == _OK
+
+  def errors(self):
+    """After the last `decode` of an isolating decoder: per string, None or
+    why it does not decode (one line)."""
+    if self._numpy:
+      return self._numpy.errors()
+    return [None if status == _OK else _strerror(status)
+            for status in self._status().tolist()]
+
+  def _status(self):
     status = np.empty(self._batch, np.int32)
     _library().rc_decoders_finish(self._states, self._batch,
                                   status.ctypes.data)
-    return status == _OK
+    return status
+
+
+class _NumpyEach:
+  """The numpy coder's `IndexDecoder` string by string (it raises for a
+  whole call), so that a string that fails fails alone."""
+
+  _FAILS_CHECK = "end-of-stream sanity check failed"
+
+  def __init__(self, strings, tables):
+    self._tables = tables
+    self._decoders = [rc.IndexDecoder([string], tables)
+                      for string in strings]
+    self._errors = [None] * len(strings)
+
+  def decode(self, indexes):
+    idx, flat = rc._stream_indexes(indexes, len(self._decoders),
+                                   self._tables.num_tables)
+    values = np.zeros(flat.shape, np.int32)
+    for b, decoder in enumerate(self._decoders):
+      if self._errors[b] is None:
+        try:
+          values[b] = decoder.decode(flat[b:b + 1])[0]
+        except ValueError as e:
+          self._errors[b] = str(e)
+    return values.reshape(idx.shape)
+
+  def finish(self):
+    return np.array([error is None for error in self.errors()], bool)
+
+  def errors(self):
+    return [error or (None if decoder.finish()[0] else self._FAILS_CHECK)
+            for error, decoder in zip(self._errors, self._decoders)]
 
 
 def _bytes_list(strings):

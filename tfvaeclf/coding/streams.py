@@ -155,16 +155,17 @@ class ChannelStream(_Stream):
 
   def decode(self, strings, decoded=None, run=None, dither_seed=None,
              dither_indices=None):
-    """Server half: strings -> float32 values; a dithered stream's `m - u`
-    with the dither the file or message carries (`dither_seed`,
-    `dither_indices`: the receiver draws it from those, not its own)."""
+    """Server half: strings -> (float32 values, failures per image, see
+    `latent_decoder.decode_channels`); a dithered stream's `m - u` with the
+    dither the file or message carries (`dither_seed`, `dither_indices`:
+    the receiver draws it from those, not its own)."""
     del decoded, run  # depends on no other stream
-    if dither_seed is None:
-      return latent_decoder.decode_factorized(strings, self.tables,
-                                              self.shape[:-1], self.name)
-    return latent_decoder.decode_dithered(strings, self.tables,
-                                          self.shape[:-1], dither_seed,
-                                          dither_indices)
+    values, failures = latent_decoder.decode_channels(
+        strings, self.tables, self.shape[:-1], self.name)
+    if dither_seed is not None:
+      values -= dither.np_dither(dither_seed, dither_indices,
+                                 values.shape[1:])
+    return values, failures
 
 
 class IndexedStream(_Stream):
@@ -233,7 +234,8 @@ class IndexedStream(_Stream):
     """Server half: the stream it is conditional on (decoded, by name)
     gives the hyper features, from which `run(signature, **inputs)` (the
     server's SavedModel) predicts each slice's location and scale index,
-    in the one slice loop (`latent_decoder.decode_slices`)."""
+    in the one slice loop (`latent_decoder.decode_slices`) -> (float32
+    values, failures per image)."""
     del dither_seed, dither_indices  # no dither
     features = run(bundle.HYPER_SYNTHESIS,
                    **{bundle.HYPER_INPUT: decoded[self.on]})[bundle.FEATURES]
@@ -245,9 +247,10 @@ class IndexedStream(_Stream):
       outputs = run(bundle.slice_model(k), **inputs)
       return outputs[bundle.LOC], outputs[bundle.INDEX]
 
-    return latent_decoder.decode_slices(
-        latent_decoder.IndexedStreams(strings, self.tables),
-        len(self.slices), self.num_scales, predict, self.name)
+    latent = latent_decoder.IndexedStreams(strings, self.tables)
+    values = latent_decoder.decode_slices(latent, len(self.slices),
+                                          self.num_scales, predict)
+    return values, latent.failures(self.name)
 
 
 _TYPES = {cls.TABLES: cls for cls in (ChannelStream, IndexedStream)}
@@ -326,12 +329,17 @@ def input_shape(plan):
 
 def decode_input(plan, strings, run=None, dither_seed=None,
                  dither_indices=None):
-  """strings[stream][image] -> float32 (N, *input_shape): every stream
-  decoded in plan order (a stream before those conditional on it), the
-  latent ones concatenated along channels; BitstreamError in one line."""
-  decoded = {}
+  """strings[stream][image] -> (float32 (N, *input_shape), failures): every
+  stream decoded in plan order (a stream before those conditional on it),
+  the latent ones concatenated along channels; per image, None or the
+  (stream, reason) of its first stream that does not decode
+  (`latent_decoder.payload_error` makes it a payload's error). An image
+  that fails fails alone: the others decode as they would without it."""
+  decoded, failures = {}, [None] * len(strings[0])
   for stream, stream_strings in zip(plan, strings):
-    decoded[stream.name] = stream.decode(
+    decoded[stream.name], stream_failures = stream.decode(
         stream_strings, decoded, run, dither_seed, dither_indices)
+    failures = [old or new for old, new in zip(failures, stream_failures)]
   latents = [decoded[stream.name] for stream in input_streams(plan)]
-  return latents[0] if len(latents) == 1 else np.concatenate(latents, -1)
+  return (latents[0] if len(latents) == 1 else np.concatenate(latents, -1),
+          failures)

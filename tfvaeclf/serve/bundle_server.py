@@ -17,7 +17,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfvaeclf.coding import bundle, streams
+from tfvaeclf.coding import bundle, latent_decoder, streams
 from tfvaeclf.coding.codec_spec import CodecSpec
 from tfvaeclf.errors import BitstreamError, BundleError
 
@@ -61,38 +61,37 @@ class BundleServer:
 
   def decode_coded(self, coded):
     """`decode` of a file or message already read by `codec.read`."""
-    return self._decode(coded.strings, coded.dither_seed,
-                        coded.dither_index + np.arange(coded.num_images))
+    (latents,) = self.decode_many([coded])
+    if isinstance(latents, BitstreamError):
+      raise latents
+    return latents
 
   def decode_many(self, coded):
     """`decode_coded` of several files or messages in one call of the range
-    decoder (the per-call cost dominates one-image messages): per payload,
-    its latents or the BitstreamError it alone raises."""
-    seeds = {c.dither_seed for c in coded}
-    if len(seeds) == 1:
-      strings = [[s for c in coded for s in c.strings[stream]]
-                 for stream in range(self.codec.num_streams)]
-      indices = np.concatenate(
-          [c.dither_index + np.arange(c.num_images) for c in coded])
-      try:
-        latents = self._decode(strings, seeds.pop(), indices)
-        return np.split(latents,
-                        np.cumsum([c.num_images for c in coded])[:-1])
-      except BitstreamError:
-        pass  # one payload or more is bad: decode each to find which
-    return [self._decode_or_error(c) for c in coded]
+    decoder per dither seed (the per-call cost dominates one-image
+    messages): per payload, its latents or the BitstreamError it alone
+    raises. A payload that does not decode costs what one that does: the
+    others are not decoded again."""
+    results = [None] * len(coded)
+    for seed in {c.dither_seed for c in coded}:
+      group = [i for i, c in enumerate(coded) if c.dither_seed == seed]
+      for i, result in zip(group, self._decode([coded[i] for i in group])):
+        results[i] = result
+    return results
 
-  def _decode_or_error(self, coded):
-    try:
-      return self.decode_coded(coded)
-    except BitstreamError as e:
-      return e
-
-  def _decode(self, strings, dither_seed, dither_indices):
-    """strings[stream][image] -> the decoded latents: every stream of the
-    plan by its type's server half, the latent ones concatenated."""
-    return streams.decode_input(self._plan, strings, self._run, dither_seed,
-                                dither_indices)
+  def _decode(self, coded):
+    """Payloads of one dither seed -> per payload, its latents or its
+    BitstreamError: every stream of the plan by its type's server half, the
+    latent ones concatenated, all payloads' images in one batch."""
+    strings = [[s for c in coded for s in c.strings[stream]]
+               for stream in range(self.codec.num_streams)]
+    indices = np.concatenate(
+        [c.dither_index + np.arange(c.num_images) for c in coded])
+    latents, failures = streams.decode_input(
+        self._plan, strings, self._run, coded[0].dither_seed, indices)
+    bounds = np.cumsum([0] + [c.num_images for c in coded]).tolist()
+    return [latent_decoder.payload_error(failures[start:stop]) or
+            latents[start:stop] for start, stop in zip(bounds, bounds[1:])]
 
   def _run(self, name, **inputs):
     outputs = self._signatures[name](
