@@ -1,4 +1,4 @@
-"""The server over TLS.
+"""The server over TLS, and the MQTT 5 Maximum Packet Size it announces.
 
 One server serves HTTPS that requires client certificates, and reaches a
 mosquitto broker through its TLS listener with a client certificate; a
@@ -7,9 +7,14 @@ on the broker's plain listener. Everything listens on 127.0.0.1; every wait
 has a deadline.
 """
 
+import contextlib
+import queue
 import ssl
+import time
 
 import httpx
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 import pytest
 from starlette.applications import Starlette
 
@@ -20,7 +25,9 @@ from tests.test_serve import (  # pylint: disable=unused-import
     _free_port, digits, pytestmark)
 from tfvaeclf.errors import UserError
 from tfvaeclf.serve.http_ingress import HttpIngress
-from tfvaeclf.serve.mqtt_ingress import MqttIngress
+from tfvaeclf.serve.mqtt_ingress import MqttIngress, PUBLISH_HEADROOM
+
+MAX_BYTES = 1024
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +38,7 @@ def pki(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tls_served(bundle_dir, pki, tmp_path_factory):
   """(broker, server): the server on HTTPS and, through the broker's TLS
-  listener, on MQTT."""
+  listener, on MQTT; payloads up to MAX_BYTES."""
   broker = Broker(str(tmp_path_factory.mktemp("tls_broker")),
                   tls=(pki.ca, *pki.issue("broker", "server")))
   http_cert, http_key = pki.issue("http", "server")
@@ -42,7 +49,7 @@ def tls_served(bundle_dir, pki, tmp_path_factory):
                   f"--http_tls_client_ca={pki.ca}",
                   f"--mqtt=127.0.0.1:{broker.tls_port}",
                   f"--mqtt_tls_ca={pki.ca}", f"--mqtt_tls_cert={mqtt_cert}",
-                  f"--mqtt_tls_key={mqtt_key}",
+                  f"--mqtt_tls_key={mqtt_key}", f"--max_bytes={MAX_BYTES}",
                   env={"TFVAECLF_HTTP_TOKEN": TOKEN,
                        "TFVAECLF_MQTT_PASSWORD": MQTT_PASSWORD})
   server.port = port
@@ -62,6 +69,18 @@ def _client(pki, certificate=True):
     context.load_cert_chain(*pki.issue("board", "client"))
   return httpx.Client(verify=context, timeout=ANSWER_SECONDS,
                       headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+def _mqtt_counts(server, pki):
+  """The server's MQTT requests and refusals so far (all reasons)."""
+  with _client(pki) as client:
+    text = client.get(f"https://127.0.0.1:{server.port}/metrics").text
+  counts = {"requests_total": 0, "refusals_total": 0}
+  for line in text.splitlines():
+    name = line.split("{")[0].removeprefix("tfvaeclf_serve_")
+    if name in counts and 'ingress="mqtt"' in line:
+      counts[name] += float(line.rsplit(" ", 1)[1])
+  return counts
 
 
 def test_https_classifies_and_checks_both_certificates(tls_served, pki,
@@ -95,6 +114,43 @@ def test_mqtt_over_tls_classifies(tls_served, digits):
   finally:
     board.close()
   assert [a.get("classes") for a in answers] == [[e] for e in expected[:8]]
+
+
+def test_the_broker_never_delivers_a_publish_over_the_maximum_packet_size(
+    tls_served, pki, digits):
+  """The server announces MAX_BYTES + PUBLISH_HEADROOM as its MQTT 5
+  Maximum Packet Size: mosquitto drops a publish of a payload that size
+  (with its header, over it) instead of sending it, and the server counts no
+  request for it; a payload just over MAX_BYTES still reaches the server
+  and is answered too_large; a good one after both is answered."""
+  files, expected = digits
+  broker, server = tls_served
+  before = _mqtt_counts(server, pki)
+  board = Board(broker, "board-big")
+  payloads = [bytes(MAX_BYTES + PUBLISH_HEADROOM), bytes(MAX_BYTES + 1),
+              files[0]]
+  answers, deadline = {}, time.monotonic() + 10
+  try:
+    for i, payload in enumerate(payloads):
+      properties = Properties(PacketTypes.PUBLISH)
+      properties.CorrelationData = str(i).encode()
+      board.client.publish("tfvaeclf/board-big/in", payload, qos=1,
+                           properties=properties)
+    # The broker keeps one sender's order: an answer to the first would
+    # come before the last one's, or at most shortly after.
+    while 2 not in answers and time.monotonic() < deadline:
+      with contextlib.suppress(queue.Empty):
+        answers.update([board.answers.get(timeout=0.5)])
+    with contextlib.suppress(queue.Empty):
+      answers.update([board.answers.get(timeout=0.5)])
+  finally:
+    board.close()
+  assert sorted(answers) == [1, 2]
+  assert answers[1]["reason"] == "too_large"
+  assert answers[2]["classes"] == expected[:1]
+  after = _mqtt_counts(server, pki)
+  assert {name: after[name] - before[name] for name in after} == {
+      "requests_total": 2, "refusals_total": 1}
 
 
 def test_a_secret_beyond_loopback_needs_tls(tmp_path):

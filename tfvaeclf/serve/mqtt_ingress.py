@@ -12,6 +12,12 @@ broker's: the server logs in with a user name and password (its own, not the
 HTTP token), and the broker's ACLs say who may publish and read which
 topics. With a CA file the server reaches the broker over TLS, checking its
 certificate, and may show a client certificate of its own.
+
+The server announces an MQTT 5 Maximum Packet Size in its CONNECT: the
+largest payload it takes plus `PUBLISH_HEADROOM`. The broker then drops a
+larger publish rather than send it (MQTT 5, 3.1.2.11.4), so such a payload
+never reaches the server's memory; the board gets no answer. A payload over
+`max_bytes` that still fits is answered "too_large".
 """
 
 import json
@@ -33,6 +39,9 @@ __all__ = ["MqttIngress", "TOPIC_IN", "out_topic"]
 
 INGRESS = "mqtt"
 TOPIC_IN = "tfvaeclf/+/in"
+# What a board's PUBLISH may hold beyond its payload: the fixed header, the
+# topic, the packet id and the properties (correlation data, say).
+PUBLISH_HEADROOM = 1024
 
 
 def out_topic(device):
@@ -49,7 +58,8 @@ class MqttIngress:
     host, port: the broker.
     username, password: the broker's credentials (None: anonymous).
     shared: a shared subscription group, or None.
-    max_bytes: payloads over this are refused without decoding.
+    max_bytes: payloads over this are refused without decoding, and the
+      broker is asked not to send those over it plus `PUBLISH_HEADROOM`.
     tls_ca: a PEM file of the CAs that sign the broker's certificate: TLS
       on (None: plain TCP).
     tls_cert, tls_key: PEM files of a client certificate for the broker.
@@ -83,8 +93,11 @@ class MqttIngress:
   def start(self, timeout=30):
     """Returns once subscribed; UserError if the broker is unreachable or
     refuses the credentials."""
+    properties = Properties(PacketTypes.CONNECT)
+    properties.MaximumPacketSize = self._max_bytes + PUBLISH_HEADROOM
     try:
-      self._client.connect(self._host, self._port, keepalive=30)
+      self._client.connect(self._host, self._port, keepalive=30,
+                           properties=properties)
     except OSError as e:  # a failed TLS handshake too (ssl.SSLError)
       raise UserError(f"cannot reach the MQTT broker at {self.address}: "
                       f"{e.strerror or e}") from None
