@@ -90,9 +90,11 @@ def _hostile(files, codec_spec, seed):
 
 
 class Broker:
-  """mosquitto on a free port: the server and one board as users."""
+  """mosquitto on a free port: the server and one board as users. With
+  `tls`, (CA, certificate, key) files, also a TLS listener on `tls_port`
+  that requires a client certificate signed by the CA."""
 
-  def __init__(self, directory):
+  def __init__(self, directory, tls=None):
     self.port = _free_port()
     passwords = os.path.join(directory, "passwords")
     for i, (user, password) in enumerate([("tfvaeclf-server", MQTT_PASSWORD),
@@ -105,10 +107,17 @@ class Broker:
               f"password_file {passwords}\npersistence false\n"
               "set_tcp_nodelay true\n"
               f"user {os.environ.get('USER') or 'root'}\n")
+      if tls:
+        ca, certificate, key = tls
+        self.tls_port = _free_port()
+        f.write(f"listener {self.tls_port} 127.0.0.1\ncafile {ca}\n"
+                f"certfile {certificate}\nkeyfile {key}\n"
+                "require_certificate true\n")
     self.process = subprocess.Popen(["mosquitto", "-c", config],
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-    _wait_for_port(self.port, self.process, time.monotonic() + 20)
+    for port in (self.port, *([self.tls_port] if tls else [])):
+      _wait_for_port(port, self.process, time.monotonic() + 20)
 
   def close(self):
     self.process.terminate()

@@ -2,7 +2,8 @@
 
     python -m tfvaeclf.serve --bundle=BUNDLE [--http=HOST:PORT]
         [--mqtt=HOST:PORT [--mqtt_shared=GROUP]] [--http_token_file=F]
-        [--mqtt_password_file=F]
+        [--mqtt_password_file=F] [--http_tls_cert=F --http_tls_key=F]
+        [--mqtt_tls_ca=F]
 
 `core.Core` is the only part that knows payloads and the model; `batcher`
 groups concurrent payloads into one core call; `http_ingress` and

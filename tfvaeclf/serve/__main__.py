@@ -3,6 +3,8 @@
     python -m tfvaeclf.serve --bundle=BUNDLE [--http=HOST:PORT]
         [--mqtt=HOST:PORT [--mqtt_shared=GROUP] [--mqtt_user=NAME]]
         [--http_token_file=FILE] [--mqtt_password_file=FILE]
+        [--http_tls_cert=FILE --http_tls_key=FILE [--http_tls_client_ca=FILE]]
+        [--mqtt_tls_ca=FILE [--mqtt_tls_cert=FILE --mqtt_tls_key=FILE]]
         [--insecure_listen] [--max_batch=64] [--max_wait_ms=2]
         [--max_bytes=65536]
 
@@ -11,8 +13,9 @@ taking requests, answers those in flight, and exits 0.
 
 Each ingress has its own secret, from a file or the environment
 ($TFVAECLF_HTTP_TOKEN, $TFVAECLF_MQTT_PASSWORD), never from the command line,
-which every user of the machine can read. Without its secret, an ingress
-serves or connects on loopback addresses only, unless --insecure_listen.
+which every user of the machine can read. Beyond loopback, an ingress needs
+its secret and TLS, so that the secret never crosses the network in clear
+text, unless --insecure_listen.
 """
 
 from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
@@ -48,9 +51,24 @@ flags.DEFINE_string("token", None,
                     "Refused: a secret on the command line shows in the "
                     "process list (see --http_token_file and "
                     "--mqtt_password_file).")
+flags.DEFINE_string("http_tls_cert", None,
+                    "Serve HTTPS with this PEM certificate (its chain after "
+                    "it).")
+flags.DEFINE_string("http_tls_key", None,
+                    "The PEM private key of --http_tls_cert.")
+flags.DEFINE_string("http_tls_client_ca", None,
+                    "Also require a client certificate signed by a CA of "
+                    "this PEM file.")
+flags.DEFINE_string("mqtt_tls_ca", None,
+                    "Reach the broker over TLS, its certificate checked "
+                    "against the CAs of this PEM file.")
+flags.DEFINE_string("mqtt_tls_cert", None,
+                    "A PEM client certificate to show the broker.")
+flags.DEFINE_string("mqtt_tls_key", None,
+                    "The PEM private key of --mqtt_tls_cert.")
 flags.DEFINE_bool("insecure_listen", False,
-                  "Without an ingress's secret, serve or connect beyond "
-                  "loopback anyway.")
+                  "Serve or connect beyond loopback without an ingress's "
+                  "secret or TLS anyway.")
 flags.DEFINE_integer("max_batch", 64, "Payloads per model call at most.")
 flags.DEFINE_float("max_wait_ms", 2.0,
                    "How long a payload waits for others to batch with.")
@@ -64,6 +82,9 @@ flags.DEFINE_integer("max_images", bitstream.MAX_IMAGES,
 _SECRETS = {"http": ("http_token_file", "TFVAECLF_HTTP_TOKEN", "HTTP token"),
             "mqtt": ("mqtt_password_file", "TFVAECLF_MQTT_PASSWORD",
                      "MQTT password")}
+
+# Per ingress: its TLS files, --INGRESS_tls_NAME, the first turning TLS on.
+_TLS = {"http": ("cert", "key", "client_ca"), "mqtt": ("ca", "cert", "key")}
 
 
 def _address(flag, value):
@@ -107,6 +128,42 @@ def _secret(ingress):
   return secret.strip()
 
 
+def _tls(ingress):
+  """An ingress's TLS files as its class's `tls_NAME` arguments; {} without
+  TLS."""
+  files = {name: getattr(FLAGS, f"{ingress}_tls_{name}")
+           for name in _TLS[ingress]}
+  given = [f"--{ingress}_tls_{name}" for name, path in files.items() if path]
+  if not given:
+    return {}
+  if not getattr(FLAGS, ingress):
+    raise cli.UserError(f"{given[0]} needs --{ingress}")
+  switch = _TLS[ingress][0]
+  if not files[switch]:
+    raise cli.UserError(f"{given[0]} needs --{ingress}_tls_{switch}")
+  if bool(files["cert"]) != bool(files["key"]):
+    raise cli.UserError(f"give --{ingress}_tls_cert and --{ingress}_tls_key "
+                        "together")
+  return {f"tls_{name}": path for name, path in files.items()}
+
+
+def _check_exposure(ingress, address, secret, tls):
+  """Beyond loopback, an ingress needs its secret, and TLS to carry it."""
+  if FLAGS.insecure_listen or _loopback(address[0]):
+    return
+  flag, variable, name = _SECRETS[ingress]
+  where = f"--{ingress}={getattr(FLAGS, ingress)} is not a loopback address"
+  if not secret:
+    raise cli.UserError(
+        f"{where} and no {name} is set (give --{flag} or ${variable}, or "
+        "--insecure_listen)")
+  if not tls:
+    switch = _TLS[ingress][0]
+    raise cli.UserError(
+        f"{where} and has no TLS: the {name} would cross the network in "
+        f"clear text (give --{ingress}_tls_{switch}, or --insecure_listen)")
+
+
 def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -125,15 +182,12 @@ def main(argv):
   http = FLAGS.http and _address("http", FLAGS.http)
   mqtt = FLAGS.mqtt and _address("mqtt", FLAGS.mqtt)
   http_token, mqtt_password = _secret("http"), _secret("mqtt")
-  for ingress, address, secret in (("http", http, http_token),
-                                   ("mqtt", mqtt, mqtt_password)):
-    if (address and not secret and not FLAGS.insecure_listen
-        and not _loopback(address[0])):
-      flag, variable, name = _SECRETS[ingress]
-      raise cli.UserError(
-          f"--{ingress}={getattr(FLAGS, ingress)} is not a loopback address "
-          f"and no {name} is set (give --{flag} or ${variable}, or "
-          "--insecure_listen)")
+  http_tls, mqtt_tls = _tls("http"), _tls("mqtt")
+  for ingress, address, secret, tls in (
+      ("http", http, http_token, http_tls),
+      ("mqtt", mqtt, mqtt_password, mqtt_tls)):
+    if address:
+      _check_exposure(ingress, address, secret, tls)
 
   # pylint: disable=g-import-not-at-top
   from tfvaeclf.serve import metrics as metrics_lib
@@ -153,14 +207,15 @@ def main(argv):
       from tfvaeclf.serve import http_ingress
       app = http_ingress.make_app(core, batcher, metrics, http_token,
                                   FLAGS.max_bytes)
-      ingresses.append(http_ingress.HttpIngress(app, *http).start())
+      ingresses.append(
+          http_ingress.HttpIngress(app, *http, **http_tls).start())
     if mqtt:
       from tfvaeclf.serve import mqtt_ingress
       ingresses.append(mqtt_ingress.MqttIngress(
           batcher, metrics, *mqtt,
           username=FLAGS.mqtt_user if mqtt_password else None,
           password=mqtt_password, shared=FLAGS.mqtt_shared,
-          max_bytes=FLAGS.max_bytes).start())
+          max_bytes=FLAGS.max_bytes, **mqtt_tls).start())
     print(f"serving model {core.fingerprint} on "
           f"{', '.join(i.address for i in ingresses)}", flush=True)
     while not stop.wait(0.2):

@@ -14,11 +14,13 @@ but names the model only to an authorized caller. A sender that hangs up
 before its whole body is in is counted as a hang-up (`Metrics.hung_up`), not
 answered and not logged. uvicorn runs on its own thread, so that the
 process's main thread owns the signals; `stop` lets in-flight requests
-finish before it returns.
+finish before it returns. With a certificate it serves HTTPS, and with a
+client CA it also requires each client's certificate (mutual TLS).
 """
 
 import asyncio
 import hmac
+import ssl
 import threading
 import time
 
@@ -129,14 +131,40 @@ def make_app(core, batcher, metrics, token=None, max_bytes=65536):
   ])
 
 
-class HttpIngress:
-  """uvicorn serving `app` on HOST:PORT from a thread of its own."""
+def _tls_options(cert, key, client_ca):
+  """uvicorn's TLS options: HTTPS with `cert` and `key`, and clients'
+  certificates required if `client_ca` (PEM files; all None: plain HTTP)."""
+  if not cert:
+    return {}
+  return {"ssl_certfile": cert, "ssl_keyfile": key,
+          "ssl_ca_certs": client_ca,
+          "ssl_cert_reqs": ssl.CERT_REQUIRED if client_ca else ssl.CERT_NONE}
 
-  def __init__(self, app, host, port, drain_seconds=30):
-    self.address = url("http", host, port)
-    self._server = uvicorn.Server(uvicorn.Config(
+
+def _load(config, tls_files):
+  """Loads the config here, not on the server's thread, so that a TLS file
+  that does not load is refused in one line."""
+  try:
+    config.load()
+  except OSError as e:  # ssl.SSLError is one
+    raise UserError(f"cannot load the HTTP TLS files {', '.join(tls_files)}: "
+                    f"{e.strerror or e}") from None
+
+
+class HttpIngress:
+  """uvicorn serving `app` on HOST:PORT from a thread of its own; HTTPS with
+  `tls_cert` and `tls_key`, requiring clients' certificates signed by a CA
+  of `tls_client_ca` if given (PEM files)."""
+
+  def __init__(self, app, host, port, drain_seconds=30, tls_cert=None,
+               tls_key=None, tls_client_ca=None):
+    self.address = url("https" if tls_cert else "http", host, port)
+    config = uvicorn.Config(
         app, host=host, port=port, lifespan="off", access_log=False,
-        log_level="warning", timeout_graceful_shutdown=drain_seconds))
+        log_level="warning", timeout_graceful_shutdown=drain_seconds,
+        **_tls_options(tls_cert, tls_key, tls_client_ca))
+    _load(config, [f for f in (tls_cert, tls_key, tls_client_ca) if f])
+    self._server = uvicorn.Server(config)
     self._thread = threading.Thread(target=self._server.run, name="http",
                                     daemon=True)
 

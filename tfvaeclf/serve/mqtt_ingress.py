@@ -10,7 +10,14 @@ With `shared=GROUP` the server subscribes to `$share/GROUP/tfvaeclf/+/in`
 group's servers, so N processes or machines split one stream. Auth is the
 broker's: the server logs in with a user name and password (its own, not the
 HTTP token), and the broker's ACLs say who may publish and read which
-topics.
+topics. With a CA file the server reaches the broker over TLS, checking its
+certificate, and may show a client certificate of its own.
+
+The server announces an MQTT 5 Maximum Packet Size in its CONNECT: the
+largest payload it takes plus `PUBLISH_HEADROOM`. The broker then drops a
+larger publish rather than send it (MQTT 5, 3.1.2.11.4), so such a payload
+never reaches the server's memory; the board gets no answer. A payload over
+`max_bytes` that still fits is answered "too_large".
 """
 
 import json
@@ -32,6 +39,9 @@ __all__ = ["MqttIngress", "TOPIC_IN", "out_topic"]
 
 INGRESS = "mqtt"
 TOPIC_IN = "tfvaeclf/+/in"
+# What a board's PUBLISH may hold beyond its payload: the fixed header, the
+# topic, the packet id and the properties (correlation data, say).
+PUBLISH_HEADROOM = 1024
 
 
 def out_topic(device):
@@ -48,12 +58,17 @@ class MqttIngress:
     host, port: the broker.
     username, password: the broker's credentials (None: anonymous).
     shared: a shared subscription group, or None.
-    max_bytes: payloads over this are refused without decoding.
+    max_bytes: payloads over this are refused without decoding, and the
+      broker is asked not to send those over it plus `PUBLISH_HEADROOM`.
+    tls_ca: a PEM file of the CAs that sign the broker's certificate: TLS
+      on (None: plain TCP).
+    tls_cert, tls_key: PEM files of a client certificate for the broker.
   """
 
   def __init__(self, batcher, metrics, host, port, username=None,
-               password=None, shared=None, max_bytes=65536):
-    self.address = url("mqtt", host, port)
+               password=None, shared=None, max_bytes=65536, tls_ca=None,
+               tls_cert=None, tls_key=None):
+    self.address = url("mqtts" if tls_ca else "mqtt", host, port)
     self._batcher, self._metrics = batcher, metrics
     self._host, self._port = host, port
     self._max_bytes = max_bytes
@@ -62,6 +77,8 @@ class MqttIngress:
                                protocol=mqtt.MQTTv5)
     if username is not None:
       self._client.username_pw_set(username, password)
+    if tls_ca:
+      self._set_tls(tls_ca, tls_cert, tls_key)
     # A bug in a callback is logged, and the network thread goes on.
     self._client.suppress_exceptions = True
     self._client.enable_logger(logging.getLogger("tfvaeclf.serve.mqtt"))
@@ -76,9 +93,12 @@ class MqttIngress:
   def start(self, timeout=30):
     """Returns once subscribed; UserError if the broker is unreachable or
     refuses the credentials."""
+    properties = Properties(PacketTypes.CONNECT)
+    properties.MaximumPacketSize = self._max_bytes + PUBLISH_HEADROOM
     try:
-      self._client.connect(self._host, self._port, keepalive=30)
-    except OSError as e:
+      self._client.connect(self._host, self._port, keepalive=30,
+                           properties=properties)
+    except OSError as e:  # a failed TLS handshake too (ssl.SSLError)
       raise UserError(f"cannot reach the MQTT broker at {self.address}: "
                       f"{e.strerror or e}") from None
     self._client.loop_start()
@@ -89,6 +109,16 @@ class MqttIngress:
         raise UserError(f"MQTT broker at {self.address} refused the server: "
                         f"{self._refused or 'no answer'}")
     return self
+
+  def _set_tls(self, ca, cert, key):
+    """TLS to the broker, its certificate and host name checked against
+    `ca`; UserError if a file does not load."""
+    try:
+      self._client.tls_set(ca_certs=ca, certfile=cert, keyfile=key)
+    except OSError as e:  # ssl.SSLError is one
+      files = ", ".join(f for f in (ca, cert, key) if f)
+      raise UserError(f"cannot load the MQTT TLS files {files}: "
+                      f"{e.strerror or e}") from None
 
   def stop(self, timeout=30):
     """Unsubscribes, answers what was received, then disconnects."""
