@@ -6,7 +6,9 @@
         [--http_tls_cert=FILE --http_tls_key=FILE [--http_tls_client_ca=FILE]]
         [--mqtt_tls_ca=FILE [--mqtt_tls_cert=FILE --mqtt_tls_key=FILE]]
         [--insecure_listen] [--max_batch=64] [--max_wait_ms=2]
-        [--max_bytes=65536]
+        [--max_bytes=65536] [--max_queue=1024] [--deadline_ms=5000]
+        [--http_max_connections=1000] [--http_header_timeout=10]
+        [--http_body_timeout=10] [--http_keep_alive_timeout=5]
 
 Prints one line to stdout once every ingress is up. On SIGTERM it stops
 taking requests, answers those in flight, and exits 0.
@@ -75,6 +77,22 @@ flags.DEFINE_float("max_wait_ms", 2.0,
 flags.DEFINE_integer("max_bytes", 65536, "Largest payload taken, in bytes.")
 flags.DEFINE_integer("max_images", bitstream.MAX_IMAGES,
                      "Most images taken in one payload.")
+
+# Load shedding and the limits a slow or greedy client meets.
+flags.DEFINE_integer("max_queue", 1024,
+                     "Payloads waiting for the model at most; beyond, one is "
+                     "shed (HTTP 503 with Retry-After, an MQTT error).")
+flags.DEFINE_float("deadline_ms", 5000.,
+                   "A payload still queued this long is answered HTTP 504 "
+                   "or an MQTT error, unclassified (0: no deadline).")
+flags.DEFINE_integer("http_max_connections", 1000,
+                     "Open HTTP connections beyond which a request gets 503.")
+flags.DEFINE_float("http_header_timeout", 10.,
+                   "Seconds an HTTP connection has to send request headers.")
+flags.DEFINE_float("http_body_timeout", 10.,
+                   "Seconds an HTTP request has to send its body (408).")
+flags.DEFINE_float("http_keep_alive_timeout", 5.,
+                   "Seconds an idle HTTP connection is kept open.")
 
 
 # Per ingress: the flag of the file holding its secret, the environment
@@ -164,6 +182,19 @@ def _check_exposure(ingress, address, secret, tls):
         f"clear text (give --{ingress}_tls_{switch}, or --insecure_listen)")
 
 
+def _check_limits():
+  """UserError unless the shedding and timeout flags are in range."""
+  positive = ("max_queue", "http_max_connections", "http_header_timeout",
+              "http_body_timeout", "http_keep_alive_timeout")
+  wrong = [name for name in positive if getattr(FLAGS, name) <= 0]
+  if FLAGS.deadline_ms < 0:
+    wrong.append("deadline_ms")
+  if wrong:
+    raise cli.UserError(
+        ", ".join(f"--{name}={getattr(FLAGS, name)}" for name in wrong)
+        + ": the load limits must be positive, --deadline_ms not negative")
+
+
 def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -179,6 +210,7 @@ def main(argv):
   if FLAGS.max_batch < 1 or FLAGS.max_wait_ms < 0 or FLAGS.max_bytes < 1:
     raise cli.UserError("--max_batch and --max_bytes must be positive, "
                         "--max_wait_ms not negative")
+  _check_limits()
   http = FLAGS.http and _address("http", FLAGS.http)
   mqtt = FLAGS.mqtt and _address("mqtt", FLAGS.mqtt)
   http_token, mqtt_password = _secret("http"), _secret("mqtt")
@@ -196,7 +228,9 @@ def main(argv):
   core = Core(FLAGS.bundle, max_images=FLAGS.max_images)
   metrics = metrics_lib.Metrics()
   batcher = Batcher(core.classify_batch, FLAGS.max_batch,
-                    FLAGS.max_wait_ms / 1000, on_batch=metrics.batch)
+                    FLAGS.max_wait_ms / 1000, on_batch=metrics.batch,
+                    max_queue=FLAGS.max_queue,
+                    deadline=FLAGS.deadline_ms / 1000 or None)
   stop = threading.Event()
   for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, lambda *_: stop.set())
@@ -206,9 +240,12 @@ def main(argv):
     if http:
       from tfvaeclf.serve import http_ingress
       app = http_ingress.make_app(core, batcher, metrics, http_token,
-                                  FLAGS.max_bytes)
-      ingresses.append(
-          http_ingress.HttpIngress(app, *http, **http_tls).start())
+                                  FLAGS.max_bytes, FLAGS.http_body_timeout)
+      ingresses.append(http_ingress.HttpIngress(
+          app, *http, max_connections=FLAGS.http_max_connections,
+          header_timeout=FLAGS.http_header_timeout,
+          keep_alive_timeout=FLAGS.http_keep_alive_timeout,
+          **http_tls).start())
     if mqtt:
       from tfvaeclf.serve import mqtt_ingress
       ingresses.append(mqtt_ingress.MqttIngress(

@@ -4,9 +4,12 @@
     tfvaeclf_serve_refusals_total{ingress,reason}   of which refused
     tfvaeclf_serve_hang_ups_total{ingress}          of which unanswered: the
                                                     sender left mid-body
+    tfvaeclf_serve_shed_total{ingress}              of which shed: refused
+                                                    unqueued, the queue full
     tfvaeclf_serve_in_flight                        received, not yet answered
     tfvaeclf_serve_batch_size                       histogram, per core call
     tfvaeclf_serve_latency_seconds{ingress}         histogram, receipt to answer
+                                                    (neither hang-ups nor shed)
 
 Written by hand: a few counters do not need a client library.
 """
@@ -16,9 +19,11 @@ import collections
 import threading
 import time
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "Metrics", "SHED"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The refusal reason of a shed payload (`batcher.Overloaded`).
+SHED = "overloaded"
 _PREFIX = "tfvaeclf_serve"
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.,
                     2., 5.)
@@ -61,6 +66,7 @@ class Metrics:
     self._requests = collections.Counter()
     self._refusals = collections.Counter()
     self._hang_ups = collections.Counter()
+    self._shed = collections.Counter()
     self._in_flight = 0
     self._batches = _Histogram(_BATCH_BUCKETS)
     self._latency = _Histogram(_LATENCY_BUCKETS)
@@ -77,9 +83,14 @@ class Metrics:
     return time.monotonic()
 
   def answered(self, ingress, since, refused=None):
-    """Counts a payload out, refused for the reason `refused` if given."""
+    """Counts a payload out, refused for the reason `refused` if given. A
+    shed one is counted apart, outside the latencies: answered at once, it
+    would hide the wait of those that were queued."""
     with self._lock:
       self._in_flight -= 1
+      if refused == SHED:
+        self._shed[ingress] += 1
+        return
       self._latency.observe(time.monotonic() - since, (("ingress", ingress),))
       if refused:
         self._refusals[ingress, refused] += 1
@@ -104,6 +115,9 @@ class Metrics:
           f"# TYPE {_PREFIX}_hang_ups_total counter",
           *(f"{_PREFIX}_hang_ups_total{_labels(ingress=i)} {n}"
             for i, n in sorted(self._hang_ups.items())),
+          f"# TYPE {_PREFIX}_shed_total counter",
+          *(f"{_PREFIX}_shed_total{_labels(ingress=i)} {n}"
+            for i, n in sorted(self._shed.items())),
           f"# TYPE {_PREFIX}_in_flight gauge",
           f"{_PREFIX}_in_flight {self._in_flight}",
           f"# TYPE {_PREFIX}_batch_size histogram",

@@ -4,6 +4,8 @@ A board publishes a payload (see `core`) to `tfvaeclf/<device>/in`; the
 server answers on `tfvaeclf/<device>/out` with the JSON result, or
 {"error": one line, "reason": label}, at QoS 1, copying the request's MQTT 5
 correlation data so that a board with several requests out can match them.
+A payload shed with the server's queue full gets reason "overloaded" (send
+it again later), one still queued at its deadline "deadline".
 
 With `shared=GROUP` the server subscribes to `$share/GROUP/tfvaeclf/+/in`
 (an MQTT 5 shared subscription): the broker hands each message to one of the
@@ -32,7 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 
 from tfvaeclf.errors import UserError
 from tfvaeclf.serve import url
-from tfvaeclf.serve.batcher import ShuttingDown, outcome
+from tfvaeclf.serve.batcher import NotQueued, outcome
 from tfvaeclf.serve.core import Refusal
 
 __all__ = ["MqttIngress", "TOPIC_IN", "out_topic"]
@@ -162,9 +164,8 @@ class MqttIngress:
       return
     try:
       future = self._batcher.submit(message.payload)
-    except ShuttingDown as e:
-      self._answer(device, correlation, since,
-                   Refusal("shutting_down", str(e)))
+    except NotQueued as e:  # shutting down, or shed
+      self._answer(device, correlation, since, Refusal(e.reason, str(e)))
       return
     future.add_done_callback(
         lambda f: self._answer(device, correlation, since, outcome(f)))
