@@ -270,6 +270,8 @@ def main():
   parser.add_argument("--slow_timeout", type=float, default=1,
                       help="the server's HTTP header and body timeouts, s")
   args = parser.parse_args()
+  if args.slow_clients < 0 or args.slow_timeout <= 0:
+    parser.error("--slow_clients must be >= 0 and --slow_timeout > 0")
   # tests/support comes from the checkout (PYTHONPATH=.); imported here,
   # so that --help runs without it.
   from tests.support.slow_loris import SlowLoris
