@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Throughput and latency of `python -m tfvaeclf.serve`; a Markdown table.
 
-    tools/bench_serve.py --bundle=BUNDLE [--seconds=5] [--concurrency=1,8,32]
+    PYTHONPATH=. tools/bench_serve.py --bundle=BUNDLE [--seconds=5]
+        [--concurrency=1,8,32] [--slow_clients=300] [--slow_timeout=1]
 
 First the core alone: images/s of `Core.classify_batch` on 256 one-image
 payloads in one call (batched decode + classify, in process), and the time
@@ -12,15 +13,21 @@ MQTT (a mosquitto broker started here, on loopback) gets one-image payloads
 of real test digits from the edge runtime, from `concurrency` senders at
 once, for `--seconds` per row: requests/s and p50/p99 latency (send to
 answer), clean, with 5% hostile payloads of every kind (truncated,
-bit-flipped, garbage, CRC-valid random strings), and with 5% that do not
-decode. Every answer is checked: a good payload must get its class, a
-hostile one a refusal (a crafted random one may get a class); the "wrong"
-column counts the others.
+bit-flipped, garbage, CRC-valid random strings), with 5% that do not
+decode, and (HTTP) beside `--slow_clients` slow-loris connections sending
+1 byte/s, half in their headers, half in their body, each replaced at once
+when the server drops it: the server runs with `--slow_timeout` as its
+header and body timeouts, and the "slow dropped" column gives how many it
+dropped in the row and the median and max seconds they had been open. Every
+answer is checked: a good payload must get its class, a hostile one a
+refusal (a crafted random one may get a class); the "wrong" column counts
+the others.
 
 The senders run on the same machine as the server and share its cores.
 Targets (2 cores): >= 1,000 messages/s with p99 <= 50 ms at
 concurrency 32 over HTTP; batched decode+classify >= 20,000 images/s; 63
-good + 1 undecodable payloads <= 1.5x the time of 64 good.
+good + 1 undecodable payloads <= 1.5x the time of 64 good; slow clients
+dropped within the timeout while good requests keep p99 <= 50 ms.
 """
 
 import argparse
@@ -240,6 +247,14 @@ def mqtt_run(port, pick, concurrency, seconds):
   return latencies, wrong + len(sent)
 
 
+def dropped(loris):
+  """The "slow dropped" cell of a row run beside `loris`, now stopped."""
+  seconds = [s for _, s, _ in loris.closed]
+  if not seconds:
+    return "0"
+  return f"{len(seconds):,} ({np.median(seconds):.2f} / {max(seconds):.2f})"
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--bundle", required=True)
@@ -248,7 +263,18 @@ def main():
   parser.add_argument("--concurrency", default="1,8,32")
   parser.add_argument("--max_batch", type=int, default=64)
   parser.add_argument("--max_wait_ms", type=float, default=2)
+  parser.add_argument("--slow_clients", type=int, default=300,
+                      help="slow-loris connections beside the good HTTP "
+                      "senders (0: no such rows); with the senders, within "
+                      "the server's 1,000 connections")
+  parser.add_argument("--slow_timeout", type=float, default=1,
+                      help="the server's HTTP header and body timeouts, s")
   args = parser.parse_args()
+  if args.slow_clients < 0 or args.slow_timeout <= 0:
+    parser.error("--slow_clients must be >= 0 and --slow_timeout > 0")
+  # tests/support comes from the checkout (PYTHONPATH=.); imported here,
+  # so that --help runs without it.
+  from tests.support.slow_loris import SlowLoris
   mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
   if not os.path.exists(mosquitto):
     sys.exit("needs the mosquitto broker (apt-get install mosquitto)")
@@ -264,6 +290,7 @@ def main():
   del core
   mixes = (("none", 0, good, None), ("5% any", HOSTILE_SHARE, hostile, None),
            ("5% undecodable", HOSTILE_SHARE, undecodable, REFUSED))
+  slow = (f"{args.slow_clients} slow clients", 0, good, None)
 
   with tempfile.TemporaryDirectory() as tmp:
     broker_port, http_port = _free_port(), _free_port()
@@ -278,28 +305,37 @@ def main():
     server = subprocess.Popen(
         [sys.executable, "-m", "tfvaeclf.serve", f"--bundle={args.bundle}",
          f"--http=127.0.0.1:{http_port}", f"--mqtt=127.0.0.1:{broker_port}",
-         f"--max_batch={args.max_batch}", f"--max_wait_ms={args.max_wait_ms}"],
+         f"--max_batch={args.max_batch}", f"--max_wait_ms={args.max_wait_ms}",
+         f"--http_header_timeout={args.slow_timeout}",
+         f"--http_body_timeout={args.slow_timeout}"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
       _wait_for_port(broker_port)
       if not server.stdout.readline().startswith("serving"):
         sys.exit("the server did not start")
       print("| ingress | hostile | concurrency | requests/s | p50 ms | "
-            "p99 ms | wrong |")
-      print("|---|---|---|---|---|---|---|")
-      for name, run, target in (("HTTP", http_run, http_port),
-                                ("MQTT", mqtt_run, broker_port)):
-        for mix, share, bad, bad_expected in mixes:
+            "p99 ms | wrong | slow dropped (s open: median / max) |")
+      print("|---|---|---|---|---|---|---|---|")
+      for name, run, target, extra in (
+          ("HTTP", http_run, http_port, (slow,) if args.slow_clients else ()),
+          ("MQTT", mqtt_run, broker_port, ())):
+        for mix in mixes + extra:
+          label, share, bad, bad_expected = mix
           for concurrency in map(int, args.concurrency.split(",")):
             pick = _stream(good, expected, bad, share,
                            np.random.default_rng(concurrency), bad_expected)
+            loris = (SlowLoris(http_port, args.slow_clients, reconnect=True)
+                     if mix is slow else None)
             start = time.perf_counter()
             latencies, wrong = run(target, pick, concurrency, args.seconds)
             elapsed = time.perf_counter() - start
+            if loris:
+              loris.join()
             p50, p99 = np.percentile(latencies, [50, 99]) * 1000
-            print(f"| {name} | {mix} | {concurrency} | "
+            print(f"| {name} | {label} | {concurrency} | "
                   f"{len(latencies) / elapsed:,.0f} | {p50:.1f} | "
-                  f"{p99:.1f} | {wrong} |", flush=True)
+                  f"{p99:.1f} | {wrong} | "
+                  f"{dropped(loris) if loris else '–'} |", flush=True)
     finally:
       server.terminate()
       code = server.wait(60)
