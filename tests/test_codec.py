@@ -129,11 +129,11 @@ def test_a_file_of_more_images_than_the_server_takes_is_refused(
   one_image = [stream[:1] for stream in coded.strings]
   decoded = []
 
-  def decoder(strings, *args, **kwargs):
+  def decoder(self, strings, *args, **kwargs):
     decoded.append(len(strings))
     raise bitstream.BitstreamError("the range decoder ran")
 
-  monkeypatch.setattr(native, "decode_channel", decoder)
+  monkeypatch.setattr(native.IndexDecoder, "__init__", decoder)
   for count in (bitstream.MAX_IMAGES, bitstream.MAX_IMAGES + 1):
     path = tmp_path / f"{count}.tfvc"
     path.write_bytes(_forged(good_file, strings=[
@@ -147,6 +147,9 @@ def test_a_file_of_more_images_than_the_server_takes_is_refused(
     else:
       assert f"file holds {count} images, more than the 256" in err
       assert decoded == [bitstream.MAX_IMAGES]
+  code, _, err = _run(["classify", f"--model_dir={trained_dir}",
+                       f"--max_images={count}", str(path)], capsys)
+  assert decoded[-1] == count and "decoder ran" in err  # raised: taken
   assert Core.__init__.__defaults__ == (bitstream.MAX_IMAGES,)
 
 

@@ -83,7 +83,9 @@ def _codec_classify(model_dir, file_bytes, directory, capsys):
   with flagsaver.flagsaver():
     with pytest.raises(SystemExit) as exit_info:
       cli.run(codec.main, argv=["codec", "classify",
-                                f"--model_dir={model_dir}", path])
+                                f"--model_dir={model_dir}",
+                                # the test set: more than a served file
+                                "--max_images=10000", path])
   out, err = capsys.readouterr()
   return exit_info.value.code, out, err
 

@@ -16,8 +16,10 @@ OUT_0, OUT_1, ... (keeping OUT's extension) for several. A dithered model's
 messages take counters 0, 1, ... or from `--first_counter`, to continue a
 sequence. `classify` and `decompress` read either, told apart by the first
 bytes; `classify` prints one class name per image and never rebuilds the
-image. Bad inputs end with one line on stderr and exit code 2; outputs are
-written whole or not at all.
+image. They take files of at most `--max_images` images (the server's
+256), as a file from outside could ask for any work. Bad inputs end with
+one line on stderr and exit code 2; outputs are written whole or not at
+all.
 """
 
 from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
@@ -39,6 +41,11 @@ flags.DEFINE_string("output", None,
                     "images are written as NAME_0.png, NAME_1.png…).")
 flags.DEFINE_enum("format", "file", ["file", "message"],
                   "compress: one multi-image file, or a message per image.")
+flags.DEFINE_integer("max_images", bitstream.MAX_IMAGES,
+                     "classify, decompress: the most images a file may "
+                     "hold (the server's cap); a larger one is refused "
+                     "before any is decoded. Raise it for large files of "
+                     "your own.")
 flags.DEFINE_integer("first_counter", None,
                      "compress --format=message, dithered models: the "
                      "counter of the first message (default 0).")
@@ -67,12 +74,12 @@ def compress_messages(loaded, images, first_counter=None):
                                     first_counter)
 
 
-def decode_latent(loaded, file_bytes):
+def decode_latent(loaded, file_bytes, max_images=None):
   """Checks a file or message against the model and range-decodes its
   latents with the project's bounded decoder (the coder's `decode`); a
-  file of more images than the server takes (`bitstream.MAX_IMAGES`) is
-  refused before any is decoded."""
-  coded = loaded.codec.read(file_bytes, bitstream.MAX_IMAGES)
+  file of more than `max_images` images is refused before any is
+  decoded."""
+  coded = loaded.codec.read(file_bytes, max_images)
   # The receiver draws the dither from the file's seed, not its own, and
   # from the message's counter.
   options = ({} if coded.dither_seed is None
@@ -83,21 +90,23 @@ def decode_latent(loaded, file_bytes):
                                    **options)
 
 
-def classify_file(loaded, file_bytes):
+def classify_file(loaded, file_bytes, max_images=None):
   """File or message bytes -> predicted class indices, straight from the
   latent."""
-  logits = loaded.model.classify(decode_latent(loaded, file_bytes))
+  logits = loaded.model.classify(
+      decode_latent(loaded, file_bytes, max_images))
   return tf.argmax(logits, -1).numpy()
 
 
-def reconstruct_file(loaded, file_bytes):
+def reconstruct_file(loaded, file_bytes, max_images=None):
   """File or message bytes -> uint8 images, for models that have a
   decoder."""
   if not loaded.model.has_decoder:
     raise cli.UserError(
         f"model {loaded.config['model']} was trained without a decoder "
         "(train with --decoder to reconstruct images)")
-  x_hat = loaded.model.reconstruct(decode_latent(loaded, file_bytes))
+  x_hat = loaded.model.reconstruct(
+      decode_latent(loaded, file_bytes, max_images))
   return np.clip(np.round(x_hat.numpy() * 255.), 0, 255).astype(np.uint8)
 
 
@@ -123,6 +132,8 @@ def main(argv):
     raise cli.UserError(f"{command}: --output is required")
   if command != "compress" and len(paths) != 1:
     raise cli.UserError(f"{command} reads exactly one file")
+  if FLAGS.max_images < 1:
+    raise cli.UserError(f"--max_images={FLAGS.max_images}: must be positive")
   if FLAGS.first_counter is not None and FLAGS.format != "message":
     raise cli.UserError("--first_counter needs --format=message")
   loaded = model_dir_lib.load(FLAGS.model_dir)
@@ -145,10 +156,12 @@ def main(argv):
         fileio.write_bytes(path, message)
   elif command == "classify":
     names = loaded.config["class_names"]
-    for index in classify_file(loaded, _read_file(paths[0])):
+    for index in classify_file(loaded, _read_file(paths[0]),
+                               FLAGS.max_images):
       print(names[index])
   else:
-    images = reconstruct_file(loaded, _read_file(paths[0]))
+    images = reconstruct_file(loaded, _read_file(paths[0]),
+                              FLAGS.max_images)
     for path, image in zip(
         fileio.numbered_paths(FLAGS.output, len(images), ".png"), images):
       data.write_png(path, image)
