@@ -30,6 +30,11 @@ flags.DEFINE_integer("batch_size", 64,
 flags.DEFINE_string("out", None, "The file or dir to write.")
 flags.DEFINE_integer("calibration_examples", 500,
                      "Training images that calibrate the int8 encoder.")
+flags.DEFINE_integer("max_images", None,
+                     "Most images a file or payload may hold: a larger one "
+                     "is refused before any is decoded, bounding the work "
+                     "bytes from outside can ask for (default: the "
+                     "server's cap, 256, `bitstream.MAX_IMAGES`).")
 
 
 # This package's and the exporter's source dirs: their INFO lines are

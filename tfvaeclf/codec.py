@@ -41,11 +41,6 @@ flags.DEFINE_string("output", None,
                     "images are written as NAME_0.png, NAME_1.png…).")
 flags.DEFINE_enum("format", "file", ["file", "message"],
                   "compress: one multi-image file, or a message per image.")
-flags.DEFINE_integer("max_images", bitstream.MAX_IMAGES,
-                     "classify, decompress: the most images a file may "
-                     "hold (the server's cap); a larger one is refused "
-                     "before any is decoded. Raise it for large files of "
-                     "your own.")
 flags.DEFINE_integer("first_counter", None,
                      "compress --format=message, dithered models: the "
                      "counter of the first message (default 0).")
@@ -132,8 +127,10 @@ def main(argv):
     raise cli.UserError(f"{command}: --output is required")
   if command != "compress" and len(paths) != 1:
     raise cli.UserError(f"{command} reads exactly one file")
-  if FLAGS.max_images < 1:
-    raise cli.UserError(f"--max_images={FLAGS.max_images}: must be positive")
+  max_images = (bitstream.MAX_IMAGES if FLAGS.max_images is None
+                else FLAGS.max_images)
+  if max_images < 1:
+    raise cli.UserError(f"--max_images={max_images}: must be positive")
   if FLAGS.first_counter is not None and FLAGS.format != "message":
     raise cli.UserError("--first_counter needs --format=message")
   loaded = model_dir_lib.load(FLAGS.model_dir)
@@ -156,12 +153,10 @@ def main(argv):
         fileio.write_bytes(path, message)
   elif command == "classify":
     names = loaded.config["class_names"]
-    for index in classify_file(loaded, _read_file(paths[0]),
-                               FLAGS.max_images):
+    for index in classify_file(loaded, _read_file(paths[0]), max_images):
       print(names[index])
   else:
-    images = reconstruct_file(loaded, _read_file(paths[0]),
-                              FLAGS.max_images)
+    images = reconstruct_file(loaded, _read_file(paths[0]), max_images)
     for path, image in zip(
         fileio.numbered_paths(FLAGS.output, len(images), ".png"), images):
       data.write_png(path, image)

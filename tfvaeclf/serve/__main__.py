@@ -75,8 +75,6 @@ flags.DEFINE_integer("max_batch", 64, "Payloads per model call at most.")
 flags.DEFINE_float("max_wait_ms", 2.0,
                    "How long a payload waits for others to batch with.")
 flags.DEFINE_integer("max_bytes", 65536, "Largest payload taken, in bytes.")
-flags.DEFINE_integer("max_images", bitstream.MAX_IMAGES,
-                     "Most images taken in one payload.")
 
 # Load shedding and the limits a slow or greedy client meets.
 flags.DEFINE_integer("max_queue", 1024,
@@ -124,11 +122,11 @@ def _loopback(host):
              for a in addresses)
 
 
-def _secret(ingress):
+def _secret(ingress, values):
   """An ingress's secret from its file or its environment variable (one of
-  them), or None."""
+  them), or None; `values` are the flags' values."""
   flag, variable, _ = _SECRETS[ingress]
-  path, secret = getattr(FLAGS, flag), os.environ.get(variable)
+  path, secret = values[flag], os.environ.get(variable)
   if path and secret is not None:
     raise cli.UserError(f"give --{flag} or ${variable}, not both")
   source = f"${variable}"
@@ -146,15 +144,14 @@ def _secret(ingress):
   return secret.strip()
 
 
-def _tls(ingress):
+def _tls(ingress, values):
   """An ingress's TLS files as its class's `tls_NAME` arguments; {} without
   TLS."""
-  files = {name: getattr(FLAGS, f"{ingress}_tls_{name}")
-           for name in _TLS[ingress]}
+  files = {name: values[f"{ingress}_tls_{name}"] for name in _TLS[ingress]}
   given = [f"--{ingress}_tls_{name}" for name, path in files.items() if path]
   if not given:
     return {}
-  if not getattr(FLAGS, ingress):
+  if not values[ingress]:
     raise cli.UserError(f"{given[0]} needs --{ingress}")
   switch = _TLS[ingress][0]
   if not files[switch]:
@@ -165,12 +162,12 @@ def _tls(ingress):
   return {f"tls_{name}": path for name, path in files.items()}
 
 
-def _check_exposure(ingress, address, secret, tls):
+def _check_exposure(ingress, address, secret, tls, values):
   """Beyond loopback, an ingress needs its secret, and TLS to carry it."""
-  if FLAGS.insecure_listen or _loopback(address[0]):
+  if values["insecure_listen"] or _loopback(address[0]):
     return
   flag, variable, name = _SECRETS[ingress]
-  where = f"--{ingress}={getattr(FLAGS, ingress)} is not a loopback address"
+  where = f"--{ingress}={values[ingress]} is not a loopback address"
   if not secret:
     raise cli.UserError(
         f"{where} and no {name} is set (give --{flag} or ${variable}, or "
@@ -182,16 +179,16 @@ def _check_exposure(ingress, address, secret, tls):
         f"clear text (give --{ingress}_tls_{switch}, or --insecure_listen)")
 
 
-def _check_limits():
+def _check_limits(values):
   """UserError unless the shedding and timeout flags are in range."""
   positive = ("max_queue", "http_max_connections", "http_header_timeout",
               "http_body_timeout", "http_keep_alive_timeout")
-  wrong = [name for name in positive if getattr(FLAGS, name) <= 0]
-  if FLAGS.deadline_ms < 0:
+  wrong = [name for name in positive if values[name] <= 0]
+  if values["deadline_ms"] < 0:
     wrong.append("deadline_ms")
   if wrong:
     raise cli.UserError(
-        ", ".join(f"--{name}={getattr(FLAGS, name)}" for name in wrong)
+        ", ".join(f"--{name}={values[name]}" for name in wrong)
         + ": the load limits must be positive, --deadline_ms not negative")
 
 
@@ -210,22 +207,25 @@ def main(argv):
   if FLAGS.max_batch < 1 or FLAGS.max_wait_ms < 0 or FLAGS.max_bytes < 1:
     raise cli.UserError("--max_batch and --max_bytes must be positive, "
                         "--max_wait_ms not negative")
-  _check_limits()
+  values = FLAGS.flag_values_dict()
+  _check_limits(values)
   http = FLAGS.http and _address("http", FLAGS.http)
   mqtt = FLAGS.mqtt and _address("mqtt", FLAGS.mqtt)
-  http_token, mqtt_password = _secret("http"), _secret("mqtt")
-  http_tls, mqtt_tls = _tls("http"), _tls("mqtt")
+  http_token, mqtt_password = (_secret("http", values),
+                               _secret("mqtt", values))
+  http_tls, mqtt_tls = _tls("http", values), _tls("mqtt", values)
   for ingress, address, secret, tls in (
       ("http", http, http_token, http_tls),
       ("mqtt", mqtt, mqtt_password, mqtt_tls)):
     if address:
-      _check_exposure(ingress, address, secret, tls)
+      _check_exposure(ingress, address, secret, tls, values)
 
   # pylint: disable=g-import-not-at-top
   from tfvaeclf.serve import metrics as metrics_lib
   from tfvaeclf.serve.batcher import Batcher
   from tfvaeclf.serve.core import Core
-  core = Core(FLAGS.bundle, max_images=FLAGS.max_images)
+  core = Core(FLAGS.bundle, max_images=(
+      bitstream.MAX_IMAGES if FLAGS.max_images is None else FLAGS.max_images))
   metrics = metrics_lib.Metrics()
   batcher = Batcher(core.classify_batch, FLAGS.max_batch,
                     FLAGS.max_wait_ms / 1000, on_batch=metrics.batch,
