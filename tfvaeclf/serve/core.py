@@ -9,8 +9,9 @@ told apart by its first bytes and checked whole by the bundle's `CodecSpec`.
 `bundle_server.BundleServer` decodes it with the project's bounded range
 decoder (work bounded by the latent size, whatever the bytes), subtracting a
 dithered model's shared dither of the payload's seed and counter. The decoded
-latents of a whole batch are classified in one call of the bundle's
-SavedModel, which holds only TensorFlow's own ops.
+latents of a whole batch are classified together by the bundle's SavedModel,
+which holds only TensorFlow's own ops (at a few fixed batch sizes, so that
+the server's memory stays flat: `bundle_server.BATCH_SIZES`).
 """
 
 import dataclasses
