@@ -84,10 +84,11 @@ def _undecodable(spec, payload):
       [*strings[:-1], [strings[-1][0] + bytes(range(1, 17))]])[0]
 
 
-def _payloads(bundle_dir, dataset, count):
+def payloads(bundle_dir, dataset, count, data_dir=None):
   """(the core; good payloads: one-image messages, as boards send; their
   expected class names; hostile ones of every kind; undecodable ones)."""
-  images, _ = next(iter(data.load(dataset).test.batch(count)))
+  images, _ = next(iter(data.load(dataset, data_dir=data_dir).test.batch(
+      count)))
   encoder = EdgeEncoder(bundle_dir)
   good = encoder.encode_messages(images.numpy())
   core = Core(bundle_dir)
@@ -259,6 +260,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--bundle", required=True)
   parser.add_argument("--dataset", default="mnist")
+  parser.add_argument("--data_dir", default=None,
+                      help="Where --dataset lives (see tfvaeclf.data).")
   parser.add_argument("--seconds", type=float, default=5)
   parser.add_argument("--concurrency", default="1,8,32")
   parser.add_argument("--max_batch", type=int, default=64)
@@ -279,8 +282,8 @@ def main():
   if not os.path.exists(mosquitto):
     sys.exit("needs the mosquitto broker (apt-get install mosquitto)")
 
-  core, good, expected, hostile, undecodable = _payloads(
-      args.bundle, args.dataset, 256)
+  core, good, expected, hostile, undecodable = payloads(
+      args.bundle, args.dataset, 256, args.data_dir)
   print(f"core: {bench_core(core, good):,.0f} images/s "
         "(classify_batch of 256 one-image payloads)")
   clean, mixed = bench_isolation(core, good, undecodable)

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tqdm  # noqa: E402
 
-from bench_serve import _payloads  # noqa: E402  (this script's dir)
+from bench_serve import payloads  # noqa: E402  (this script's dir)
 
 TARGET_MB = 5
 
@@ -58,6 +58,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--bundle", required=True)
   parser.add_argument("--dataset", default="mnist")
+  parser.add_argument("--data_dir", default=None,
+                      help="Where --dataset lives (see tfvaeclf.data).")
   parser.add_argument("--payloads", type=int, default=1_000_000)
   parser.add_argument("--warmup", type=int, default=20_000)
   parser.add_argument("--max_batch", type=int, default=64)
@@ -66,7 +68,8 @@ def main():
   if args.payloads < 1 or args.warmup < 0 or args.max_batch < 1:
     sys.exit("--payloads and --max_batch must be >= 1, --warmup >= 0")
 
-  core, good, expected, _, _ = _payloads(args.bundle, args.dataset, 256)
+  core, good, expected, _, _ = payloads(args.bundle, args.dataset, 256,
+                                       args.data_dir)
   rng = np.random.default_rng(args.seed)
   wrong = classify(core, good, expected, args.warmup, args.max_batch, rng)
   start_mb = rss_mb()
