@@ -256,12 +256,17 @@ def dropped(loris):
   return f"{len(seconds):,} ({np.median(seconds):.2f} / {max(seconds):.2f})"
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_payload_arguments(parser):
+  """The arguments of `payloads`: the bundle, and whose test images."""
   parser.add_argument("--bundle", required=True)
   parser.add_argument("--dataset", default="mnist")
   parser.add_argument("--data_dir", default=None,
                       help="Where --dataset lives (see tfvaeclf.data).")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  add_payload_arguments(parser)
   parser.add_argument("--seconds", type=float, default=5)
   parser.add_argument("--concurrency", default="1,8,32")
   parser.add_argument("--max_batch", type=int, default=64)

@@ -26,7 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tqdm  # noqa: E402
 
-from bench_serve import payloads  # noqa: E402  (this script's dir)
+# From this script's dir.
+from bench_serve import add_payload_arguments, payloads  # noqa: E402
 
 TARGET_MB = 5
 
@@ -56,10 +57,7 @@ def classify(core, good, expected, count, max_batch, rng, progress=None):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--bundle", required=True)
-  parser.add_argument("--dataset", default="mnist")
-  parser.add_argument("--data_dir", default=None,
-                      help="Where --dataset lives (see tfvaeclf.data).")
+  add_payload_arguments(parser)
   parser.add_argument("--payloads", type=int, default=1_000_000)
   parser.add_argument("--warmup", type=int, default=20_000)
   parser.add_argument("--max_batch", type=int, default=64)
