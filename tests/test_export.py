@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ EDGE_FILES = [bundle.ENCODER, bundle.ENCODER_INT8, bundle.TABLES]
 # prints each file's classes on one line.
 NO_TFC = r"""
 import sys
+import time
 sys.modules["tensorflow_compression"] = None  # makes its import fail
 from tfvaeclf.serve.bundle_server import BundleServer
 served = BundleServer(sys.argv[1])
@@ -404,3 +406,36 @@ def test_residual_split_serves_the_boards_files_like_keras(mnist, tmp_path,
   np.testing.assert_array_equal(
       served.classify(latent_hat)["classes"][alike],
       tf.argmax(outputs["logits"], -1).numpy()[alike])
+
+
+def test_fuzzed_manifests_load_or_fail_in_one_line(bundle_dir, tmp_path):
+  """Byte mutations of a real manifest, and well-formed ones naming hostile
+  files: each read ends, fast, loaded or refused in one line."""
+  copy = _copy(bundle_dir, tmp_path)
+  path = os.path.join(copy, bundle.MANIFEST)
+  with open(path, "rb") as f:
+    original = f.read()
+  manifest = json.loads(original)
+  listed = sorted(manifest["files"])
+  rng = np.random.default_rng(29)
+  hostile = ["..", "/", "edge/\x00.tflite", "edge/" + "a" * 5000, "~/x",
+             "edge/..", "edge\\x", "", ".", "edge/./../edge/encoder.tflite"]
+  cases = []
+  for i in range(300):
+    data = bytearray(original)
+    for _ in range(int(rng.integers(1, 4))):
+      data[int(rng.integers(len(data)))] = int(rng.integers(256))
+    cases.append(bytes(data))
+  for name in hostile:
+    forged = json.loads(original)
+    forged["files"][name] = forged["files"].pop(listed[0])
+    cases.append(json.dumps(forged).encode())
+  for data in cases:
+    with open(path, "wb") as f:
+      f.write(data)
+    start = time.perf_counter()
+    try:
+      bundle.read_manifest(copy, bundle.EDGE_DIR)
+    except BundleError as e:
+      assert "\n" not in str(e) and str(e), repr(data[:80])
+    assert time.perf_counter() - start < 1.

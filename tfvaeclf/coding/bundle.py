@@ -128,12 +128,27 @@ def _load_json(bundle_dir):
   if missing:
     raise BundleError(f"{path} lacks {', '.join(missing)}: export the "
                       "bundle again")
+  if not _well_formed(manifest):
+    raise BundleError(f"{path} has a malformed model or files entry: export "
+                      "the bundle again")
   outside = [name for name in manifest["files"] if not _inside(name)]
   if outside:
     raise BundleError(f"{path} names a file outside the bundle "
                       f"({outside[0]!r}); a bundle names its files by "
                       "relative paths without '..'")
   return manifest
+
+
+def _well_formed(manifest):
+  """Whether the entries the checks read have their types: the model's
+  fingerprint text, and each file's integer size and sha256 text."""
+  model, files = manifest["model"], manifest["files"]
+  return (isinstance(model, dict) and isinstance(model.get("fingerprint"), str)
+          and isinstance(files, dict)
+          and all(isinstance(entry, dict)
+                  and type(entry.get("size")) is int
+                  and isinstance(entry.get("sha256"), str)
+                  for entry in files.values()))
 
 
 def _inside(name):
