@@ -59,8 +59,8 @@ def test_unknown_names_are_one_line_errors(backbone):
   with pytest.raises(ValueError, match="choose one of S1, S2, S3"):
     backbones.split(model, "S4")
   with pytest.raises(ValueError,
-                     match="small_resnet, resnet8, resnet20, plain_cnn, "
-                           "resnet50"):
+                     match="small_resnet, resnet8, resnet20, resnet9, "
+                           "plain_cnn, resnet50"):
     backbones.split_points("vgg")
   with pytest.raises(ValueError, match="at least 32x32"):
     backbones.build("resnet50", (28, 28, 1), 10)
@@ -83,6 +83,34 @@ def test_cifar_resnets_keep_the_first_stage_at_full_resolution():
   assert resnet20.get_layer("stage3_out").output.shape[1:] == (8, 8, 64)
   assert sum(layer.name.endswith("_add") for layer in resnet20.layers) == 9
   assert 270_000 < resnet20.count_params() < 280_000
+
+
+def test_resnet9_is_pages_pooled_stages_with_two_residual_pairs():
+  """Page's ResNet-9 at its widths: a 64-wide stem, stages of 128, 256 and
+  512 each halving the size, residual pairs in the first and last."""
+  model = backbones.build("resnet9", (32, 32, 3), 10,
+                          widths=(128, 256, 512))
+  assert [model.get_layer(f"stage{n}_out").output.shape[1:]
+          for n in (1, 2, 3)] == [(16, 16, 128), (8, 8, 256), (4, 4, 512)]
+  assert model.get_layer("stem_conv").output.shape[-1] == 64
+  assert [layer.name for layer in model.layers
+          if isinstance(layer, tf.keras.layers.Add)] == [
+              "stage1_add", "stage3_add"]
+  convs = (3 * 64 + 64 * 128 + 2 * 128 * 128 + 128 * 256 + 256 * 512
+           + 2 * 512 * 512) * 9
+  norms = 4 * (64 + 3 * 128 + 256 + 3 * 512)
+  assert model.count_params() == convs + norms + 512 * 10 + 10
+
+
+def test_the_head_keeps_float32_logits_under_bfloat16_layers():
+  policy = tf.keras.mixed_precision.global_policy()
+  tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+  try:
+    model = backbones.build("resnet8", (32, 32, 3), 10, widths=(8, 8, 8))
+  finally:
+    tf.keras.mixed_precision.set_global_policy(policy)
+  assert model.get_layer("stage1_out").compute_dtype == "bfloat16"
+  assert model(tf.zeros((1, 32, 32, 3))).dtype == tf.float32
 
 
 def test_plain_cnn_is_the_smallest_board_for_its_weights():

@@ -271,3 +271,34 @@ def test_sgd_steps_with_nesterov_momentum():
   optimizer.apply_gradients([(tf.constant([2.]), weight)])
   np.testing.assert_allclose(weight.numpy(), [1. - 0.1 * 2. * 1.9],
                              rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_bfloat16_training_gives_a_float32_classifier(mnist, tmp_path):
+  """--precision=mixed_bfloat16: a classifier trains with bfloat16 layers,
+  the dir records it, and what it finishes as runs in float32 and reads
+  digits; the process's policy is float32 again after."""
+  config = models.get("classifier").Config(image_shape=(28, 28, 1))
+  # conftest's train_small_classifier, in bfloat16: ~90% in float32.
+  train.run_training(run_spec(
+      tmp_path, "classifier", config, epochs=1, batch_size=16,
+      learning_rate=3e-3, train_subset=2000, precision="mixed_bfloat16"),
+      mnist, verbose=0)
+  assert tf.keras.mixed_precision.global_policy().name == "float32"
+  assert model_dir.read_config(str(tmp_path))["training"][
+      "precision"] == "mixed_bfloat16"
+  loaded = model_dir.load_classifier(str(tmp_path))
+  assert {v.dtype for v in loaded.model.variables} == {tf.float32}
+  assert loaded.model.backbone.get_layer(
+      "stage1_out").compute_dtype == "float32"
+  results = evaluate.evaluate(loaded, mnist.test.take(500), batch_size=250,
+                              progress=False)
+  assert results["accuracy"] > 0.8
+  with pytest.raises(cli.UserError) as error:
+    train.run_training(run_spec(
+        tmp_path / "joint", "joint", _small(), epochs=1,
+        precision="mixed_bfloat16"), mnist, verbose=0)
+  assert str(error.value) == ("--precision=mixed_bfloat16 trains a "
+                              "classifier only; joint's coder needs float32")
+  assert not (tmp_path / "joint").exists()
+  assert tf.keras.mixed_precision.global_policy().name == "float32"

@@ -1,6 +1,6 @@
 """Image classifiers to train, cut in two, or take as a frozen teacher.
 
-Five backbones, each a functional Keras model from float images in [0, 1]
+Six backbones, each a functional Keras model from float images in [0, 1]
 to class logits, whose named block outputs are the split points of a
 split DNN (the device runs the front, the server the back):
 
@@ -15,6 +15,12 @@ split DNN (the device runs the front, the server the back):
                   images, where halving the image first costs accuracy.
     resnet20      He et al.'s ResNet-20: resnet8 with three residual blocks
                   a stage (270 k weights at 16, 32, 64).
+    resnet9       Page's fast CIFAR-10 ResNet ("How to train your ResNet",
+                  2018): a 3x3 stem, then three stages of a 3x3
+                  convolution and a 2x2 max pool, the first and last with
+                  a residual pair of 3x3 convolutions, a global max pool
+                  and a linear head (6.6 M weights at 128, 256, 512):
+                  a strong server-side reader trained in minutes on a GPU.
     plain_cnn     one 3x3 convolution a stage (batch norm, ReLU; strides
                   1, 2, 2), a global average pool and a linear head: no
                   residual adds or projections, so the smallest int8 file
@@ -28,7 +34,8 @@ split DNN (the device runs the front, the server the back):
 Split points, deepest first, as the split-DNN bottleneck paper (Matsubara
 et al.'s SC2 benchmark) names them on ResNet-50:
 
-    point  resnet50 (torchvision name)       small_resnet, resnet8, resnet20
+    point  resnet50 (torchvision name)       small_resnet, resnet8, resnet20,
+                                             resnet9, plain_cnn
     S1     conv5_block3_out (layer4[2])      stage3_out
     S2     conv5_block1_out (layer4[0])      stage2_out
     S3     conv4_block5_out (layer3[4])      stage1_out
@@ -43,12 +50,14 @@ import h5py
 import tensorflow as tf
 
 __all__ = ["NAMES", "build", "small_resnet", "resnet8", "resnet20",
-           "plain_cnn", "resnet50", "split_points", "split", "load_weights",
+           "resnet9", "plain_cnn", "resnet50", "split_points", "split", "load_weights",
            "residual_stages", "residual_features"]
 
-NAMES = ("small_resnet", "resnet8", "resnet20", "plain_cnn", "resnet50")
+NAMES = ("small_resnet", "resnet8", "resnet20", "resnet9", "plain_cnn",
+         "resnet50")
 # Backbones whose stage widths are set by `widths` (--backbone_widths).
-WIDTH_BACKBONES = ("small_resnet", "resnet8", "resnet20", "plain_cnn")
+WIDTH_BACKBONES = ("small_resnet", "resnet8", "resnet20", "resnet9",
+                   "plain_cnn")
 
 _SPLIT_POINTS = {
     **{name: {"S1": "stage3_out", "S2": "stage2_out", "S3": "stage1_out"}
@@ -65,6 +74,13 @@ def _batch_norm(name):
   # PyTorch's momentum (0.1 there, 0.9 here): Keras' 0.99 leaves the moving
   # statistics unusable for the first few hundred steps.
   return tf.keras.layers.BatchNormalization(momentum=0.9, name=name)
+
+
+def _head(num_classes):
+  """The linear head. Its logits stay float32 when the layers before it
+  compute in bfloat16 (training with --precision=mixed_bfloat16): the loss
+  needs their precision."""
+  return tf.keras.layers.Dense(num_classes, name=HEAD, dtype="float32")
 
 
 def _residual_block(x, width, stride, name):
@@ -126,7 +142,7 @@ def _staged_resnet(image_shape, num_classes, widths, stem_stride,
   x = _stem(images, widths[0], stem_stride)
   x = residual_stages(x, widths, blocks_per_stage)
   x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-  logits = layers.Dense(num_classes, name=HEAD)(x)
+  logits = _head(num_classes)(x)
   return tf.keras.Model(images, logits, name=name)
 
 
@@ -152,6 +168,30 @@ def resnet20(image_shape, num_classes, widths=(16, 32, 64)):
   return _staged_resnet(image_shape, num_classes, widths, 1, 3, "resnet20")
 
 
+def resnet9(image_shape, num_classes, widths=(128, 256, 512)):
+  """Page's ResNet-9: a stem of half the first stage's width, then a stage
+  of each width: a 3x3 convolution and a 2x2 max pool, plus (first and
+  last stage) a residual pair of 3x3 convolutions; global max pool, linear
+  head. Wide and shallow, it reaches the accuracy of far deeper CIFAR
+  ResNets in a few dozen epochs."""
+  layers = tf.keras.layers
+  images = tf.keras.Input(tuple(image_shape), name="images")
+  x = _stem(images, max(1, widths[0] // 2), 1)
+  for stage, width in enumerate(widths, start=1):
+    x = _stem(x, width, 1, name=f"stage{stage}")
+    x = layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
+    if stage != 2:
+      y = _stem(x, width, 1, name=f"stage{stage}_res1")
+      y = _stem(y, width, 1, name=f"stage{stage}_res2")
+      x = layers.Add(name=f"stage{stage}_add")([x, y])
+    x = layers.Identity(name=f"stage{stage}_out")(x)
+  x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+  # Page's 1/8 on the logits: the max pool's features are large, and
+  # unscaled logits saturate the softmax in the first steps.
+  x = layers.Rescaling(0.125, name="head_scale")(x)
+  return tf.keras.Model(images, _head(num_classes)(x), name="resnet9")
+
+
 def plain_cnn(image_shape, num_classes, widths=(8, 16, 32)):
   """A stem-less stack: one 3x3 convolution a stage, pool, linear head."""
   layers = tf.keras.layers
@@ -161,7 +201,7 @@ def plain_cnn(image_shape, num_classes, widths=(8, 16, 32)):
     x = _stem(x, width, 2 if stage > 1 else 1, name=f"stage{stage}")
     x = layers.Identity(name=f"stage{stage}_out")(x)
   x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-  logits = layers.Dense(num_classes, name=HEAD)(x)
+  logits = _head(num_classes)(x)
   return tf.keras.Model(images, logits, name="plain_cnn")
 
 
@@ -192,7 +232,7 @@ def resnet50(image_shape, num_classes):
       include_top=False, weights=None,
       input_tensor=CaffePreprocess(name="preprocess")(images)).output
   x = tf.keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
-  logits = tf.keras.layers.Dense(num_classes, name=HEAD)(x)
+  logits = _head(num_classes)(x)
   return tf.keras.Model(images, logits, name="resnet50")
 
 
@@ -204,7 +244,8 @@ def build(name, image_shape, num_classes, weights=None, **options):
   cannot take, or a weights file that is missing or does not fit.
   """
   builders = {"small_resnet": small_resnet, "resnet8": resnet8,
-              "resnet20": resnet20, "plain_cnn": plain_cnn,
+              "resnet20": resnet20, "resnet9": resnet9,
+              "plain_cnn": plain_cnn,
               "resnet50": resnet50}
   if name not in builders:
     raise ValueError(f"Unknown backbone {name!r}; choose one of "

@@ -668,23 +668,38 @@ def to_float(images):
   return tf.cast(images, tf.float32) / 255.0
 
 
-AUGMENTATIONS = ("none", "shift", "shift_flip")
+AUGMENTATIONS = ("none", "shift", "shift_flip", "crop_flip_cutout")
 
 
 def _augment(image, kind, seed):
-  """Random shifts of up to 1/14 of the size (2 px on MNIST), +- flips.
+  """Random shifts of up to 1/14 of the size (2 px on MNIST), +- flips;
+  crop_flip_cutout: shifts of up to 1/8 (4 px on CIFAR-10), flips, and a
+  black square of half the side at a random centre (Cutout, DeVries and
+  Taylor 2017), clipped at the edges.
 
   Shifting is the classic regularizer for small digit and object datasets;
-  flips suit natural images, not digits. Stateless ops with a per-example
-  `seed` keep a parallel map deterministic.
+  flips suit natural images, not digits; the third is the usual recipe of
+  fast CIFAR-10 classifiers. Stateless ops with a per-example `seed` keep a
+  parallel map deterministic.
   """
   height, width, _ = image.shape
-  pad_h, pad_w = max(1, height // 14), max(1, width // 14)
+  divisor = 8 if kind == "crop_flip_cutout" else 14
+  pad_h, pad_w = max(1, height // divisor), max(1, width // divisor)
   padded = tf.image.pad_to_bounding_box(
       image, pad_h, pad_w, height + 2 * pad_h, width + 2 * pad_w)
   image = tf.image.stateless_random_crop(padded, image.shape, seed=seed)
-  if kind == "shift_flip":
+  if kind != "shift":
     image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+  if kind == "crop_flip_cutout":
+    centre = tf.cast(tf.random.stateless_uniform([2], seed + 2) * tf.constant(
+        [height, width], tf.float32), tf.int32)
+    half = tf.constant([max(1, height // 4), max(1, width // 4)])
+    rows = tf.range(height) - centre[0]
+    cols = tf.range(width) - centre[1]
+    rows = (rows >= -half[0]) & (rows < half[0])
+    cols = (cols >= -half[1]) & (cols < half[1])
+    keep = tf.logical_not(rows[:, None] & cols[None, :])
+    image = image * tf.cast(keep[:, :, None], image.dtype)
   return image
 
 

@@ -138,6 +138,7 @@ _RESUME_KEYS = {"batch_size": "batch_size", "optimizer": "optimizer",
                 "learning_rate": "learning_rate",
                 "weight_decay": "weight_decay",
                 "lr_schedule": "lr_schedule", "augment": "augment",
+                "precision": "precision",
                 "seed": "seed", "train_subset": "train_subset",
                 "pretrained": "freeze_encoder_from"}
 
@@ -204,6 +205,21 @@ def run_training(run, splits, *, strategy=None, verbose=1):
 
 
 def _train(run, splits, *, strategy, scratch, verbose):
+  """`run_training` under the run's Keras dtype policy, restored after."""
+  if run.train.precision != "float32" and run.model_name != "classifier":
+    raise cli.UserError(
+        f"--precision={run.train.precision} trains a classifier only; "
+        f"{run.model_name}'s coder needs float32")
+  policy = tf.keras.mixed_precision.global_policy()
+  tf.keras.mixed_precision.set_global_policy(run.train.precision)
+  try:
+    return _train_in_policy(run, splits, strategy=strategy, scratch=scratch,
+                            verbose=verbose)
+  finally:
+    tf.keras.mixed_precision.set_global_policy(policy)
+
+
+def _train_in_policy(run, splits, *, strategy, scratch, verbose):
   """`run_training`; a non-chief worker writes only into `scratch`."""
   directory, model_name, model_config = (run.model_dir, run.model_name,
                                          run.model)
@@ -239,6 +255,7 @@ def _train(run, splits, *, strategy, scratch, verbose):
                 "weight_decay": settings.weight_decay,
                 "lr_schedule": settings.lr_schedule,
                 "augment": settings.augment, "seed": settings.seed,
+                "precision": settings.precision,
                 "train_subset": settings.train_subset,
                 "data_source": splits.info.source, "pretrained": pretrained}
     # Every worker resumes from the chief's checkpoints.

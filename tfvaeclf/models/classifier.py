@@ -40,14 +40,14 @@ class ClassifierConfig(base.BaseConfig):
   lmbda: float = 0.  # nothing is coded: no rate to weigh
   backbone: str = base.setting(
       "small_resnet", "The backbone: small_resnet, resnet8, resnet20, "
-      "plain_cnn or resnet50.")
+      "resnet9, plain_cnn or resnet50.")
   backbone_weights: str = base.setting(
       None, "A Keras .h5 weights file for the backbone, read at the start "
       "only.")
   # Named `filters` in config.json since the first model dirs.
   filters: tuple = base.setting(
-      (16, 32, 64), "Stage widths of a small_resnet, resnet8, resnet20 or "
-      "plain_cnn backbone.",
+      (16, 32, 64), "Stage widths of a small_resnet, resnet8, resnet20, "
+      "resnet9 or plain_cnn backbone.",
       flag="backbone_widths", old_flag="filters")
 
 
@@ -56,10 +56,10 @@ class FrozenBackboneConfig(base.BaseConfig):
   """The fields of kinds built on a finished classifier's backbone."""
   backbone: str = base.setting(
       "small_resnet", "The backbone: small_resnet, resnet8, resnet20, "
-      "plain_cnn or resnet50.")
+      "resnet9, plain_cnn or resnet50.")
   backbone_widths: tuple = base.setting(
-      (16, 32, 64), "Stage widths of a small_resnet, resnet8, resnet20 or "
-      "plain_cnn backbone.")
+      (16, 32, 64), "Stage widths of a small_resnet, resnet8, resnet20, "
+      "resnet9 or plain_cnn backbone.")
   backbone_from: str = base.setting(
       None, "A finished classifier model dir whose backbone is copied and "
       "kept frozen (match --backbone and --backbone_widths to it).")
