@@ -229,6 +229,30 @@ def test_classifier_accuracy_on_decoded_images(tmp_path, classifier_dir):
 
 
 @pytest.mark.slow
+def test_a_bfloat16_reader_is_fine_tuned_as_it_trained(tmp_path, mnist):
+  """A classifier trained with --precision=mixed_bfloat16 is fine-tuned
+  with bfloat16 layers and scored in float32: the tuned copy still reads
+  digits as well as the reader does."""
+  from tfvaeclf import models, train
+  from tests.conftest import run_spec
+  reader = tmp_path / "reader"
+  train.run_training(run_spec(
+      reader, "classifier", models.get("classifier").Config(), epochs=1,
+      batch_size=16, learning_rate=3e-3, train_subset=2000,
+      precision="mixed_bfloat16"), mnist, verbose=0)
+  out = tmp_path / "accuracy.csv"
+  result = _run_tool(
+      "--codecs=jpeg", "--qualities=90", "--max_examples=200",
+      f"--classifier_dir={reader}", "--finetune_epochs=1",
+      "--finetune_examples=256", f"--out={out}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(out) as f:
+    (row,) = list(csv.DictReader(f))
+  assert float(row["accuracy"]) > 0.8
+  assert float(row["finetuned_accuracy"]) > float(row["accuracy"]) - 0.05
+
+
+@pytest.mark.slow
 def test_classifier_of_another_dataset_is_one_line(tmp_path, classifier_dir):
   result = _run_tool("--dataset=fashion_mnist", "--codecs=jpeg",
                      f"--classifier_dir={classifier_dir}",

@@ -69,13 +69,14 @@ def preprocessing_of(config):
     raise ModelDirError(f"config.json: {e}") from None
 
 
-def build_model(config):
-  """A model with all variables created, from the contents of config.json.
+def build_model(config, precision="float32"):
+  """A model with all variables created, from the contents of config.json,
+  its layers computing in `precision` (a Keras dtype policy).
 
   Its weights are random until a checkpoint is restored: building reads no
   file, not even the backbone training started from.
   """
-  model = models.build(config["model"], config["model_config"])
+  model = models.build(config["model"], config["model_config"], precision)
   model.build_from_config()
   return model
 

@@ -205,29 +205,18 @@ def run_training(run, splits, *, strategy=None, verbose=1):
 
 
 def _train(run, splits, *, strategy, scratch, verbose):
-  """`run_training` under the run's Keras dtype policy, restored after."""
-  if run.train.precision != "float32" and run.model_name != "classifier":
-    raise cli.UserError(
-        f"--precision={run.train.precision} trains a classifier only; "
-        f"{run.model_name}'s coder needs float32")
-  policy = tf.keras.mixed_precision.global_policy()
-  tf.keras.mixed_precision.set_global_policy(run.train.precision)
-  try:
-    return _train_in_policy(run, splits, strategy=strategy, scratch=scratch,
-                            verbose=verbose)
-  finally:
-    tf.keras.mixed_precision.set_global_policy(policy)
-
-
-def _train_in_policy(run, splits, *, strategy, scratch, verbose):
   """`run_training`; a non-chief worker writes only into `scratch`."""
   directory, model_name, model_config = (run.model_dir, run.model_name,
                                          run.model)
   settings, dataset = run.train, dataclasses.asdict(run.data)
+  if settings.precision != "float32" and model_name != "classifier":
+    raise cli.UserError(
+        f"--precision={settings.precision} trains a classifier only; "
+        f"{model_name}'s coder needs float32")
   layout = model_dir_lib.ModelDir(directory)
   tf.keras.utils.set_random_seed(settings.seed)
   with strategy.scope():  # every variable, so that each is distributed
-    model = models.build(model_name, model_config)
+    model = models.build(model_name, model_config, settings.precision)
     model.build_from_config()
     try:
       model_dir_lib.restore_backbone(model)

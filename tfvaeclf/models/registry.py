@@ -25,12 +25,23 @@ def get(name):
     ) from None
 
 
-def build(name, config):
-  """Instantiates model `name` from its config dataclass or a plain dict."""
+def build(name, config, precision="float32"):
+  """Instantiates model `name` from its config dataclass or a plain dict.
+
+  Its layers take the Keras dtype policy `precision` (mixed_bfloat16:
+  bfloat16 computation, float32 variables, so the weights load into a
+  float32 build); the process's policy is left as it was.
+  """
+  import tensorflow as tf  # the table itself needs no TensorFlow
   cls = get(name)
   if isinstance(config, dict):
     config = cls.Config(**config)
-  return cls(config)
+  policy = tf.keras.mixed_precision.global_policy()
+  tf.keras.mixed_precision.set_global_policy(precision)
+  try:
+    return cls(config)
+  finally:
+    tf.keras.mixed_precision.set_global_policy(policy)
 
 
 def names():
