@@ -1,4 +1,5 @@
-"""The C range coder (`csrc/range_coder.c`), with the numpy coder as fallback.
+"""The C range coder (`csrc/range_coder.c`), with the numpy coder as fallback;
+and the integer layers (`csrc/int_layers.c`) with their numpy twin.
 
 `encode_channel`, `encode_index`, `decode_channel`, `decode_index` and
 `IndexDecoder` take the arguments of their namesakes in `range_coder` and
@@ -46,17 +47,20 @@ import weakref
 
 import numpy as np
 
+from tfvaeclf.coding import int_layers
 from tfvaeclf.coding import range_coder as rc
 
 # Argument checks and error messages are range_coder's, shared with it.
 # pylint: disable=protected-access
 
-__all__ = ["IndexDecoder", "StreamsEncoder", "available", "decode_channel", "decode_index",
-           "encode_channel", "encode_index", "library_path"]
+__all__ = ["IndexDecoder", "StreamsEncoder", "available", "decode_channel",
+           "decode_index", "encode_channel", "encode_index", "int_conv2d",
+           "library_path"]
 
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            "csrc")
-_SOURCES = ("range_coder.h", "range_coder.c")
+_SOURCES = ("range_coder.h", "range_coder.c", "int_layers.h",
+            "int_layers.c")
 _CFLAGS = ("-std=c99", "-O2", "-fPIC", "-shared")
 
 # Status codes of range_coder.h.
@@ -146,7 +150,8 @@ def _build(path):
     try:
       build = subprocess.run(
           [*compiler, *_CFLAGS, "-o", temporary,
-           os.path.join(_SOURCE_DIR, "range_coder.c")],
+           *(os.path.join(_SOURCE_DIR, name) for name in _SOURCES
+             if name.endswith(".c"))],
           capture_output=True, text=True, timeout=300, check=False)
       if build.returncode:
         message = (build.stderr.strip() or f"exit {build.returncode}")
@@ -201,6 +206,9 @@ _FUNCTIONS = {
     "rc_decoders_init": ([_P, ctypes.c_char_p, _P, _I32], None),
     "rc_decoders_get": ([_P, _I32, _P, _I32, _P, _I32, _P], None),
     "rc_decoders_finish": ([_P, _I32, _P], None),
+    "il_conv2d": ([_P, _I32, _I32, _I32, _I32, _P, _I32, _I32, _I32, _P, _P,
+                   _I32, _I32, _I32, _I32, _P], ctypes.c_int),
+    "il_strerror": ([ctypes.c_int], ctypes.c_char_p),
 }
 
 
@@ -625,3 +633,34 @@ def _decode(lib, c_tables, strings, index, shape, check):
   if check and ok.all():
     return values.reshape(shape)
   return rc._finish_decode(values, ok, shape, check)
+
+
+# ---------------------------------------------------------------------------
+# Integer layers
+# ---------------------------------------------------------------------------
+def int_conv2d(inputs, kernel, bias, divisor, *, stride=1, transpose=False,
+               low=_I32_MIN, high=_I32_MAX):
+  """`int_layers.conv2d`, in C when it runs: the same int32 array, or the
+  same one-line ValueError (checked here, before the C code runs)."""
+  inputs = np.ascontiguousarray(inputs, np.int32)
+  kernel = np.ascontiguousarray(kernel, np.int8)
+  bias, divisor = (np.ascontiguousarray(a, np.int32) for a in (bias, divisor))
+  lib = _library()
+  if lib is None:
+    return int_layers.conv2d(inputs, kernel, bias, divisor, stride=stride,
+                             transpose=transpose, low=low, high=high)
+  int_layers.check(inputs, kernel, bias, divisor, stride, low, high)
+  batch, height, width, in_channels = inputs.shape
+  kernel_h, kernel_w, _, out_channels = kernel.shape
+  output = np.empty((batch, int_layers.output_size(height, stride, transpose),
+                     int_layers.output_size(width, stride, transpose),
+                     out_channels), np.int32)
+  status = lib.il_conv2d(
+      inputs.ctypes.data, batch, height, width, in_channels,
+      kernel.ctypes.data, kernel_h, kernel_w, out_channels, bias.ctypes.data,
+      divisor.ctypes.data, stride, int(transpose), low, high,
+      output.ctypes.data)
+  if status:
+    raise AssertionError("il_conv2d refused a checked layer: "
+                         f"{lib.il_strerror(status).decode()}")
+  return output
