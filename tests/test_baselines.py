@@ -205,17 +205,24 @@ def test_dataset_from_codes_the_images_as_a_model_reads_them(tmp_path):
   assert both.returncode == 2 and "not both" in both.stderr
 
 
-@pytest.mark.slow
-def test_classifier_accuracy_on_decoded_images(tmp_path, classifier_dir):
+def _finetuned_jpeg_rows(tmp_path, classifier_dir, qualities, examples,
+                         finetune_examples):
+  """The tool's rows for JPEG at `qualities`, read and fine-tuned."""
   out = tmp_path / "accuracy.csv"
   result = _run_tool(
-      "--codecs=jpeg", "--qualities=5,90", "--max_examples=64",
-      f"--classifier_dir={classifier_dir}", "--finetune_epochs=1",
-      "--finetune_examples=128", f"--out={out}")
+      "--codecs=jpeg", f"--qualities={qualities}",
+      f"--max_examples={examples}", f"--classifier_dir={classifier_dir}",
+      "--finetune_epochs=1", f"--finetune_examples={finetune_examples}",
+      f"--out={out}")
   assert result.returncode == 0, result.stderr[-2000:]
   assert "uncoded test images" in result.stdout
   with open(out) as f:
-    low, high = list(csv.DictReader(f))
+    return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_classifier_accuracy_on_decoded_images(tmp_path, classifier_dir):
+  low, high = _finetuned_jpeg_rows(tmp_path, classifier_dir, "5,90", 64, 128)
   assert (low["quality"], high["quality"]) == ("5", "90")
   for row in (low, high):
     assert row["dataset"] == "mnist"  # the classifier's
@@ -240,14 +247,7 @@ def test_a_bfloat16_reader_is_fine_tuned_as_it_trained(tmp_path, mnist):
       reader, "classifier", models.get("classifier").Config(), epochs=1,
       batch_size=16, learning_rate=3e-3, train_subset=2000,
       precision="mixed_bfloat16"), mnist, verbose=0)
-  out = tmp_path / "accuracy.csv"
-  result = _run_tool(
-      "--codecs=jpeg", "--qualities=90", "--max_examples=200",
-      f"--classifier_dir={reader}", "--finetune_epochs=1",
-      "--finetune_examples=256", f"--out={out}")
-  assert result.returncode == 0, result.stderr[-2000:]
-  with open(out) as f:
-    (row,) = list(csv.DictReader(f))
+  (row,) = _finetuned_jpeg_rows(tmp_path, reader, "90", 200, 256)
   assert float(row["accuracy"]) > 0.8
   assert float(row["finetuned_accuracy"]) > float(row["accuracy"]) - 0.05
 

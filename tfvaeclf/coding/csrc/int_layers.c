@@ -47,6 +47,16 @@ static int check(const int32_t *input, int64_t inputs, int32_t batch,
   return IL_OK;
 }
 
+/* acc[o] += sum over i of pixel[i] * taps[i][o]: one kernel tap. */
+static void accumulate(int32_t *acc, const int32_t *pixel,
+                       const int8_t *taps, int32_t in_channels,
+                       int32_t out_channels) {
+  int32_t i, o;
+  for (i = 0; i < in_channels; ++i)
+    for (o = 0; o < out_channels; ++o)
+      acc[o] += pixel[i] * taps[(size_t)i * out_channels + o];
+}
+
 static void finish(int32_t *acc, int64_t count, int32_t out_channels,
                    const int32_t *divisor, int32_t low, int32_t high) {
   int64_t i;
@@ -91,15 +101,11 @@ int il_conv2d(const int32_t *input, int32_t batch, int32_t height,
             if (iy < 0 || iy >= height) continue;
             for (kx = 0; kx < kernel_w; ++kx) {
               int32_t ix = x * stride + kx - pad_left;
-              const int32_t *pixel;
-              const int8_t *taps;
               if (ix < 0 || ix >= width) continue;
-              pixel = image + ((size_t)iy * width + ix) * in_channels;
-              taps = kernel + ((size_t)ky * kernel_w + kx) * in_channels *
-                                  out_channels;
-              for (i = 0; i < in_channels; ++i)
-                for (o = 0; o < out_channels; ++o)
-                  acc[o] += pixel[i] * taps[(size_t)i * out_channels + o];
+              accumulate(acc, image + ((size_t)iy * width + ix) * in_channels,
+                         kernel + ((size_t)ky * kernel_w + kx) * in_channels *
+                                      out_channels,
+                         in_channels, out_channels);
             }
           }
         }
@@ -114,15 +120,11 @@ int il_conv2d(const int32_t *input, int32_t batch, int32_t height,
             if (oy < 0 || oy >= rows) continue;
             for (kx = 0; kx < kernel_w; ++kx) {
               int32_t ox = x * stride + kx - pad_left;
-              int32_t *acc;
-              const int8_t *taps;
               if (ox < 0 || ox >= cols) continue;
-              acc = out + ((size_t)oy * cols + ox) * out_channels;
-              taps = kernel + ((size_t)ky * kernel_w + kx) * in_channels *
-                                  out_channels;
-              for (i = 0; i < in_channels; ++i)
-                for (o = 0; o < out_channels; ++o)
-                  acc[o] += pixel[i] * taps[(size_t)i * out_channels + o];
+              accumulate(out + ((size_t)oy * cols + ox) * out_channels, pixel,
+                         kernel + ((size_t)ky * kernel_w + kx) * in_channels *
+                                      out_channels,
+                         in_channels, out_channels);
             }
           }
         }
