@@ -56,13 +56,25 @@ def test_decoded_images_have_the_input_shape(name, digits, photos):
 
 
 @pytest.mark.parametrize("name", ["jpeg", "av1"])
-def test_images_coded_in_parallel_come_back_in_order(name, digits):
+def test_images_coded_in_parallel_come_back_in_order(name, digits, photos):
+  """Each file and decoded image is the one the image gets coded alone:
+  AV1's batches (one all-key-frame stream) included, grey and colour, at
+  both ends of the sweep."""
   codec = baselines.CODECS[name]
-  files, decoded = baselines.code_images(codec, digits, codec.qualities[-1])
-  assert len(set(files)) == len(digits)
-  for image, data, out in zip(digits, files, decoded):
-    assert data == codec.encode(image, codec.qualities[-1])
-    np.testing.assert_array_equal(out, codec.decode(data, image.shape))
+  for images in (digits, photos):
+    for quality in (codec.qualities[0], codec.qualities[-1]):
+      files, decoded = baselines.code_images(codec, images, quality)
+      assert len(set(files)) == len(images)
+      for image, data, out in zip(images, files, decoded):
+        assert data == codec.encode(image, quality)
+        np.testing.assert_array_equal(out, codec.decode(data, image.shape))
+
+
+def test_av1_batches_split_at_temporal_delimiters():
+  obu = lambda kind, body: bytes([kind << 3 | 2, len(body)]) + body
+  first = obu(2, b"") + obu(1, bytes(12)) + obu(6, bytes(40))
+  second = obu(2, b"") + obu(1, bytes(12)) + obu(6, bytes(9))
+  assert baselines._av1_temporal_units(first + second) == [first, second]
 
 
 def test_jpeg_payload_is_the_scan_data_only():

@@ -128,6 +128,19 @@ def _av1_payload(data):
   return total
 
 
+def _av1_temporal_units(stream):
+  """An OBU stream cut before each temporal delimiter: with every frame a
+  key frame, each unit is byte for byte the file of its image alone."""
+  starts, pos = [], 0
+  while pos < len(stream):
+    header = stream[pos]
+    if (header >> 3) & 0xF == 2:  # OBU_TEMPORAL_DELIMITER
+      starts.append(pos)
+    size, end = _leb128(stream, pos + (2 if header & 4 else 1))
+    pos = end + size
+  return [stream[a:b] for a, b in zip(starts, starts[1:] + [len(stream)])]
+
+
 def _j2k_payload(data):
   total, pos = 0, data.find(b"\xff\x90")  # first SOT
   while pos >= 0 and data[pos:pos + 2] == b"\xff\x90":
@@ -176,16 +189,20 @@ def _pixel_format(shape):
   return "gray" if shape[-1] == 1 else "rgb24"
 
 
+def _png(image):
+  png = io.BytesIO()
+  Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image
+                  ).save(png, format="PNG")
+  return png.getvalue()
+
+
 def _ffmpeg_encoder(output_format, codec_args):
   """An encoder fed with a PNG on stdin, writing the raw stream to stdout."""
   def encode(image, quality):
-    png = io.BytesIO()
-    Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image
-                    ).save(png, format="PNG")
     args = [arg.format(quality=quality) for arg in codec_args]
     return _ffmpeg(["-f", "png_pipe", "-i", "pipe:0", *args,
                     "-frames:v", "1", "-f", output_format, "pipe:1"],
-                   png.getvalue())
+                   _png(image))
   return encode
 
 
@@ -197,6 +214,28 @@ def _ffmpeg_decoder(input_format):
   return decode
 
 
+def _ffmpeg_batch_coder(output_format, codec_args, split):
+  """`code(images, quality) -> (files, decoded)` in two ffmpeg runs for
+  the whole batch: the images as the frames of one all-key-frame stream,
+  `split` cutting it into each image's file. Used where that gives the
+  per-image encoder's bytes exactly (tested), at ~40x its speed."""
+  def code(images, quality):
+    count = len(images)
+    pixel_format = _pixel_format(images.shape)
+    args = [arg.format(quality=quality) for arg in codec_args]
+    # PNGs, as the per-image encoder reads: the same pixel format and range.
+    files = split(_ffmpeg(
+        ["-f", "png_pipe", "-i", "pipe:0", *args, "-g", "1", "-keyint_min",
+         "1", "-f", output_format, "pipe:1"],
+        b"".join(_png(image) for image in images)))
+    raw = _ffmpeg(["-f", output_format, "-i", "pipe:0", "-f", "rawvideo",
+                   "-pix_fmt", pixel_format, "pipe:1"], b"".join(files))
+    if len(files) != count or len(raw) != images.size:
+      raise RuntimeError(f"ffmpeg coded {len(files)} of {count} images")
+    return files, np.frombuffer(raw, np.uint8).reshape(images.shape)
+  return code
+
+
 @dataclasses.dataclass(frozen=True)
 class Codec:
   """One classical codec and the quality sweep it is measured over."""
@@ -205,7 +244,14 @@ class Codec:
   encode: callable  # (uint8 HxWxC image, quality) -> file bytes
   decode: callable  # (file bytes, shape) -> uint8 HxWxC image
   payload_bytes: callable  # file bytes -> entropy-coded bytes
+  # (uint8 NxHxWxC images, quality) -> (files, decoded), the same as
+  # `encode` and `decode` image by image, faster; None: image by image.
+  code_batch: callable = None
 
+
+_AV1_ARGS = ("-c:v", "libaom-av1", "-cpu-used", "6", "-crf", "{quality}")
+# Images a batch coder takes at once (one ffmpeg run each way).
+_BATCH = 250
 
 # Qualities: Pillow's 1..95 scale; x265 and libaom CRF (lower is better);
 # OpenJPEG's compression ratio / 2 (ffmpeg's -compression_level, integers
@@ -224,9 +270,9 @@ CODECS = {
         _ffmpeg_decoder("hevc"), _hevc_payload),
     "av1": Codec(
         "av1", (63, 55, 50, 45, 40, 30, 20),
-        _ffmpeg_encoder("obu", ["-c:v", "libaom-av1", "-cpu-used", "6",
-                                "-crf", "{quality}"]),
-        _ffmpeg_decoder("obu"), _av1_payload),
+        _ffmpeg_encoder("obu", _AV1_ARGS), _ffmpeg_decoder("obu"),
+        _av1_payload,
+        _ffmpeg_batch_coder("obu", _AV1_ARGS, _av1_temporal_units)),
     "jpeg2000": Codec(
         "jpeg2000", (3, 2, 1),
         _ffmpeg_encoder("image2pipe", [
@@ -240,18 +286,32 @@ def code_images(codec, images, quality, progress=False):
   """Codes each uint8 image alone: (list of file bytes, decoded images).
 
   Images are coded on one thread per core: the ffmpeg codecs start two
-  processes an image (~0.2 s) and the threads only wait on them.
-  `progress`: show a bar.
+  processes an image (~0.2 s) and the threads only wait on them; a codec
+  with a `code_batch` takes them in batches of 250 instead. `progress`:
+  show a bar.
   """
-  def code_one(image):
-    data = codec.encode(image, quality)
-    return data, codec.decode(data, image.shape)
+  if codec.code_batch:
+    work = [images[start:start + _BATCH]
+            for start in range(0, len(images), _BATCH)]
+    code = lambda batch: codec.code_batch(batch, quality)
+    sizes = [len(batch) for batch in work]
+  else:
+    work = images
 
-  with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
-    coded = list(tqdm.tqdm(pool.map(code_one, images), total=len(images),
-                           desc=f"{codec.name} q={quality}", unit="image",
-                           leave=False, disable=not progress))
-  return [data for data, _ in coded], np.stack([image for _, image in coded])
+    def code(image):
+      data = codec.encode(image, quality)
+      return [data], codec.decode(data, image.shape)[None]
+    sizes = [1] * len(images)
+
+  with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool, \
+      tqdm.tqdm(total=len(images), desc=f"{codec.name} q={quality}",
+                unit="image", leave=False, disable=not progress) as bar:
+    coded = []
+    for result, size in zip(pool.map(code, work), sizes):
+      coded.append(result)
+      bar.update(size)
+  return ([data for files, _ in coded for data in files],
+          np.concatenate([decoded for _, decoded in coded]))
 
 
 def psnr(images, decoded):

@@ -16,13 +16,13 @@ classifier trained N more epochs on --finetune_examples training images
 coded at that quality (coded once, kept in memory), scored on the same
 decoded test images. tfvaeclf.experiments.report reads both columns.
 
-Cost: ffmpeg codecs (hevc, av1, jpeg2000) start two processes per image,
-~0.2 s of one core, so every setting costs that per test image and, when
+Cost: hevc and jpeg2000 start two ffmpeg processes per image, ~0.2 s of
+one core, so every setting costs that per test image and, when
 fine-tuning, per training image too: 2000 training images are ~7 core-
 minutes a setting (images are coded on every core). Keep --max_examples and
 --finetune_examples modest for them, or pick a few --qualities per codec
-(av1:63:55,hevc:45); Pillow's JPEG and WebP take well under a millisecond
-an image.
+(hevc:45:35). AV1 codes 250 images a run (~2 ms an image); Pillow's JPEG
+and WebP take well under a millisecond an image.
 """
 
 from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
