@@ -177,9 +177,11 @@ def test_extreme_outputs_fit_the_stated_worst_case(mcu_bundle, harness):
 @pytest.mark.slow
 def test_tflm_messages_classify_as_keras(loaded, mcu_bundle, harness,
                                          test_digits):
-  """TFLM's int8 outputs, coded by the C coder, classify as the Keras model
-  does (within 0.5 pt of accuracy); TFLM and LiteRT differ by 1 LSB at
-  most."""
+  """TFLM's int8 outputs, coded by the C coder, classify as LiteRT's do
+  (TFLM and LiteRT differ by 1 LSB at most), and as accurately as the
+  Keras model within 1.5 points: the int8 quantization of a model trained
+  one epoch, which moves with the weights the session's test order
+  leaves it (1 point seen)."""
   images, labels = test_digits
   pixels, litert = litert_outputs(mcu_bundle, images)
   tflm = tflm_outputs(mcu_bundle, pixels)
@@ -193,7 +195,8 @@ def test_tflm_messages_classify_as_keras(loaded, mcu_bundle, harness,
         f"(max {np.abs(tflm.astype(int) - litert).max()} LSB); classes "
         f"differ on {np.sum(classes != litert_classes)} of {len(images)}")
   assert np.abs(tflm.astype(int) - litert).max() <= 1
-  assert abs(np.mean(classes == labels) - np.mean(keras == labels)) <= .005
+  assert np.mean(classes == litert_classes) >= .99
+  assert abs(np.mean(classes == labels) - np.mean(keras == labels)) <= .015
 
 
 def test_dither_tables_match_float_arithmetic():
