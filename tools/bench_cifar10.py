@@ -11,7 +11,7 @@ runs/cifar10/joint_80kb,runs/cifar10/board_plain_cnn,... \
 points with their board.json, and the send-the-class classifiers measured
 by `python -m tfvaeclf.experiments.board`. The targets
 (`tfvaeclf.experiments.extremes`; a coded point counts its int8 accuracy
-on the board, a codec its fine-tuned reader's):
+on the board, a codec its better reader's, fine-tuned or as trained):
 
 1. At each budget, a coded point at <= 32 B of payload is >= 3 points more
    accurate than the best send-the-class classifier that fits the budget.

@@ -16,7 +16,7 @@ plain result the benchmark prints (tools/bench_cifar10.py):
 
 A coded point's accuracy is its int8 accuracy on the board (board.json:
 real bitstreams from the int8 encoder) where measured, else Keras'; a
-codec's is its fine-tuned reader's where measured, else the reader's as
+codec's is its better reader's: fine-tuned on its decoded images, or as
 trained. TensorFlow-free and plot-free, as `points` is.
 """
 
