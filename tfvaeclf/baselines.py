@@ -294,22 +294,20 @@ def code_images(codec, images, quality, progress=False):
     work = [images[start:start + _BATCH]
             for start in range(0, len(images), _BATCH)]
     code = lambda batch: codec.code_batch(batch, quality)
-    sizes = [len(batch) for batch in work]
   else:
     work = images
 
     def code(image):
       data = codec.encode(image, quality)
       return [data], codec.decode(data, image.shape)[None]
-    sizes = [1] * len(images)
 
   with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool, \
       tqdm.tqdm(total=len(images), desc=f"{codec.name} q={quality}",
                 unit="image", leave=False, disable=not progress) as bar:
     coded = []
-    for result, size in zip(pool.map(code, work), sizes):
-      coded.append(result)
-      bar.update(size)
+    for files, decoded in pool.map(code, work):
+      coded.append((files, decoded))
+      bar.update(len(files))
   return ([data for files, _ in coded for data in files],
           np.concatenate([decoded for _, decoded in coded]))
 
