@@ -687,9 +687,9 @@ def test_flips_only_when_asked():
   assert 0.2 < right_heavy("shift_flip") < 0.8
 
 
-def test_cutout_blacks_one_square_of_half_the_side_per_image():
+def test_cutout_blacks_one_square_of_a_quarter_of_the_side_per_image():
   """crop_flip_cutout on white 32x32 images: each shows one black square,
-  16 px a side where it lies inside (less where the edge clips it), at a
+  8 px a side where it lies inside (less where the edge clips it), at a
   position that varies, besides the black border a 4-px shift brings."""
   white = np.full((32, 32, 3), 255, np.uint8)
   dataset = tf.data.Dataset.from_tensors((white, np.int64(0))).repeat(64)
@@ -698,7 +698,7 @@ def test_cutout_blacks_one_square_of_half_the_side_per_image():
                                    seed=seed)))[0].numpy()
 
   images = augmented(3)
-  centres = set()
+  centres, whole_squares = set(), 0
   for image in images:
     black = (image == 0).all(axis=-1)
     # The shift blacks whole rows and columns at the edges; the square is
@@ -710,10 +710,12 @@ def test_cutout_blacks_one_square_of_half_the_side_per_image():
     ys, xs = np.nonzero(square)
     if len(ys):
       height, width = ys.ptp() + 1, xs.ptp() + 1
-      assert height <= 16 and width <= 16
+      assert height <= 8 and width <= 8
       assert square[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all()
       centres.add((ys.mean() // 4, xs.mean() // 4))
+      whole_squares += (height, width) == (8, 8)
   assert len(centres) > 10
+  assert whole_squares > 10
   np.testing.assert_array_equal(images, augmented(3))
 
 

@@ -98,7 +98,7 @@ EXPECTED = {
                                     backbone="resnet20", batch_size=128,
                                     optimizer="sgd", learning_rate=0.1,
                                     weight_decay=0.005),
-    "cifar10_resnet9.flags": _resnet("cifar10", (128, 256, 512), 24,
+    "cifar10_resnet9.flags": _resnet("cifar10", (128, 256, 512), 28,
                                      backbone="resnet9", batch_size=128,
                                      optimizer="sgd", learning_rate=0.1,
                                      weight_decay=0.005,
