@@ -1,6 +1,8 @@
 """Hyperprior and channel-context models on the board: a process without
 TensorFlow writes, from real MNIST digits, the very bytes `codec compress`
 writes (float32), or bytes of the same format that the server decodes (int8).
+The integer_context coder's board and server run its integer predictor
+from the bundle's tables, where the others run float32 models.
 """
 
 import dataclasses
@@ -22,7 +24,7 @@ from tests.conftest import (MNIST_ARGS, edge_process, run_spec,
                             train_small_joint)
 from tests.test_export import _assert_one_line, _copy
 
-CODERS = ("hyperprior", "context")
+CODERS = ("hyperprior", "context", "integer_context")
 NUM_IMAGES = 300
 
 
@@ -78,6 +80,10 @@ def _edge_encode(bundle_dir, paths, output, *flags):
   return messages
 
 
+def _integer(loaded):
+  return loaded.config["model_config"]["entropy_model"] == "integer_context"
+
+
 @pytest.mark.slow
 def test_manifest_lists_the_slice_coder_and_tables(trained):
   _, loaded, out = trained
@@ -85,12 +91,36 @@ def test_manifest_lists_the_slice_coder_and_tables(trained):
     manifest = json.load(f)
   hyper, latent = manifest["streams"]
   assert (hyper["name"], hyper["tables"]) == ("hyper", "channel")
-  assert (latent["name"], latent["tables"]) == ("latent", "indexed")
+  assert (latent["name"], latent["tables"]) == (
+      "latent", "indexed_integer" if _integer(loaded) else "indexed")
   spec = latent["conditional"]
   coder = loaded.model.coder
   assert spec["slices"] == coder.slice_sizes
   assert len(spec["slices"]) == (1 if loaded.config["model_config"][
       "entropy_model"] == "hyperprior" else 4)
+  int8 = manifest["edge"]["encoders"][bundle.ENCODER_INT8]
+  assert {name: t["dtype"] for name, t in int8["outputs"].items()} == {
+      "hyper": "int8", "latent": "int8"}
+  with np.load(os.path.join(out, bundle.TABLES)) as tables:
+    np.testing.assert_array_equal(tables["latent/cdf"],
+                                  coder.tables()["latent/cdf"])
+    np.testing.assert_array_equal(tables["hyper/cdf"],
+                                  coder.tables()["hyper/cdf"])
+    predictor = {name: tables[name] for name in tables.files
+                 if name.startswith("latent/predictor/")}
+  if _integer(loaded):
+    # No model after the encoder on the board, no predictor on the server:
+    # the tables carry the predictor's integers.
+    assert "model" not in spec and bundle.SLICE_CODER not in manifest["files"]
+    assert set(manifest["server"]["signatures"]) == {"serving_default",
+                                                     "classify"}
+    assert predictor["latent/predictor/hyper/0/kernel"].dtype == np.int8
+    expected = coder.predictor().arrays("latent/predictor")
+    assert predictor.keys() == expected.keys()
+    for name, array in expected.items():
+      np.testing.assert_array_equal(predictor[name], array, err_msg=name)
+    return
+  assert not predictor
   assert spec["model"] == bundle.SLICE_CODER in manifest["files"]
   described = manifest["edge"]["slice_coder"]
   assert {name: t["dtype"] for name, t in described["inputs"].items()} == {
@@ -100,14 +130,6 @@ def test_manifest_lists_the_slice_coder_and_tables(trained):
   assert set(manifest["server"]["signatures"]) == {
       "serving_default", "classify", bundle.HYPER_SYNTHESIS,
       *map(bundle.slice_model, range(len(spec["slices"])))}
-  int8 = manifest["edge"]["encoders"][bundle.ENCODER_INT8]
-  assert {name: t["dtype"] for name, t in int8["outputs"].items()} == {
-      "hyper": "int8", "latent": "int8"}
-  with np.load(os.path.join(out, bundle.TABLES)) as tables:
-    np.testing.assert_array_equal(tables["latent/cdf"],
-                                  coder.tables()["latent/cdf"])
-    np.testing.assert_array_equal(tables["hyper/cdf"],
-                                  coder.tables()["hyper/cdf"])
 
 
 @pytest.mark.slow
@@ -190,7 +212,9 @@ def test_int8_board_is_decoded_by_the_server(trained, digits, pngs,
 
 @pytest.mark.slow
 def test_missing_slice_coder_fails_in_one_line(trained, tmp_path, pngs):
-  _, _, out = trained
+  _, loaded, out = trained
+  if _integer(loaded):
+    pytest.skip("no slice coder: the tables hold the integer predictor")
   copy = _copy(out, tmp_path)
   path = bundle.SLICE_CODER
   os.remove(os.path.join(copy, path))
@@ -214,24 +238,31 @@ def test_missing_slice_coder_fails_in_one_line(trained, tmp_path, pngs):
 
 
 def test_missing_table_fails_in_one_line(trained, tmp_path):
-  _, _, out = trained
-  copy = _copy(out, tmp_path)
-  path = os.path.join(copy, bundle.TABLES)
-  with np.load(path) as npz:
-    arrays = {name: npz[name] for name in npz.files
-              if name != "latent/cdf_offset"}
-  with open(path, "wb") as f:
-    np.savez(f, **arrays)
-  manifest_path = os.path.join(copy, bundle.MANIFEST)
-  with open(manifest_path) as f:
-    manifest = json.load(f)
-  manifest["files"] = bundle.file_digests(copy)
-  with open(manifest_path, "w") as f:
-    json.dump(manifest, f)
-  for load in (EdgeEncoder, BundleServer):
-    with pytest.raises(BundleError) as excinfo:
-      load(copy)
-    _assert_one_line(excinfo, bundle.TABLES, "'latent'", "cdf_offset")
+  """A table, or one of the integer predictor's arrays, missing from a
+  bundle whose manifest lists the altered file: one line, which names it."""
+  _, loaded, out = trained
+  missing = {"latent/cdf_offset": ("'latent'", "cdf_offset")}
+  if _integer(loaded):
+    missing["latent/predictor/slice_1/1/divisor"] = (
+        "latent/predictor/slice_1/1", "divisor")
+    missing["latent/predictor/slice_sizes"] = ("slice_sizes",)
+  for k, (name, needles) in enumerate(missing.items()):
+    copy = _copy(out, tmp_path / str(k))
+    path = os.path.join(copy, bundle.TABLES)
+    with np.load(path) as npz:
+      arrays = {key: npz[key] for key in npz.files if key != name}
+    with open(path, "wb") as f:
+      np.savez(f, **arrays)
+    manifest_path = os.path.join(copy, bundle.MANIFEST)
+    with open(manifest_path) as f:
+      manifest = json.load(f)
+    manifest["files"] = bundle.file_digests(copy)
+    with open(manifest_path, "w") as f:
+      json.dump(manifest, f)
+    for load in (EdgeEncoder, BundleServer):
+      with pytest.raises(BundleError) as excinfo:
+        load(copy)
+      _assert_one_line(excinfo, bundle.TABLES, *needles)
 
 
 # The kinds the joint model's tests leave out, each with a coder it takes

@@ -45,10 +45,12 @@ class IntegerConv2D(tf.keras.layers.Layer):
   outputs (low 0: a ReLU); an output that feeds another layer must stay in
   [-128, 127]. `divisor_init` sets the starting divisor of every channel,
   the output scale; at 128 the layer starts with He's initialization.
+  `bias_init`: the starting integer bias, a number or one per channel.
   """
 
   def __init__(self, filters, kernel_size, strides=1, transpose=False,
-               low=-128, high=127, divisor_init=128., **kwargs):
+               low=-128, high=127, divisor_init=128., bias_init=0.,
+               **kwargs):
     super().__init__(**kwargs)
     self.filters = int(filters)
     self.kernel_size = int(kernel_size)
@@ -56,6 +58,8 @@ class IntegerConv2D(tf.keras.layers.Layer):
     self.transpose = bool(transpose)
     self.low, self.high = int(low), int(high)
     self.divisor_init = float(divisor_init)
+    self.bias_init = np.broadcast_to(np.asarray(bias_init, np.float32),
+                                     (self.filters,))
     if self.strides not in (1, 2):
       raise ValueError(f"strides must be 1 or 2, not {strides}")
 
@@ -72,7 +76,9 @@ class IntegerConv2D(tf.keras.layers.Layer):
                    self.filters),
         initializer=tf.keras.initializers.RandomUniform(-limit, limit),
         constraint=lambda v: tf.clip_by_value(v, -1., 127. / _TAP))
-    self.bias = self.add_weight("bias", (self.filters,), initializer="zeros")
+    self.bias = self.add_weight(
+        "bias", (self.filters,),
+        initializer=tf.keras.initializers.Constant(self.bias_init / _TAP))
     self.log_divisor = self.add_weight(
         "log_divisor", (self.filters,),
         initializer=tf.keras.initializers.Constant(
@@ -117,4 +123,5 @@ class IntegerConv2D(tf.keras.layers.Layer):
     return {**super().get_config(), "filters": self.filters,
             "kernel_size": self.kernel_size, "strides": self.strides,
             "transpose": self.transpose, "low": self.low, "high": self.high,
-            "divisor_init": self.divisor_init}
+            "divisor_init": self.divisor_init,
+            "bias_init": self.bias_init.tolist()}

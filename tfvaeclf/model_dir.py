@@ -169,11 +169,13 @@ def load_classifier(model_dir):
 
 
 def restore_pretrained(model, source_dir):
-  """Loads `model.PRETRAINED_PARTS` from the finished model in `source_dir`.
+  """Loads `model.pretrained_parts()` from the finished model in
+  `source_dir`.
 
   The parts are matched by name in the source's final checkpoint, so the
-  rest of the model (a new classifier head, say) may differ freely; the
-  parts must have the same shapes. Returns the source's fingerprint (hex).
+  rest of the model (a new classifier head, or a coder's new slice
+  predictor) may differ freely; the parts must have the same shapes.
+  Returns the source's fingerprint (hex).
   """
   source = load(source_dir)  # checks that the dir is finished and intact
   if source.config["model"] != model.registered_name:
@@ -181,7 +183,8 @@ def restore_pretrained(model, source_dir):
         f"{source_dir} holds a {source.config['model']} model; "
         f"--freeze_encoder_from needs a {model.registered_name} one")
   parts = tf.train.Checkpoint(**{
-      name: getattr(model, name) for name in model.PRETRAINED_PARTS})
+      name: tf.train.Checkpoint(**part) if isinstance(part, dict) else part
+      for name, part in model.pretrained_parts().items()})
   try:
     training_checkpoint(parts).restore(
         ModelDir(source_dir).final_checkpoint

@@ -28,11 +28,13 @@ A coder a module; each registers its `--entropy_model` names
 from tfvaeclf.coders.factorized import FactorizedCoder
 from tfvaeclf.coders.context import ChannelContextCoder, HyperpriorCoder
 from tfvaeclf.coders.dithered import DitheredCoder
+from tfvaeclf.coders.integer_context import IntegerContextCoder
 from tfvaeclf.coders.registry import Coder, build_coder, coder_names
 from tfvaeclf.coders.registry import register
 
 __all__ = ["CODER_NAMES", "ChannelContextCoder", "Coder", "DitheredCoder",
-           "FactorizedCoder", "HyperpriorCoder", "build_coder",
+           "FactorizedCoder", "HyperpriorCoder", "IntegerContextCoder",
+           "build_coder",
            "coder_names", "register"]
 
 # The `--entropy_model` choices: the coders above (one registered later,

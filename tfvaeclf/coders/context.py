@@ -60,23 +60,14 @@ class ChannelContextCoder(registry.Coder):
         tf.keras.layers.Conv2D(hyper_channels, 3, strides=2, padding="same"),
     ], name="hyper_analysis")
     self.hyper_coder = FactorizedCoder(hyper_channels, name="hyper_coder")
-    self.hyper_synthesis = tf.keras.Sequential([
-        tf.keras.layers.Conv2DTranspose(self.channels, 3, strides=2,
-                                        padding="same", activation="relu"),
-        tf.keras.layers.Conv2D(self.channels, 3, padding="same"),
-    ], name="hyper_synthesis")
-    # Per slice: (hyper features, decoded slices) -> (loc, scale index).
-    self.slice_transforms = [
-        tf.keras.Sequential([
-            tf.keras.layers.Conv2D(self.channels, 3, padding="same",
-                                   activation="relu"),
-            tf.keras.layers.Conv2D(2 * size, 1),
-        ], name=f"slice_{k}")
-        for k, size in enumerate(self.slice_sizes)]
     self.num_scales = int(num_scales)
     low, high = (float(np.log(b)) for b in scale_bounds)
     step = (high - low) / (self.num_scales - 1)
     self._scale_fn = lambda index: tf.exp(low + step * index)
+    self.hyper_synthesis = self._hyper_synthesis()
+    # Per slice: (hyper features, decoded slices) -> (loc, scale index).
+    self.slice_transforms = [self._slice_transform(k, size)
+                             for k, size in enumerate(self.slice_sizes)]
     self._training_model = self._indexed_model(compression=False)
     self._cdf = self._cdf_offset = self._index_tables = None
     # `server_functions` by latent shape, traced once: `decode` predicts
@@ -84,6 +75,22 @@ class ChannelContextCoder(registry.Coder):
     # holds. A cache outside Keras' tracking (no checkpoint dependency).
     self._server_functions_of = functools.lru_cache(maxsize=None)(
         self.server_functions)
+
+  def _hyper_synthesis(self):
+    """z_hat -> features, at twice its rows and columns."""
+    return tf.keras.Sequential([
+        tf.keras.layers.Conv2DTranspose(self.channels, 3, strides=2,
+                                        padding="same", activation="relu"),
+        tf.keras.layers.Conv2D(self.channels, 3, padding="same"),
+    ], name="hyper_synthesis")
+
+  def _slice_transform(self, k, size):
+    """(features, slices before k) -> slice k's (loc, index), stacked."""
+    return tf.keras.Sequential([
+        tf.keras.layers.Conv2D(self.channels, 3, padding="same",
+                               activation="relu"),
+        tf.keras.layers.Conv2D(2 * size, 1),
+    ], name=f"slice_{k}")
 
   def _indexed_model(self, **kwargs):
     # Logistic, not normal: its log-probability is a far smaller graph, and

@@ -57,6 +57,10 @@ class Coder(tf.keras.layers.Layer):
   """What every coder shares: coding needs frozen tables; a coder with no
   model of its own on the board or the server provides none."""
 
+  # The sub-layers a second stage (`--freeze_encoder_from`) takes from a
+  # finished model's coder and keeps fixed; empty: the whole coder.
+  PRETRAINED_PARTS = ()
+
   def _require_frozen(self):
     if not self.frozen:
       raise RuntimeError(

@@ -11,6 +11,10 @@ exporter, the board, the server and the MCU generator dispatch on:
                    predicts slice by slice, conditional on another stream
                    ("conditional": {"on", "slices", "num_scales", "model"};
                    the latent of the hyperprior and channel-context coders)
+    IntegerIndexedStream  "tables": "indexed_integer": the same, the scale
+                   index and location predicted by an integer network whose
+                   weights the stream's tables carry (the integer_context
+                   coder), so that every runtime predicts the same tables
 
 Each stream is one manifest entry ("name", "tables", "shape" of the values
 one image codes, "dtype") and one `NAME/...` group of tables.npz arrays
@@ -34,10 +38,12 @@ import os
 
 import numpy as np
 
-from tfvaeclf.coding import bundle, dither, latent_decoder, range_coder
+from tfvaeclf.coding import (bundle, dither, latent_decoder, range_coder,
+                             slice_predictor)
 from tfvaeclf.errors import BundleError
 
-__all__ = ["ChannelStream", "IndexedStream", "LATENT", "SIDE",
+__all__ = ["ChannelStream", "IndexedStream", "IntegerIndexedStream",
+           "LATENT", "SIDE",
            "decode_input", "input_shape", "input_streams",
            "manifest_entries", "read_plan", "tables_arrays"]
 
@@ -237,8 +243,17 @@ class IndexedStream(_Stream):
     in the one slice loop (`latent_decoder.decode_slices`) -> (float32
     values, failures per image)."""
     del dither_seed, dither_indices  # no dither
+    latent = latent_decoder.IndexedStreams(strings, self.tables)
+    values = latent_decoder.decode_slices(
+        latent, len(self.slices), self.num_scales,
+        self._predict(decoded[self.on], run))
+    return values, latent.failures(self.name)
+
+  def _predict(self, conditioning, run):
+    """`predict(k, decoded) -> (loc, index)` of `decode_slices`, from the
+    decoded stream this one is conditional on."""
     features = run(bundle.HYPER_SYNTHESIS,
-                   **{bundle.HYPER_INPUT: decoded[self.on]})[bundle.FEATURES]
+                   **{bundle.HYPER_INPUT: conditioning})[bundle.FEATURES]
 
     def predict(k, slices):
       inputs = {bundle.FEATURES: features}
@@ -247,13 +262,89 @@ class IndexedStream(_Stream):
       outputs = run(bundle.slice_model(k), **inputs)
       return outputs[bundle.LOC], outputs[bundle.INDEX]
 
-    latent = latent_decoder.IndexedStreams(strings, self.tables)
-    values = latent_decoder.decode_slices(latent, len(self.slices),
-                                          self.num_scales, predict)
-    return values, latent.failures(self.name)
+    return predict
 
 
-_TYPES = {cls.TABLES: cls for cls in (ChannelStream, IndexedStream)}
+class IntegerIndexedStream(IndexedStream):
+  """An indexed stream whose tables an integer network predicts.
+
+  `predictor`: a `slice_predictor.IntegerSlicePredictor`, whose integers
+  travel in tables.npz (under `NAME/predictor/`). The board and the server
+  run it, in C or its numpy twin, instead of float32 models: every runtime
+  computes the same tables, where float32 kernels can differ by an LSB and
+  send a decoder down another table. A tfvaeclf older than this type
+  refuses the bundle in one line.
+  """
+
+  TABLES = "indexed_integer"
+
+  def __init__(self, *args, predictor, **kwargs):
+    super().__init__(*args, model=None, **kwargs)
+    self.predictor = predictor
+
+  def entry(self):
+    entry = super().entry()
+    del entry["conditional"]["model"]  # no model file: the tables hold it
+    return entry
+
+  def arrays(self):
+    return {**super().arrays(),
+            **self.predictor.arrays(f"{self.name}/predictor")}
+
+  @classmethod
+  def from_entry(cls, entry, arrays, files):
+    del files  # no model file
+    conditional = entry["conditional"]
+    try:
+      predictor = slice_predictor.IntegerSlicePredictor.from_arrays(
+          arrays, f"{entry['name']}/predictor")
+    except ValueError as e:
+      raise BundleError(f"{bundle.TABLES}: {e}") from None
+    if (predictor.slice_sizes != list(conditional["slices"])
+        or predictor.num_scales != conditional["num_scales"]):
+      raise BundleError(f"{bundle.TABLES}: the {entry['name']!r} stream's "
+                        "predictor is not for its slices or tables")
+    return cls(**cls._fields(entry, arrays), on=conditional["on"],
+               slices=conditional["slices"],
+               num_scales=conditional["num_scales"], predictor=predictor)
+
+  @property
+  def board_model(self):
+    return None
+
+  def quantize(self, latents, first_index=0, coded=None, model=None):
+    """Board half: the model's slice loop with the integer predictor, on
+    the coded stream it is conditional on -> (values, table indexes),
+    int32 (N, values per image) in coding order: each slice's
+    `round(y - loc)` (half to even, as TF rounds), slice after slice."""
+    del first_index, model  # no dither, no model file
+    predict = self._predict(coded[self.on])
+    decoded, values, indexes = [], [], []
+    bounds = np.cumsum(self.slices)[:-1]
+    for k, latent in enumerate(np.split(
+        np.asarray(latents, np.float32), bounds, -1)):
+      loc, index = predict(k, decoded)
+      symbols = np.rint(latent - loc)
+      decoded.append(symbols + loc)
+      values.append(symbols.reshape(len(latent), -1))
+      indexes.append(index.reshape(len(latent), -1))
+    return (np.concatenate(values, 1).astype(np.int32),
+            np.concatenate(indexes, 1).astype(np.int32))
+
+  def _predict(self, conditioning, run=None):
+    del run  # no server model: the tables hold the predictor
+    features = self.predictor.features(conditioning, self.shape[:-1])
+
+    def predict(k, slices):
+      loc_q, index = self.predictor.predict(k, features, slices)
+      return (loc_q.astype(np.float32)
+              / np.float32(slice_predictor.LOC_UNITS), index)
+
+    return predict
+
+
+_TYPES = {cls.TABLES: cls for cls in (ChannelStream, IndexedStream,
+                                       IntegerIndexedStream)}
 
 
 def _default_roles(entries):

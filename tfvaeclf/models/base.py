@@ -216,10 +216,23 @@ class CompressiveClassifier(tf.keras.Model):
         cls.CONV_LAYERS_FIELD: tuple(
             widths[:n] + widths[-1:] * (n - len(widths)))})
 
-  def freeze_pretrained(self):
-    """Stops training `PRETRAINED_PARTS` (batch norm in them, too)."""
+  def pretrained_parts(self):
+    """{name: what a second stage restores and keeps fixed}: each of
+    `PRETRAINED_PARTS`, or, for a part that names its own (a coder of which
+    only the hyper-latent is taken), {its part's name: that part}."""
+    parts = {}
     for name in self.PRETRAINED_PARTS:
-      getattr(self, name).trainable = False
+      part = getattr(self, name)
+      inner = getattr(part, "PRETRAINED_PARTS", None)
+      parts[name] = ({n: getattr(part, n) for n in inner} if inner
+                     else part)
+    return parts
+
+  def freeze_pretrained(self):
+    """Stops training `pretrained_parts()` (batch norm in them, too)."""
+    for part in self.pretrained_parts().values():
+      for layer in (part.values() if isinstance(part, dict) else [part]):
+        layer.trainable = False
 
   def build_from_config(self):
     """Creates all variables with one dummy forward pass."""

@@ -1,0 +1,197 @@
+"""The integer slice predictor: C and numpy give the same tables for any
+inputs, the Keras coder that trains it gives them too, its arrays
+round-trip and refuse in one line, and decoding strings from outside
+through it is bounded."""
+
+import time
+
+import numpy as np
+import pytest
+
+from tfvaeclf.coding import int_layers, slice_predictor
+from tfvaeclf.coding.slice_predictor import IntegerSlicePredictor
+
+
+def _random_layer(rng, in_channels, out_channels, kernel, *, stride=1,
+                  transpose=False, low=-128, high=127):
+  return {"kernel": rng.integers(-128, 128, (kernel, kernel, in_channels,
+                                             out_channels)).astype(np.int8),
+          "bias": rng.integers(-2**16, 2**16, out_channels).astype(np.int32),
+          "divisor": rng.integers(1, int_layers.MAX_DIVISOR + 1,
+                                  out_channels).astype(np.int32),
+          "stride": stride, "transpose": transpose, "low": low, "high": high}
+
+
+def _random_predictor(rng, **kwargs):
+  """Random integer layers in the predictor's shapes: a transposed stride-2
+  hyper layer (ReLU) and a 3x3 one, then per slice a 3x3 (ReLU) and a 1x1
+  to 2 x size clipped as locations."""
+  hyper_channels = int(rng.integers(1, 5))
+  channels = int(rng.integers(1, 9))
+  num_slices = int(rng.integers(1, channels + 1))
+  sizes = [len(s) for s in np.array_split(np.arange(channels), num_slices)]
+  hyper = [_random_layer(rng, hyper_channels, channels, 3, stride=2,
+                         transpose=True, low=0),
+           _random_layer(rng, channels, channels, 3)]
+  slices = [[_random_layer(rng, channels + sum(sizes[:k]), channels, 3,
+                           low=0),
+             _random_layer(rng, channels, 2 * size, 1,
+                           low=slice_predictor.LOC_LIMITS[0],
+                           high=slice_predictor.LOC_LIMITS[1])]
+            for k, size in enumerate(sizes)]
+  return IntegerSlicePredictor(hyper, slices, sizes,
+                               int(rng.integers(1, 65)), **kwargs)
+
+
+def _decoded_values(rng, shape):
+  """What a decoder feeds back: symbols + loc_q / 16, from the small ones
+  of real latents to the int32 extremes a hostile string decodes to."""
+  symbols = np.where(rng.random(shape) < 0.9,
+                     rng.integers(-200, 200, shape),
+                     rng.integers(-2**31, 2**31, shape))
+  loc_q = rng.integers(*slice_predictor.LOC_LIMITS, shape, endpoint=True)
+  return (symbols.astype(np.float32)
+          + loc_q.astype(np.float32) / np.float32(16))
+
+
+def test_c_and_numpy_predict_the_same_tables():
+  """A property test over 300 random predictors and inputs (hyper-latents
+  up to the int32 extremes, decoded values as a decoder feeds them): the
+  features, locations and indexes are bit-equal in C and numpy, and within
+  their ranges."""
+  rng = np.random.default_rng(0)
+  for trial in range(300):
+    seed = int(rng.integers(2**31))
+    c_runtime = _random_predictor(np.random.default_rng(seed))
+    numpy_runtime = _random_predictor(np.random.default_rng(seed),
+                                      native_layers=False)
+    batch, rows, cols = (int(v) for v in rng.integers(1, 5, 3))
+    z_rows, z_cols = -(-rows // 2), -(-cols // 2)
+    z_hat = np.where(rng.random((batch, z_rows, z_cols, 1)) < 0.9,
+                     rng.integers(-20, 20, (batch, z_rows, z_cols,
+                                            c_runtime.hyper[0]["kernel"]
+                                            .shape[2])),
+                     rng.integers(-2**31, 2**31, (batch, z_rows, z_cols, 1)))
+    features = [p.features(z_hat, (rows, cols))
+                for p in (c_runtime, numpy_runtime)]
+    np.testing.assert_array_equal(*features, err_msg=f"trial {trial}")
+    decoded = []
+    for k, size in enumerate(c_runtime.slice_sizes):
+      (loc_c, index_c), (loc_n, index_n) = (
+          p.predict(k, features[0], decoded)
+          for p in (c_runtime, numpy_runtime))
+      np.testing.assert_array_equal(loc_c, loc_n, err_msg=f"trial {trial}")
+      np.testing.assert_array_equal(index_c, index_n,
+                                    err_msg=f"trial {trial}")
+      assert loc_c.shape == index_c.shape == (batch, rows, cols, size)
+      assert slice_predictor.LOC_LIMITS[0] <= loc_c.min()
+      assert loc_c.max() <= slice_predictor.LOC_LIMITS[1]
+      assert 0 <= index_c.min() and index_c.max() < c_runtime.num_scales
+      decoded.append(_decoded_values(rng, loc_c.shape))
+
+
+def test_decoded_values_round_half_up_into_int8():
+  values = np.array([-1000.5, -128.5, -2.5, -0.5, -0.0625, 0.4375, 0.5,
+                     2.5, 126.5, 127.5, np.inf, -np.inf, np.nan], np.float32)
+  np.testing.assert_array_equal(
+      slice_predictor.to_inputs(values),
+      [-128, -128, -2, 0, 0, 0, 1, 3, 127, 127, 127, -128, 0])
+
+
+def test_arrays_round_trip_and_refuse_in_one_line():
+  predictor = _random_predictor(np.random.default_rng(3))
+  arrays = predictor.arrays("latent/predictor")
+  again = IntegerSlicePredictor.from_arrays(arrays, "latent/predictor")
+  assert again.arrays("latent/predictor").keys() == arrays.keys()
+  for name, array in again.arrays("latent/predictor").items():
+    np.testing.assert_array_equal(array, arrays[name])
+    assert array.dtype == arrays[name].dtype
+  last = f"latent/predictor/slice_{len(predictor.slices) - 1}/1"
+  broken = {
+      "a missing divisor": ({f"{last}/divisor": None}, "lacks"),
+      "a float kernel": ({f"{last}/kernel": arrays[f"{last}/kernel"]
+                          .astype(np.float32)}, "int8 kernels"),
+      "a zero divisor": ({f"{last}/divisor": np.zeros_like(
+          arrays[f"{last}/divisor"])}, "a divisor outside"),
+      "an unclipped last layer": ({f"{last}/config": np.array(
+          [1, 0, -128, 127], np.int32)}, "not clipped"),
+      "a slice too many": ({"latent/predictor/slice_sizes": np.array(
+          [*predictor.slice_sizes, 1], np.int32)}, "without its size"),
+      "no sizes": ({"latent/predictor/slice_sizes": None}, "slice_sizes"),
+  }
+  for case, (changes, needle) in broken.items():
+    changed = {**arrays, **changes}
+    changed = {k: v for k, v in changed.items() if v is not None}
+    with pytest.raises(ValueError) as excinfo:
+      IntegerSlicePredictor.from_arrays(changed, "latent/predictor")
+    message = str(excinfo.value)
+    assert "\n" not in message and needle in message, (case, message)
+
+
+@pytest.fixture(scope="module")
+def frozen_coder():
+  """An integer_context coder (8 channels, 4 slices) with random integer
+  weights far from their starting values, frozen."""
+  import tensorflow as tf
+  from tfvaeclf.coders import IntegerContextCoder
+  coder = IntegerContextCoder(8, num_slices=4)
+  coder(tf.zeros([1, 4, 4, 8]))
+  rng = np.random.default_rng(5)
+  for variable in coder.hyper_synthesis.weights + [
+      w for t in coder.slice_transforms for w in t.weights]:
+    name = variable.name.split("/")[-1]
+    if name.startswith("kernel"):
+      value = rng.uniform(-1., 127. / 128., variable.shape)
+    elif name.startswith("bias"):
+      value = rng.uniform(-50., 50., variable.shape)
+    else:  # log_divisor
+      value = rng.uniform(np.log(8.), np.log(4000.), variable.shape)
+    variable.assign(value.astype(np.float32))
+  coder.freeze()
+  return coder
+
+
+def test_keras_coder_picks_the_predictors_tables(frozen_coder):
+  """The Keras layers (float32 on integers) and the integer predictor (C,
+  numpy) give the same values and table indexes for 64 latents, whose
+  values include halves away from the locations' 1/16 grid."""
+  import tensorflow as tf
+  rng = np.random.default_rng(6)
+  latent = (rng.integers(-40 * 32, 40 * 32, (64, 4, 4, 8)) / 32.).astype(
+      np.float32)
+  z_hat = np.round(frozen_coder.hyper_analysis(latent).numpy())
+  symbols, indexes = frozen_coder.slice_symbols(tf.constant(latent),
+                                                tf.constant(z_hat))
+  _, stream = frozen_coder.stream_plan([4, 4])
+  for native_layers in (True, False):
+    stream.predictor = frozen_coder.predictor(native_layers=native_layers)
+    values, board_indexes = stream.quantize(latent, coded={"hyper": z_hat})
+    np.testing.assert_array_equal(values, symbols.numpy())
+    np.testing.assert_array_equal(board_indexes, indexes.numpy())
+  assert len(np.unique(indexes)) > 5  # the weights pick many tables
+
+
+def test_strings_from_outside_decode_in_bounded_time(frozen_coder):
+  """Fuzz: 2,000 random latent strings (0-64 bytes) behind hyper-latents
+  with values up to the int32 extremes: every image decodes or fails
+  alone with a one-line reason, to finite values, in bounded time (the
+  predictor's work is fixed by the shapes, the range decoder's by the
+  string)."""
+  _, stream = frozen_coder.stream_plan([4, 4])
+  rng = np.random.default_rng(7)
+  slowest = 0.
+  for _ in range(20):
+    strings = [rng.bytes(int(rng.integers(0, 65))) for _ in range(100)]
+    z_hat = np.where(rng.random((100, 2, 2, 4)) < 0.9,
+                     rng.integers(-30, 30, (100, 2, 2, 4)),
+                     rng.integers(-2**31, 2**31, (100, 2, 2, 4)))
+    start = time.perf_counter()
+    values, failures = stream.decode(strings, {"hyper": z_hat.astype(
+        np.float32)})
+    slowest = max(slowest, time.perf_counter() - start)
+    assert values.shape == (100, 4, 4, 8) and np.isfinite(values).all()
+    for failure in failures:
+      assert failure is None or (failure[0] == "latent"
+                                 and "\n" not in failure[1])
+  assert sum(f is not None for f in failures) > 0
+  assert slowest < 5.0, f"a batch of 100 took {slowest:.2f} s"

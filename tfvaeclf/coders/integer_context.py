@@ -1,0 +1,145 @@
+"""The channel-context coder with an integer slice predictor.
+
+The float coder's board and server must predict every latent element's
+table bit for bit alike from float32 layers; on another runtime's kernels
+they can differ, and an image then decodes to garbage with no error. Here
+the hyper-synthesis and the slice transforms are `IntegerConv2D` layers,
+trained through their rounding, whose integers the board, a microcontroller
+and the server run in C (`coding.slice_predictor`, numpy where C cannot
+build), and every one of them picks the same tables. The encoder and the
+factorized hyper-latent are the float coder's.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tfvaeclf.coders import registry
+from tfvaeclf.coders.context import ChannelContextCoder, _check_rank
+from tfvaeclf.coding import latent_decoder, slice_predictor, streams
+from tfvaeclf.integer_layers import IntegerConv2D
+
+__all__ = ["IntegerContextCoder"]
+
+# Starting output scales: hyper features near +-30 from a hyper-latent of a
+# few units, locations in 1/16 units, scale indexes near a third of the
+# tables (a scale near 1). The divisors and biases then train.
+_HYPER_GAIN_DIVISOR = 16.
+_OUTPUT_DIVISOR = 32.
+
+
+def _round_half_up_st(values):
+  """What `slice_predictor.to_inputs` makes of decoded values, with a
+  straight-through gradient."""
+  rounded = tf.clip_by_value(tf.floor(values + 0.5),
+                             *map(float, slice_predictor.INPUT_LIMITS))
+  return values + tf.stop_gradient(rounded - values)
+
+
+def _clip_st(values, low, high):
+  """Clipped, with the gradient of the identity: an index below the
+  tables still learns which way to move."""
+  return values + tf.stop_gradient(
+      tf.clip_by_value(values, low, high) - values)
+
+
+class IntegerContextCoder(ChannelContextCoder):
+  """`ChannelContextCoder` whose slice predictor is an integer network.
+
+  Slice k's location is `loc_q / 16` and its scale index an integer, both
+  computed by integer layers from the hyper-latent and the slices decoded
+  before (their values rounded half up into [-128, 127]); the latent is
+  `round(y - loc) + loc`, as the float coder's. The predictor's integers
+  travel in the bundle's tables (`slice_predictor.IntegerSlicePredictor`),
+  so the board runs no TFLite model after the encoder and the server no
+  signature for it.
+
+  A second stage (`--freeze_encoder_from`) takes a float context model's
+  encoder and hyper-latent unchanged and trains this predictor on them:
+  the same encoder, the same hyper-latent bytes.
+  """
+
+  PRETRAINED_PARTS = ("hyper_analysis", "hyper_coder")
+
+  def _hyper_synthesis(self):
+    return tf.keras.Sequential([
+        IntegerConv2D(self.channels, 3, strides=2, transpose=True, low=0,
+                      divisor_init=_HYPER_GAIN_DIVISOR),
+        IntegerConv2D(self.channels, 3),
+    ], name="hyper_synthesis")
+
+  def _slice_transform(self, k, size):
+    start_index = self.num_scales // 3
+    return tf.keras.Sequential([
+        IntegerConv2D(self.channels, 3, low=0),
+        IntegerConv2D(2 * size, 1, low=slice_predictor.LOC_LIMITS[0],
+                      high=slice_predictor.LOC_LIMITS[1],
+                      divisor_init=_OUTPUT_DIVISOR,
+                      bias_init=[0.] * size
+                      + [start_index * _OUTPUT_DIVISOR] * size),
+    ], name=f"slice_{k}")
+
+  def hyper_features(self, z_hat, spatial_shape, training=False):
+    return super().hyper_features(
+        tf.clip_by_value(z_hat, *map(float, slice_predictor.INPUT_LIMITS)),
+        spatial_shape, training)
+
+  def slice_parameters(self, k, features, decoded, training=False):
+    """`(loc, index)` of slice `k`: `loc_q / 16`, and the index within the
+    tables (integers, as the integer predictor computes them)."""
+    params = self.slice_transforms[k](
+        tf.concat([features, *map(_round_half_up_st, decoded)], -1),
+        training=training)
+    loc_q, index = tf.split(params, 2, axis=-1)
+    return (loc_q / slice_predictor.LOC_UNITS,
+            _clip_st(index, 0., self.num_scales - 1.))
+
+  def predictor(self, native_layers=True):
+    """The trained integer predictor, for the runtimes without TF."""
+    def weights(sequential):
+      return [layer.integer_weights() for layer in sequential.layers]
+
+    return slice_predictor.IntegerSlicePredictor(
+        weights(self.hyper_synthesis),
+        [weights(t) for t in self.slice_transforms], self.slice_sizes,
+        self.num_scales, native_layers=native_layers)
+
+  def stream_plan(self, latent_shape):
+    """The hyper-latent, then the latent as an "indexed_integer" stream
+    that carries the predictor's integers."""
+    hyper, latent = super().stream_plan(latent_shape)
+    return [hyper, streams.IntegerIndexedStream(
+        latent.name, latent.shape, latent.cdf, latent.cdf_offset,
+        latent.coding_rank, latent.precision, role=latent.role,
+        on=latent.on, slices=latent.slices, num_scales=latent.num_scales,
+        predictor=self.predictor())]
+
+  def board_functions(self, latent_shape, batch_size=None):
+    """None: the board runs the integer predictor of the tables."""
+    del latent_shape, batch_size
+    return {}
+
+  def server_functions(self, latent_shape):
+    """None: the server runs the integer predictor of the tables."""
+    del latent_shape
+    return {}
+
+  def decode(self, strings, spatial_shape):
+    """`decompress` by the bounded decoder and the integer predictor, as
+    the server decodes: the same tensor, or BitstreamError (one line)."""
+    self._require_frozen()
+    z_strings, y_strings = strings
+    hyper, latent = self.stream_plan(
+        np.asarray(spatial_shape, np.int64).tolist())
+    z_hat = latent_decoder.decode_factorized(
+        z_strings, self.hyper_coder.channel_tables, hyper.shape[:-1],
+        stream=hyper.name)
+    values, failures = latent.decode(y_strings, {hyper.name: z_hat})
+    latent_decoder.raise_failures(failures)
+    return tf.constant(values)
+
+
+@registry.register("integer_context")
+def _build(channels, coding_rank):
+  """A slice per channel when there are fewer than 4, as "context"."""
+  _check_rank("integer_context", coding_rank)
+  return IntegerContextCoder(channels, num_slices=min(4, channels))
