@@ -44,14 +44,14 @@ def _random_predictor(rng, **kwargs):
 
 
 def _decoded_values(rng, shape):
-  """What a decoder feeds back: symbols + loc_q / 16, from the small ones
+  """What a decoder feeds back: symbols + loc_q / 64, from the small ones
   of real latents to the int32 extremes a hostile string decodes to."""
   symbols = np.where(rng.random(shape) < 0.9,
                      rng.integers(-200, 200, shape),
                      rng.integers(-2**31, 2**31, shape))
   loc_q = rng.integers(*slice_predictor.LOC_LIMITS, shape, endpoint=True)
   return (symbols.astype(np.float32)
-          + loc_q.astype(np.float32) / np.float32(16))
+          + loc_q.astype(np.float32) / np.float32(slice_predictor.LOC_UNITS))
 
 
 def test_c_and_numpy_predict_the_same_tables():
@@ -90,9 +90,10 @@ def test_c_and_numpy_predict_the_same_tables():
       decoded.append(_decoded_values(rng, loc_c.shape))
 
 
-def test_decoded_values_round_half_up_into_int8():
-  values = np.array([-1000.5, -128.5, -2.5, -0.5, -0.0625, 0.4375, 0.5,
-                     2.5, 126.5, 127.5, np.inf, -np.inf, np.nan], np.float32)
+def test_decoded_values_round_half_up_into_int8_in_quarters():
+  values = np.array([-1000.5, -32.125, -0.625, -0.125, -0.0625, 0.0625,
+                     0.125, 0.625, 31.625, 31.875, np.inf, -np.inf, np.nan],
+                    np.float32)
   np.testing.assert_array_equal(
       slice_predictor.to_inputs(values),
       [-128, -128, -2, 0, 0, 0, 1, 3, 127, 127, 127, -128, 0])
@@ -154,10 +155,10 @@ def frozen_coder():
 def test_keras_coder_picks_the_predictors_tables(frozen_coder):
   """The Keras layers (float32 on integers) and the integer predictor (C,
   numpy) give the same values and table indexes for 64 latents, whose
-  values include halves away from the locations' 1/16 grid."""
+  values include halves away from the locations' 1/64 grid."""
   import tensorflow as tf
   rng = np.random.default_rng(6)
-  latent = (rng.integers(-40 * 32, 40 * 32, (64, 4, 4, 8)) / 32.).astype(
+  latent = (rng.integers(-40 * 128, 40 * 128, (64, 4, 4, 8)) / 128.).astype(
       np.float32)
   z_hat = np.round(frozen_coder.hyper_analysis(latent).numpy())
   symbols, indexes = frozen_coder.slice_symbols(tf.constant(latent),
@@ -195,3 +196,51 @@ def test_strings_from_outside_decode_in_bounded_time(frozen_coder):
                                  and "\n" not in failure[1])
   assert sum(f is not None for f in failures) > 0
   assert slowest < 5.0, f"a batch of 100 took {slowest:.2f} s"
+
+
+@pytest.mark.slow
+def test_second_stage_keeps_the_float_models_encoder_and_hyper_latent(
+    mnist, tmp_path):
+  """An integer predictor trained on a float context model's frozen
+  encoder and hyper-latent (`--freeze_encoder_from`): both write the same
+  hyper-latent strings for real digits, and the predictor has trained. A
+  factorized source has no hyper-latent to give: one line."""
+  import tensorflow as tf
+  from tests.conftest import run_spec, train_small_joint
+  from tfvaeclf import codec, model_dir, models, train
+  float_dir = train_small_joint(tmp_path / "float", mnist, 2000, lmbda=1.0,
+                                entropy_model="context")
+
+  def second_stage(name, source):
+    config = models.get("joint").Config(
+        filters=(8, 16), latent_channels=8, classifier_units=(32,),
+        lmbda=1.0, entropy_model="integer_context")
+    train.run_training(run_spec(
+        tmp_path / name, "joint", config, epochs=1, batch_size=64,
+        learning_rate=3e-3, seed=0, train_subset=2000,
+        freeze_encoder_from=source), mnist, verbose=0)
+    return model_dir.load(str(tmp_path / name))
+
+  tf.keras.utils.set_random_seed(0)
+  start = models.build("joint", models.get("joint").Config(
+      filters=(8, 16), latent_channels=8, classifier_units=(32,),
+      lmbda=1.0, entropy_model="integer_context"))
+  start.build_from_config()
+  integer = second_stage("integer", float_dir)
+  source = model_dir.load(float_dir)
+  for a, b in zip(integer.model.analysis.weights,
+                  source.model.analysis.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  images = next(iter(mnist.test.batch(100)))[0].numpy()
+  hyper = [loaded.codec.read(codec.compress_images(loaded, images)).strings[0]
+           for loaded in (integer, source)]
+  assert list(hyper[0]) == list(hyper[1])
+  moved = [np.abs(a.numpy() - b.numpy()).max() for a, b in zip(
+      integer.model.coder.hyper_synthesis.weights,
+      start.coder.hyper_synthesis.weights)]
+  assert min(moved) > 0
+  factorized_dir = train_small_joint(tmp_path / "factorized", mnist, 200)
+  with pytest.raises(model_dir.ModelDirError) as excinfo:
+    second_stage("wrong", factorized_dir)
+  assert "\n" not in str(excinfo.value)
+  assert "does not fit" in str(excinfo.value)

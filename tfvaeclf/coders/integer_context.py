@@ -21,33 +21,28 @@ from tfvaeclf.integer_layers import IntegerConv2D
 __all__ = ["IntegerContextCoder"]
 
 # Starting output scales: hyper features near +-30 from a hyper-latent of a
-# few units, locations in 1/16 units, scale indexes near a third of the
+# few units, locations in 1/64 units, scale indexes near a third of the
 # tables (a scale near 1). The divisors and biases then train.
 _HYPER_GAIN_DIVISOR = 16.
 _OUTPUT_DIVISOR = 32.
 
 
-def _round_half_up_st(values):
+def _to_inputs_st(values):
   """What `slice_predictor.to_inputs` makes of decoded values, with a
   straight-through gradient."""
+  values = values * slice_predictor.INPUT_UNITS
   rounded = tf.clip_by_value(tf.floor(values + 0.5),
                              *map(float, slice_predictor.INPUT_LIMITS))
   return values + tf.stop_gradient(rounded - values)
 
 
-def _clip_st(values, low, high):
-  """Clipped, with the gradient of the identity: an index below the
-  tables still learns which way to move."""
-  return values + tf.stop_gradient(
-      tf.clip_by_value(values, low, high) - values)
-
-
 class IntegerContextCoder(ChannelContextCoder):
   """`ChannelContextCoder` whose slice predictor is an integer network.
 
-  Slice k's location is `loc_q / 16` and its scale index an integer, both
+  Slice k's location is `loc_q / 64` and its scale index an integer, both
   computed by integer layers from the hyper-latent and the slices decoded
-  before (their values rounded half up into [-128, 127]); the latent is
+  before (their values in quarters, rounded half up into [-128, 127]); the
+  latent is
   `round(y - loc) + loc`, as the float coder's. The predictor's integers
   travel in the bundle's tables (`slice_predictor.IntegerSlicePredictor`),
   so the board runs no TFLite model after the encoder and the server no
@@ -84,14 +79,16 @@ class IntegerContextCoder(ChannelContextCoder):
         spatial_shape, training)
 
   def slice_parameters(self, k, features, decoded, training=False):
-    """`(loc, index)` of slice `k`: `loc_q / 16`, and the index within the
-    tables (integers, as the integer predictor computes them)."""
+    """`(loc, index)` of slice `k`: `loc_q / 64`, and the integer index,
+    which coding clips to the tables (`_decode_slices`, as the integer
+    predictor does) and training does not, as the float coder's: clipped,
+    an index that wants a scale below the smallest table would keep
+    drifting down."""
     params = self.slice_transforms[k](
-        tf.concat([features, *map(_round_half_up_st, decoded)], -1),
+        tf.concat([features, *map(_to_inputs_st, decoded)], -1),
         training=training)
     loc_q, index = tf.split(params, 2, axis=-1)
-    return (loc_q / slice_predictor.LOC_UNITS,
-            _clip_st(index, 0., self.num_scales - 1.))
+    return loc_q / slice_predictor.LOC_UNITS, index
 
   def predictor(self, native_layers=True):
     """The trained integer predictor, for the runtimes without TF."""

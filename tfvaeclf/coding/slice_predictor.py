@@ -16,13 +16,14 @@ What it computes, per image:
                     127]) through the hyper-synthesis layers, cropped to
                     the latent's rows and columns
     slice k         the features and the slices decoded before it (each
-                    value rounded half up, clipped to [-128, 127]) through
+                    value in quarters, rounded half up, clipped to [-128,
+                    127]: `to_inputs`) through
                     slice k's layers -> out, 2 * size channels:
-                    loc_q = out[..., :size]: the location in 1/16 units
-                    (within [-2048, 2047] by the last layer's clip);
+                    loc_q = out[..., :size]: the location in 1/64 units
+                    (within [-2**15, 2**15) by the last layer's clip);
                     index = clip(out[..., size:], 0, num_scales - 1)
 
-The latent is then `round(y - loc_q / 16) + loc_q / 16` on both sides.
+The latent is then `round(y - loc_q / 64) + loc_q / 64` on both sides.
 """
 
 import numpy as np
@@ -30,21 +31,27 @@ import numpy as np
 from tfvaeclf.coding import int_layers, native
 
 __all__ = ["IntegerSlicePredictor", "LOC_UNITS", "LOC_LIMITS",
-           "INPUT_LIMITS", "to_inputs"]
+           "INPUT_UNITS", "INPUT_LIMITS", "to_inputs"]
 
-LOC_UNITS = 16  # a location is loc_q / LOC_UNITS
-LOC_LIMITS = (-2048, 2047)  # the last layer's clip: locations in [-128, 128)
+LOC_UNITS = 64  # a location is loc_q / LOC_UNITS
+# Decoded values feed the next slices in 1/INPUT_UNITS: finer than the
+# integers, which would keep little of a small latent (a location's
+# fraction), while [-32, 32) still holds the latents' usual range.
+INPUT_UNITS = 4
+# The last layer's clip: locations in [-512, 512).
+LOC_LIMITS = (-2**15, 2**15 - 1)
 INPUT_LIMITS = (-128, 127)
 _FIELDS = ("kernel", "bias", "divisor", "config")  # config: stride,
 # transpose, low, high
 
 
 def to_inputs(values):
-  """Decoded values (float32 `symbols + loc_q / 16`, or integers) -> the
-  next layers' integer inputs: rounded half up, clipped to [-128, 127].
-  Exact in float32 while |16 * value| < 2**24; beyond it, clipped (a NaN,
-  which no decoder gives, is 0)."""
-  values = np.floor(np.nan_to_num(np.asarray(values, np.float64)) + 0.5)
+  """Decoded values (float32 `symbols + loc_q / 64`, or integers) -> the
+  next layers' integer inputs: `INPUT_UNITS * values` rounded half up,
+  clipped to [-128, 127]. Exact in float32 while |64 * value| < 2**24;
+  beyond it, clipped (a NaN, which no decoder gives, is 0)."""
+  values = np.floor(INPUT_UNITS * np.nan_to_num(
+      np.asarray(values, np.float64)) + 0.5)
   return np.clip(values, *INPUT_LIMITS).astype(np.int32)
 
 
