@@ -198,36 +198,51 @@ def test_strings_from_outside_decode_in_bounded_time(frozen_coder):
   assert slowest < 5.0, f"a batch of 100 took {slowest:.2f} s"
 
 
+_SMALL = {"filters": (8, 16), "latent_channels": 8,
+          "classifier_units": (32,), "lmbda": 1.0}
+
+
+def _second_stage(mnist, directory, source):
+  """One epoch of an integer_context model on `source`'s frozen encoder
+  and hyper-latent; its loaded model."""
+  from tests.conftest import run_spec
+  from tfvaeclf import model_dir, models, train
+  config = models.get("joint").Config(**_SMALL,
+                                      entropy_model="integer_context")
+  train.run_training(run_spec(
+      directory, "joint", config, epochs=1, batch_size=64,
+      learning_rate=3e-3, seed=0, train_subset=2000,
+      freeze_encoder_from=source), mnist, verbose=0)
+  return model_dir.load(str(directory))
+
+
+@pytest.fixture(scope="module")
+def two_stages(mnist, tmp_path_factory):
+  """A float context model (one epoch on 2,000 real digits) and an integer
+  predictor trained on it: (float dir, integer dir)."""
+  from tests.conftest import train_small_joint
+  root = tmp_path_factory.mktemp("stages")
+  float_dir = train_small_joint(root / "float", mnist, 2000, lmbda=1.0,
+                                entropy_model="context")
+  _second_stage(mnist, root / "integer", float_dir)
+  return float_dir, str(root / "integer")
+
+
 @pytest.mark.slow
 def test_second_stage_keeps_the_float_models_encoder_and_hyper_latent(
-    mnist, tmp_path):
+    mnist, two_stages, tmp_path):
   """An integer predictor trained on a float context model's frozen
   encoder and hyper-latent (`--freeze_encoder_from`): both write the same
   hyper-latent strings for real digits, and the predictor has trained. A
   factorized source has no hyper-latent to give: one line."""
   import tensorflow as tf
-  from tests.conftest import run_spec, train_small_joint
-  from tfvaeclf import codec, model_dir, models, train
-  float_dir = train_small_joint(tmp_path / "float", mnist, 2000, lmbda=1.0,
-                                entropy_model="context")
-
-  def second_stage(name, source):
-    config = models.get("joint").Config(
-        filters=(8, 16), latent_channels=8, classifier_units=(32,),
-        lmbda=1.0, entropy_model="integer_context")
-    train.run_training(run_spec(
-        tmp_path / name, "joint", config, epochs=1, batch_size=64,
-        learning_rate=3e-3, seed=0, train_subset=2000,
-        freeze_encoder_from=source), mnist, verbose=0)
-    return model_dir.load(str(tmp_path / name))
-
+  from tests.conftest import train_small_joint
+  from tfvaeclf import codec, model_dir, models
   tf.keras.utils.set_random_seed(0)
   start = models.build("joint", models.get("joint").Config(
-      filters=(8, 16), latent_channels=8, classifier_units=(32,),
-      lmbda=1.0, entropy_model="integer_context"))
+      **_SMALL, entropy_model="integer_context"))
   start.build_from_config()
-  integer = second_stage("integer", float_dir)
-  source = model_dir.load(float_dir)
+  source, integer = (model_dir.load(d) for d in two_stages)
   for a, b in zip(integer.model.analysis.weights,
                   source.model.analysis.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -241,6 +256,27 @@ def test_second_stage_keeps_the_float_models_encoder_and_hyper_latent(
   assert min(moved) > 0
   factorized_dir = train_small_joint(tmp_path / "factorized", mnist, 200)
   with pytest.raises(model_dir.ModelDirError) as excinfo:
-    second_stage("wrong", factorized_dir)
+    _second_stage(mnist, tmp_path / "wrong", factorized_dir)
   assert "\n" not in str(excinfo.value)
   assert "does not fit" in str(excinfo.value)
+
+
+@pytest.mark.slow
+def test_bench_predictor_counts_every_path(two_stages):
+  """tools/bench_predictor.py on 300 real digits: the integer predictor's
+  four paths agree (its target), and every float runtime gets a row."""
+  import subprocess
+  import sys
+  float_dir, integer_dir = two_stages
+  result = subprocess.run(
+      [sys.executable, "tools/bench_predictor.py", f"--float_dir={float_dir}",
+       f"--integer_dir={integer_dir}", "--num_images=300"],
+      capture_output=True, text=True, check=False)
+  out = result.stdout
+  for path in ("C predictor (board)", "numpy twin", "server's decode"):
+    assert f"| {path} | 38400 | 0 | 0 |" in out, out
+  for runtime in ("XNNPACK", "BUILTIN_REF", "TFLM"):
+    assert runtime in out
+  assert "target 1, indexes equal on every path: met" in out
+  assert "payload bytes per image: float context" in out
+  assert result.returncode in (0, 1), result.stderr[-2000:]
