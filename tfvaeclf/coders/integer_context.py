@@ -115,6 +115,10 @@ class IntegerContextCoder(ChannelContextCoder):
     del latent_shape, batch_size
     return {}
 
+  def board_code(self, latent_shape):
+    """The integer predictor, which the board runs in C."""
+    return {"slice_predictor": self.predictor().figures(latent_shape)}
+
   def server_functions(self, latent_shape):
     """None: the server runs the integer predictor of the tables."""
     del latent_shape

@@ -14,6 +14,9 @@ know it:
     board_functions(shape)      {bundle file: tf.function} the board runs
                                 after the encoder (an indexed stream's
                                 slice coder), converted to float32 TFLite
+    board_code(shape)           {name: figures} of what the board runs
+                                after the encoder as the project's own C
+                                (an integer slice predictor): its budget
     server_functions(shape)     {signature name: tf.function} the server's
                                 SavedModel holds for the server half (an
                                 indexed stream's predictors)
@@ -83,6 +86,12 @@ class Coder(tf.keras.layers.Layer):
   def board_functions(self, latent_shape, batch_size=None):
     """{bundle file: tf.function} the board runs after the encoder."""
     del latent_shape, batch_size
+    return {}
+
+  def board_code(self, latent_shape):
+    """{name: {"dtype", "bytes", "parameters", "macs", ...}} of the C the
+    board runs after the encoder, for one image."""
+    del latent_shape
     return {}
 
   def server_functions(self, latent_shape):

@@ -144,6 +144,35 @@ class IntegerSlicePredictor:
     size = self.slice_sizes[k]
     return out[..., :size], np.clip(out[..., size:], 0, self.num_scales - 1)
 
+  def figures(self, latent_shape):
+    """What a board stores and computes for one image of a latent of
+    spatial shape `latent_shape`: "bytes" of its arrays (int8 kernels,
+    int32 biases and divisors), "parameters", "macs" (multiply-accumulates)
+    and "activation_bytes", the int32 activations a runtime holds at once
+    at most (the features, and a slice layer's input and output)."""
+    rows, cols = (int(d) for d in latent_shape)
+    parameters = macs = 0
+    for layers, shape in [(self.hyper, (-(-rows // 2), -(-cols // 2)))] + [
+        (layers, (rows, cols)) for layers in self.slices]:
+      for layer in layers:
+        kernel, stride = layer["kernel"], layer["stride"]
+        out = [int_layers.output_size(d, stride, layer["transpose"])
+               for d in shape]
+        parameters += kernel.size + 2 * kernel.shape[3]
+        # A transposed layer's taps run once per input position, a
+        # convolution's once per output position.
+        positions = shape if layer["transpose"] else out
+        macs += positions[0] * positions[1] * kernel.size
+        shape = out
+    features = rows * cols * self.hyper[-1]["kernel"].shape[3]
+    slice_layers = max(
+        rows * cols * (layer["kernel"].shape[2] + layer["kernel"].shape[3])
+        for layers in self.slices for layer in layers)
+    return {"dtype": "int8", "bytes": int(sum(
+        array.nbytes for array in self.arrays("").values())),
+            "parameters": int(parameters), "macs": int(macs),
+            "activation_bytes": 4 * int(features + slice_layers)}
+
   def arrays(self, prefix):
     """The predictor as flat-keyed arrays (tables.npz's), under `prefix`."""
     arrays = {f"{prefix}/slice_sizes": np.array(self.slice_sizes, np.int32),

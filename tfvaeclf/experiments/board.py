@@ -13,7 +13,9 @@ budget, as MLPerf Tiny counts it: flash, compute and memory):
   logits), since the board would run it and send only the class.
 * `board_models`: the float32 models a coder runs on the board after the
   encoder (the context coder's slice coder), each for one image as TFLM
-  runs it, with its bytes, parameters, multiply-accumulates and arena;
+  runs it, with its bytes, parameters, multiply-accumulates and arena; or
+  the C it runs there (the integer_context coder's slice predictor: int8
+  bytes, parameters, multiply-accumulates, activation bytes);
   `board_model_bytes` is their sum (0 for the factorized coder).
 * `edge_parameters`, `edge_float_bytes` (the same part in float32),
   `edge_macs` (multiply-accumulates of one image, `sizes.macs`) and
@@ -148,6 +150,7 @@ def _board(loaded, calibration):
         os.path.splitext(os.path.basename(name))[0]: _board_model(
             model.coder, latent_shape, name)
         for name in model.coder.board_functions(latent_shape)}
+    board_models.update(model.coder.board_code(latent_shape))
     edge = EdgeEncoder(out, int8=True)
     server = BundleServer(out, loaded.fingerprint)
 
