@@ -230,15 +230,18 @@ extern const unsigned char {symbol}[{length}];
 
 
 def _cdf_tables(prefix, tables):
-  """C text of `tables` (a range_coder.CdfTables): {prefix}_tables."""
-  cdf_starts = np.concatenate([[0], np.cumsum([len(c) for c in tables.cdfs])])
+  """C text of `tables` (a range_coder.CdfTables): {prefix}_tables, whose
+  CDFs are 16-bit (`rc_table.cdf16`, the last entry of each implied): half
+  the flash of int32 ones, the same bytes."""
+  cdfs = [c[:-1] for c in tables.cdfs]
+  cdf_starts = np.concatenate([[0], np.cumsum([len(c) for c in cdfs])])
   rows = ",\n  ".join(
-      f"{{{prefix}_cdf + {int(start)}, {int(symbols)}, {int(offset)}, "
-      f"{int(precision)}, {int(overflow)}}}"
+      f"{{NULL, {int(symbols)}, {int(offset)}, {int(precision)}, "
+      f"{int(overflow)}, {prefix}_cdf16 + {int(start)}}}"
       for start, symbols, offset, precision, overflow in zip(
           cdf_starts, tables.num_symbols, tables.offsets, tables.precision,
           tables.overflow))
-  return [_array("int32_t", f"{prefix}_cdf", np.concatenate(tables.cdfs),
+  return [_array("uint16_t", f"{prefix}_cdf16", np.concatenate(cdfs),
                  attributes="static "),
           f"static const rc_table {prefix}_tables[{tables.num_tables}] = "
           f"{{\n  {rows}\n}};\n"]

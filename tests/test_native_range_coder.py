@@ -72,7 +72,8 @@ def channel_tidx(tables, shape):
 
 
 def assert_coders_agree(lookup, offsets, values, index=None):
-  """C bytes == numpy bytes == TFC bytes; every decoder gets `values`."""
+  """C bytes (from int32 and from 16-bit CDFs) == numpy bytes == TFC
+  bytes; every decoder gets `values`."""
   tables = rc.CdfTables(lookup, offsets)
   n = values.shape[1]
   tidx = channel_tidx(tables, values.shape) if index is None else index
@@ -80,6 +81,7 @@ def assert_coders_agree(lookup, offsets, values, index=None):
   if index is None:
     ours = native.encode_channel(values, tables)
     assert ours == rc.encode_channel(values, tables)
+    assert ours == native.encode_channel(values, tables, sixteen_bit=True)
     np.testing.assert_array_equal(native.decode_channel(ours, tables, [n]),
                                   values)
     np.testing.assert_array_equal(rc.decode_channel(ours, tables, [n]),
@@ -87,6 +89,8 @@ def assert_coders_agree(lookup, offsets, values, index=None):
   else:
     ours = native.encode_index(values, index, tables)
     assert ours == rc.encode_index(values, index, tables)
+    assert ours == native.encode_index(values, index, tables,
+                                       sixteen_bit=True)
     np.testing.assert_array_equal(native.decode_index(ours, index, tables),
                                   values)
   assert ours == tfc_encode(lookup, symbols, index=index)
@@ -105,11 +109,12 @@ class Decoder(ctypes.Structure):
               ("value", ctypes.c_uint32), ("status", ctypes.c_int)]
 
 
-def c_decode(data, tables, n):
+def c_decode(data, tables, n, sixteen_bit=False):
   """Channel-decodes one string with the streaming C API: (values, status
   of rc_decoder_finish, bytes read past the end)."""
   lib = native._library()  # pylint: disable=protected-access
-  c_tables = native._c_tables(lib, tables)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  c_tables = native._c_tables(lib, tables, sixteen_bit)
   lib.rc_decoder_init.argtypes = [ctypes.c_void_p, ctypes.c_char_p,
                                   ctypes.c_int32]
   lib.rc_decoder_get.argtypes = [ctypes.c_void_p] * 3
@@ -224,6 +229,22 @@ def test_an_isolating_index_decoder_fails_string_by_string(c_coder,
   with pytest.raises(ValueError, match="escape code"):
     for k in range(2):
       plain.decode(index[:, k])
+
+
+def test_the_decoder_refuses_sixteen_bit_tables():
+  """16-bit CDFs are for encoders (a microcontroller's flash); the decoder
+  reads int32 ones and, given 16-bit ones, stops at the first value with
+  RC_ERR_TABLE rather than read a NULL table."""
+  rng = np.random.default_rng(7)
+  lookup = mixed_lookup(rng, 16, [True, False])
+  tables = rc.CdfTables(lookup, [0, 3])
+  values = random_values(rng, tables, channel_tidx(tables, (1, 8)))
+  data = native.encode_channel(values, tables, sixteen_bit=True)[0]
+  decoded, status, _ = c_decode(data, tables, 8)
+  assert status == 0
+  np.testing.assert_array_equal(decoded, values[0])
+  _, status, _ = c_decode(data, tables, 8, sixteen_bit=True)
+  assert status == -2  # RC_ERR_TABLE
 
 
 def test_extreme_values_and_offsets():

@@ -83,7 +83,7 @@ class _Table(ctypes.Structure):
   """`rc_table` of range_coder.h."""
   _fields_ = [("cdf", ctypes.c_void_p), ("num_symbols", ctypes.c_int32),
               ("offset", ctypes.c_int32), ("precision", ctypes.c_int16),
-              ("overflow", ctypes.c_int16)]
+              ("overflow", ctypes.c_int16), ("cdf16", ctypes.c_void_p)]
 
 
 class _Stream(ctypes.Structure):
@@ -247,31 +247,39 @@ def available():
 
 
 class _CTables:
-  """A `CdfTables` as an `rc_table` array (kept alive with its CDFs)."""
+  """A `CdfTables` as an `rc_table` array (kept alive with its CDFs); with
+  `sixteen_bit`, each CDF in 16 bits without its implied last entry, as a
+  microcontroller's encoder reads it (the decoder cannot)."""
 
-  def __init__(self, lib, tables):
-    sizes = [len(c) for c in tables.cdfs]
-    self.cdf = np.concatenate(tables.cdfs).astype(np.int32)
+  def __init__(self, lib, tables, sixteen_bit=False):
+    cdfs = [c[:-1] for c in tables.cdfs] if sixteen_bit else tables.cdfs
+    sizes = [len(c) for c in cdfs]
+    self.cdf = np.concatenate(cdfs).astype(
+        np.uint16 if sixteen_bit else np.int32)
     starts = np.cumsum([0] + sizes[:-1]) * self.cdf.itemsize
     self.num_tables = tables.num_tables
-    self.array = (_Table * self.num_tables)(*(
-        _Table(self.cdf.ctypes.data + int(start), int(symbols), int(offset),
-               int(precision), int(overflow))
-        for start, symbols, offset, precision, overflow in zip(
-            starts, tables.num_symbols, tables.offsets, tables.precision,
-            tables.overflow)))
+    self.array = (_Table * self.num_tables)()
+    for table, start, symbols, offset, precision, overflow in zip(
+        self.array, starts, tables.num_symbols, tables.offsets,
+        tables.precision, tables.overflow):
+      pointer = self.cdf.ctypes.data + int(start)
+      table.cdf, table.cdf16 = (None, pointer) if sixteen_bit else (
+          pointer, None)
+      table.num_symbols, table.offset = int(symbols), int(offset)
+      table.precision, table.overflow = int(precision), int(overflow)
     self.pointer = ctypes.addressof(self.array)
     status = lib.rc_check_tables(self.pointer, self.num_tables)
     if status != _OK:
       raise AssertionError(f"CdfTables -> rc_table: {_strerror(status)}")
 
 
-def _c_tables(lib, tables):
+def _c_tables(lib, tables, sixteen_bit=False):
   """The C tables of `tables`, or None if their offsets exceed int32."""
-  if tables not in _tables:
+  kinds = _tables.setdefault(tables, {})
+  if sixteen_bit not in kinds:
     fits = _fits_int32(tables.offsets)
-    _tables[tables] = _CTables(lib, tables) if fits else None
-  return _tables[tables]
+    kinds[sixteen_bit] = _CTables(lib, tables, sixteen_bit) if fits else None
+  return kinds[sixteen_bit]
 
 
 def _fits_int32(array):
@@ -286,17 +294,22 @@ def _strerror(status):
 # ---------------------------------------------------------------------------
 # Encoding
 # ---------------------------------------------------------------------------
-def encode_channel(values, cdf, cdf_offset=None, *, coding_rank=1):
-  """`range_coder.encode_channel`, in C when it runs."""
-  return _encode(values, None, cdf, cdf_offset, coding_rank)
+def encode_channel(values, cdf, cdf_offset=None, *, coding_rank=1,
+                   sixteen_bit=False):
+  """`range_coder.encode_channel`, in C when it runs (`sixteen_bit`: from
+  16-bit CDFs, as a microcontroller's encoder; the same bytes)."""
+  return _encode(values, None, cdf, cdf_offset, coding_rank, sixteen_bit)
 
 
-def encode_index(values, indexes, cdf, cdf_offset=None, *, coding_rank=1):
-  """`range_coder.encode_index`, in C when it runs."""
-  return _encode(values, indexes, cdf, cdf_offset, coding_rank)
+def encode_index(values, indexes, cdf, cdf_offset=None, *, coding_rank=1,
+                 sixteen_bit=False):
+  """`range_coder.encode_index`, in C when it runs (`sixteen_bit` as
+  `encode_channel`'s)."""
+  return _encode(values, indexes, cdf, cdf_offset, coding_rank, sixteen_bit)
 
 
-def _encode(values, indexes, cdf, cdf_offset, coding_rank):
+def _encode(values, indexes, cdf, cdf_offset, coding_rank,
+            sixteen_bit=False):
   tables = rc._as_tables(cdf, cdf_offset)
   v = rc._int_values(values)
 
@@ -306,7 +319,7 @@ def _encode(values, indexes, cdf, cdf_offset, coding_rank):
     return rc.encode_index(v, indexes, tables, coding_rank=coding_rank)
 
   lib = _library()
-  c_tables = lib and _c_tables(lib, tables)
+  c_tables = lib and _c_tables(lib, tables, sixteen_bit)
   batch, n = rc._split_batch(v.shape, coding_rank)
   index = None
   if indexes is not None:

@@ -24,9 +24,21 @@ int rc_check_tables(const rc_table *tables, int32_t num_tables) {
   if (tables == NULL || num_tables < 1) return RC_ERR_ARG;
   for (t = 0; t < num_tables; ++t) {
     const rc_table *table = &tables[t];
-    if (table->cdf == NULL || table->num_symbols < 1 ||
-        table->precision < 1 || table->precision > RC_PRECISION_MAX) {
+    if ((table->cdf == NULL && table->cdf16 == NULL) ||
+        table->num_symbols < 1 || table->precision < 1 ||
+        table->precision > RC_PRECISION_MAX) {
       return RC_ERR_TABLE;
+    }
+    if (table->cdf == NULL) { /* 16 bits, the last entry implied */
+      const uint16_t *cdf16 = table->cdf16;
+      if (cdf16[0] != 0 ||
+          cdf16[table->num_symbols - 1] > (1u << table->precision)) {
+        return RC_ERR_TABLE;
+      }
+      for (i = 0; i + 1 < table->num_symbols; ++i) {
+        if (cdf16[i] > cdf16[i + 1]) return RC_ERR_TABLE;
+      }
+      continue;
     }
     if (table->cdf[0] != 0 ||
         table->cdf[table->num_symbols] != (int32_t)1 << table->precision) {
@@ -149,7 +161,7 @@ static int bit_length(uint32_t x) {
  * in a shared library would be called through the PLT and never inlined. */
 static int encode_value(rc_encoder *enc, const rc_table *table,
                         int32_t value) {
-  const int32_t *cdf = table->cdf;
+  uint32_t low, high;
   int64_t symbol;
   int64_t gamma = 0; /* > 0: the value escapes */
   int sign = 0;
@@ -171,9 +183,16 @@ static int encode_value(rc_encoder *enc, const rc_table *table,
     }
     if (gamma > RC_MAX_GAMMA) return enc->status = RC_ERR_GAMMA;
   }
-  if (cdf[symbol] >= cdf[symbol + 1]) return enc->status = RC_ERR_ZERO_PROB;
-  encode_step(enc, (uint32_t)cdf[symbol], (uint32_t)cdf[symbol + 1],
-              table->precision);
+  if (table->cdf != NULL) {
+    low = (uint32_t)table->cdf[symbol];
+    high = (uint32_t)table->cdf[symbol + 1];
+  } else {
+    low = table->cdf16[symbol];
+    high = symbol + 1 == table->num_symbols ? 1u << table->precision
+                                            : table->cdf16[symbol + 1];
+  }
+  if (low >= high) return enc->status = RC_ERR_ZERO_PROB;
+  encode_step(enc, low, high, table->precision);
   if (gamma > 0) {
     const uint32_t g = (uint32_t)gamma;
     const int bits = bit_length(g);
@@ -328,6 +347,7 @@ static int decode_value(rc_decoder *restrict dec,
   int64_t symbol, result;
   *value = 0;
   if (dec->status != RC_OK) return dec->status;
+  if (table->cdf == NULL) return dec->status = RC_ERR_TABLE; /* 16 bits */
   /* A learned latent is mostly zeros: try the bin of value 0 first. */
   symbol = -(int64_t)table->offset;
   if (!(symbol >= 0 && symbol < table->num_symbols &&

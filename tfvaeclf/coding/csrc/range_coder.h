@@ -96,13 +96,20 @@ extern "C" {
 
 /* One coding table. cdf[0] = 0 <= cdf[1] <= ... <= cdf[num_symbols] =
  * 1 << precision, precision in [1, 16]: TFC's lookup section without its
- * leading +-precision and padding. */
+ * leading +-precision and padding.
+ *
+ * Where flash is short (a microcontroller's encoder), the same CDF may be
+ * given in 16 bits instead, with cdf NULL: cdf16 holds cdf[0] ...
+ * cdf[num_symbols - 1], and cdf[num_symbols] = 1 << precision is implied.
+ * The encoder writes the same bytes from either; the decoder needs cdf
+ * (RC_ERR_TABLE without it). */
 typedef struct rc_table {
-  const int32_t *cdf;   /* num_symbols + 1 entries */
+  const int32_t *cdf;   /* num_symbols + 1 entries, or NULL */
   int32_t num_symbols;  /* bins, the escape bin included; >= 1 */
   int32_t offset;       /* cdf_offset: value = symbol + offset */
   int16_t precision;    /* 1..16 */
   int16_t overflow;     /* nonzero: the last bin is an escape (TFC's p < 0) */
+  const uint16_t *cdf16;  /* num_symbols entries; read only if cdf is NULL */
 } rc_table;
 
 /* RC_OK, or RC_ERR_TABLE if any table breaks the rules above (O(size)). */
