@@ -10,6 +10,8 @@ codes with, and can never disagree with it on a byte.
     bitstream       the wire format of files and messages
     codec_spec      what a file must agree on with its reader
     dither          the shared dither of universal quantization
+    int_layers      integer convolutions: one rounding rule (C: csrc/)
+    slice_predictor a conditional coder's slice predictor in integers
     streams         the typed streams: the bundle manifest's schema
     latent_decoder  bounded decoding of strings, and the one slice loop
     bundle          the bundle's layout and the checks of its manifest

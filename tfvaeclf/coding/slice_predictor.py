@@ -17,8 +17,8 @@ What it computes, per image:
                     the latent's rows and columns
     slice k         the features and the slices decoded before it (each
                     value in quarters, rounded half up, clipped to [-128,
-                    127]: `to_inputs`) through
-                    slice k's layers -> out, 2 * size channels:
+                    127]: `to_inputs`) through slice k's layers -> out,
+                    2 * size channels:
                     loc_q = out[..., :size]: the location in 1/64 units
                     (within [-2**15, 2**15) by the last layer's clip);
                     index = clip(out[..., size:], 0, num_scales - 1)
@@ -34,9 +34,8 @@ __all__ = ["IntegerSlicePredictor", "LOC_UNITS", "LOC_LIMITS",
            "INPUT_UNITS", "INPUT_LIMITS", "to_inputs"]
 
 LOC_UNITS = 64  # a location is loc_q / LOC_UNITS
-# Decoded values feed the next slices in 1/INPUT_UNITS: finer than the
-# integers, which would keep little of a small latent (a location's
-# fraction), while [-32, 32) still holds the latents' usual range.
+# Decoded values feed the next slices in 1/INPUT_UNITS: integers would drop
+# a location's fraction, and [-32, 32) still holds the latents' usual range.
 INPUT_UNITS = 4
 # The last layer's clip: locations in [-512, 512).
 LOC_LIMITS = (-2**15, 2**15 - 1)
