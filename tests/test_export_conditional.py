@@ -276,6 +276,7 @@ KINDS = (
     ("beta_vae", "factorized", _BETA_VAE, None),
     ("beta_vae", "hyperprior", _BETA_VAE, None),
     ("beta_vae", "context", _BETA_VAE, None),
+    ("beta_vae", "integer_context", _BETA_VAE, None),
     ("grouped_vae", "factorized", _GROUPED_VAE, 32),
     ("grouped_vae", "hyperprior", _GROUPED_VAE, 32),
     ("grouped_vae", "context", _GROUPED_VAE, 32),
