@@ -25,21 +25,29 @@ that only the predictors differ. Prints three Markdown tables:
 Exits 1 if a target is missed.
 """
 
-import argparse
+from tfvaeclf import cli  # first: quiets TensorFlow's start-up logs
+
 import os
 import sys
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from absl import flags
+import numpy as np
+import tqdm
 
-import numpy as np  # noqa: E402
-import tqdm  # noqa: E402
+from tfvaeclf import data, export, model_dir
+from tfvaeclf.coding import bundle
+from tfvaeclf.edge import EdgeEncoder
+from tfvaeclf.export import mcu
+from tfvaeclf.serve.bundle_server import BundleServer
 
-from tfvaeclf import data, export, model_dir  # noqa: E402
-from tfvaeclf.coding import bundle  # noqa: E402
-from tfvaeclf.edge import EdgeEncoder  # noqa: E402
-from tfvaeclf.export import mcu  # noqa: E402
-from tfvaeclf.serve.bundle_server import BundleServer  # noqa: E402
+FLAGS = flags.FLAGS
+flags.DEFINE_string("float_dir", None, "A finished context model dir.")
+flags.DEFINE_string("integer_dir", None,
+                    "A finished integer_context model dir, trained on "
+                    "--float_dir's frozen encoder.")
+flags.DEFINE_integer("num_images", 10000, "Test images to code.")
+flags.mark_flags_as_required(["float_dir", "integer_dir"])
 
 BATCH = 500
 TARGET_BYTES_RATIO = 1.02
@@ -173,22 +181,19 @@ def payload_bytes(loaded, images):
   return float(np.mean(np.concatenate(sizes)))
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--float_dir", required=True)
-  parser.add_argument("--integer_dir", required=True)
-  parser.add_argument("--num_images", type=int, default=10000)
-  args = parser.parse_args()
-  float_model = model_dir.load(args.float_dir)
-  integer = model_dir.load(args.integer_dir)
+def main(argv):
+  del argv
+  float_model = model_dir.load(FLAGS.float_dir)
+  integer = model_dir.load(FLAGS.integer_dir)
   coders = [m.config["model_config"].get("entropy_model")
             for m in (float_model, integer)]
   if coders != ["context", "integer_context"]:
-    sys.exit(f"bench_predictor: --float_dir must hold a context model and "
-             f"--integer_dir an integer_context one, not {coders}")
+    raise cli.UserError(f"--float_dir must hold a context model and "
+                        f"--integer_dir an integer_context one, not "
+                        f"{coders}")
   test = data.load(**dict(integer.config["dataset"], download=False)).test
   images = np.concatenate([batch for batch, _ in test.take(
-      args.num_images).batch(BATCH).as_numpy_iterator()])
+      FLAGS.num_images).batch(BATCH).as_numpy_iterator()])
   source = integer.config["dataset"].get("name")
   with tempfile.TemporaryDirectory() as directory:
     bundles = {}
@@ -221,4 +226,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

@@ -62,6 +62,7 @@ OVERRIDES = {
     "tfvaeclf.edge": [],
     "export": ["--calibration_examples=20"],
     "tools/baselines.py": ["--max_examples=20", "--finetune_examples=50"],
+    "tools/bench_predictor.py": ["--num_images=200"],
 }
 # Commands not run here: (pattern searched in the command, why).
 SKIPS = (
