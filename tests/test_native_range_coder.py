@@ -7,7 +7,6 @@ what a TFC encoder writes. TensorFlow is the reference here only.
 """
 
 import ctypes
-import gc
 import os
 import pickle
 import platform
@@ -565,16 +564,6 @@ def decode_case(tables, shape, index, data):
   except ValueError:
     return "error"
   return "ok" if ok[0] else "insane"
-
-
-@pytest.fixture
-def no_gc_pauses():
-  """The decoder's work alone is timed: a full collection of the test
-  process's heap (TensorFlow's objects) can pause one case for 0.2 s."""
-  gc.collect()
-  gc.disable()
-  yield
-  gc.enable()
 
 
 @pytest.mark.usefixtures("no_gc_pauses")

@@ -250,11 +250,14 @@ def _p99_ms(client, url, messages):
   return float(np.percentile(latencies, 99)) * 1e3
 
 
+@pytest.mark.usefixtures("no_gc_pauses")
 def test_slow_loris_clients_are_dropped_while_good_requests_stay_fast(
     bundle_dir, messages):
   """The p99 target is checked where the machine allows it: when good
   requests alone, just before, already miss it (a busy machine), the test
-  says so and skips that check."""
+  says so and skips that check. The server runs in this process, whose
+  heap the whole suite has grown: a collection of it once held every
+  drop 0.5 to 1.5 s late, so the collector stays off meanwhile."""
   core = Core(bundle_dir)
   with _http(core.classify_batch, core=core, body_timeout=SLOW_TIMEOUT,
              header_timeout=SLOW_TIMEOUT, max_queue=1024,
