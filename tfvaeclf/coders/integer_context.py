@@ -10,6 +10,8 @@ build), and every one of them picks the same tables. The encoder and the
 factorized hyper-latent are the float coder's.
 """
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -54,6 +56,14 @@ class IntegerContextCoder(ChannelContextCoder):
   """
 
   PRETRAINED_PARTS = ("hyper_analysis", "hyper_coder")
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    # `decode`'s stream plan by latent shape, built once: its predictor's
+    # integers taken from the layers and its tables parsed once, not per
+    # payload. A cache outside Keras' tracking, as the parent's.
+    self._decode_plan_of = functools.lru_cache(maxsize=None)(
+        self.stream_plan)
 
   def _hyper_synthesis(self):
     return tf.keras.Sequential([
@@ -129,8 +139,8 @@ class IntegerContextCoder(ChannelContextCoder):
     the server decodes: the same tensor, or BitstreamError (one line)."""
     self._require_frozen()
     z_strings, y_strings = strings
-    hyper, latent = self.stream_plan(
-        np.asarray(spatial_shape, np.int64).tolist())
+    hyper, latent = self._decode_plan_of(
+        tuple(np.asarray(spatial_shape, np.int64).tolist()))
     z_hat = latent_decoder.decode_factorized(
         z_strings, self.hyper_coder.channel_tables, hyper.shape[:-1],
         stream=hyper.name)
