@@ -1,17 +1,24 @@
 """The microcontroller part of a bundle: `BUNDLE/mcu/`, C sources for a board.
 
     mcu/model_data.{h,c}        the int8 encoder, an aligned const array
-    mcu/slice_coder_data.{h,c}  conditional coders: the float32 slice coder
-                                (batch 1: TFLM needs static shapes; also
-                                as mcu/slice_coder.tflite) and the float
-                                of each int8 latent output it takes
+    mcu/slice_coder_data.{h,c}  float conditional coders: the float32 slice
+                                coder (batch 1: TFLM needs static shapes;
+                                also as mcu/slice_coder.tflite) and the
+                                float of each int8 latent output it takes
     mcu/tfvaeclf_model.{h,c}    the frozen tables, the int8 output -> value
                                 tables, fingerprint, shapes, arena size and
-                                worst-case message size
+                                worst-case message size; an integer slice
+                                predictor's const int8 layers and its work
+                                space
     mcu/range_coder.{h,c}       the C99 range coder (tfvaeclf/coding/csrc)
     mcu/tfvaeclf_message.{h,c}  int8 latent (a conditional coder's: int8
                                 hyper-latent and the slice coder's values
                                 and indexes) -> one wire-format message
+    mcu/int_layers.{h,c}, slice_predictor.{h,c},
+    mcu/tfvaeclf_integer_message.{h,c}
+                                an integer slice predictor's coder
+                                ("indexed_integer" streams): int8 outputs
+                                -> message, no float anywhere
     mcu/main.cc                 example: TFLM, then the message writer
     mcu/tfvaeclf.mk             Makefile fragment
     mcu/README.md               for the board
@@ -34,10 +41,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfvaeclf import cli
-from tfvaeclf.coding import dither, range_coder
+from tfvaeclf.coding import dither, native, range_coder, slice_predictor
 
-__all__ = ["MCU_DIR", "SLICE_CODER", "arena_size", "convert_board_model",
-           "model_ops", "symbol_tables", "tensor_positions", "write_mcu"]
+__all__ = ["MCU_DIR", "SLICE_CODER", "arena_size", "coder_sources",
+           "convert_board_model", "model_ops", "symbol_tables",
+           "tensor_positions", "write_mcu"]
 
 MCU_DIR = "mcu"
 SLICE_CODER = "slice_coder.tflite"  # what slice_coder_data.c holds
@@ -48,6 +56,12 @@ _TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                           "mcu_templates")
 _COPIED = ("range_coder.h", "range_coder.c", "tfvaeclf_message.h",
            "tfvaeclf_message.c")
+# What an integer slice predictor's bundle adds to them.
+_INTEGER_COPIED = ("int_layers.h", "int_layers.c", "slice_predictor.h",
+                   "slice_predictor.c", "tfvaeclf_integer_message.h",
+                   "tfvaeclf_integer_message.c")
+# The TFLM models' arrays: a board's, not the coder's.
+_MODEL_SOURCES = ("model_data.c", "slice_coder_data.c")
 _NEVER = 1 << 24  # TFVAECLF_NEVER: the dither hash has 24 bits
 _LEB128_BYTES = 5  # of a counter or a length
 _ARENA_ALIGN = 16
@@ -64,17 +78,35 @@ def model_ops(*flatbuffers):
   return list(dict.fromkeys(ops))
 
 
+INDEXED, INTEGER = "indexed", "indexed_integer"  # conditional kinds
+# The message writer of each kind (tfvaeclf_message.h,
+# tfvaeclf_integer_message.h).
+_WRITERS = {None: "tfvaeclf_encode_message",
+            INDEXED: "tfvaeclf_encode_conditional_message",
+            INTEGER: "tfvaeclf_encode_integer_message"}
+
+
 def _conditional(plan):
-  """Whether the MCU coder runs `plan` as a channel stream then an indexed
-  stream on it (else as one channel stream); UserError for any other."""
+  """How the MCU coder runs `plan`: None for one channel stream, else the
+  type of the stream after a channel stream it is conditional on (INDEXED:
+  a float32 slice coder's, INTEGER: an integer slice predictor's);
+  UserError for any other plan."""
   types = [stream.TABLES for stream in plan]
   if types == ["channel"]:
-    return False
-  if types == ["channel", "indexed"] and plan[1].on == plan[0].name:
-    return True
+    return None
+  if (len(types) == 2 and types[0] == "channel"
+      and types[1] in (INDEXED, INTEGER) and plan[1].on == plan[0].name):
+    return types[1]
   raise cli.UserError(
       "the MCU coder runs one channel stream, or a channel stream then an "
       f"indexed stream on it, not this coder's ({', '.join(types)})")
+
+
+def coder_sources(directory):
+  """The C sources of the coder in the MCU dir `directory` (without the
+  TFLM models' arrays and the example main.cc), sorted."""
+  return sorted(name for name in os.listdir(directory)
+                if name.endswith(".c") and name not in _MODEL_SOURCES)
 
 
 def convert_board_model(coder, latent_shape, name):
@@ -290,29 +322,94 @@ def _channel_codec(symbol, prefix, stream, arrays, quantization):
   return parts, string_bytes
 
 
-def _conditional_codec(stream, arrays, quantization):
-  """C text of tfvaeclf_model_codec's latent half, its values' bound and
-  its string's worst-case bytes when they keep to it."""
+def _conditional_codec(stream, arrays, quantization, predictor):
+  """C text of the latent half of a conditional coder (with `predictor`,
+  an integer slice predictor's `_predictor_parts`, its predictor and work
+  space too), its values' bound and its string's worst-case bytes when
+  they keep to it."""
   tables = _read_tables(arrays, stream["name"])
   num_values = int(np.prod(stream["shape"]))
   latent = symbol_tables(quantization["scale"], quantization["zero_point"])[0]
-  # A value is round(y - loc): y and its predicted mean loc both within
-  # what the int8 output can give.
-  bound = 2 * int(np.abs(latent).max()) + 1
+  # A value is round(y - loc): y within what the int8 output can give, and
+  # loc too (a float slice coder's) or within the integer predictor's clip.
+  loc_bound = (int(np.abs(latent).max()) if predictor is None else
+               -slice_predictor.LOC_LIMITS[0] // slice_predictor.LOC_UNITS)
+  bound = int(np.abs(latent).max()) + loc_bound + 1
   steps = _steps([(-bound, bound)] * tables.num_tables, tables)
   string_bytes = 2 + 2 * max(steps) * num_values
+  name = "tfvaeclf_model_codec" if predictor is None else "tfvaeclf_latent"
   parts = _cdf_tables("tfvaeclf_latent", tables) + [
-      "const tfvaeclf_conditional_codec tfvaeclf_model_codec = {\n"
+      f"{'' if predictor is None else 'static '}"
+      f"const tfvaeclf_conditional_codec {name} = {{\n"
       f"  &tfvaeclf_hyper_codec, tfvaeclf_latent_tables, "
       f"{tables.num_tables}, {num_values}\n}};\n"]
+  if predictor is not None:
+    parts += predictor
   return parts, bound, string_bytes
 
 
+def _c_int(value):
+  """An int32 as C text (INT32_MIN is not a literal)."""
+  return "(-2147483647 - 1)" if value == -2**31 else str(int(value))
+
+
+def _predictor_parts(predictor, hyper_shape, latent_shape, quantization):
+  """C text of an integer slice predictor (`predictor`, for a hyper-latent
+  and a latent of shapes `hyper_shape`, `latent_shape`) as
+  slice_predictor.h's const structures, the int8 latent's y in 1/65536,
+  the work space and the tfvaeclf_integer_codec tfvaeclf_model_codec;
+  and the work space's bytes."""
+  groups = [predictor.hyper, *predictor.slices]
+  parts, rows = [], []
+  for i, layer in enumerate(layer for group in groups for layer in group):
+    kernel = layer["kernel"]
+    parts += [_array("int8_t", f"tfvaeclf_kernel{i}", kernel, per_line=16,
+                     attributes="static "),
+              _array("int32_t", f"tfvaeclf_bias{i}", layer["bias"],
+                     attributes="static "),
+              _array("int32_t", f"tfvaeclf_divisor{i}", layer["divisor"],
+                     attributes="static ")]
+    rows.append(
+        f"{{tfvaeclf_kernel{i}, tfvaeclf_bias{i}, tfvaeclf_divisor{i}, "
+        + ", ".join(str(d) for d in kernel.shape)
+        + f", {layer['stride']}, {int(layer['transpose'])}, "
+        f"{_c_int(layer['low'])}, {_c_int(layer['high'])}}}")
+  latent = (np.arange(-128, 128).astype(np.float32)
+            - np.float32(quantization["zero_point"])) * np.float32(
+                quantization["scale"])
+  scratch = native.slice_scratch_size(predictor, hyper_shape[:2],
+                                      latent_shape[:2])
+  work = (int(np.prod(hyper_shape)) + 3 * int(np.prod(latent_shape))
+          + scratch)
+  rows_text = ",\n  ".join(rows)
+  parts += [
+      f"static const sp_layer tfvaeclf_layers[{len(rows)}] = {{\n"
+      f"  {rows_text}\n}};\n",
+      _array("int32_t", "tfvaeclf_num_layers", [len(g) for g in groups],
+             attributes="static "),
+      _array("int32_t", "tfvaeclf_slice_sizes", predictor.slice_sizes,
+             attributes="static "),
+      "static const sp_predictor tfvaeclf_predictor = {\n"
+      "  tfvaeclf_layers, tfvaeclf_num_layers, tfvaeclf_slice_sizes, "
+      f"{len(predictor.slices)}, {predictor.num_scales},\n"
+      f"  {hyper_shape[0]}, {hyper_shape[1]}, {latent_shape[0]}, "
+      f"{latent_shape[1]}\n}};\n",
+      _array("int32_t", "tfvaeclf_latent_units",
+             slice_predictor.latent_units(latent), per_line=8,
+             attributes="static "),
+      f"static int32_t tfvaeclf_work[{work}];\n",
+      "const tfvaeclf_integer_codec tfvaeclf_model_codec = {\n"
+      "  &tfvaeclf_latent, &tfvaeclf_predictor, tfvaeclf_latent_units, "
+      f"tfvaeclf_work, {work}\n}};\n"]
+  return parts, 4 * work
+
+
 def _codec_files(fingerprint, streams, conditional, arrays, outputs, pixels,
-                 defines, ops):
+                 defines, ops, predictor=None):
   """tfvaeclf_model.{h,c} and the message's worst-case bytes. `outputs`:
   the int8 encoder's, by stream name; `defines`: (name, value, comment) of
-  the models the header also states."""
+  the models the header also states; `predictor`: an INTEGER conditional
+  coder's `_predictor_parts`."""
   parts = ['/* Generated by python -m export --mcu. */\n'
            '#include "tfvaeclf_model.h"\n',
            _array("uint8_t", "tfvaeclf_pixel", pixels["table"],
@@ -330,7 +427,8 @@ def _codec_files(fingerprint, streams, conditional, arrays, outputs, pixels,
              "")]
   if conditional:
     latent_parts, bound, latent_bytes = _conditional_codec(
-        streams[1], arrays, outputs[streams[1]["name"]]["quantization"])
+        streams[1], arrays, outputs[streams[1]["name"]]["quantization"],
+        predictor)
     parts += latent_parts
     string_bytes += latent_bytes
     values = [("TFVAECLF_HYPER_VALUES", int(np.prod(first["shape"])), ""),
@@ -338,10 +436,15 @@ def _codec_files(fingerprint, streams, conditional, arrays, outputs, pixels,
               ("TFVAECLF_LATENT_VALUE_BOUND", bound,
                "TFVAECLF_MAX_MESSAGE_BYTES holds if every value the slice "
                "coder gives has |value| <= this (y and its predicted mean "
-               "within the int8 output's range); if not, the coder returns "
-               "RC_ERR_CAPACITY, never writing past the buffer")]
+               "within the int8 output's range, or the integer "
+               "predictor's); if not, the coder returns RC_ERR_CAPACITY, "
+               "never writing past the buffer")]
     kind = "conditional (hyper-latent, then indexed latent)"
     codec_type = "tfvaeclf_conditional_codec"
+    if conditional == INTEGER:
+      kind = ("conditional (hyper-latent, then indexed latent) with an "
+              "integer slice predictor")
+      codec_type = "tfvaeclf_integer_codec"
   else:
     kind = (f"dithered (levels {first['dither']['levels']})" if dithered
             else "factorized")
@@ -354,7 +457,8 @@ def _codec_files(fingerprint, streams, conditional, arrays, outputs, pixels,
       f"#define {name} {value}"
       for name, value, comment in [
           ("TFVAECLF_IMAGE_BYTES", int(np.prod(pixels["shape"])), ""),
-          ("TFVAECLF_CONDITIONAL", int(conditional), ""),
+          ("TFVAECLF_CONDITIONAL", int(conditional is not None), ""),
+          ("TFVAECLF_INTEGER_PREDICTOR", int(conditional == INTEGER), ""),
           *values, ("TFVAECLF_DITHERED", int(dithered), ""), *defines,
           ("TFVAECLF_MAX_MESSAGE_BYTES", max_message, "")])
   hyper_extern = ("/* The hyper-latent's coder: value[q + 128] is the coded "
@@ -379,7 +483,8 @@ def _codec_files(fingerprint, streams, conditional, arrays, outputs, pixels,
 
 #include <stdint.h>
 
-#include "tfvaeclf_message.h"
+#include "{"tfvaeclf_integer_message.h" if conditional == INTEGER
+             else "tfvaeclf_message.h"}"
 
 #ifdef __cplusplus
 extern "C" {{
@@ -387,7 +492,7 @@ extern "C" {{
 
 {define_lines}
 
-/* The model's coder; pass it to tfvaeclf_encode_{"conditional_" if conditional else ""}message. */
+/* The model's coder; pass it to {_WRITERS[conditional]}. */
 extern const {codec_type} tfvaeclf_model_codec;
 {hyper_extern}/* The encoder's input for each pixel value 0..255 (its uint8
  * quantization). */
@@ -433,20 +538,24 @@ def _main(ops, conditional):
       f"  if (resolver.{_op_method(op)}() != kTfLiteOk) return kTfLiteError;"
       for op in ops)
   includes = ['"model_data.h"', '"tfvaeclf_model.h"']
-  if conditional:
+  slice_coder = conditional == INDEXED
+  if slice_coder:
     includes.insert(1, '"slice_coder_data.h"')
+  encode_image = {None: "encode_image.cc",
+                  INDEXED: "encode_image_conditional.cc",
+                  INTEGER: "encode_image_integer.cc"}[conditional]
   fields = {
       "@INCLUDES@": "".join(f"#include {name}\n" for name in includes),
       "@GLOBALS@": ("alignas(16) uint8_t slice_arena["
-                    "TFVAECLF_SLICE_ARENA_BYTES];\n" if conditional else ""),
-      "@WHICH@": ("the int8 encoder and the slice coder" if conditional
+                    "TFVAECLF_SLICE_ARENA_BYTES];\n" if slice_coder else ""),
+      "@WHICH@": ("the int8 encoder and the slice coder" if slice_coder
                   else "the int8 encoder"),
       "@NUM_OPS@": str(len(ops)), "@ADD_OPS@": add_ops,
-      "@ENCODE_IMAGE@": _template("encode_image_conditional.cc"
-                                  if conditional else "encode_image.cc"),
-      "@SETUP@": _template("setup_conditional.cc") if conditional else "",
-      "@ARGS@": ("interpreter, slice_coder, image" if conditional
-                 else "interpreter, image, 0")}
+      "@ENCODE_IMAGE@": _template(encode_image),
+      "@SETUP@": _template("setup_conditional.cc") if slice_coder else "",
+      "@ARGS@": {None: "interpreter, image, 0",
+                 INDEXED: "interpreter, slice_coder, image",
+                 INTEGER: "interpreter, image"}[conditional]}
   text = _template("main.cc")
   for field, value in fields.items():
     text = text.replace(field, value)
@@ -506,8 +615,8 @@ def write_mcu(directory, fingerprint, plan, arrays, edge, flatbuffer, coder,
   streams = stream_types.manifest_entries(plan)
   slice_coder = (convert_board_model(coder, latent_shape,
                                      plan[1].board_model)
-                 if conditional else None)
-  models = [flatbuffer] + ([slice_coder] if conditional else [])
+                 if conditional == INDEXED else None)
+  models = [flatbuffer] + ([slice_coder] if slice_coder else [])
   ops = model_ops(*models)
   arenas = [arena_size(model) for model in models]
   (image,) = edge["inputs"].values()
@@ -521,15 +630,17 @@ def write_mcu(directory, fingerprint, plan, arrays, edge, flatbuffer, coder,
               "Smallest TFLM arenas that ran the models (tflite-micro, at "
               "export).")]
   files = _model_files(flatbuffer, "model_data", "The int8 encoder")
+  predictor = work_bytes = None
   if conditional:
     hyper, latent = (stream["name"] for stream in streams)
     encoder_at = tensor_positions(flatbuffer)["outputs"]
+    defines += [("TFVAECLF_ENCODER_HYPER_OUTPUT", encoder_at[hyper],
+                 "Where TFLM finds each tensor: output(i), input(i)."),
+                ("TFVAECLF_ENCODER_LATENT_OUTPUT", encoder_at[latent], "")]
+  if conditional == INDEXED:
     slice_at = tensor_positions(slice_coder)
     defines += [
         ("TFVAECLF_SLICE_ARENA_BYTES", arenas[1], ""),
-        ("TFVAECLF_ENCODER_HYPER_OUTPUT", encoder_at[hyper],
-         "Where TFLM finds each tensor: output(i), input(i)."),
-        ("TFVAECLF_ENCODER_LATENT_OUTPUT", encoder_at[latent], ""),
         ("TFVAECLF_SLICE_HYPER_INPUT",
          slice_at["inputs"][bundle.HYPER_INPUT], ""),
         ("TFVAECLF_SLICE_LATENT_INPUT",
@@ -540,46 +651,71 @@ def write_mcu(directory, fingerprint, plan, arrays, edge, flatbuffer, coder,
          slice_at["outputs"][bundle.INDEXES], "")]
     files.update(_slice_coder_files(
         slice_coder, edge["outputs"][latent]["quantization"]))
+  if conditional == INTEGER:
+    try:
+      predictor, work_bytes = _predictor_parts(
+          plan[1].predictor, streams[0]["shape"], streams[1]["shape"],
+          edge["outputs"][latent]["quantization"])
+    except (OSError, ValueError) as e:
+      raise cli.UserError(f"the MCU coder's slice predictor: {e}") from None
+    defines.append(("TFVAECLF_WORK_BYTES", work_bytes,
+                    "RAM the integer slice predictor works in "
+                    "(tfvaeclf_model.c's static tfvaeclf_work)."))
   codec_files, max_message = _codec_files(
       fingerprint, streams, conditional, arrays, edge["outputs"], pixels,
-      defines, ops)
+      defines, ops, predictor)
   files.update(codec_files)
   files["main.cc"] = _main(ops, conditional)
+  copied = _COPIED + (_INTEGER_COPIED if conditional == INTEGER else ())
   files["tfvaeclf.mk"] = _template("tfvaeclf.mk").replace(
-      "@MODELS@", " ".join(f"$(TFVAECLF_DIR){name}.c" for name in
-                           ["model_data", "slice_coder_data"][:len(models)]))
+      "@SOURCES@", " \\\n  ".join(
+          f"$(TFVAECLF_DIR){name}" for name in
+          [n for n in copied if n.endswith(".c")] + ["tfvaeclf_model.c"]
+          + list(_MODEL_SOURCES[:len(models)])))
   figures = {"arena_bytes": arenas[0], "max_message_bytes": max_message,
              "ops": ops, "model_bytes": len(flatbuffer)}
-  if conditional:
+  if slice_coder:
     figures.update(slice_arena_bytes=arenas[1],
                    slice_coder_bytes=len(slice_coder))
+  if work_bytes:
+    figures.update(work_bytes=work_bytes)
   dithered = "dither" in streams[0]
   files["README.md"] = _template("README.md").format(
       fingerprint=fingerprint.hex(),
-      kind=("conditional" if conditional else
+      kind=("conditional" if conditional == INDEXED else
+            "conditional, integer slice predictor" if conditional else
             "dithered" if dithered else "factorized"),
-      runs=("the int8 encoder and the float32 slice coder" if conditional
+      runs=("the int8 encoder and the float32 slice coder" if slice_coder
             else "the int8 encoder"),
-      writer=("tfvaeclf_encode_conditional_message" if conditional
-              else "tfvaeclf_encode_message"),
-      what=("the hyper-latent and the slice coder's values and indexes"
-            if conditional else "its int8 output"),
-      slice_row=(f"| `slice_coder_data.{{h,c}}` | float32 slice coder, "
-                 f"{len(slice_coder)} bytes, 16-byte aligned |\n"
-                 if conditional else ""),
+      writer=_WRITERS[conditional],
+      what={None: "its int8 output",
+            INDEXED: "the hyper-latent and the slice coder's values and "
+                     "indexes",
+            INTEGER: "its int8 hyper-latent and latent (the integer slice "
+                     "predictor choosing the tables)"}[conditional],
+      slice_row={
+          None: "",
+          INDEXED: f"| `slice_coder_data.{{h,c}}` | float32 slice coder, "
+                   f"{len(slice_coder or b'')} bytes, 16-byte aligned |\n",
+          INTEGER: "| `int_layers.{h,c}`, `slice_predictor.{h,c}`, "
+                   "`tfvaeclf_integer_message.{h,c}` | the integer slice "
+                   "predictor (its int8 layers are const in "
+                   f"`tfvaeclf_model.c`; {work_bytes} bytes of RAM to work "
+                   "in) and its message writer |\n"}[conditional],
       arenas=(f"{arenas[0]} bytes (encoder), {arenas[1]} bytes (slice coder)"
-              if conditional else f"{arenas[0]} bytes"),
+              if slice_coder else f"{arenas[0]} bytes"),
       num_ops=len(ops), op_list=", ".join(ops),
-      note=(_template("conditional_note.md") if conditional else
-            _template("dither_note.md") if dithered else ""), **figures)
+      note={None: _template("dither_note.md") if dithered else "",
+            INDEXED: _template("conditional_note.md"),
+            INTEGER: _template("integer_note.md")}[conditional], **figures)
   out = os.path.join(directory, MCU_DIR)
   os.makedirs(out)
   for name, text in files.items():
     with open(os.path.join(out, name), "w") as f:
       f.write(text)
-  if conditional:
+  if slice_coder:
     with open(os.path.join(out, SLICE_CODER), "wb") as f:
       f.write(slice_coder)
-  for name in _COPIED:
+  for name in copied:
     shutil.copyfile(os.path.join(_CSRC, name), os.path.join(out, name))
   return figures

@@ -24,8 +24,10 @@ from tfvaeclf.export import __main__ as export_main
 from tfvaeclf.export import mcu
 from tests.support import mcu_host
 from tests.support.mcu_host import (CFLAGS, c_conditional_messages,
-                                    c_messages, edge_conditional_messages,
+                                    c_integer_messages, c_messages,
+                                    edge_conditional_messages,
                                     fixed_conditional_header,
+                                    fixed_integer_header,
                                     fixed_latents_header, int8_model,
                                     litert_conditional, litert_outputs,
                                     read_manifest, server_classes,
@@ -300,6 +302,19 @@ def test_conditional_bundle_runs_both_models_with_builtin_ops(conditional):
     assert mcu._runs(model, arena) and not mcu._runs(model, arena - 16)
 
 
+def _served_as_the_model(bundle_dir, messages, images):
+  """The server decodes the first messages as the model in the bundle's
+  run dir does; (the server's classes of all, Keras' of `images`)."""
+  served = BundleServer(bundle_dir)
+  loaded = model_dir.load(os.path.join(os.path.dirname(bundle_dir), "run"))
+  for message in messages[:20]:
+    np.testing.assert_array_equal(served.decode(message),
+                                  codec.decode_latent(loaded, message))
+  keras = tf.argmax(loaded.model(data.to_float(images), training=False)[
+      "logits"], -1).numpy()
+  return server_classes(bundle_dir, messages), keras
+
+
 @pytest.mark.slow
 def test_conditional_tflm_messages_are_the_edges(conditional, test_digits):
   """Real digits: TFLM runs the int8 encoder and the slice coder; the C
@@ -318,19 +333,13 @@ def test_conditional_tflm_messages_are_the_edges(conditional, test_digits):
   messages = c_conditional_messages(program, hyper, values, indexes)
   edge = edge_conditional_messages(bundle_dir, hyper, latent)
   assert messages == edge
-  served = BundleServer(bundle_dir)
-  loaded = model_dir.load(os.path.join(os.path.dirname(bundle_dir), "run"))
-  for message in messages[:20]:
-    np.testing.assert_array_equal(served.decode(message),
-                                  codec.decode_latent(loaded, message))
-  classes = server_classes(bundle_dir, messages)
-  keras = tf.argmax(loaded.model(data.to_float(images), training=False)[
-      "logits"], -1).numpy()
+  classes, keras = _served_as_the_model(bundle_dir, messages, images)
   differ = np.mean([np.mean(outputs[name] != litert[name])
                     for name in (hyper_name, latent_name)])
-  print(f"{loaded.config['model_config']['entropy_model']}: TFLM vs LiteRT "
-        f"int8 outputs differ on {differ:.4%} of elements; accuracy TFLM + "
-        f"C coder {np.mean(classes == labels):.4f}, Keras "
+  kind = read_manifest(bundle_dir)["streams"][1]["tables"]
+  print(f"{kind} stream: TFLM vs LiteRT int8 outputs differ on "
+        f"{differ:.4%} of elements; accuracy TFLM + C coder "
+        f"{np.mean(classes == labels):.4f}, Keras "
         f"{np.mean(keras == labels):.4f} on {len(images)} digits")
   assert abs(np.mean(classes == labels) - np.mean(keras == labels)) <= .03
   # The edge's own path (LiteRT's encoder and slice coder) through the C
@@ -380,3 +389,112 @@ def test_cortex_m4_codes_conditional_latents_as_the_host(conditional,
   assert [bytes.fromhex(line) for line in on_m4.stdout.split()] == host
   assert host[:4] == encoder.encode_messages(images)
   print((tmp_path / "arm" / "size.txt").read_text())
+
+
+@pytest.fixture(scope="module")
+def integer(mnist, tmp_path_factory):
+  """A small joint model with the integer_context coder, trained for one
+  epoch on 2000 real digits, exported through the CLI with --mcu; its
+  harness."""
+  directory = tmp_path_factory.mktemp("integer_context")
+  run = train_small_joint(directory / "run", mnist, 2000, lmbda=1.0,
+                          entropy_model="integer_context")
+  out = cli_export_mcu(run, str(directory / "bundle"))
+  return out, build_harness(out)
+
+
+@pytest.mark.slow
+def test_integer_bundle_runs_only_the_int8_encoder(integer):
+  """No float model after the encoder: no slice coder files, one TFLM
+  model with its measured arena, the integer predictor's C and its work
+  space stated, the example calling the integer writer."""
+  bundle_dir, _ = integer
+  manifest = read_manifest(bundle_dir)
+  figures = manifest["mcu"]
+  files = set(manifest["files"])
+  assert not {f"mcu/{name}" for name in (
+      "slice_coder_data.c", "slice_coder_data.h", mcu.SLICE_CODER)} & files
+  assert {f"mcu/{name}" for name in (
+      "slice_predictor.c", "int_layers.c", "tfvaeclf_integer_message.c")} \
+      <= files
+  assert "slice_arena_bytes" not in figures and figures["work_bytes"] > 0
+  source = os.path.join(bundle_dir, mcu.MCU_DIR)
+  with open(os.path.join(source, "main.cc")) as f:
+    main = f.read()
+  assert "tfvaeclf_encode_integer_message" in main
+  assert "slice_coder" not in main
+  with open(os.path.join(source, "tfvaeclf_model.h")) as f:
+    header = f.read()
+  assert f"#define TFVAECLF_WORK_BYTES {figures['work_bytes']}" in header
+  assert "#define TFVAECLF_INTEGER_PREDICTOR 1" in header
+  with open(os.path.join(source, "tfvaeclf.mk")) as f:
+    makefile = f.read()
+  for name in mcu.coder_sources(source) + ["model_data.c"]:
+    assert f"$(TFVAECLF_DIR){name}" in makefile
+
+
+@pytest.mark.slow
+def test_integer_c_messages_are_the_edges(integer, test_digits):
+  """Real digits: from the int8 encoder's outputs, under TFLM or the
+  edge's LiteRT, the C predictor and coder write exactly the Python edge's
+  messages (`EdgeEncoder.encode_messages` on LiteRT's), which the server
+  decodes as the model does and classifies as Keras does."""
+  bundle_dir, program = integer
+  images, labels = test_digits
+  hyper_name, latent_name = (stream["name"] for stream in
+                             read_manifest(bundle_dir)["streams"])
+  pixels, litert = litert_conditional(bundle_dir, images)
+  assert c_integer_messages(program, litert[hyper_name],
+                            litert[latent_name]) == EdgeEncoder(
+                                bundle_dir, int8=True).encode_messages(images)
+  outputs = tflm_outputs(bundle_dir, pixels)
+  messages = c_integer_messages(program, outputs[hyper_name],
+                                outputs[latent_name])
+  assert messages == edge_conditional_messages(
+      bundle_dir, outputs[hyper_name], outputs[latent_name])
+  classes, keras = _served_as_the_model(bundle_dir, messages, images)
+  assert abs(np.mean(classes == labels) - np.mean(keras == labels)) <= .03
+
+
+@pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and
+                         shutil.which("qemu-system-arm")),
+                    reason="no arm-none-eabi-gcc or qemu-system-arm: run "
+                    "tools/setup.sh")
+@pytest.mark.slow
+def test_cortex_m4_predicts_and_codes_as_the_host(integer, test_digits,
+                                                  tmp_path):
+  """The integer predictor and coder on QEMU's mps2-an386 (Cortex-M4,
+  soft float ABI, -Os) code real digits' int8 outputs and extreme ones
+  into the host's bytes, which are the edge's; no object of the coder
+  calls a floating-point routine."""
+  bundle_dir, program = integer
+  manifest = read_manifest(bundle_dir)
+  hyper_name, latent_name = (s["name"] for s in manifest["streams"])
+  outputs = litert_conditional(bundle_dir, test_digits[0][:4])[1]
+  hyper, latent = outputs[hyper_name], outputs[latent_name]
+  rng = np.random.default_rng(3)
+  hyper = np.concatenate([hyper, np.full_like(hyper[:2], 127),
+                          rng.integers(-128, 128, hyper[:2].shape)])
+  latent = np.concatenate([latent, np.full_like(latent[:1], -128),
+                           np.full_like(latent[:1], 127),
+                           rng.integers(-128, 128, latent[:2].shape)])
+  hyper, latent = hyper.astype(np.int8), latent.astype(np.int8)
+  header = tmp_path / "fixed_latents.h"
+  header.write_text(fixed_integer_header(hyper, latent))
+  source = os.path.join(bundle_dir, mcu.MCU_DIR)
+  arm = tmp_path / "arm"
+  on_m4 = subprocess.run(
+      [os.path.join(REPO, "tools", "mcu", "qemu.sh"), source, str(header),
+       str(arm)], capture_output=True, text=True, check=True)
+  host = c_integer_messages(program, hyper, latent)
+  assert [bytes.fromhex(line) for line in on_m4.stdout.split()] == host
+  assert host == edge_conditional_messages(bundle_dir, hyper, latent)
+  objects = [str(arm / f"{name[:-2]}.o") for name in
+             mcu.coder_sources(source)]
+  undefined = subprocess.run(["arm-none-eabi-nm", "--undefined-only",
+                              *objects], capture_output=True, text=True,
+                             check=True).stdout
+  floating = [s for s in undefined.split()
+              if re.match(r"__aeabi_([fd]|[il]2[fd]|ui2[fd]|ul2[fd])", s)]
+  assert not floating, floating
+  print((arm / "size.txt").read_text())

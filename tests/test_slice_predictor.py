@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tfvaeclf.coding import int_layers, slice_predictor
+from tfvaeclf.coding import int_layers, native, slice_predictor
 from tfvaeclf.coding.slice_predictor import IntegerSlicePredictor
 
 
@@ -88,6 +88,70 @@ def test_c_and_numpy_predict_the_same_tables():
       assert loc_c.max() <= slice_predictor.LOC_LIMITS[1]
       assert 0 <= index_c.min() and index_c.max() < c_runtime.num_scales
       decoded.append(_decoded_values(rng, loc_c.shape))
+
+
+def _units(rng, shape):
+  """Latents in 1/65536 as the board makes them: small ones on a grid
+  that puts ties on the locations' 1/64 grid, up to the limit."""
+  limit = slice_predictor.LATENT_LIMIT
+  return np.where(rng.random(shape) < 0.9,
+                  rng.integers(-40 * 128, 40 * 128, shape) * 512,
+                  rng.integers(1 - limit, limit, shape)).astype(np.int32)
+
+
+def test_the_c_slice_loop_is_the_numpy_loop():
+  """Property test, 200 random predictors: the slice loop a
+  microcontroller runs (csrc/slice_predictor.c, image by image, in its own
+  scratch) codes the same symbols and picks the same tables as the numpy
+  loop the board runs, for hyper-latents up to the int32 extremes and
+  latents up to the limit."""
+  rng = np.random.default_rng(10)
+  for trial in range(200):
+    predictor = _random_predictor(np.random.default_rng(trial))
+    batch, rows, cols = (int(v) for v in rng.integers(1, 5, 3))
+    z_shape = (batch, -(-rows // 2), -(-cols // 2),
+               predictor.hyper[0]["kernel"].shape[2])
+    z_hat = np.where(rng.random(z_shape) < 0.9,
+                     rng.integers(-20, 20, z_shape),
+                     rng.integers(-2**31, 2**31, z_shape))
+    units = _units(rng, (batch, rows, cols, sum(predictor.slice_sizes)))
+    c_loop = native.slice_quantize(predictor, z_hat, units)
+    numpy_loop = predictor.quantize(z_hat, units)
+    for c, n in zip(c_loop, numpy_loop):
+      np.testing.assert_array_equal(c, n, err_msg=f"trial {trial}")
+      assert c.shape == (batch, units[0].size)
+
+
+def test_the_board_rounds_half_up_in_integers():
+  """`symbols` is round(y - loc_q / 64) with halves up, exactly (float64
+  holds every value here); the latent's units round half to even and
+  clip inside the limit."""
+  rng = np.random.default_rng(11)
+  units = _units(rng, 100_000)
+  loc_q = rng.integers(*slice_predictor.LOC_LIMITS, 100_000, endpoint=True)
+  exact = np.floor(units / 65536. - loc_q / 64. + .5)
+  np.testing.assert_array_equal(slice_predictor.symbols(units, loc_q), exact)
+  assert np.sum(np.mod(units / 65536. - loc_q / 64., 1.) == .5) > 300
+  np.testing.assert_array_equal(
+      slice_predictor.latent_units([1.5 / 65536, 2.5 / 65536, -1e12, 1e12,
+                                    np.nan]),
+      [2, 2, 1 - 2**30, 2**30 - 1, 0])
+
+
+def test_the_c_slice_loop_refuses_in_one_line():
+  """A latent beyond the limit, and a latent larger than the hyper-latent
+  predicts: ValueError in one line from both loops, nothing coded."""
+  predictor = _random_predictor(np.random.default_rng(12))
+  channels = sum(predictor.slice_sizes)
+  z_hat = np.zeros((1, 1, 1, predictor.hyper[0]["kernel"].shape[2]))
+  for units, needle in (
+      (np.full((1, 2, 2, channels), 2**30), "LATENT_LIMIT|outside"),
+      (np.zeros((1, 3, 2, channels)), "cannot predict|a size")):
+    for loop in (native.slice_quantize,
+                 lambda p, z, u: p.quantize(z, u)):
+      with pytest.raises(ValueError, match=needle) as excinfo:
+        loop(predictor, z_hat, units)
+      assert "\n" not in str(excinfo.value)
 
 
 def test_decoded_values_round_half_up_into_int8_in_quarters():

@@ -71,10 +71,9 @@ def _factorized(bundle_dir, program, images):
                                         range(QEMU_IMAGES)))
 
 
-def _conditional(bundle_dir, program, images):
-  """`_factorized`'s figures for a conditional bundle: TFLM runs both
-  models; checks the C coder's bytes against the Linux edge's for TFLM's
-  int8 outputs."""
+def _two_streams(bundle_dir, images):
+  """A conditional bundle's stream names, and its int8 encoder's outputs
+  under TFLM and LiteRT ({name: outputs})."""
   from tests.support import mcu_host
   hyper, latent = (stream["name"] for stream in
                    mcu_host.read_manifest(bundle_dir)["streams"])
@@ -83,7 +82,15 @@ def _conditional(bundle_dir, program, images):
   pixels = np.concatenate([p for p, _ in parts])
   litert = {name: np.concatenate([o[name] for _, o in parts])
             for name in (hyper, latent)}
-  tflm = mcu_host.tflm_outputs(bundle_dir, pixels)
+  return hyper, latent, mcu_host.tflm_outputs(bundle_dir, pixels), litert
+
+
+def _conditional(bundle_dir, program, images):
+  """`_factorized`'s figures for a conditional bundle: TFLM runs both
+  models; checks the C coder's bytes against the Linux edge's for TFLM's
+  int8 outputs."""
+  from tests.support import mcu_host
+  hyper, latent, tflm, litert = _two_streams(bundle_dir, images)
   coded = [mcu_host.tflm_slice_coder(bundle_dir, outputs[hyper],
                                      outputs[latent])
            for outputs in (tflm, litert)]
@@ -96,6 +103,25 @@ def _conditional(bundle_dir, program, images):
                                             tflm[latent])
   print(f"C coder bytes equal to the Linux edge's (TFLM int8 outputs): "
         f"{sum(a == b for a, b in zip(messages[0], edge))} of {len(edge)}")
+  return (*messages, *(np.concatenate(
+      [o[name].reshape(len(images), -1) for name in (hyper, latent)], 1)
+      for o in (tflm, litert)), fixed)
+
+
+def _integer(bundle_dir, program, images):
+  """`_conditional`'s figures for a bundle with an integer slice
+  predictor: the bundle's C predicts and codes from the int8 outputs."""
+  from tests.support import mcu_host
+  hyper, latent, tflm, litert = _two_streams(bundle_dir, images)
+  messages = [mcu_host.c_integer_messages(program, o[hyper], o[latent])
+              for o in (tflm, litert)]
+  edge = mcu_host.edge_conditional_messages(bundle_dir, tflm[hyper],
+                                            tflm[latent])
+  print(f"C predictor and coder bytes equal to the Linux edge's (TFLM int8 "
+        f"outputs): {sum(a == b for a, b in zip(messages[0], edge))} of "
+        f"{len(edge)}")
+  fixed = mcu_host.fixed_integer_header(tflm[hyper][:QEMU_IMAGES],
+                                        tflm[latent][:QEMU_IMAGES])
   return (*messages, *(np.concatenate(
       [o[name].reshape(len(images), -1) for name in (hyper, latent)], 1)
       for o in (tflm, litert)), fixed)
@@ -133,7 +159,8 @@ def main():
     program = os.path.join(directory, "harness")
     mcu_host.build_harness(bundle_dir, program)
     manifest = mcu_host.read_manifest(bundle_dir)
-    run = _conditional if len(manifest["streams"]) == 2 else _factorized
+    run = {"indexed": _conditional, "indexed_integer": _integer}.get(
+        manifest["streams"][-1].get("tables"), _factorized)
     messages, litert_messages, tflm, litert, fixed = run(
         bundle_dir, program, images)
     classes = mcu_host.server_classes(bundle_dir, messages)
@@ -146,6 +173,9 @@ def main():
     if "slice_coder_bytes" in figures:
       print(f"float32 slice coder {figures['slice_coder_bytes']} bytes, "
             f"TFLM arena {figures['slice_arena_bytes']} bytes")
+    if "work_bytes" in figures:
+      print(f"integer slice predictor: C, {figures['work_bytes']} bytes of "
+            "RAM to work in")
     print(f"message: mean {np.mean([len(m) for m in messages]):.1f} bytes, "
           f"worst case {figures['max_message_bytes']}")
     differ = tflm != litert

@@ -17,8 +17,9 @@ from tfvaeclf.serve.bundle_server import BundleServer
 
 from tfvaeclf.export import mcu
 
-__all__ = ["CFLAGS", "build_harness", "c_conditional_messages", "c_messages",
-           "edge_conditional_messages", "fixed_conditional_header",
+__all__ = ["CFLAGS", "build_harness", "c_conditional_messages",
+           "c_integer_messages", "c_messages", "edge_conditional_messages",
+           "fixed_conditional_header", "fixed_integer_header",
            "fixed_latents_header", "int8_model", "litert_conditional",
            "litert_outputs", "read_manifest", "server_classes",
            "tflm_outputs", "tflm_slice_coder"]
@@ -33,8 +34,8 @@ CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror")
 def build_harness(bundle_dir, program):
   """Builds `program`: tools/mcu/harness.c with the bundle's coder."""
   source = os.path.join(bundle_dir, mcu.MCU_DIR)
-  sources = [os.path.join(source, name) for name in
-             ("range_coder.c", "tfvaeclf_message.c", "tfvaeclf_model.c")]
+  sources = [os.path.join(source, name)
+             for name in mcu.coder_sources(source)]
   subprocess.run(["gcc", *CFLAGS, f"-I{source}", _HARNESS, *sources, "-o",
                   program], check=True)
 
@@ -55,6 +56,15 @@ def c_conditional_messages(program, hyper, values, indexes):
       np.asarray(z, np.int8).tobytes() + np.asarray(v, np.int32).tobytes() +
       np.asarray(i, np.int32).tobytes()
       for z, v, i in zip(hyper, values, indexes)))
+
+
+def c_integer_messages(program, hyper, latent):
+  """A bundle's with an integer slice predictor: its int8 encoder's
+  hyper-latents and latents (N, ...) -> the messages `program`
+  (`build_harness`) writes."""
+  return _run_harness(program, b"".join(
+      np.asarray(z, np.int8).tobytes() + np.asarray(y, np.int8).tobytes()
+      for z, y in zip(hyper, latent)))
 
 
 def _run_harness(program, stdin):
@@ -185,3 +195,11 @@ def fixed_conditional_header(hyper, values, indexes):
           _c_rows("int8_t", "fixed_hyper", hyper) +
           _c_rows("int32_t", "fixed_values", values) +
           _c_rows("int32_t", "fixed_indexes", indexes))
+
+
+def fixed_integer_header(hyper, latent):
+  """fixed_latents.h for tools/mcu/fixed.c and a bundle with an integer
+  slice predictor."""
+  return (f"#include <stdint.h>\n#define FIXED_IMAGES {len(hyper)}\n" +
+          _c_rows("int8_t", "fixed_hyper", hyper) +
+          _c_rows("int8_t", "fixed_latent", latent))

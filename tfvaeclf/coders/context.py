@@ -41,8 +41,13 @@ class ChannelContextCoder(registry.Coder):
   slice would pay the coder's final bytes once per slice.
   """
 
+  # The scale tables: NUM_SCALES from SCALE_BOUNDS[0] to [1], evenly in
+  # log scale.
+  NUM_SCALES = 64
+  SCALE_BOUNDS = (.11, 256.)
+
   def __init__(self, channels, num_slices=4, hyper_channels=None,
-               num_scales=64, scale_bounds=(.11, 256.),
+               num_scales=None, scale_bounds=None,
                range_coder_precision=16, **kwargs):
     super().__init__(**kwargs)
     self.channels = int(channels)
@@ -60,8 +65,8 @@ class ChannelContextCoder(registry.Coder):
         tf.keras.layers.Conv2D(hyper_channels, 3, strides=2, padding="same"),
     ], name="hyper_analysis")
     self.hyper_coder = FactorizedCoder(hyper_channels, name="hyper_coder")
-    self.num_scales = int(num_scales)
-    low, high = (float(np.log(b)) for b in scale_bounds)
+    self.num_scales = int(num_scales or self.NUM_SCALES)
+    low, high = (float(np.log(b)) for b in scale_bounds or self.SCALE_BOUNDS)
     step = (high - low) / (self.num_scales - 1)
     self._scale_fn = lambda index: tf.exp(low + step * index)
     self.hyper_synthesis = self._hyper_synthesis()
@@ -114,7 +119,8 @@ class ChannelContextCoder(registry.Coder):
     slices = tf.split(latent, self.slice_sizes, axis=-1)
     latent_hat, loc, index = self._decode_slices(
         z_hat, tf.shape(latent)[1:3],
-        lambda k, loc, index: tfc.round_st(slices[k], loc), training)
+        lambda k, loc, index: slices[k] + tf.stop_gradient(
+            self.symbols(slices[k], loc) + loc - slices[k]), training)
     # One call for all slices: a prior per slice makes a graph so large
     # that tracing the training step takes tens of seconds.
     _, y_bits = self._training_model(latent, index, loc=loc,
@@ -152,6 +158,11 @@ class ChannelContextCoder(registry.Coder):
                                       training=training)
     return tf.split(params, 2, axis=-1)
 
+  def symbols(self, latent, loc):
+    """What is coded of `latent` at the predicted `loc`: round(y - loc),
+    as floats (half to even, as TensorFlow rounds)."""
+    return tf.round(latent - loc)
+
   def slice_symbols(self, latent, z_hat):
     """What `compress` range-codes, given the coded hyper-latent `z_hat`:
     `(symbols, indexes)`, int32 (batch, values per image) in coding order,
@@ -160,7 +171,7 @@ class ChannelContextCoder(registry.Coder):
     symbols, indexes = [], []
 
     def code_slice(k, loc, index):
-      rounded = tf.round(slices[k] - loc)
+      rounded = self.symbols(slices[k], loc)
       for coded, values in ((symbols, rounded), (indexes, index)):
         coded.append(tf.reshape(tf.cast(values, tf.int32),
                                 [tf.shape(latent)[0], -1]))
@@ -197,7 +208,10 @@ class ChannelContextCoder(registry.Coder):
                             np.asarray(tables["latent/cdf_offset"]))
 
   def _set_latent_tables(self, cdf, cdf_offset):
-    """TFC's tables, and the same parsed for `decode`."""
+    """TFC's tables, and the same parsed for `decode`. Their number is the
+    scale indexes' range: a model frozen with more scales than this class
+    now builds codes as it did."""
+    self.num_scales = len(cdf_offset)
     self._cdf = tf.constant(cdf, tf.int32)
     self._cdf_offset = tf.constant(cdf_offset, tf.int32)
     self._index_tables = range_coder.CdfTables(cdf, cdf_offset)
@@ -213,7 +227,7 @@ class ChannelContextCoder(registry.Coder):
     def code_slice(k, loc, index):
       nonlocal handle
       index = tf.cast(index, tf.int32)
-      symbols = tf.cast(tf.round(slices[k] - loc), tf.int32)
+      symbols = tf.cast(self.symbols(slices[k], loc), tf.int32)
       handle = tfc.entropy_encode_index(
           handle, index, symbols - tf.gather(self._cdf_offset, index))
       return tf.cast(symbols, latent.dtype) + loc

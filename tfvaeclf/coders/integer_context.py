@@ -56,6 +56,17 @@ class IntegerContextCoder(ChannelContextCoder):
   """
 
   PRETRAINED_PARTS = ("hyper_analysis", "hyper_coder")
+  # The float coder's scales up to about 15 (its first 41 tables, spaced as
+  # its 64): a microcontroller's flash holds their 16-bit CDFs in 4 KB, not
+  # the 56 KB of scales up to 256, which latents of a few units never pick
+  # (an integer predictor trained on MNIST picks 0-9). A value beyond a
+  # table's range still codes, as an escape.
+  NUM_SCALES = 41
+  SCALE_BOUNDS = (ChannelContextCoder.SCALE_BOUNDS[0], float(np.exp(
+      np.log(ChannelContextCoder.SCALE_BOUNDS[0]) + (NUM_SCALES - 1) * (
+          np.log(ChannelContextCoder.SCALE_BOUNDS[1])
+          - np.log(ChannelContextCoder.SCALE_BOUNDS[0]))
+      / (ChannelContextCoder.NUM_SCALES - 1))))
 
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
@@ -99,6 +110,17 @@ class IntegerContextCoder(ChannelContextCoder):
         training=training)
     loc_q, index = tf.split(params, 2, axis=-1)
     return loc_q / slice_predictor.LOC_UNITS, index
+
+  def symbols(self, latent, loc):
+    """round(y - loc) by the board's integer rule
+    (`slice_predictor.symbols`: y in 1/65536, halves up), so that the
+    model, the board and a microcontroller code the same symbols."""
+    units = tf.clip_by_value(
+        tf.round(tf.cast(latent, tf.float64) * slice_predictor.LATENT_UNITS),
+        1. - slice_predictor.LATENT_LIMIT, slice_predictor.LATENT_LIMIT - 1.)
+    units -= tf.cast(loc, tf.float64) * slice_predictor.LATENT_UNITS
+    return tf.cast(tf.floor((units + slice_predictor.LATENT_UNITS // 2)
+                            / slice_predictor.LATENT_UNITS), latent.dtype)
 
   def predictor(self, native_layers=True):
     """The trained integer predictor, for the runtimes without TF."""

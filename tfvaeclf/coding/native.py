@@ -1,5 +1,6 @@
 """The C range coder (`csrc/range_coder.c`), with the numpy coder as fallback;
-and the integer layers (`csrc/int_layers.c`) with their numpy twin.
+the integer layers (`csrc/int_layers.c`) with their numpy twin, and the
+slice loop a microcontroller runs on them (`csrc/slice_predictor.c`).
 
 `encode_channel`, `encode_index`, `decode_channel`, `decode_index` and
 `IndexDecoder` take the arguments of their namesakes in `range_coder` and
@@ -55,12 +56,12 @@ from tfvaeclf.coding import range_coder as rc
 
 __all__ = ["IndexDecoder", "StreamsEncoder", "available", "decode_channel",
            "decode_index", "encode_channel", "encode_index", "int_conv2d",
-           "library_path"]
+           "library_path", "slice_quantize", "slice_scratch_size"]
 
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            "csrc")
 _SOURCES = ("range_coder.h", "range_coder.c", "int_layers.h",
-            "int_layers.c")
+            "int_layers.c", "slice_predictor.h", "slice_predictor.c")
 _CFLAGS = ("-std=c99", "-O2", "-fPIC", "-shared")
 
 # Status codes of range_coder.h.
@@ -209,6 +210,8 @@ _FUNCTIONS = {
     "il_conv2d": ([_P, _I32, _I32, _I32, _I32, _P, _I32, _I32, _I32, _P, _P,
                    _I32, _I32, _I32, _I32, _P], ctypes.c_int),
     "il_strerror": ([ctypes.c_int], ctypes.c_char_p),
+    "sp_scratch_size": ([_P], _I32),
+    "sp_quantize": ([_P, _P, _P, _P, _I32, _P, _P], ctypes.c_int),
 }
 
 
@@ -677,3 +680,99 @@ def int_conv2d(inputs, kernel, bias, divisor, *, stride=1, transpose=False,
     raise AssertionError("il_conv2d refused a checked layer: "
                          f"{lib.il_strerror(status).decode()}")
   return output
+
+
+class _SliceLayer(ctypes.Structure):
+  """slice_predictor.h's sp_layer."""
+  _fields_ = [("kernel", ctypes.c_void_p), ("bias", ctypes.c_void_p),
+              ("divisor", ctypes.c_void_p)] + [
+                  (name, ctypes.c_int32) for name in (
+                      "kernel_h", "kernel_w", "in_channels", "out_channels",
+                      "stride", "transpose", "low", "high")]
+
+
+class _SlicePredictor(ctypes.Structure):
+  """slice_predictor.h's sp_predictor."""
+  _fields_ = [("layers", ctypes.c_void_p), ("num_layers", ctypes.c_void_p),
+              ("slice_sizes", ctypes.c_void_p)] + [
+                  (name, ctypes.c_int32) for name in (
+                      "num_slices", "num_scales", "hyper_rows", "hyper_cols",
+                      "rows", "cols")]
+
+
+def _slice_predictor(lib, predictor, hyper_shape, latent_shape):
+  """`predictor` (a `slice_predictor.IntegerSlicePredictor`) for a
+  hyper-latent and a latent of spatial shapes `hyper_shape`,
+  `latent_shape`, as an sp_predictor; its scratch size (int32); and the
+  arrays it points into, to keep alive. ValueError (one line) where the C
+  code refuses it."""
+  groups = [predictor.hyper, *predictor.slices]
+  keep = []
+
+  def pointer(array, dtype):
+    array = np.ascontiguousarray(array, dtype)
+    keep.append(array)
+    return array.ctypes.data
+
+  layers = (_SliceLayer * sum(map(len, groups)))()
+  keep.append(layers)
+  for slot, layer in zip(layers, [l for group in groups for l in group]):
+    kernel = layer["kernel"]
+    slot.kernel = pointer(kernel, np.int8)
+    slot.bias = pointer(layer["bias"], np.int32)
+    slot.divisor = pointer(layer["divisor"], np.int32)
+    (slot.kernel_h, slot.kernel_w, slot.in_channels,
+     slot.out_channels) = kernel.shape
+    slot.stride, slot.transpose = layer["stride"], int(layer["transpose"])
+    slot.low, slot.high = layer["low"], layer["high"]
+  config = _SlicePredictor(
+      ctypes.addressof(layers),
+      pointer([len(group) for group in groups], np.int32),
+      pointer(predictor.slice_sizes, np.int32), len(predictor.slices),
+      predictor.num_scales, *(int(d) for d in hyper_shape),
+      *(int(d) for d in latent_shape))
+  size = lib.sp_scratch_size(ctypes.byref(config))
+  if size < 0:
+    raise ValueError(f"slice predictor: {lib.il_strerror(-size).decode()}")
+  return config, size, keep
+
+
+def _require_library():
+  lib = _library()
+  if lib is None:
+    raise OSError("no C compiler: the C slice loop cannot build")
+  return lib
+
+
+def slice_scratch_size(predictor, hyper_shape, latent_shape):
+  """The int32 scratch the C slice loop (csrc/slice_predictor.c) needs to
+  run `predictor` on a hyper-latent and a latent of spatial shapes
+  `hyper_shape` and `latent_shape`; ValueError (one line) where it
+  refuses them, OSError where it does not build."""
+  return _slice_predictor(_require_library(), predictor, hyper_shape,
+                          latent_shape)[1]
+
+
+def slice_quantize(predictor, z_hat, units):
+  """`predictor.quantize(z_hat, units)` (a
+  `slice_predictor.IntegerSlicePredictor`) by the C slice loop a
+  microcontroller runs, image by image: the same int32 (symbols, indexes).
+  OSError where the C code does not build; ValueError (one line) where it
+  refuses."""
+  lib = _require_library()
+  z_hat = np.ascontiguousarray(z_hat, np.int32)
+  units = np.ascontiguousarray(units, np.int32)
+  config, size, _keep = _slice_predictor(lib, predictor, z_hat.shape[1:3],
+                                         units.shape[1:3])
+  scratch = np.empty(size, np.int32)
+  symbols = np.empty((len(units), units[0].size), np.int32)
+  indexes = np.empty_like(symbols)
+  for n in range(len(units)):
+    status = lib.sp_quantize(
+        ctypes.byref(config), z_hat[n].ctypes.data, units[n].ctypes.data,
+        scratch.ctypes.data, size, symbols[n].ctypes.data,
+        indexes[n].ctypes.data)
+    if status:
+      raise ValueError(f"slice predictor: "
+                       f"{lib.il_strerror(status).decode()}")
+  return symbols, indexes

@@ -23,7 +23,9 @@ What it computes, per image:
                     (within [-2**15, 2**15) by the last layer's clip);
                     index = clip(out[..., size:], 0, num_scales - 1)
 
-The latent is then `round(y - loc_q / 64) + loc_q / 64` on both sides.
+The latent is then `round(y - loc_q / 64) + loc_q / 64` on both sides,
+the board rounding in integers (`symbols`) as a microcontroller can:
+`csrc/slice_predictor.c` is this slice loop in C (`quantize` is its twin).
 """
 
 import numpy as np
@@ -31,7 +33,8 @@ import numpy as np
 from tfvaeclf.coding import int_layers, native
 
 __all__ = ["IntegerSlicePredictor", "LOC_UNITS", "LOC_LIMITS",
-           "INPUT_UNITS", "INPUT_LIMITS", "to_inputs"]
+           "INPUT_UNITS", "INPUT_LIMITS", "LATENT_UNITS", "LATENT_LIMIT",
+           "latent_units", "symbols", "to_inputs"]
 
 LOC_UNITS = 64  # a location is loc_q / LOC_UNITS
 # Decoded values feed the next slices in 1/INPUT_UNITS: integers would drop
@@ -40,6 +43,11 @@ INPUT_UNITS = 4
 # The last layer's clip: locations in [-512, 512).
 LOC_LIMITS = (-2**15, 2**15 - 1)
 INPUT_LIMITS = (-128, 127)
+# The board rounds y - loc in integers, y in 1/LATENT_UNITS: fine enough
+# that only a tie within 2**-17 rounds otherwise than in float, and
+# |units| < LATENT_LIMIT keeps every sum of the rule in int32.
+LATENT_UNITS = 2**16
+LATENT_LIMIT = 2**30
 _FIELDS = ("kernel", "bias", "divisor", "config")  # config: stride,
 # transpose, low, high
 
@@ -52,6 +60,23 @@ def to_inputs(values):
   values = np.floor(INPUT_UNITS * np.nan_to_num(
       np.asarray(values, np.float64)) + 0.5)
   return np.clip(values, *INPUT_LIMITS).astype(np.int32)
+
+
+def latent_units(latent):
+  """Latent values -> int32 in 1/LATENT_UNITS, rounded half to even,
+  clipped inside +-LATENT_LIMIT (a NaN, which no encoder gives, is 0)."""
+  units = np.rint(LATENT_UNITS * np.nan_to_num(
+      np.asarray(latent, np.float64)))
+  return np.clip(units, 1 - LATENT_LIMIT, LATENT_LIMIT - 1).astype(np.int32)
+
+
+def symbols(units, loc_q):
+  """What the board codes of a latent `units` (`latent_units`) at a
+  location `loc_q` (1/LOC_UNITS): round(y - loc), halves up, in integers
+  (`csrc/slice_predictor.h`)."""
+  units = np.asarray(units, np.int64) - (
+      LATENT_UNITS // LOC_UNITS) * np.asarray(loc_q, np.int64)
+  return ((units + LATENT_UNITS // 2) // LATENT_UNITS).astype(np.int32)
 
 
 class IntegerSlicePredictor:
@@ -142,6 +167,28 @@ class IntegerSlicePredictor:
     out = self._run(self.slices[k], inputs)
     size = self.slice_sizes[k]
     return out[..., :size], np.clip(out[..., size:], 0, self.num_scales - 1)
+
+  def quantize(self, z_hat, units):
+    """The board's slice loop: hyper-latent integers (N, h, w, channels)
+    and the latent in 1/LATENT_UNITS (N, rows, cols, channels) -> int32
+    (symbols, table indexes), (N, values per image) in coding order (slice
+    after slice, each in C order). ValueError (one line) for a latent
+    outside +-LATENT_LIMIT."""
+    units = np.asarray(units, np.int64)
+    if units.size and np.abs(units).max() >= LATENT_LIMIT:
+      raise ValueError("integer slice predictor: a latent beyond "
+                       "+-LATENT_LIMIT units")
+    features = self.features(z_hat, units.shape[1:3])
+    decoded, coded, indexes = [], [], []
+    bounds = np.cumsum(self.slice_sizes)[:-1]
+    for k, slice_units in enumerate(np.split(units, bounds, -1)):
+      loc_q, index = self.predict(k, features, decoded)
+      values = symbols(slice_units, loc_q)
+      decoded.append(values + loc_q / np.float64(LOC_UNITS))
+      coded.append(values.reshape(len(units), -1))
+      indexes.append(index.reshape(len(units), -1))
+    return (np.concatenate(coded, 1).astype(np.int32),
+            np.concatenate(indexes, 1).astype(np.int32))
 
   def figures(self, latent_shape):
     """What a board stores and computes for one image of a latent of

@@ -316,20 +316,11 @@ class IntegerIndexedStream(IndexedStream):
     """Board half: the model's slice loop with the integer predictor, on
     the coded stream it is conditional on -> (values, table indexes),
     int32 (N, values per image) in coding order: each slice's
-    `round(y - loc)` (half to even, as TF rounds), slice after slice."""
+    `round(y - loc)`, rounded in integers as a microcontroller's board does
+    (`slice_predictor.symbols`), slice after slice."""
     del first_index, model  # no dither, no model file
-    predict = self._predict(coded[self.on])
-    decoded, values, indexes = [], [], []
-    bounds = np.cumsum(self.slices)[:-1]
-    for k, latent in enumerate(np.split(
-        np.asarray(latents, np.float32), bounds, -1)):
-      loc, index = predict(k, decoded)
-      symbols = np.rint(latent - loc)
-      decoded.append(symbols + loc)
-      values.append(symbols.reshape(len(latent), -1))
-      indexes.append(index.reshape(len(latent), -1))
-    return (np.concatenate(values, 1).astype(np.int32),
-            np.concatenate(indexes, 1).astype(np.int32))
+    return self.predictor.quantize(
+        coded[self.on], slice_predictor.latent_units(latents))
 
   def _predict(self, conditioning, run=None):
     del run  # no server model: the tables hold the predictor

@@ -11,7 +11,11 @@ static uint8_t message[TFVAECLF_MAX_MESSAGE_BYTES];
 int main(void) {
   int image;
   for (image = 0; image < FIXED_IMAGES; ++image) {
-#if TFVAECLF_CONDITIONAL
+#if TFVAECLF_INTEGER_PREDICTOR
+    int32_t i, length = tfvaeclf_encode_integer_message(
+        &tfvaeclf_model_codec, fixed_hyper[image], fixed_latent[image],
+        message, (int32_t)sizeof(message));
+#elif TFVAECLF_CONDITIONAL
     int32_t i, length = tfvaeclf_encode_conditional_message(
         &tfvaeclf_model_codec, fixed_hyper[image], fixed_values[image],
         fixed_indexes[image], message, (int32_t)sizeof(message));

@@ -5,15 +5,31 @@
  * stdin, per image: a little-endian u32 counter then TFVAECLF_LATENT_VALUES
  * int8 values; for a conditional model, TFVAECLF_HYPER_VALUES int8 values
  * then the slice coder's TFVAECLF_LATENT_VALUES values and as many indexes
- * (int32, the host's byte order). stdout: per image, a little-endian u32
- * length then the message. Exits 1 on a coder error. */
+ * (int32, the host's byte order); for one with an integer slice predictor,
+ * TFVAECLF_HYPER_VALUES then TFVAECLF_LATENT_VALUES int8 values. stdout:
+ * per image, a little-endian u32 length then the message. Exits 1 on a
+ * coder error. */
 #include <stdio.h>
 
 #include "tfvaeclf_model.h"
 
 static uint8_t message[TFVAECLF_MAX_MESSAGE_BYTES];
 
-#if TFVAECLF_CONDITIONAL
+#if TFVAECLF_INTEGER_PREDICTOR
+static int8_t hyper[TFVAECLF_HYPER_VALUES], latent[TFVAECLF_LATENT_VALUES];
+
+/* Reads one image's int8 outputs and codes them: the length, an error, or
+ * 0 at the end of the input. */
+static int32_t next_message(void) {
+  if (fread(hyper, 1, sizeof(hyper), stdin) != sizeof(hyper)) return 0;
+  if (fread(latent, 1, sizeof(latent), stdin) != sizeof(latent)) {
+    return RC_ERR_ARG;
+  }
+  return tfvaeclf_encode_integer_message(&tfvaeclf_model_codec, hyper,
+                                         latent, message,
+                                         (int32_t)sizeof(message));
+}
+#elif TFVAECLF_CONDITIONAL
 static int8_t hyper[TFVAECLF_HYPER_VALUES];
 static int32_t values[TFVAECLF_LATENT_VALUES], indexes[TFVAECLF_LATENT_VALUES];
 

@@ -7,7 +7,8 @@
 #
 # Also writes OUT_DIR/size.txt: arm-none-eabi-size of the coder's objects
 # (range_coder.o holds the decoder too, which --gc-sections drops) and the
-# stack frames (gcc -fstack-usage) of the message writer's call chain.
+# stack frames (gcc -fstack-usage) of its functions, and the floating-point
+# routines it calls (none: no FPU needed).
 # Needs Debian's gcc-arm-none-eabi, libnewlib-arm-none-eabi and
 # qemu-system-arm (tools/setup.sh installs them).
 set -eu
@@ -17,10 +18,14 @@ mkdir -p "$out"
 cp "$fixed" "$out/fixed_latents.h"
 flags="-mcpu=cortex-m4 -mthumb -mfloat-abi=soft -Os -std=c99 -Wall -Werror \
   -ffunction-sections -fdata-sections -fstack-usage -I$mcu -I$out"
-objects=""
-for name in range_coder tfvaeclf_message tfvaeclf_model; do
-  arm-none-eabi-gcc $flags -c "$mcu/$name.c" -o "$out/$name.o"
+objects="" frames=""
+# The coder's sources: every .c but the TFLM models' arrays.
+for source in "$mcu"/*.c; do
+  name=$(basename "$source" .c)
+  case $name in model_data|slice_coder_data) continue ;; esac
+  arm-none-eabi-gcc $flags -c "$source" -o "$out/$name.o"
   objects="$objects $out/$name.o"
+  frames="$frames $out/$name.su"
 done
 for name in fixed startup; do
   arm-none-eabi-gcc $flags -c "$here/$name.c" -o "$out/$name.o"
@@ -37,7 +42,11 @@ arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb --specs=rdimon.specs -nostartfiles \
     awk 'NR == FNR {coder[$1]; next}
          NF == 4 && ($4 in coder) {sum += $2}
          END {print sum}' "$out/coder_symbols.txt" -
-  cat "$out"/range_coder.su "$out"/tfvaeclf_message.su
+  echo "floating-point routines the coder calls (soft-float ABI):"
+  floats=$(arm-none-eabi-nm --undefined-only $objects | awk '{print $2}' |
+    grep -E '^__aeabi_([fd]|u?i2[fd]|u?l2[fd])' | sort -u || true)
+  echo "${floats:-none}"
+  cat $frames
 } > "$out/size.txt"
 timeout 60 qemu-system-arm -M mps2-an386 -nographic -monitor none \
   -serial none -semihosting-config enable=on,target=native \

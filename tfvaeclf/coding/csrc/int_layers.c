@@ -143,6 +143,7 @@ const char *il_strerror(int status) {
     case IL_ERR_DIVISOR: return "a divisor outside [1, 32768]";
     case IL_ERR_INPUT: return "an input outside [-128, 127]";
     case IL_ERR_RANGE: return "the accumulator may pass int32, or low > high";
+    case IL_ERR_SCRATCH: return "too little scratch for the slice predictor";
     default: return "unknown status";
   }
 }

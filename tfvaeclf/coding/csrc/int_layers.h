@@ -41,6 +41,7 @@ enum {
   IL_ERR_INPUT = 3,   /* an input outside [-128, 127] */
   IL_ERR_RANGE = 4,   /* |bias| + 2**14 * fan-in + divisor may pass int32,
                          or low > high */
+  IL_ERR_SCRATCH = 5, /* too little scratch (slice_predictor.h) */
 };
 
 #define IL_MAX_DIVISOR 32768
