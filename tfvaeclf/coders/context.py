@@ -119,8 +119,7 @@ class ChannelContextCoder(registry.Coder):
     slices = tf.split(latent, self.slice_sizes, axis=-1)
     latent_hat, loc, index = self._decode_slices(
         z_hat, tf.shape(latent)[1:3],
-        lambda k, loc, index: slices[k] + tf.stop_gradient(
-            self.symbols(slices[k], loc) + loc - slices[k]), training)
+        lambda k, loc, index: self._quantize_st(slices[k], loc), training)
     # One call for all slices: a prior per slice makes a graph so large
     # that tracing the training step takes tens of seconds.
     _, y_bits = self._training_model(latent, index, loc=loc,
@@ -157,6 +156,16 @@ class ChannelContextCoder(registry.Coder):
     params = self.slice_transforms[k](tf.concat([features, *decoded], -1),
                                       training=training)
     return tf.split(params, 2, axis=-1)
+
+  def _quantize_st(self, latent, loc):
+    """`symbols(latent, loc) + loc`, exactly the decoder's value, with a
+    straight-through gradient to `latent` and none to `loc`, as
+    `tfc.round_st` gives."""
+    @tf.custom_gradient
+    def quantize(latent, loc):
+      return self.symbols(latent, loc) + loc, lambda grad: (grad, None)
+
+    return quantize(latent, loc)
 
   def symbols(self, latent, loc):
     """What is coded of `latent` at the predicted `loc`: round(y - loc),

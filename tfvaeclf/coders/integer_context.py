@@ -57,7 +57,7 @@ class IntegerContextCoder(ChannelContextCoder):
 
   PRETRAINED_PARTS = ("hyper_analysis", "hyper_coder")
   # The float coder's scales up to about 15 (its first 41 tables, spaced as
-  # its 64): a microcontroller's flash holds their 16-bit CDFs in 4 KB, not
+  # its 64): a microcontroller's flash holds their 16-bit CDFs in 3.5 KB, not
   # the 56 KB of scales up to 256, which latents of a few units never pick
   # (an integer predictor trained on MNIST picks 0-9). A value beyond a
   # table's range still codes, as an escape.
