@@ -35,12 +35,12 @@ arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb --specs=rdimon.specs -nostartfiles \
   $objects -o "$out/fixed.elf"
 {
   arm-none-eabi-size $objects
-  echo "linked from them into fixed.elf (code + const data, bytes):"
+  echo "linked from them into fixed.elf (code + const data: flash, bytes):"
   arm-none-eabi-nm --defined-only $objects | awk 'NF == 3 {print $3}' |
     sort -u > "$out/coder_symbols.txt"
   arm-none-eabi-nm -S --radix=d "$out/fixed.elf" |
     awk 'NR == FNR {coder[$1]; next}
-         NF == 4 && ($4 in coder) {sum += $2}
+         NF == 4 && ($4 in coder) && $3 ~ /^[TtRr]$/ {sum += $2}
          END {print sum}' "$out/coder_symbols.txt" -
   echo "floating-point routines the coder calls (soft-float ABI):"
   floats=$(arm-none-eabi-nm --undefined-only $objects | awk '{print $2}' |
