@@ -131,6 +131,8 @@ EXPECTED = {
         {"name": "fashion_mnist"}, {**BETA_VAE_TRAIN, "epochs": 6}),
     "fashion_mnist_classifier.flags": _resnet("fashion_mnist",
                                               (64, 128, 256), 12),
+    "fashion_mnist_board_classifier.flags": _resnet(
+        "fashion_mnist", (8, 12, 16), 12, backbone="plain_cnn"),
     "fashion_mnist_frontier.flags": _run(
         "joint", {**JOINT, "latent": "global", "filters": (32, 64, 128),
                   "lmbda": 2.}, {"name": "fashion_mnist"},
@@ -170,6 +172,8 @@ EXPECTED = {
         "beta_vae", BETA_VAE, {"name": "mnist"},
         {**BETA_VAE_TRAIN, "epochs": 3, "train_subset": 10000}),
     "mnist_classifier.flags": _resnet("mnist", (32, 64, 128), 10),
+    "mnist_board_classifier.flags": _resnet("mnist", (8, 12, 16), 8,
+                                            backbone="plain_cnn"),
     "mnist_joint.flags": _run(
         "joint", JOINT, {"name": "mnist"},
         {**JOINT_TRAIN, "epochs": 8, "lr_schedule": "cosine"}),
