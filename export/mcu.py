@@ -170,6 +170,14 @@ def arena_size(flatbuffer):
   return high
 
 
+def _int8_values(quantization):
+  """What each int8 output q = -128..127 stands for, in float32 as the
+  Python edge dequantizes it: (q - zero_point) * scale."""
+  q = np.arange(-128, 128).astype(np.float32)
+  return (q - np.float32(quantization["zero_point"])) * np.float32(
+      quantization["scale"])
+
+
 def symbol_tables(scale, zero_point, dither_levels=None):
   """(value, step1, step2) of tfvaeclf_message.h for an int8 output.
 
@@ -178,8 +186,7 @@ def symbol_tables(scale, zero_point, dither_levels=None):
   24-bit hash k is value + (k >= step1) + (k >= step2) (then clipped to
   the levels), found by bisection since it grows with k.
   """
-  q = np.arange(-128, 128).astype(np.float32)
-  latent = (q - np.float32(zero_point)) * np.float32(scale)
+  latent = _int8_values({"scale": scale, "zero_point": zero_point})
   if dither_levels is None:
     return range_coder.quantize(latent), None, None
 
@@ -322,29 +329,26 @@ def _channel_codec(symbol, prefix, stream, arrays, quantization):
   return parts, string_bytes
 
 
-def _conditional_codec(stream, arrays, quantization, predictor):
-  """C text of the latent half of a conditional coder (with `predictor`,
-  an integer slice predictor's `_predictor_parts`, its predictor and work
-  space too), its values' bound and its string's worst-case bytes when
-  they keep to it."""
+def _conditional_codec(stream, arrays, quantization, integer):
+  """C text of the latent half of a conditional coder (`integer`: one whose
+  integer slice predictor `_predictor_parts` wraps it), its values' bound
+  and its string's worst-case bytes when they keep to it."""
   tables = _read_tables(arrays, stream["name"])
   num_values = int(np.prod(stream["shape"]))
   latent = symbol_tables(quantization["scale"], quantization["zero_point"])[0]
   # A value is round(y - loc): y within what the int8 output can give, and
   # loc too (a float slice coder's) or within the integer predictor's clip.
-  loc_bound = (int(np.abs(latent).max()) if predictor is None else
-               -slice_predictor.LOC_LIMITS[0] // slice_predictor.LOC_UNITS)
+  loc_bound = (-slice_predictor.LOC_LIMITS[0] // slice_predictor.LOC_UNITS
+               if integer else int(np.abs(latent).max()))
   bound = int(np.abs(latent).max()) + loc_bound + 1
   steps = _steps([(-bound, bound)] * tables.num_tables, tables)
   string_bytes = 2 + 2 * max(steps) * num_values
-  name = "tfvaeclf_model_codec" if predictor is None else "tfvaeclf_latent"
+  name = "tfvaeclf_latent" if integer else "tfvaeclf_model_codec"
   parts = _cdf_tables("tfvaeclf_latent", tables) + [
-      f"{'' if predictor is None else 'static '}"
+      f"{'static ' if integer else ''}"
       f"const tfvaeclf_conditional_codec {name} = {{\n"
       f"  &tfvaeclf_hyper_codec, tfvaeclf_latent_tables, "
       f"{tables.num_tables}, {num_values}\n}};\n"]
-  if predictor is not None:
-    parts += predictor
   return parts, bound, string_bytes
 
 
@@ -374,9 +378,7 @@ def _predictor_parts(predictor, hyper_shape, latent_shape, quantization):
         + ", ".join(str(d) for d in kernel.shape)
         + f", {layer['stride']}, {int(layer['transpose'])}, "
         f"{_c_int(layer['low'])}, {_c_int(layer['high'])}}}")
-  latent = (np.arange(-128, 128).astype(np.float32)
-            - np.float32(quantization["zero_point"])) * np.float32(
-                quantization["scale"])
+  latent = _int8_values(quantization)
   scratch = native.slice_scratch_size(predictor, hyper_shape[:2],
                                       latent_shape[:2])
   work = (int(np.prod(hyper_shape)) + 3 * int(np.prod(latent_shape))
@@ -428,8 +430,8 @@ def _codec_files(fingerprint, streams, conditional, arrays, outputs, pixels,
   if conditional:
     latent_parts, bound, latent_bytes = _conditional_codec(
         streams[1], arrays, outputs[streams[1]["name"]]["quantization"],
-        predictor)
-    parts += latent_parts
+        conditional == INTEGER)
+    parts += latent_parts + (predictor or [])
     string_bytes += latent_bytes
     values = [("TFVAECLF_HYPER_VALUES", int(np.prod(first["shape"])), ""),
               *values,
@@ -587,9 +589,7 @@ def _float_array(name, values):
 def _slice_coder_files(slice_coder, quantization):
   """slice_coder_data.{h,c}: the float32 slice coder, and the float its
   latent input takes for each int8 output."""
-  q = np.arange(-128, 128).astype(np.float32)
-  latent = (q - np.float32(quantization["zero_point"])) * np.float32(
-      quantization["scale"])
+  latent = _int8_values(quantization)
   return _model_files(
       slice_coder, "slice_coder_data", "The float32 slice coder",
       extra_header=("/* The slice coder's latent input for int8 output q: "

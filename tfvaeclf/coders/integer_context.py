@@ -29,6 +29,13 @@ _HYPER_GAIN_DIVISOR = 16.
 _OUTPUT_DIVISOR = 32.
 
 
+def _float_coder_scale(index):
+  """The float coder's scale of table `index` (its log-spaced scales)."""
+  low, high = np.log(ChannelContextCoder.SCALE_BOUNDS)
+  return float(np.exp(low + index * (high - low)
+                      / (ChannelContextCoder.NUM_SCALES - 1)))
+
+
 def _to_inputs_st(values):
   """What `slice_predictor.to_inputs` makes of decoded values, with a
   straight-through gradient."""
@@ -62,11 +69,8 @@ class IntegerContextCoder(ChannelContextCoder):
   # (an integer predictor trained on MNIST picks 0-9). A value beyond a
   # table's range still codes, as an escape.
   NUM_SCALES = 41
-  SCALE_BOUNDS = (ChannelContextCoder.SCALE_BOUNDS[0], float(np.exp(
-      np.log(ChannelContextCoder.SCALE_BOUNDS[0]) + (NUM_SCALES - 1) * (
-          np.log(ChannelContextCoder.SCALE_BOUNDS[1])
-          - np.log(ChannelContextCoder.SCALE_BOUNDS[0]))
-      / (ChannelContextCoder.NUM_SCALES - 1))))
+  SCALE_BOUNDS = (ChannelContextCoder.SCALE_BOUNDS[0],
+                  _float_coder_scale(NUM_SCALES - 1))
 
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)

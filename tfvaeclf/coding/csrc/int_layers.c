@@ -15,7 +15,7 @@ static int32_t same_padding(int32_t big, int32_t small, int32_t kernel,
   return total > 0 ? total / 2 : 0;
 }
 
-static int32_t floor_div(int32_t a, int32_t d) {
+int32_t il_floor_div(int32_t a, int32_t d) {
   int32_t q = a / d;
   return (a % d != 0 && a < 0) ? q - 1 : q;
 }
@@ -62,7 +62,7 @@ static void finish(int32_t *acc, int64_t count, int32_t out_channels,
   int64_t i;
   for (i = 0; i < count; ++i) {
     int32_t d = divisor[i % out_channels];
-    int32_t v = floor_div(acc[i] + d / 2, d);
+    int32_t v = il_floor_div(acc[i] + d / 2, d);
     acc[i] = v < low ? low : v > high ? high : v;
   }
 }

@@ -46,6 +46,9 @@ enum {
 
 #define IL_MAX_DIVISOR 32768
 
+/* floor(a / d) for d > 0: the rule's division (C's rounds toward 0). */
+int32_t il_floor_div(int32_t a, int32_t d);
+
 /* Output rows (or columns) of a layer on `size` input rows. */
 int32_t il_output_size(int32_t size, int32_t stride, int32_t transpose);
 

@@ -3,11 +3,6 @@
 
 #include <stddef.h>
 
-static int32_t floor_div(int32_t a, int32_t d) {
-  int32_t q = a / d;
-  return (a % d != 0 && a < 0) ? q - 1 : q;
-}
-
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 /* Runs `count` layers from `a` (holding the input, height x width),
@@ -151,11 +146,11 @@ int sp_quantize(const sp_predictor *p, const int32_t *z_hat,
       for (c = 0; c < size; ++c) {
         int32_t loc = out[(size_t)i * 2 * size + c];
         int32_t index = out[(size_t)i * 2 * size + size + c];
-        int32_t symbol = floor_div(
+        int32_t symbol = il_floor_div(
             y_units[(size_t)i * channels + offset + c] -
                 SP_LATENT_UNITS / SP_LOC_UNITS * loc + SP_LATENT_UNITS / 2,
             SP_LATENT_UNITS);
-        int32_t quarter = floor_div(SP_LOC_UNITS * symbol + loc + 8, 16);
+        int32_t quarter = il_floor_div(SP_LOC_UNITS * symbol + loc + 8, 16);
         slice_symbols[(size_t)i * size + c] = symbol;
         slice_indexes[(size_t)i * size + c] =
             index < 0 ? 0 : index >= p->num_scales ? p->num_scales - 1 : index;
